@@ -1,0 +1,1 @@
+"""Pydantic payloads shared by the parser, the starter, workflows and activities."""

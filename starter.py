@@ -1,0 +1,15 @@
+"""Start, follow and steer plan runs: `python starter.py --plan MASTER_PLAN.md`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from cli.main import main
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The Temporal SDK can crash while the interpreter tears down; the work is done by then.
+    os._exit(code)
