@@ -11,7 +11,9 @@ from plan_format.lines import Line
 
 _BATCH = re.compile(rf"^batch\s+({ID})\s*:\s*(.*)$", re.IGNORECASE)
 _TASK = re.compile(rf"^(\[[ xX]\]\s*)?task\s+({ID})\s*(?::|\s[-–—])\s*(.*)$", re.IGNORECASE)
-_CHECKBOX_TASK = re.compile(rf"^(\s*)[-*+]\s+\[([ xX])\]\s+\*\*({ID})[:.]?\*\*[:.]?\s*(.*)$")
+_CHECKBOX_TASK = re.compile(
+    rf"^(\s*)[-*+]\s+\[([ xX])\]\s+\*\*(?:Task\s+)?({ID})[:.]?\*\*[:.]?\s*(.*)$", re.IGNORECASE
+)
 # Headers that look structural but are not (wrong level, missing colon): warned about, kept as text.
 _NEAR_MISS = re.compile(
     r"^(?:\[[ xX]\]\s*)?(batch|task)\s+([A-Za-z0-9.]*\d[A-Za-z0-9.]*|[A-Za-z])\b", re.I

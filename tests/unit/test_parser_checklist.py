@@ -77,3 +77,8 @@ def test_checklist_item_outside_batches_is_warned_not_run() -> None:
     plan = parse_plan(CHECKLIST)
     assert "9.9" not in {t.id for t in plan.tasks}
     assert any("9.9" in w.message and "outside any batch" in w.message for w in plan.warnings)
+
+
+def test_bold_task_word_in_checklist_items() -> None:
+    plan = parse_plan("## Batch 1: b\n- [ ] **Task 1.1:** first\n- [X] **1.2.** second\n")
+    assert [(t.id, t.title, t.done) for t in plan.tasks] == [("1.1", "first", False), ("1.2", "second", True)]
