@@ -1,6 +1,6 @@
 """Parse time of a generated 2,000-task plan. Prints one JSON object as its last line.
 
-    .venv/bin/python bench/parse.py [--tasks 2000] [--repeat 5]
+.venv/bin/python bench/parse.py [--tasks 2000] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -8,20 +8,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from plan_parser import parse_plan  # noqa: E402
+from plan_parser import parse_plan
 
 
 def generate(n_tasks: int, per_batch: int = 10) -> str:
     """A plan shaped like real ones: files, commands, criteria, fences, task dependencies."""
     out = ["# Generated plan", ""]
     for b in range(1, n_tasks // per_batch + 1):
-        out += [f"## Batch {b}: Generated batch {b}", f"**Dependencies:** {'None' if b == 1 else f'Batch {b - 1}'}", ""]
+        out += [
+            f"## Batch {b}: Generated batch {b}",
+            f"**Dependencies:** {'None' if b == 1 else f'Batch {b - 1}'}",
+            "",
+        ]
         for t in range(1, per_batch + 1):
             tid = f"{b}.{t}"
             out += [

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> int:
     plan = ROOT / "examples" / "demo_plan.md"
-    return subprocess.call([sys.executable, str(ROOT / "starter.py"), "--plan", str(plan), "--dry-run"])
+    return subprocess.call(
+        [sys.executable, str(ROOT / "starter.py"), "--plan", str(plan), "--dry-run"]
+    )
 
 
 if __name__ == "__main__":

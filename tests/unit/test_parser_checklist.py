@@ -81,4 +81,7 @@ def test_checklist_item_outside_batches_is_warned_not_run() -> None:
 
 def test_bold_task_word_in_checklist_items() -> None:
     plan = parse_plan("## Batch 1: b\n- [ ] **Task 1.1:** first\n- [X] **1.2.** second\n")
-    assert [(t.id, t.title, t.done) for t in plan.tasks] == [("1.1", "first", False), ("1.2", "second", True)]
+    assert [(t.id, t.title, t.done) for t in plan.tasks] == [
+        ("1.1", "first", False),
+        ("1.2", "second", True),
+    ]
