@@ -1,0 +1,1 @@
+"""Agent and sandbox backends: everything that touches processes, git and the disk."""

@@ -1,0 +1,148 @@
+"""The one subprocess runner: async, in its own process group, with a timeout that kills the tree.
+
+Every agent, verification command and git call goes through `run_process`, so that a timeout or a
+cancelled activity never leaves a grandchild running and no blocking call stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# After SIGTERM the group gets this long to exit before SIGKILL.
+KILL_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class ProcResult:
+    argv: tuple[str, ...]
+    exit_code: int | None  # None when killed by a timeout
+    timed_out: bool
+    output: str  # the last `tail_chars` characters of stdout and stderr, interleaved
+    duration_s: float
+    truncated: bool = False  # the transcript hit its cap
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path | str,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
+    stdin: bytes | None = None,
+    transcript: Path | None = None,
+    transcript_cap: int = 5_000_000,
+    on_line: Callable[[str], None] | None = None,
+    tail_chars: int = 8000,
+) -> ProcResult:
+    """Run `argv`, stream its output, and return when it exits or its timeout kills it.
+
+    Cancellation (the activity was cancelled, the worker is shutting down) kills the whole process
+    group and re-raises, so the caller's cleanup runs.
+    """
+    start = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=str(cwd),
+        env=dict(env) if env is not None else None,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group: killpg reaches grandchildren
+    )
+    tail: deque[str] = deque()
+    tail_len = 0
+    written = 0
+    truncated = False
+    sink = transcript.open("ab") if transcript else None
+
+    async def pump() -> None:
+        nonlocal tail_len, written, truncated
+        assert proc.stdout is not None
+        if stdin is not None and proc.stdin is not None:
+            proc.stdin.write(stdin)
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                await proc.stdin.drain()
+            proc.stdin.close()
+        partial = ""
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may span chunks
+        while True:
+            # Chunks, not lines: an agent that floods one endless line must not break the reader.
+            chunk = await proc.stdout.read(65536)
+            if not chunk:
+                break
+            if sink is not None:
+                if written + len(chunk) <= transcript_cap:
+                    sink.write(chunk)
+                    written += len(chunk)
+                elif not truncated:
+                    sink.write(b"\n[transcript truncated: output beyond the cap is not kept]\n")
+                    truncated = True
+            text = decoder.decode(chunk)
+            tail.append(text)
+            tail_len += len(text)
+            while tail_len > tail_chars and len(tail) > 1:
+                tail_len -= len(tail.popleft())
+            if on_line is not None:
+                *lines, partial = (partial + text).split("\n")
+                for line in lines:
+                    on_line(line)
+                if len(partial) > 1_000_000:  # no newline in sight: hand it over as it is
+                    on_line(partial)
+                    partial = ""
+        if on_line is not None and partial:
+            on_line(partial)
+        await proc.wait()
+
+    timed_out = False
+    try:
+        await asyncio.wait_for(pump(), timeout=timeout_s)
+    except TimeoutError:
+        timed_out = True
+        await _kill_group(proc)
+    except BaseException:
+        await _kill_group(proc)
+        raise
+    finally:
+        if sink is not None:
+            sink.close()
+    out = "".join(tail)[-tail_chars:]
+    return ProcResult(
+        argv=tuple(argv),
+        exit_code=None if timed_out else proc.returncode,
+        timed_out=timed_out,
+        output=out,
+        duration_s=time.monotonic() - start,
+        truncated=truncated,
+    )
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left of it after a grace period."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = proc.pid
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=wait)
+        except TimeoutError:
+            continue
+        # The leader is gone; grandchildren that ignored SIGTERM still die with the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        return

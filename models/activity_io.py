@@ -1,0 +1,106 @@
+"""One model in and one out for every activity.
+
+Paths on the worker's disk never travel here: each worker derives them from its own workspace and
+the run key, so a payload stays valid on whichever worker picks the activity up.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from models.results import CheckResult
+from models.run import AgentConfig
+
+
+class PrepareRunIn(BaseModel):
+    run_key: str
+    repo: str
+    base_commit: str
+    target_branch: str
+
+
+class PrepareRunOut(BaseModel):
+    target_commit: str
+    created_target: bool
+
+
+class PrepareWorkspaceIn(BaseModel):
+    run_key: str
+    task_id: str
+    repo: str
+    target_branch: str
+
+
+class PrepareWorkspaceOut(BaseModel):
+    base_commit: str  # the target's tip when the task started: earlier batches' work included
+    branch: str
+
+
+class RunAgentIn(BaseModel):
+    run_key: str
+    task_id: str
+    title: str
+    prompt: str
+    base_commit: str
+    agent: AgentConfig
+    commit_message: str
+    # Paths the task may leave untracked junk outside of; empty: commit everything it changed.
+    declared_files: list[str] = Field(default_factory=list)
+
+
+class RunAgentOut(BaseModel):
+    exit_code: int | None
+    timed_out: bool = False
+    succeeded: bool
+    commit: str | None = None  # None: the agent changed nothing
+    changed_files: list[str] = Field(default_factory=list)
+    summary: str = ""
+    transcript: str | None = None
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+class VerifyIn(BaseModel):
+    run_key: str
+    task_id: str
+    commands: list[str]
+    base_commit: str
+    timeout_s: float = 600.0
+
+
+class VerifyOut(BaseModel):
+    passed: bool
+    checks: list[CheckResult] = Field(default_factory=list)
+
+
+class MergeIn(BaseModel):
+    run_key: str
+    task_id: str
+    repo: str
+    target_branch: str
+    base_commit: str
+    commit: str
+    commands: list[str] = Field(default_factory=list)
+    verify_timeout_s: float = 600.0
+    attempts: int = 5
+
+
+class MergeOut(BaseModel):
+    merged: bool
+    commit: str | None = None
+    already_merged: bool = False
+    conflict_paths: list[str] = Field(default_factory=list)
+    checks: list[CheckResult] = Field(default_factory=list)
+    error: str | None = None
+    attempts: int = 0
+
+
+class CleanupIn(BaseModel):
+    run_key: str
+    task_id: str
+    delete_branch: bool = True
+
+
+class CleanupOut(BaseModel):
+    removed_worktree: bool
+    deleted_branch: bool

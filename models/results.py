@@ -1,0 +1,80 @@
+"""What a run reports: task outcomes, the run's result, and the live status query."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    # Terminal states: every task of every run ends in one of these.
+    MERGED = "merged"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    NO_OP = "no_op"
+    DONE_BEFORE = "done_before"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (TaskStatus.PENDING, TaskStatus.RUNNING)
+
+    @property
+    def satisfies_dependants(self) -> bool:
+        """Dependants may start after these; after any other terminal state they are skipped."""
+        return self in (TaskStatus.MERGED, TaskStatus.NO_OP, TaskStatus.DONE_BEFORE)
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class CheckResult(BaseModel):
+    command: str
+    exit_code: int
+    passed: bool
+    # The same command also fails on the task's base commit: not the task's fault.
+    pre_existing: bool = False
+    output_tail: str = ""
+
+
+class TaskResult(BaseModel):
+    id: str
+    title: str = ""
+    status: TaskStatus
+    commit: str | None = None
+    base_commit: str | None = None
+    attempts: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    phase: str = ""  # the step the task is in, or ended in
+    checks: list[CheckResult] = Field(default_factory=list)
+    changed_files: list[str] = Field(default_factory=list)
+    transcript: str | None = None
+
+
+class PlanResult(BaseModel):
+    workflow_id: str
+    status: RunStatus
+    target_branch: str
+    target_commit: str | None = None
+    tasks: list[TaskResult] = Field(default_factory=list)
+    message: str = ""
+
+
+class RunProgress(BaseModel):
+    """The `status` query: where the run is, task by task."""
+
+    workflow_id: str
+    status: RunStatus
+    paused: bool = False
+    cancelling: bool = False
+    target_branch: str
+    target_commit: str | None = None
+    tasks: list[TaskResult] = Field(default_factory=list)
