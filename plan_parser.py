@@ -113,4 +113,5 @@ def _task(
         files=files,
         verification=f.steps,
         instructions=instructions(draft.body),
+        commit_message=f.commit_message,
     )

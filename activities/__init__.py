@@ -1,0 +1,1 @@
+"""Temporal activities: thin adapters that translate payloads, heartbeat, and call the backends."""

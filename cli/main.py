@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -18,12 +19,30 @@ from config import Settings
 from errors import PipelineError, PlanError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SUBCOMMANDS = ("status", "pause", "resume", "cancel", "retry", "skip", "server")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address", help="HOST:PORT of an existing Temporal server (default: the embedded one)"
+    )
+    p.add_argument(
+        "--namespace",
+        help="Temporal namespace (default: from the environment config, or 'default')",
+    )
+    p.add_argument(
+        "--workspace", metavar="DIR", help="the pipeline's own clone, worktrees and server data"
+    )
+    p.add_argument(
+        "--json", action="store_true", default=None, help="print one JSON object on stdout"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="starter.py",
-        description="Run every task of a markdown plan through a coding agent, durably.",
+        description="Run every task of a markdown plan through a coding agent, durably. "
+        f"Subcommands: {', '.join(SUBCOMMANDS)} (starter.py status --help).",
     )
     p.add_argument("--plan", help="the plan file (MASTER_PLAN.md)")
     p.add_argument(
@@ -31,9 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="parse, validate and print the plan; run nothing",
-    )
-    p.add_argument(
-        "--json", action="store_true", default=None, help="print one JSON object on stdout"
     )
     p.add_argument(
         "--start-batch",
@@ -45,13 +61,76 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerun-done", action="store_true", default=None, help="run tasks the plan marks as done"
     )
     p.add_argument(
-        "--workspace", metavar="DIR", help="the pipeline's own clone, worktrees and server data"
+        "--retry-failed",
+        action="store_true",
+        default=None,
+        help="run a finished run's failed tasks again",
     )
+    p.add_argument(
+        "--repo",
+        metavar="PATH",
+        help="the repository to work on (default: .); never written to but by ref pushes",
+    )
+    p.add_argument(
+        "--base",
+        metavar="REF",
+        help="branch the target starts from (default: the repo's current branch)",
+    )
+    p.add_argument(
+        "--target-branch",
+        metavar="BRANCH",
+        help="branch that receives merged tasks (default: pipeline/<plan-name>)",
+    )
+    p.add_argument("--agent", help="agent backend: claude (default), command, literal")
+    p.add_argument(
+        "--agent-command",
+        metavar="CMD",
+        help="argv template for --agent command: {prompt_file} {task_id} {workdir}",
+    )
+    p.add_argument(
+        "--agent-timeout",
+        type=float,
+        metavar="S",
+        help="seconds before an agent is killed (default 1800)",
+    )
+    p.add_argument(
+        "--verify-timeout",
+        type=float,
+        metavar="S",
+        help="seconds per verification command (default 600)",
+    )
+    p.add_argument(
+        "--max-concurrent", type=int, metavar="N", help="tasks running at once (default 4)"
+    )
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        metavar="S",
+        help="seconds of silence before a worker is presumed dead",
+    )
+    p.add_argument("--detach", action="store_true", default=None, help="start the run and return")
+    _common(p)
     return p
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+def build_control_parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"starter.py {command}")
+    if command == "server":
+        p.add_argument("action", choices=["stop"])
+    else:
+        p.add_argument("workflow_id")
+    if command in ("retry", "skip"):
+        p.add_argument("task")
+    if command == "cancel":
+        p.add_argument(
+            "--now", action="store_true", help="also cancel running tasks, killing their agents"
+        )
+    _common(p)
+    return p
+
+
+def settings_from(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> Settings:
+    given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
     try:
         return Settings(**given)
     except ValidationError as exc:
@@ -61,6 +140,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def run(argv: list[str]) -> int:
+    if argv and argv[0] in SUBCOMMANDS:
+        from cli.control import control
+
+        args = build_control_parser(argv[0]).parse_args(argv[1:])
+        settings = settings_from(args, skip=("workflow_id", "task", "now", "action"))
+        return asyncio.run(
+            control(
+                argv[0],
+                getattr(args, "workflow_id", ""),
+                getattr(args, "task", None),
+                bool(getattr(args, "now", False)),
+                settings,
+            )
+        )
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
     if settings.plan is None:
@@ -80,7 +173,11 @@ def run(argv: list[str]) -> int:
         else:
             render_tree(plan, filename, Console(highlight=False))
         return EXIT_OK
-    raise UsageError("running a plan is not available in this build; use --dry-run")
+    for w in plan.warnings:
+        print(f"{filename}:{w.line}: warning: {w.message}", file=sys.stderr)
+    from cli.run import run_plan
+
+    return asyncio.run(run_plan(plan, settings.plan.read_bytes(), settings))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(
+            "interrupted; the run goes on in Temporal: run the same command again to follow it",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:  # a bug: one line for the user, the traceback on request
         if os.environ.get("PIPELINE_DEBUG"):

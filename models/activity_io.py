@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from models.plan import Task
 from models.results import CheckResult
 from models.run import AgentConfig
 
@@ -38,14 +39,10 @@ class PrepareWorkspaceOut(BaseModel):
 
 class RunAgentIn(BaseModel):
     run_key: str
-    task_id: str
-    title: str
-    prompt: str
+    plan_title: str | None = None
+    task: Task
     base_commit: str
     agent: AgentConfig
-    commit_message: str
-    # Paths the task may leave untracked junk outside of; empty: commit everything it changed.
-    declared_files: list[str] = Field(default_factory=list)
 
 
 class RunAgentOut(BaseModel):
@@ -58,6 +55,7 @@ class RunAgentOut(BaseModel):
     transcript: str | None = None
     duration_s: float = 0.0
     error: str | None = None
+    attempt: int = 1  # which try of the activity produced this (a dead worker costs one)
 
 
 class VerifyIn(BaseModel):

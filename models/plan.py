@@ -42,6 +42,7 @@ class Task(BaseModel):
     files: list[FileRef] = Field(default_factory=list)
     verification: list[Check] = Field(default_factory=list)
     instructions: str = ""
+    commit_message: str | None = None  # the plan's **Commit:** line
 
     @property
     def commands(self) -> list[str]:

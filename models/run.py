@@ -27,6 +27,10 @@ class RunOptions(BaseModel):
     verify_timeout_s: float = 600.0
     # Merge attempts when the target keeps moving under us (each one rebases and re-verifies).
     merge_attempts: int = 5
+    # A worker that stops heartbeating for this long is presumed dead; its activity runs elsewhere.
+    heartbeat_timeout_s: float = 30.0
+    # Keep the branch of a task that failed, for inspection (worktrees are always removed).
+    keep_failed_branches: bool = True
 
 
 class PlanRunInput(BaseModel):
@@ -34,10 +38,17 @@ class PlanRunInput(BaseModel):
     plan_name: str
     plan: Plan
     options: RunOptions
+    # Tasks a previous run of the same plan content merged: recorded results, not guesses.
+    merged_before: list[str] = Field(default_factory=list)
+
+
+class CancelRequest(BaseModel):
+    now: bool = False  # also cancel running tasks (their agents are killed)
 
 
 class TaskInput(BaseModel):
     run_key: str
+    plan_title: str | None = None
     task: Task
     options: RunOptions
     # Increases when the user retries a task by signal, so each try has its own workflow id.

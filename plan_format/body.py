@@ -31,6 +31,7 @@ class Fields:
     depends_line: int = 0
     status_done: bool = False
     execution_mode: str | None = None
+    commit_message: str | None = None
     criteria: list[str] = field(default_factory=list)  # batch-level checklist items
     errors: list[PlanIssue] = field(default_factory=list)
 
@@ -118,6 +119,8 @@ def _inline(out: Fields, kind: Field, value: str, line: int, batch_level: bool) 
         out.status_done = out.status_done or status_is_done(value)
     elif kind is Field.EXECUTION_MODE and out.execution_mode is None:
         out.execution_mode = execution_mode(value)
+    elif kind is Field.COMMIT and value and out.commit_message is None:
+        out.commit_message = value.strip().strip("`").strip()
 
 
 def instructions(body: list[Line]) -> str:

@@ -21,6 +21,7 @@ class Field(Enum):
     DEPENDS = "depends"
     STATUS = "status"
     EXECUTION_MODE = "execution_mode"
+    COMMIT = "commit"
     OTHER = "other"
 
 
@@ -54,6 +55,8 @@ def field_label(text: str) -> tuple[Field, str] | None:
         return Field.STATUS, value
     if label == "execution mode":
         return Field.EXECUTION_MODE, value
+    if label in ("commit", "commit message"):
+        return Field.COMMIT, value
     return Field.OTHER, value
 
 

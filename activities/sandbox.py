@@ -1,0 +1,38 @@
+"""Activities that create and remove the pipeline's workspaces: the run's target, a task's worktree."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from models.activity_io import (
+    CleanupIn,
+    CleanupOut,
+    PrepareRunIn,
+    PrepareRunOut,
+    PrepareWorkspaceIn,
+    PrepareWorkspaceOut,
+)
+
+
+class SandboxActivities:
+    def __init__(self, sandbox: GitWorktreeSandbox) -> None:
+        self.sandbox = sandbox
+
+    @activity.defn(name="prepare_run")
+    async def prepare_run(self, inp: PrepareRunIn) -> PrepareRunOut:
+        """Clone or fetch the repository and make sure the target branch exists (idempotent)."""
+        tip, created = await self.sandbox.prepare_run(inp.repo, inp.base_commit, inp.target_branch)
+        return PrepareRunOut(target_commit=tip, created_target=created)
+
+    @activity.defn(name="prepare_workspace")
+    async def prepare_workspace(self, inp: PrepareWorkspaceIn) -> PrepareWorkspaceOut:
+        base, _ = await self.sandbox.prepare(inp.run_key, inp.task_id, inp.repo, inp.target_branch)
+        return PrepareWorkspaceOut(
+            base_commit=base, branch=self.sandbox.task_branch(inp.run_key, inp.task_id)
+        )
+
+    @activity.defn(name="cleanup_workspace")
+    async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:
+        removed, deleted = await self.sandbox.remove(inp.run_key, inp.task_id, inp.delete_branch)
+        return CleanupOut(removed_worktree=removed, deleted_branch=deleted)

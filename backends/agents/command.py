@@ -1,0 +1,213 @@
+"""The command agent: runs any CLI coding agent from an argv template.
+
+`AgentRequest.command` is a list of arguments. In each one these placeholders are replaced:
+
+    {prompt_file}  the prompt, written next to the transcript (outside the worktree, never committed)
+    {task_id}      the task's id, e.g. "2.1"
+    {workdir}      the task's worktree, which is also the process's working directory
+    {title}        the task's title
+
+Anything else in braces is left as it is. Pass placeholders as their own arguments and let a shell
+wrapper read them as "$1", rather than pasting them into a `sh -c` script, so a title with quotes
+cannot change the script.
+
+`PRESETS` holds templates for common agents:
+
+    codex   `codex exec --sandbox workspace-write PROMPT` (Codex CLI's non-interactive mode, allowed
+            to edit the worktree). The prompt is read from the file by a shell wrapper, since
+            `codex exec` takes it as an argument; Linux caps a single argument at 128 KiB.
+    aider   `aider --yes-always --no-auto-commits --message-file FILE`: one message, then exit;
+            aider must not commit, because the pipeline commits.
+
+The process gets `request.env` as its complete environment when it is non-empty, else a minimal
+inherited one (PATH, HOME, locale, ...) without the worker's credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from backends._proc import run_process
+from backends.base import AgentOutcome, AgentRequest, Heartbeat
+
+PRESETS: dict[str, list[str]] = {
+    "codex": [
+        "sh",
+        "-c",
+        'exec codex exec --sandbox workspace-write "$(cat "$1")"',
+        "sh",
+        "{prompt_file}",
+    ],
+    "aider": ["aider", "--yes-always", "--no-auto-commits", "--message-file", "{prompt_file}"],
+}
+
+# An agent that thinks silently for minutes is still alive; heartbeats go out at this pace.
+HEARTBEAT_EVERY_S = 2.0
+SUMMARY_CHARS = 500
+ERROR_TAIL_LINES = 20
+
+_INHERITED_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TMPDIR",
+    "TZ",
+)
+_SECRET_KEY = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+def render_argv(template: list[str], values: dict[str, str]) -> list[str]:
+    """Substitute `{name}` placeholders with str.replace, so other braces (JSON, shell) survive."""
+    out = []
+    for arg in template:
+        for key, value in values.items():
+            arg = arg.replace("{" + key + "}", value)
+        out.append(arg)
+    return out
+
+
+def minimal_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+
+
+def prompt_path(transcript: Path) -> Path:
+    return transcript.with_name(transcript.name + ".prompt.md")
+
+
+class _Progress:
+    """Counts output lines and sends a throttled heartbeat."""
+
+    def __init__(self, heartbeat: Heartbeat) -> None:
+        self.heartbeat = heartbeat
+        self.lines = 0
+        self.last = ""
+        self.started = time.monotonic()
+        self.beaten = float("-inf")
+
+    def on_line(self, line: str) -> None:
+        self.lines += 1
+        if line.strip():
+            self.last = line.strip()
+        self.beat()
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self.beaten < HEARTBEAT_EVERY_S:
+            return
+        self.beaten = now
+        if self.lines:
+            self.heartbeat(f"output lines: {self.lines}, last: {self.last[:200]}")
+        else:
+            self.heartbeat(f"running for {now - self.started:.0f} s, no output yet")
+
+    async def tick(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            self.beat()
+
+
+class CommandAgent:
+    name = "command"
+
+    async def run(self, request: AgentRequest, heartbeat: Heartbeat) -> AgentOutcome:
+        if not request.command:
+            return AgentOutcome(succeeded=False, error="command agent: the argv template is empty")
+        if not request.workdir.is_dir():
+            return AgentOutcome(succeeded=False, error=f"worktree {request.workdir} does not exist")
+        prompt_file = prompt_path(request.transcript)
+        if prompt_file.resolve().is_relative_to(request.workdir.resolve()):
+            return AgentOutcome(
+                succeeded=False,
+                error=f"transcript {request.transcript} is inside the worktree; "
+                "the prompt and output would be committed",
+            )
+        prompt_file.parent.mkdir(parents=True, exist_ok=True)
+        prompt_file.write_text(request.prompt, encoding="utf-8")
+        argv = render_argv(
+            request.command,
+            {
+                "prompt_file": str(prompt_file),
+                "task_id": request.task_id,
+                "workdir": str(request.workdir),
+                "title": request.title,
+            },
+        )
+        env = dict(request.env) if request.env else minimal_env()
+        redact = _redactor(request.env)
+        with request.transcript.open("a", encoding="utf-8") as fh:
+            fh.write(redact(f"$ {shlex.join(argv)}\n"))
+
+        progress = _Progress(heartbeat)
+        progress.beat()
+        ticker = asyncio.create_task(progress.tick())
+        try:
+            result = await run_process(
+                argv,
+                cwd=request.workdir,
+                env=env,
+                timeout_s=request.timeout_s,
+                transcript=request.transcript,
+                on_line=progress.on_line,
+            )
+        except FileNotFoundError:
+            return AgentOutcome(succeeded=False, error=f"agent executable not found: {argv[0]!r}")
+        except PermissionError:
+            return AgentOutcome(
+                succeeded=False, error=f"agent executable is not executable: {argv[0]!r}"
+            )
+        except OSError as exc:
+            return AgentOutcome(succeeded=False, error=redact(f"could not start the agent: {exc}"))
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        summary = redact(lines[-1].strip()[:SUMMARY_CHARS]) if lines else ""
+        tail = redact("\n".join(lines[-ERROR_TAIL_LINES:]))
+        error: str | None = None
+        if result.timed_out:
+            error = f"agent timed out after {request.timeout_s:g} s; its process group was killed"
+        elif result.exit_code != 0:
+            code = result.exit_code
+            error = (
+                f"agent was killed by signal {-code}"
+                if code is not None and code < 0
+                else f"agent exited with code {code}"
+            )
+        if error and tail:
+            error += f"; last output:\n{tail}"
+        return AgentOutcome(
+            succeeded=result.ok,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            summary=summary,
+            error=error,
+        )
+
+
+def _redactor(env: dict[str, str]) -> Callable[[str], str]:
+    """Mask credential values from `env` in text bound for workflow history and the Web UI."""
+    secrets = sorted(
+        (v for k, v in env.items() if _SECRET_KEY.search(k) and len(v) >= 8), key=len, reverse=True
+    )
+
+    def redact(text: str) -> str:
+        for value in secrets:
+            text = text.replace(value, "***")
+        return text
+
+    return redact

@@ -1,0 +1,112 @@
+"""Publish a task's commit on the target branch: rebase, re-verify, compare-and-swap.
+
+The target is only ever moved forward, and only from the tip this attempt read: a push with an
+expected old value. If someone else moved it in between, the attempt starts over from the new tip.
+A merge that already happened (the run crashed after the push) is recognised by the task's trailer.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+from backends.git import GitError, git, grep_pattern, is_ancestor, rev_parse, split_z, task_trailer
+from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.verify import checks_passed, run_checks
+from models.activity_io import MergeOut
+from models.results import CheckResult
+
+
+async def find_merged(
+    clone: Path, tip: str, base_commit: str, run_key: str, task_id: str
+) -> str | None:
+    """The newest commit after `base_commit` on `tip` that carries the task's trailer line."""
+    res = await git(
+        "log", "-n1", "--format=%H", f"--grep={grep_pattern(task_trailer(run_key, task_id))}",
+        tip, f"^{base_commit}", "--",
+        cwd=clone,
+    )  # fmt: skip
+    return res.output.strip() or None
+
+
+async def _rebase(wt: Path, base_commit: str, tip: str) -> str | list[str]:
+    """The task's commits replayed on `tip`: the new HEAD, or the conflicting paths."""
+    res = await git("rebase", "--quiet", "--onto", tip, base_commit, cwd=wt, check=False)
+    if res.ok:
+        head = await rev_parse("HEAD", wt)
+        if head is None:
+            raise GitError(f"no HEAD in {wt} after rebase")
+        return head
+    unmerged = await git("diff", "--name-only", "-z", "--diff-filter=U", cwd=wt, check=False)
+    await git("rebase", "--abort", cwd=wt, check=False)
+    conflicts = sorted(set(split_z(unmerged.output)))
+    if not conflicts:
+        raise GitError(f"rebase onto {tip} failed", argv=res.argv, output=res.output)
+    return conflicts
+
+
+async def merge_task(
+    sandbox: GitWorktreeSandbox,
+    *,
+    run_key: str,
+    task_id: str,
+    repo: str,
+    target_branch: str,
+    base_commit: str,
+    commit: str,
+    commands: list[str],
+    verify_timeout_s: float,
+    attempts: int,
+    heartbeat: Callable[[str], None] | None = None,
+) -> MergeOut:
+    beat = heartbeat or (lambda _note: None)
+    checks: list[CheckResult] = []
+    for attempt in range(1, max(1, attempts) + 1):
+        clone = await sandbox.ensure_clone(repo)  # fetches: the tip below is current
+        tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+        if tip is None:
+            raise GitError(f"target branch {target_branch} does not exist in {repo}")
+        done = await find_merged(clone, tip, base_commit, run_key, task_id)
+        if done is not None:
+            return MergeOut(merged=True, commit=done, already_merged=True, attempts=attempt)
+        if tip == base_commit or await is_ancestor(tip, commit, clone):
+            new = commit  # exactly the commit that was verified: nothing to redo
+        else:
+            beat(f"rebasing onto {tip[:12]} (attempt {attempt})")
+            # From the task's commit every time: an earlier attempt may have rebased elsewhere.
+            wt = await sandbox.reset(run_key, task_id, commit)
+            rebased = await _rebase(wt, base_commit, tip)
+            if isinstance(rebased, list):
+                return MergeOut(
+                    merged=False,
+                    conflict_paths=rebased,
+                    error=f"conflict rebasing onto {target_branch} at {tip[:12]}",
+                    attempts=attempt,
+                )
+            new = rebased
+            if commands:
+                beat(f"re-verifying on {tip[:12]}")
+                checks = await run_checks(
+                    wt,
+                    commands,
+                    timeout_s=verify_timeout_s,
+                    base_dir_factory=functools.partial(sandbox.checkout_detached, repo, tip),
+                )
+                if not checks_passed(checks):
+                    return MergeOut(
+                        merged=False,
+                        checks=checks,
+                        error=f"verification failed after rebasing onto {tip[:12]}",
+                        attempts=attempt,
+                    )
+        if not await is_ancestor(tip, new, clone):
+            raise GitError(
+                f"refusing to push {new}: not a fast-forward of {target_branch} at {tip}"
+            )
+        beat(f"publishing {new[:12]} (attempt {attempt})")
+        if await sandbox.push_target(repo, new, target_branch, expected=tip) != "moved":
+            return MergeOut(merged=True, commit=new, checks=checks, attempts=attempt)
+    return MergeOut(
+        merged=False, error="target kept moving", checks=checks, attempts=max(1, attempts)
+    )

@@ -1,0 +1,295 @@
+"""One git worktree per task, cut from a bare clone the pipeline owns.
+
+The user's repository is only ever fetched from and pushed to. Everything else happens in
+`<workspace>/repos/<name>.git` (a bare clone) and `<workspace>/worktrees/<run>/<task>/`. Operations
+that change the clone's shared state (fetch, push, the worktree list) take the clone's lock; work
+inside a task's own worktree needs none. Each step checks what is already there first, so running it
+again after a crash at any point converges to the same result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from backends.git import (
+    GitError,
+    PushResult,
+    drop_worktree,
+    git,
+    is_ancestor,
+    push_with_lease,
+    refuse_checked_out,
+    repo_lock,
+    rev_parse,
+    split_z,
+    task_trailer,
+    with_trailer,
+    worktree_ok,
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _checked(kind: str, value: str) -> str:
+    # Both end up in paths and ref names: refuse what git or the filesystem would misread.
+    if not _NAME.match(value) or ".." in value or value.endswith((".lock", ".")):
+        raise ValueError(f"{kind} {value!r} is not a safe name (letters, digits, '.', '_', '-')")
+    return value
+
+
+class GitWorktreeSandbox:
+    name = "git_worktree"
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = Path(workspace).resolve()
+        self._clones: dict[tuple[str, str], Path] = {}
+
+    def clone_dir(self, repo: str) -> Path:
+        repo = repo.rstrip("/") or repo
+        tail = re.split(r"[/:\\]", repo)[-1].removesuffix(".git")
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", tail)[:40].lstrip(".") or "repo"
+        digest = hashlib.sha1(repo.encode()).hexdigest()[:10]
+        return self.workspace / "repos" / f"{safe}-{digest}.git"
+
+    def worktree_dir(self, run_key: str, task_id: str) -> Path:
+        run_dir = self.workspace / "worktrees" / _checked("run key", run_key)
+        return run_dir / _checked("task id", task_id)
+
+    def transcript_path(self, run_key: str, task_id: str) -> Path:
+        d = self.workspace / "transcripts" / _checked("run key", run_key)
+        d.mkdir(parents=True, exist_ok=True)
+        return d / f"{_checked('task id', task_id)}.log"
+
+    @staticmethod
+    def task_branch(run_key: str, task_id: str) -> str:
+        return f"pipeline/{_checked('run key', run_key)}/task-{_checked('task id', task_id)}"
+
+    @staticmethod
+    def _base_ref(run_key: str, task_id: str) -> str:
+        return f"refs/pipeline-base/{run_key}/{task_id}"
+
+    def _lock(self, clone: Path) -> contextlib.AbstractAsyncContextManager[None]:
+        return repo_lock(clone.with_name(clone.name + ".lock"))
+
+    async def ensure_clone(self, repo: str) -> Path:
+        """Create the bare clone once, then fetch every branch of `repo` into refs/remotes/origin."""
+        clone = self.clone_dir(repo)
+        async with self._lock(clone):
+            if not (clone / "HEAD").is_file():
+                # Built aside and renamed, so a crash never leaves a half-made clone in place.
+                for old in clone.parent.glob(f"{clone.name}.tmp-*"):
+                    await asyncio.to_thread(shutil.rmtree, old, ignore_errors=True)
+                tmp = clone.with_name(f"{clone.name}.tmp-{uuid.uuid4().hex[:8]}")
+                await git("init", "--quiet", "--bare", str(tmp), cwd=self.workspace)
+                for key, value in (
+                    ("remote.origin.url", repo),
+                    ("remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*"),
+                    ("core.packedRefsTimeout", "10000"),  # concurrent ref deletions wait, not fail
+                ):
+                    await git("config", key, value, cwd=tmp)
+                tmp.rename(clone)
+            # FETCH_HEAD is never read; not writing it leaves one less shared file to contend on.
+            await git("fetch", "--quiet", "--prune", "--no-write-fetch-head", "origin", cwd=clone)
+        return clone
+
+    async def push_target(self, repo: str, commit: str, branch: str, expected: str) -> PushResult:
+        """Compare-and-swap of the user's `branch` from `expected` ("" = absent) to `commit`."""
+        await refuse_checked_out(repo, branch)
+        clone = self.clone_dir(repo)
+        async with self._lock(clone):
+            return await push_with_lease(clone, commit, branch, expected)
+
+    async def prepare_run(
+        self, repo: str, base_commit: str, target_branch: str
+    ) -> tuple[str, bool]:
+        """The target's tip, creating the target at `base_commit` when it does not exist yet."""
+        clone = await self.ensure_clone(repo)
+        tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+        if tip is not None:
+            return tip, False
+        if await rev_parse(base_commit, clone) is None:
+            # Reachable only from a tag or a detached HEAD: ask for the commit itself.
+            await git(
+                "fetch",
+                "--quiet",
+                "--no-write-fetch-head",
+                "origin",
+                base_commit,
+                cwd=clone,
+                check=False,
+            )
+            if await rev_parse(base_commit, clone) is None:
+                raise GitError(f"base commit {base_commit} is not in {repo}")
+        created = await self.push_target(repo, base_commit, target_branch, "") == "updated"
+        if not created:  # another run created it meanwhile: take theirs
+            await self.ensure_clone(repo)
+        tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+        if tip is None:
+            raise GitError(f"target branch {target_branch} vanished from {repo}")
+        return tip, created
+
+    async def _find_clone(self, run_key: str, task_id: str) -> Path | None:
+        """The clone holding the task's refs: the steps after `prepare` are given no repo."""
+        key = (run_key, task_id)
+        if key not in self._clones:
+            refs = (self._base_ref(*key), f"refs/heads/{self.task_branch(*key)}")
+            for clone in sorted((self.workspace / "repos").glob("*.git")):
+                if [ref for ref in refs if await rev_parse(ref, clone) is not None]:
+                    self._clones[key] = clone
+                    break
+        return self._clones.get(key)
+
+    async def _clone_of(self, run_key: str, task_id: str) -> Path:
+        if (clone := await self._find_clone(run_key, task_id)) is None:
+            raise GitError(f"no workspace for task {task_id} of run {run_key}: prepare it first")
+        return clone
+
+    async def _new_worktree(self, clone: Path, wt: Path, branch: str, commit: str) -> None:
+        """(Re)create `wt` on `branch` at `commit`. Hold the clone's lock."""
+        await drop_worktree(clone, wt)
+        wt.parent.mkdir(parents=True, exist_ok=True)
+        await git("worktree", "add", "--quiet", "-B", branch, str(wt), commit, cwd=clone)
+
+    async def prepare(
+        self, run_key: str, task_id: str, repo: str, target_branch: str
+    ) -> tuple[str, Path]:
+        """The task's worktree on its branch at the target's tip: (base commit, workdir).
+
+        The base is recorded once (a ref in the clone); a second call returns it and the worktree
+        as they are, rebuilding the worktree only if it is missing or broken.
+        """
+        wt, branch = self.worktree_dir(run_key, task_id), self.task_branch(run_key, task_id)
+        clone = await self.ensure_clone(repo)
+        self._clones[(run_key, task_id)] = clone
+        base_ref = self._base_ref(run_key, task_id)
+        base = await rev_parse(base_ref, clone)
+        if base is None:
+            tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+            if tip is None:
+                raise GitError(f"target branch {target_branch} does not exist in {repo}")
+            # Recorded with "must not exist yet": a concurrent or repeated prepare keeps the first.
+            await git("update-ref", base_ref, tip, "", cwd=clone, check=False)
+            base = await rev_parse(base_ref, clone)
+            if base is None:
+                raise GitError(f"cannot record the base of task {task_id} in {clone}")
+        async with self._lock(clone):  # checked under the lock: a racing prepare built it already
+            if not await worktree_ok(clone, wt):
+                await self._new_worktree(clone, wt, branch, base)
+        return base, wt
+
+    async def reset(self, run_key: str, task_id: str, base_commit: str) -> Path:
+        """The worktree on the task branch at `base_commit`, with nothing else in it."""
+        clone = await self._clone_of(run_key, task_id)
+        wt, branch = self.worktree_dir(run_key, task_id), self.task_branch(run_key, task_id)
+        if not await worktree_ok(clone, wt):
+            async with self._lock(clone):
+                await self._new_worktree(clone, wt, branch, base_commit)
+            return wt
+        # Leftovers of an interrupted rebase/merge would survive a plain reset.
+        await git("rebase", "--quit", cwd=wt, check=False)
+        await git("checkout", "--quiet", "--force", "-B", branch, base_commit, cwd=wt)
+        await git("reset", "--quiet", "--hard", base_commit, cwd=wt)
+        await git("clean", "-ffdxq", cwd=wt)  # -ff: nested repositories an agent made go too
+        return wt
+
+    async def commit_all(
+        self, run_key: str, task_id: str, base_commit: str, message: str
+    ) -> tuple[str | None, list[str]]:
+        """Commit what the agent left; (HEAD, files changed since base), or (None, []) for a no-op."""
+        clone = await self._clone_of(run_key, task_id)
+        wt, branch = self.worktree_dir(run_key, task_id), self.task_branch(run_key, task_id)
+        if not await worktree_ok(clone, wt):
+            raise GitError(f"the worktree of task {task_id} is broken (its .git was removed)")
+        head = await rev_parse("HEAD", wt)
+        if head is None or not await is_ancestor(base_commit, head, wt):
+            raise GitError(
+                f"task {task_id}: HEAD {head} does not descend from base {base_commit}: "
+                "the agent rewrote history"
+            )
+        trailer = task_trailer(run_key, task_id)
+        msg = with_trailer(message, trailer)
+        await git("add", "--all", cwd=wt)
+        staged = await git("diff", "--cached", "--quiet", cwd=wt, check=False)
+        if staged.exit_code == 1:
+            await git("commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-m", msg, cwd=wt)
+            head = await rev_parse("HEAD", wt) or head
+        same = await git("diff", "--quiet", "--no-renames", base_commit, head, cwd=wt, check=False)
+        if same.exit_code == 0:  # nothing changed, or changes that cancel out: a no-op
+            return None, []
+        body = await git("show", "--no-patch", "--format=%B", head, cwd=wt)
+        if trailer not in body.output.splitlines():
+            # The agent committed everything itself: mark the task's tip so merges can find it.
+            await git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", msg, cwd=wt)
+            head = await rev_parse("HEAD", wt) or head
+        current = await git("symbolic-ref", "--quiet", "HEAD", cwd=wt, check=False)
+        if current.output.strip() != f"refs/heads/{branch}":
+            # The agent switched branches or detached HEAD: its work becomes the task branch.
+            await git("update-ref", f"refs/heads/{branch}", head, cwd=wt)
+            await git("symbolic-ref", "HEAD", f"refs/heads/{branch}", cwd=wt)
+        diff = await git("diff", "--name-only", "--no-renames", "-z", base_commit, head, cwd=wt)
+        return head, split_z(diff.output)
+
+    async def remove(self, run_key: str, task_id: str, delete_branch: bool) -> tuple[bool, bool]:
+        """(worktree removed, branch deleted) by this call; nothing there is not an error."""
+        wt, branch = self.worktree_dir(run_key, task_id), self.task_branch(run_key, task_id)
+        clone = await self._find_clone(run_key, task_id)
+        if clone is None:
+            removed = wt.exists()
+            await asyncio.to_thread(shutil.rmtree, wt, ignore_errors=True)
+            return removed, False
+        deleted = False
+        async with self._lock(clone):
+            removed = await drop_worktree(clone, wt)
+            if delete_branch:
+                deleted = await rev_parse(f"refs/heads/{branch}", clone) is not None
+                for ref in (f"refs/heads/{branch}", self._base_ref(run_key, task_id)):
+                    await git("update-ref", "-d", ref, cwd=clone, check=False)
+                self._clones.pop((run_key, task_id), None)
+        with contextlib.suppress(OSError):
+            wt.parent.rmdir()  # the run's folder, once its last task is gone
+        return removed, deleted
+
+    def worktree_repo(self, run_key: str, task_id: str) -> str:
+        """The pipeline's clone behind a task's worktree; `checkout_detached` accepts it as repo."""
+        wt = self.worktree_dir(run_key, task_id)
+        if (cached := self._clones.get((run_key, task_id))) is not None:
+            return str(cached)
+        repos = self.workspace / "repos"
+        with contextlib.suppress(OSError, IndexError):  # "gitdir: <clone>/worktrees/<id>"
+            pointer = wt.joinpath(".git").read_text().removeprefix("gitdir: ").strip()
+            if (clone := Path(pointer).parents[1]).parent == repos:
+                return str(clone)
+        # Its .git is gone: the clone still lists the worktree (worktrees/<id>/gitdir).
+        for gitdir in sorted(repos.glob("*.git/worktrees/*/gitdir")):
+            if Path(gitdir.read_text().strip()).parent == wt:
+                return str(gitdir.parents[2])
+        raise GitError(f"no workspace for task {task_id} of run {run_key}: prepare it first")
+
+    @contextlib.asynccontextmanager
+    async def checkout_detached(self, repo: str, commit: str) -> AsyncIterator[Path]:
+        """A temporary worktree at `commit` (e.g. to run a check on the base), removed on exit.
+
+        `repo` is the user's repository, or the clone itself (`worktree_repo`).
+        """
+        own = Path(repo).parent == self.workspace / "repos"
+        clone = Path(repo) if own else self.clone_dir(repo)
+        if not (clone / "HEAD").is_file():
+            if own:
+                raise GitError(f"no clone at {clone}")
+            await self.ensure_clone(repo)
+        wt = self.workspace / "worktrees" / "_detached" / uuid.uuid4().hex[:12]
+        async with self._lock(clone):
+            wt.parent.mkdir(parents=True, exist_ok=True)
+            await git("worktree", "add", "--quiet", "--detach", str(wt), commit, cwd=clone)
+        try:
+            yield wt
+        finally:
+            async with self._lock(clone):
+                await drop_worktree(clone, wt)

@@ -1,0 +1,26 @@
+"""Connect to Temporal: `--address`, else the standard environment config, with pydantic payloads."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from errors import UsageError
+
+TASK_QUEUE = "autonomous-pipeline"
+
+
+async def connect_client(address: str | None, namespace: str | None = None) -> Client:
+    from temporalio.envconfig import ClientConfigProfile
+
+    config = dict(ClientConfigProfile.load().to_client_connect_config())
+    if address:
+        config["target_host"] = address
+    if namespace:
+        config["namespace"] = namespace
+    config.setdefault("target_host", "127.0.0.1:7233")
+    target = config.pop("target_host")
+    try:
+        return await Client.connect(target, data_converter=pydantic_data_converter, **config)  # type: ignore[arg-type]
+    except Exception as exc:
+        raise UsageError(f"cannot reach Temporal at {target}: {exc}") from None

@@ -1,0 +1,95 @@
+"""Fail loud before spending anything: the repository, the base, the target and the agent."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from backends.registry import UnknownBackendError, agent_backend
+from errors import UsageError
+
+
+@dataclass(frozen=True)
+class RepoFacts:
+    repo: str  # absolute path of the user's repository
+    base_ref: str
+    base_commit: str
+    target_exists: bool
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "plan"
+
+
+def check_repo(path: Path, base: str | None, target_branch: str) -> RepoFacts:
+    """Refuse what cannot work, with a hint; never write anything to the user's repository."""
+    if not path.exists():
+        raise UsageError(f"--repo {path}: no such directory")
+    try:
+        repo = git.Repo(path, search_parent_directories=False)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise UsageError(
+            f"--repo {path}: not a git repository (git init, or point --repo at one)"
+        ) from None
+    try:
+        repo.head.commit  # noqa: B018 - raises on an empty repository
+    except ValueError:
+        if not repo.heads:
+            raise UsageError(
+                f"--repo {path}: the repository has no commits yet; commit something first"
+            ) from None
+    if base is None:
+        if repo.head.is_detached:
+            raise UsageError(f"--repo {path}: HEAD is detached; pass --base BRANCH")
+        base = repo.active_branch.name
+    try:
+        base_commit = repo.git.rev_parse("--verify", "--quiet", f"{base}^{{commit}}")
+    except git.GitCommandError:
+        raise UsageError(f"--base {base}: no such branch or commit in {path}") from None
+    if (
+        not re.fullmatch(r"[A-Za-z0-9._/-]+", target_branch)
+        or ".." in target_branch
+        or target_branch.endswith("/")
+    ):
+        raise UsageError(f"--target-branch {target_branch!r} is not a valid branch name")
+    checked_out = _checked_out_branches(repo)
+    if target_branch in checked_out and not repo.bare:
+        raise UsageError(
+            f"--target-branch {target_branch} is checked out in {checked_out[target_branch]}; the pipeline "
+            "never writes to a checkout. Pick another --target-branch (the default is pipeline/<plan-name>) "
+            "or check out a different branch there."
+        )
+    exists = any(h.name == target_branch for h in repo.heads)
+    top = Path(repo.working_tree_dir or repo.git_dir).resolve()
+    return RepoFacts(repo=str(top), base_ref=base, base_commit=base_commit, target_exists=exists)
+
+
+def _checked_out_branches(repo: git.Repo) -> dict[str, str]:
+    out: dict[str, str] = {}
+    current = ""
+    for line in repo.git.worktree("list", "--porcelain").splitlines():
+        if line.startswith("worktree "):
+            current = line[len("worktree ") :]
+        elif line.startswith("branch refs/heads/"):
+            out[line[len("branch refs/heads/") :]] = current
+    return out
+
+
+def check_agent(backend: str, command: list[str]) -> None:
+    """The configured agent must exist: a missing one is an error, never a substitution."""
+    try:
+        agent_backend(backend)
+    except UnknownBackendError as exc:
+        raise UsageError(str(exc)) from None
+    if backend == "command":
+        if not command:
+            raise UsageError(
+                "--agent command needs --agent-command 'PROGRAM ARGS...' ({prompt_file} is filled in)"
+            )
+        program = command[0]
+        if shutil.which(program) is None and not Path(program).is_file():
+            raise UsageError(f"--agent-command: {program!r} not found on PATH")

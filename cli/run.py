@@ -1,0 +1,239 @@
+"""Start a run, or attach to the one already running for the same plan, and follow it to the end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from cli.connect import TASK_QUEUE, connect_client
+from cli.preflight import check_agent, check_repo, slug
+from cli.progress import ProgressView, is_terminal, print_summary, result_json
+from cli.server import ensure_server
+from config import Settings
+from errors import UsageError
+from models.plan import Plan
+from models.results import PlanResult, RunProgress, RunStatus, TaskStatus
+from models.run import AgentConfig, PlanRunInput, RunOptions
+from workflows.plan import PlanWorkflow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Target:
+    client: Client
+    embedded: bool
+    ui_base: str | None
+    address: str
+
+
+def run_identity(repo: str, plan_bytes: bytes, settings: Settings, target: str) -> tuple[str, str]:
+    """(run key, workflow id): the same command on the same plan content names the same run."""
+    assert settings.plan is not None
+    h = hashlib.sha256()
+    for part in (
+        repo,
+        hashlib.sha256(plan_bytes).hexdigest(),
+        settings.start_batch or "",
+        settings.end_batch or "",
+        target,
+    ):
+        h.update(part.encode() + b"\0")
+    key = f"{slug(settings.plan.stem)[:40]}-{h.hexdigest()[:12]}"
+    return key, f"pipeline-{key}"
+
+
+def build_input(plan: Plan, plan_bytes: bytes, settings: Settings) -> tuple[PlanRunInput, str]:
+    assert settings.plan is not None
+    plan_name = slug(settings.plan.stem)
+    target = settings.target_branch or f"pipeline/{plan_name}"
+    facts = check_repo(settings.repo.expanduser(), settings.base, target)
+    command = shlex.split(settings.agent_command) if settings.agent_command else []
+    check_agent(settings.agent, command)
+    run_key, workflow_id = run_identity(facts.repo, plan_bytes, settings, target)
+    options = RunOptions(
+        repo=facts.repo,
+        base_ref=facts.base_ref,
+        base_commit=facts.base_commit,
+        target_branch=target,
+        agent=AgentConfig(
+            backend=settings.agent, command=command, timeout_s=settings.agent_timeout
+        ),
+        max_concurrent=settings.max_concurrent,
+        rerun_done=settings.rerun_done,
+        verify_timeout_s=settings.verify_timeout,
+        heartbeat_timeout_s=settings.heartbeat_timeout,
+    )
+    return PlanRunInput(
+        run_key=run_key, plan_name=plan_name, plan=plan, options=options
+    ), workflow_id
+
+
+async def open_target(settings: Settings) -> Target:
+    address = settings.address or os.environ.get("TEMPORAL_ADDRESS")
+    if address:
+        client = await connect_client(address, settings.namespace)
+        host = address.rsplit(":", 1)[0]
+        return Target(client, False, settings.ui_url or f"http://{host}:8233", address)
+    info = await ensure_server(settings.workspace)
+    client = await connect_client(info.address, settings.namespace)
+    return Target(client, True, settings.ui_url or info.ui_url, info.address)
+
+
+def ui_link(target: Target, workflow_id: str) -> str | None:
+    if not target.ui_base:
+        return None
+    ns = target.client.namespace
+    return f"{target.ui_base}/namespaces/{ns}/workflows/{workflow_id}"
+
+
+async def previous_result(
+    handle: WorkflowHandle,
+) -> tuple[WorkflowExecutionStatus | None, PlanResult | None]:
+    try:
+        desc = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None, None
+        raise
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        return desc.status, None
+    try:
+        return desc.status, await handle.result()
+    except Exception:
+        return desc.status, None
+
+
+async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
+    inp, workflow_id = build_input(plan, plan_bytes, settings)
+    err = Console(stderr=True, highlight=False)
+    out = Console(highlight=False)
+    target = await open_target(settings)
+    handle = target.client.get_workflow_handle(workflow_id, result_type=PlanResult)
+    status, before = await previous_result(handle)
+    link = ui_link(target, workflow_id)
+    if (
+        status is not None
+        and status != WorkflowExecutionStatus.RUNNING
+        and not settings.retry_failed
+    ):
+        err.print(f"run {workflow_id} already finished ({status.name.lower()}); reporting it")
+        if before is None:
+            raise UsageError(f"run {workflow_id} ended without a result ({status.name.lower()})")
+        if before.status is not RunStatus.COMPLETED:
+            err.print("re-run with --retry-failed to run its failed tasks again")
+        return report(before, settings, out)
+    if status == WorkflowExecutionStatus.RUNNING:
+        err.print(f"attaching to run {workflow_id}, already in progress")
+    else:
+        if before is not None:  # --retry-failed: what merged before is recorded, not redone
+            inp.merged_before = [
+                t.id
+                for t in before.tasks
+                if t.status in (TaskStatus.MERGED, TaskStatus.DONE_BEFORE)
+            ]
+        handle = await target.client.start_workflow(
+            PlanWorkflow.run,
+            inp,
+            id=workflow_id,
+            task_queue=TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            static_summary=f"Plan {inp.plan.title or inp.plan_name} → {inp.options.target_branch}",
+            static_details=_details(inp),
+        )
+        err.print(
+            f"started run {workflow_id}: {len(plan.tasks)} tasks into {inp.options.target_branch}"
+        )
+    if link:
+        err.print(f"Web UI: {link}")
+    if settings.detach:
+        if target.embedded:
+            _spawn_worker(settings, target.address, workflow_id)
+        print(
+            json.dumps(
+                {
+                    "workflow_id": workflow_id,
+                    "target_branch": inp.options.target_branch,
+                    "ui_url": link,
+                }
+            )
+            if settings.json_output
+            else workflow_id
+        )
+        return 0
+    if target.embedded:
+        from worker import make_worker
+
+        async with make_worker(target.client, settings.workspace):
+            result = await follow(handle, err if settings.json_output else out)
+    else:
+        result = await follow(handle, err if settings.json_output else out)
+    return report(result, settings, out)
+
+
+def _details(inp: PlanRunInput) -> str:
+    lines = [
+        f"**Plan:** {inp.plan.title or inp.plan_name}",
+        f"**Repository:** `{inp.options.repo}`",
+        f"**Base:** `{inp.options.base_ref}` at `{inp.options.base_commit[:12]}`",
+        f"**Target:** `{inp.options.target_branch}`",
+        f"**Agent:** {inp.options.agent.backend}",
+        "",
+    ]
+    for b in inp.plan.batches:
+        lines.append(f"- Batch {b.id}: {b.title} ({len(b.tasks)} tasks)")
+    return "\n".join(lines)
+
+
+def _spawn_worker(settings: Settings, address: str, workflow_id: str) -> None:
+    """A detached run on the embedded server needs a worker that outlives this command."""
+    log = (settings.workspace / "worker.log").open("ab")
+    subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "worker.py"),
+            "--address",
+            address,
+            "--workspace",
+            str(settings.workspace),
+            "--until",
+            workflow_id,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def follow(handle: WorkflowHandle, console: Console) -> PlanResult:
+    result_task = asyncio.create_task(handle.result())
+    with ProgressView(console, live=is_terminal() and console.file is sys.stdout) as view:
+        while not result_task.done():
+            with contextlib.suppress(Exception):  # a query can fail while the server restarts
+                view.update(await handle.query("status", result_type=RunProgress))
+            await asyncio.wait({result_task}, timeout=1.0)
+    return result_task.result()
+
+
+def report(result: PlanResult, settings: Settings, out: Console) -> int:
+    if settings.json_output:
+        print(json.dumps(result_json(result)))
+    else:
+        print_summary(result, out)
+    bad = any(t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) for t in result.tasks)
+    return 1 if bad or result.status is not RunStatus.COMPLETED else 0

@@ -1,0 +1,66 @@
+"""Workflow code is deterministic: it imports only models, pure helpers and temporalio."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+ALLOWED_ROOTS = {
+    "__future__",
+    "asyncio",
+    "datetime",
+    "typing",
+    "dataclasses",
+    "collections",
+    "enum",
+    "temporalio",
+    "models",
+    "workflows",
+}
+FORBIDDEN_CALLS = {"open", "print", "input"}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_workflow_modules_import_only_deterministic_code() -> None:
+    bad = []
+    files = sorted((ROOT / "workflows").glob("*.py"))
+    assert len(files) >= 4
+    for path in files:
+        for line, name in _imports(path):
+            if name.split(".")[0] not in ALLOWED_ROOTS:
+                bad.append(f"{path.name}:{line}: imports {name}")
+    assert bad == []
+
+
+def test_workflow_modules_do_no_io() -> None:
+    bad = []
+    for path in sorted((ROOT / "workflows").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in FORBIDDEN_CALLS
+            ):
+                bad.append(f"{path.name}:{node.lineno}: calls {node.func.id}()")
+    assert bad == []
+
+
+def test_models_import_no_io_either() -> None:
+    # Workflows import models, so models must not pull in I/O modules or settings.
+    for path in sorted((ROOT / "models").glob("*.py")):
+        for line, name in _imports(path):
+            assert name.split(".")[0] in {"__future__", "enum", "pydantic", "models", "typing"}, (
+                f"{path.name}:{line}: {name}"
+            )

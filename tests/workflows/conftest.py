@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from models.results import PlanResult
+from models.run import AgentConfig, PlanRunInput, RunOptions
+from plan_parser import parse_plan
+from tests.temporal_env import test_server_path
+from tests.workflows.fakes import FakeActivities, Script
+from workflows.plan import PlanWorkflow
+from workflows.task import TaskWorkflow
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=test_server_path(), data_converter=pydantic_data_converter
+    ) as e:
+        yield e
+
+
+def plan_input(markdown: str, **options: object) -> PlanRunInput:
+    opts = RunOptions(
+        repo="/repo",
+        base_ref="main",
+        base_commit="base0",
+        target_branch="pipeline/test",
+        agent=AgentConfig(backend="literal"),
+        **options,  # type: ignore[arg-type]
+    )
+    return PlanRunInput(run_key="test", plan_name="test", plan=parse_plan(markdown), options=opts)
+
+
+@dataclass
+class Harness:
+    client: Client
+    fakes: FakeActivities
+    queue: str
+
+    async def start(self, inp: PlanRunInput) -> WorkflowHandle:
+        return await self.client.start_workflow(
+            PlanWorkflow.run, inp, id=f"plan-{uuid.uuid4().hex[:8]}", task_queue=self.queue
+        )
+
+    async def run(self, inp: PlanRunInput) -> PlanResult:
+        return await (await self.start(inp)).result()
+
+
+@pytest.fixture
+async def running(
+    env: WorkflowEnvironment, request: pytest.FixtureRequest
+) -> AsyncIterator[Harness]:
+    script: Script = getattr(request, "param", None) or Script()
+    fakes = FakeActivities(script)
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[PlanWorkflow, TaskWorkflow],
+        activities=fakes.all(),
+        max_heartbeat_throttle_interval=timedelta(seconds=0.2),
+    ):
+        yield Harness(env.client, fakes, queue)

@@ -1,0 +1,191 @@
+"""PlanWorkflow and TaskWorkflow on the time-skipping server, activities replaced by fakes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from models.results import RunProgress, RunStatus, TaskStatus
+from models.run import CancelRequest
+from tests.conftest import md
+from tests.workflows.conftest import Harness, plan_input
+from tests.workflows.fakes import Script
+
+PLAN = md(
+    """
+    # Test plan
+    ## Batch 1: first
+    **Dependencies:** None
+    ### Task 1.1: a
+    **Verification:**
+    - `true`
+    ### Task 1.2: b
+    ## Batch 2: second
+    **Dependencies:** Batch 1
+    ### Task 2.1: c
+    ### Task 2.2: d
+    **Depends on:** Task 2.1
+    ## Batch 3: independent
+    **Dependencies:** None
+    ### Task 3.1: e
+    """
+)
+
+
+def statuses(result) -> dict[str, TaskStatus]:
+    return {t.id: t.status for t in result.tasks}
+
+
+async def test_every_task_merged_in_dependency_order(running: Harness) -> None:
+    result = await running.run(plan_input(PLAN))
+    assert result.status is RunStatus.COMPLETED
+    assert statuses(result) == dict.fromkeys(["1.1", "1.2", "2.1", "2.2", "3.1"], TaskStatus.MERGED)
+    order = running.fakes.merged_order
+    assert order.index("2.1") > max(order.index("1.1"), order.index("1.2"))
+    assert order.index("2.2") > order.index("2.1")
+    # Exactly once: one agent run per task, one cleanup per task.
+    assert dict(running.fakes.agent_runs) == dict.fromkeys(["1.1", "1.2", "2.1", "2.2", "3.1"], 1)
+    assert sorted(running.fakes.cleaned) == ["1.1", "1.2", "2.1", "2.2", "3.1"]
+    assert result.target_commit and result.target_commit.startswith("m-")
+    by_id = {t.id: t for t in result.tasks}
+    assert by_id["1.1"].checks[0].command == "true" and by_id["1.1"].commit == "m-1.1"
+
+
+@pytest.mark.parametrize("running", [Script(agent_fails={"1.2"})], indirect=True)
+async def test_failure_skips_dependants_and_lets_the_rest_run(running: Harness) -> None:
+    result = await running.run(plan_input(PLAN))
+    s = statuses(result)
+    assert s["1.2"] is TaskStatus.FAILED
+    assert s["2.1"] is TaskStatus.SKIPPED and s["2.2"] is TaskStatus.SKIPPED
+    assert s["1.1"] is TaskStatus.MERGED and s["3.1"] is TaskStatus.MERGED
+    skipped = {t.id: t.error for t in result.tasks}
+    assert skipped["2.1"] == "dependency 1.2 ended failed"
+    assert skipped["2.2"] == "dependency 1.2 ended failed"  # 2.2 waits on batch 1 itself too
+    assert result.status is RunStatus.FAILED
+    assert "2.1" not in running.fakes.agent_runs
+    assert "1.2" in running.fakes.cleaned
+
+
+@pytest.mark.parametrize(
+    "running", [Script(no_op={"1.1"}, verify_fails={"3.1"}, conflict={"1.2"})], indirect=True
+)
+async def test_no_op_verify_failure_and_conflict(running: Harness) -> None:
+    result = await running.run(
+        plan_input(
+            PLAN.replace("### Task 3.1: e", "### Task 3.1: e\n**Verification:**\n- `make check`")
+        )
+    )
+    by_id = {t.id: t for t in result.tasks}
+    assert by_id["1.1"].status is TaskStatus.NO_OP
+    assert by_id["3.1"].status is TaskStatus.FAILED
+    assert by_id["3.1"].error == "verification failed: make check"
+    assert (
+        by_id["1.2"].status is TaskStatus.FAILED
+        and by_id["1.2"].error == "merge conflict in shared.py"
+    )
+    assert ("merge_task", "1.1") not in running.fakes.calls  # nothing to merge
+
+
+async def test_done_tasks_are_not_run(running: Harness) -> None:
+    result = await running.run(plan_input(PLAN.replace("### Task 1.2: b", "### Task 1.2: b ✅")))
+    assert statuses(result)["1.2"] is TaskStatus.DONE_BEFORE
+    assert "1.2" not in running.fakes.agent_runs
+    assert result.status is RunStatus.COMPLETED
+
+
+async def test_recorded_results_of_an_earlier_run_are_not_redone(running: Harness) -> None:
+    inp = plan_input(PLAN)
+    inp.merged_before = ["1.1", "2.1"]
+    result = await running.run(inp)
+    assert statuses(result)["2.1"] is TaskStatus.DONE_BEFORE
+    assert set(running.fakes.agent_runs) == {"1.2", "2.2", "3.1"}
+
+
+@pytest.mark.parametrize("running", [Script(agent_seconds=0.3)], indirect=True)
+async def test_max_concurrent_is_respected(running: Harness) -> None:
+    many = "## Batch 1: wide\n" + "".join(f"### Task 1.{i}: t{i}\n" for i in range(1, 9))
+    result = await running.run(plan_input(many, max_concurrent=3))
+    assert result.status is RunStatus.COMPLETED
+    assert running.fakes.max_running == 3
+
+
+@pytest.mark.parametrize("running", [Script(agent_fails_once={"1.2"})], indirect=True)
+async def test_retry_signal_runs_a_failed_task_again_and_releases_its_dependants(
+    running: Harness,
+) -> None:
+    plan = PLAN.replace("### Task 3.1: e", "### Task 3.1: e\n**Depends on:** Task 1.1")
+    # Keep the run open while we look: 3.1 waits on a slow 1.1.
+    running.fakes.script.slow["1.1"] = 1.5
+    handle = await running.start(plan_input(plan))
+    for _ in range(200):
+        p = await handle.query("status", result_type=RunProgress)
+        if {t.id: t.status for t in p.tasks}["1.2"] is TaskStatus.FAILED:
+            break
+        await asyncio.sleep(0.02)
+    await handle.signal("retry", "1.2")
+    result = await handle.result()
+    s = statuses(result)
+    assert s["1.2"] is TaskStatus.MERGED and s["2.1"] is TaskStatus.MERGED
+    assert running.fakes.agent_runs["1.2"] == 2
+    assert {t.id: t.attempts for t in result.tasks}["1.2"] == 2
+
+
+async def test_pause_holds_new_tasks_until_resume(running: Harness) -> None:
+    running.fakes.script.slow["1.1"] = 0.5
+    handle = await running.start(plan_input(PLAN, max_concurrent=1))
+    await handle.signal("pause")
+    await asyncio.sleep(1.0)
+    p = await handle.query("status", result_type=RunProgress)
+    assert p.paused
+    started = {tid for name, tid in running.fakes.calls if name == "run_agent"}
+    assert len(started) <= 1
+    await handle.signal("resume")
+    result = await handle.result()
+    assert result.status is RunStatus.COMPLETED
+
+
+async def test_graceful_cancel_finishes_running_tasks_and_cancels_the_rest(
+    running: Harness,
+) -> None:
+    running.fakes.script.slow["1.1"] = 0.5
+    handle = await running.start(plan_input(PLAN, max_concurrent=1))
+    await asyncio.sleep(0.2)
+    await handle.signal("cancel", CancelRequest())
+    result = await handle.result()
+    s = statuses(result)
+    assert result.status is RunStatus.CANCELLED
+    assert s["1.1"] is TaskStatus.MERGED  # it was running: allowed to finish
+    assert all(s[t] is TaskStatus.CANCELLED for t in ("1.2", "2.1", "2.2", "3.1"))
+
+
+async def test_cancel_now_cancels_running_agents(running: Harness) -> None:
+    running.fakes.script.slow["1.1"] = 30
+    handle = await running.start(plan_input(PLAN, max_concurrent=1))
+    for _ in range(200):
+        if ("run_agent", "1.1") in running.fakes.calls:
+            break
+        await asyncio.sleep(0.02)
+    await handle.signal("cancel", CancelRequest(now=True))
+    result = await handle.result()
+    assert statuses(result)["1.1"] is TaskStatus.CANCELLED
+    assert running.fakes.cancelled == ["1.1"]
+    assert "1.1" in running.fakes.cleaned  # cleanup ran although the task was cancelled
+
+
+async def test_skip_signal(running: Harness) -> None:
+    running.fakes.script.slow["1.1"] = 0.5
+    handle = await running.start(plan_input(PLAN, max_concurrent=1))
+    await handle.signal("skip", "2.1")
+    result = await handle.result()
+    s = statuses(result)
+    assert s["2.1"] is TaskStatus.SKIPPED and s["2.2"] is TaskStatus.SKIPPED
+    assert {t.id: t.error for t in result.tasks}["2.1"] == "skipped by request"
+
+
+@pytest.mark.parametrize("running", [Script(prepare_run_fails=True)], indirect=True)
+async def test_failed_setup_ends_the_run_with_every_task_skipped(running: Harness) -> None:
+    result = await running.run(plan_input(PLAN))
+    assert result.status is RunStatus.FAILED
+    assert all(t.status is TaskStatus.SKIPPED for t in result.tasks)
+    assert "repository unreachable" in result.message

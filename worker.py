@@ -1,0 +1,112 @@
+"""A worker process: `python worker.py --address HOST:PORT --workspace DIR`.
+
+Any number of workers may serve one cluster; each does the work in its own workspace. The starter
+runs the same worker in-process when it uses the embedded server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.agent import AgentActivities
+from activities.merge import MergeActivities
+from activities.sandbox import SandboxActivities
+from activities.verify import VerifyActivities
+from backends.registry import agent_backend
+from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from cli.connect import TASK_QUEUE, connect_client
+from config import default_workspace
+from workflows.plan import PlanWorkflow
+from workflows.task import TaskWorkflow
+
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
+
+
+def make_worker(
+    client: Client, workspace: Path, max_activities: int = 16, task_queue: str = TASK_QUEUE
+) -> Worker:
+    """Settings -> backends -> activity objects -> Worker."""
+    sandbox = GitWorktreeSandbox(workspace)
+    sandbox_acts = SandboxActivities(sandbox)
+    agent_acts = AgentActivities(sandbox, agent_backend)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[PlanWorkflow, TaskWorkflow],
+        activities=[
+            sandbox_acts.prepare_run,
+            sandbox_acts.prepare_workspace,
+            sandbox_acts.cleanup_workspace,
+            agent_acts.run_agent,
+            VerifyActivities(sandbox).verify_task,
+            MergeActivities(sandbox).merge_task,
+        ],
+        max_concurrent_activities=max_activities,
+        # Cancellation reaches an activity only on a heartbeat round trip: send them often enough
+        # that `cancel --now` kills an agent within seconds, not 0.8 x the heartbeat timeout.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+    )
+
+
+async def serve(
+    address: str | None, namespace: str | None, workspace: Path, until: str | None
+) -> int:
+    client = await connect_client(address, namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with make_worker(client, workspace):
+        print(
+            f"worker serving {address or 'the configured cluster'} from {workspace}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if until:
+            # A detached run's worker leaves when that run has closed.
+            waiter = asyncio.create_task(client.get_workflow_handle(until).result())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+        else:
+            await stop.wait()
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        prog="worker.py", description="Serve pipeline workflows and activities."
+    )
+    ap.add_argument(
+        "--address", help="HOST:PORT of the Temporal frontend (default: environment config)"
+    )
+    ap.add_argument("--namespace", default=None)
+    ap.add_argument(
+        "--workspace", default=None, help="the worker's clone, worktrees and transcripts"
+    )
+    ap.add_argument("--until", metavar="WORKFLOW_ID", help="exit when this run closes")
+    args = ap.parse_args()
+    workspace = (
+        Path(args.workspace).expanduser().resolve() if args.workspace else default_workspace()
+    )
+    try:
+        return asyncio.run(serve(args.address, args.namespace, workspace, args.until))
+    except Exception as exc:
+        print(f"worker: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the SDK can crash during interpreter teardown; the work is done

@@ -1,0 +1,263 @@
+"""PlanWorkflow: one run of a plan. Schedules TaskWorkflow children, takes signals, answers `status`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from models.activity_io import PrepareRunIn, PrepareRunOut
+    from models.results import PlanResult, RunProgress, RunStatus, TaskResult, TaskStatus
+    from models.run import CancelRequest, PlanRunInput, TaskInput
+    from workflows import policies
+    from workflows.progress import details_markdown
+    from workflows.schedule import Schedule
+    from workflows.task import TaskWorkflow, failure_message
+
+
+@workflow.defn
+class PlanWorkflow:
+    def __init__(self) -> None:
+        self.inp: PlanRunInput | None = None
+        self.results: dict[str, TaskResult] = {}
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.tries: dict[str, int] = {}
+        self.skip_running: set[str] = set()
+        self.paused = False
+        self.cancelling = False
+        self.cancel_now = False
+        self.requests: list[tuple[str, str]] = []  # ("retry" | "skip", task id), in arrival order
+        self.target_commit: str | None = None
+        self.status = RunStatus.RUNNING
+        self.changed = False
+
+    # ------------------------------------------------------------------ signals and query
+
+    @workflow.signal
+    def pause(self) -> None:
+        self.paused, self.changed = True, True
+
+    @workflow.signal
+    def resume(self) -> None:
+        self.paused, self.changed = False, True
+
+    @workflow.signal
+    def cancel(self, request: CancelRequest | None = None) -> None:
+        self.cancelling = True
+        self.cancel_now = self.cancel_now or bool(request and request.now)
+        self.changed = True
+
+    @workflow.signal
+    def retry(self, task_id: str) -> None:
+        self.requests.append(("retry", task_id))
+        self.changed = True
+
+    @workflow.signal
+    def skip(self, task_id: str) -> None:
+        self.requests.append(("skip", task_id))
+        self.changed = True
+
+    @workflow.query(name="status")
+    def status_query(self) -> RunProgress:
+        assert self.inp is not None
+        return RunProgress(
+            workflow_id=workflow.info().workflow_id,
+            status=self.status,
+            paused=self.paused,
+            cancelling=self.cancelling,
+            target_branch=self.inp.options.target_branch,
+            target_commit=self.target_commit,
+            tasks=list(self.results.values()),
+        )
+
+    # ------------------------------------------------------------------ the run
+
+    @workflow.run
+    async def run(self, inp: PlanRunInput) -> PlanResult:
+        self.inp = inp
+        sched = Schedule(inp.plan, inp.options.rerun_done)
+        for tid in sched.order:
+            task = sched.tasks[tid]
+            before = tid in sched.initially_done or tid in inp.merged_before
+            self.results[tid] = TaskResult(
+                id=tid,
+                title=task.title,
+                status=TaskStatus.DONE_BEFORE if before else TaskStatus.PENDING,
+            )
+        self._publish_details()
+        try:
+            prep = await workflow.execute_activity(
+                "prepare_run",
+                PrepareRunIn(
+                    run_key=inp.run_key,
+                    repo=inp.options.repo,
+                    base_commit=inp.options.base_commit,
+                    target_branch=inp.options.target_branch,
+                ),
+                result_type=PrepareRunOut,
+                start_to_close_timeout=policies.GIT_TIMEOUT,
+                retry_policy=policies.GIT_RETRY,
+                summary=f"prepare {inp.options.target_branch} from {inp.options.base_commit[:10]}",
+            )
+            self.target_commit = prep.target_commit
+            await self._drive(sched)
+        except ActivityError as exc:
+            reason = f"run setup failed: {failure_message(exc)}"
+            for r in self.results.values():
+                if r.status is TaskStatus.PENDING:
+                    r.status, r.error = TaskStatus.SKIPPED, reason
+            return self._finish(reason)
+        except asyncio.CancelledError:
+            # The workflow itself was cancelled: behave as `cancel --now`, then report.
+            self.cancelling = self.cancel_now = True
+            await self._drain()
+        return self._finish()
+
+    async def _drive(self, sched: Schedule) -> None:
+        assert self.inp is not None
+        while True:
+            self._take_requests(sched)
+            states = {t: r.status for t, r in self.results.items()}
+            for tid, reason in sched.blocked(states):
+                self.results[tid].status, self.results[tid].error = TaskStatus.SKIPPED, reason
+            if self.cancelling:
+                for r in self.results.values():
+                    if r.status is TaskStatus.PENDING:
+                        r.status, r.error = (
+                            TaskStatus.CANCELLED,
+                            "the run was cancelled before the task started",
+                        )
+                if self.cancel_now:
+                    for t in self.running.values():
+                        t.cancel()
+            elif not self.paused:
+                states = {t: r.status for t, r in self.results.items()}
+                for tid in sched.ready(states):
+                    if len(self.running) >= self.inp.options.max_concurrent:
+                        break
+                    self._start(tid, sched)
+            self._publish_details()
+            pending = [t for t, r in self.results.items() if r.status is TaskStatus.PENDING]
+            if not self.running and not pending:
+                return
+            if not self.running and not self.paused and not self.cancelling:
+                states = {t: r.status for t, r in self.results.items()}
+                if not sched.ready(states):  # unreachable for a validated plan; never hang on it
+                    for tid in pending:
+                        self.results[tid].status = TaskStatus.SKIPPED
+                        self.results[tid].error = "its dependencies can never be satisfied"
+                    continue
+            self.changed = False
+            await workflow.wait_condition(lambda: self.changed)
+
+    def _start(self, tid: str, sched: Schedule) -> None:
+        assert self.inp is not None
+        n = self.tries[tid] = self.tries.get(tid, 0) + 1
+        self.results[tid].status = TaskStatus.RUNNING
+        task_input = TaskInput(
+            run_key=self.inp.run_key,
+            plan_title=self.inp.plan.title,
+            task=sched.tasks[tid],
+            options=self.inp.options,
+            attempt=n,
+        )
+        self.running[tid] = asyncio.create_task(self._run_child(tid, task_input))
+
+    async def _run_child(self, tid: str, task_input: TaskInput) -> None:
+        base = workflow.info().workflow_id
+        child_id = f"{base}/task-{tid}" + (
+            f"/try-{task_input.attempt}" if task_input.attempt > 1 else ""
+        )
+        task = task_input.task
+        previous_attempts = self.results[tid].attempts
+        try:
+            res = await workflow.execute_child_workflow(
+                TaskWorkflow.run,
+                task_input,
+                id=child_id,
+                static_summary=f"Task {task.id}: {task.title}",
+                static_details=task.instructions[:4000],
+            )
+        except asyncio.CancelledError:
+            res = TaskResult(
+                id=tid, title=task.title, status=TaskStatus.CANCELLED, error="cancelled"
+            )
+        except ChildWorkflowError as exc:
+            res = TaskResult(
+                id=tid,
+                title=task.title,
+                status=TaskStatus.FAILED,
+                error=failure_message(exc.cause or exc),
+            )
+        res.attempts += previous_attempts
+        if tid in self.skip_running:
+            self.skip_running.discard(tid)
+            res.status, res.error = TaskStatus.SKIPPED, "skipped by request while running"
+        if res.status is TaskStatus.MERGED and res.commit:
+            self.target_commit = res.commit
+        self.results[tid] = res
+        del self.running[tid]
+        self.changed = True
+
+    def _take_requests(self, sched: Schedule) -> None:
+        while self.requests:
+            kind, raw = self.requests.pop(0)
+            tid = next((t for t in self.results if t.lower() == raw.lower()), None)
+            if tid is None:
+                workflow.logger.warning("%s: no task %r in this run", kind, raw)
+                continue
+            r = self.results[tid]
+            if kind == "skip":
+                if r.status is TaskStatus.PENDING:
+                    r.status, r.error = TaskStatus.SKIPPED, "skipped by request"
+                elif r.status is TaskStatus.RUNNING:
+                    self.skip_running.add(tid)
+                    self.running[tid].cancel()
+            elif kind == "retry" and r.status in (
+                TaskStatus.FAILED,
+                TaskStatus.CANCELLED,
+                TaskStatus.SKIPPED,
+            ):
+                r.status, r.error = TaskStatus.PENDING, None
+                # Dependants skipped because of this task get their chance again.
+                for dep in sched.dependants(tid):
+                    d = self.results[dep]
+                    if (
+                        d.status is TaskStatus.SKIPPED
+                        and d.error
+                        and d.error.startswith("dependency ")
+                    ):
+                        d.status, d.error = TaskStatus.PENDING, None
+
+    async def _drain(self) -> None:
+        for t in self.running.values():
+            t.cancel()
+        if self.running:
+            await asyncio.gather(*self.running.values(), return_exceptions=True)
+
+    def _finish(self, message: str = "") -> PlanResult:
+        assert self.inp is not None
+        statuses = [r.status for r in self.results.values()]
+        if self.cancelling:
+            self.status = RunStatus.CANCELLED
+        elif any(s in (TaskStatus.FAILED, TaskStatus.CANCELLED) for s in statuses) or message:
+            self.status = RunStatus.FAILED
+        else:
+            self.status = RunStatus.COMPLETED
+        self._publish_details()
+        return PlanResult(
+            workflow_id=workflow.info().workflow_id,
+            status=self.status,
+            target_branch=self.inp.options.target_branch,
+            target_commit=self.target_commit,
+            tasks=list(self.results.values()),
+            message=message,
+        )
+
+    def _publish_details(self) -> None:
+        assert self.inp is not None
+        workflow.set_current_details(
+            details_markdown(self.inp, list(self.results.values()), self.paused)
+        )

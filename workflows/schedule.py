@@ -1,0 +1,67 @@
+"""Which task may start, and which can never start: a pure function of the plan and task states.
+
+Batches are not run as barriers one after another: a task waits only for what it depends on (the
+tasks of its batch's dependency batches, and its own `Depends on`), so a slow task in batch 1 does
+not hold back an unrelated task in a batch that does not depend on it.
+"""
+
+from __future__ import annotations
+
+from models.plan import Plan, Task
+from models.results import TaskStatus
+
+
+class Schedule:
+    def __init__(self, plan: Plan, rerun_done: bool = False) -> None:
+        self.tasks: dict[str, Task] = {}
+        self.order: list[str] = []
+        for batch in plan.batches:  # run order, then numeric task order
+            for task in batch.tasks:
+                self.tasks[task.id] = task
+                self.order.append(task.id)
+        self.initially_done = {t for t, task in self.tasks.items() if task.done and not rerun_done}
+        by_batch: dict[str, list[str]] = {}
+        for batch in plan.batches:
+            by_batch[batch.id.lower()] = [t.id for t in batch.tasks]
+        canon = {t.lower(): t for t in self.tasks}
+        self.deps: dict[str, list[str]] = {}
+        for batch in plan.batches:
+            batch_deps = [t for dep in batch.depends_on for t in by_batch.get(dep.lower(), [])]
+            for task in batch.tasks:
+                # A dependency outside this run (an unselected batch that is done, a task done
+                # before) is already satisfied: only tasks of this run are waited for.
+                own = [canon[d.lower()] for d in task.depends_on if d.lower() in canon]
+                self.deps[task.id] = list(dict.fromkeys(batch_deps + own))
+
+    def ready(self, states: dict[str, TaskStatus]) -> list[str]:
+        """Pending tasks whose every dependency has finished in a state that lets dependants go."""
+        return [
+            t
+            for t in self.order
+            if states[t] is TaskStatus.PENDING
+            and all(states[d].satisfies_dependants for d in self.deps[t])
+        ]
+
+    def blocked(self, states: dict[str, TaskStatus]) -> list[tuple[str, str]]:
+        """Pending tasks that can never start, with the reason: a dependency ended without success."""
+        out = []
+        for t in self.order:
+            if states[t] is not TaskStatus.PENDING:
+                continue
+            for d in self.deps[t]:
+                if states[d].terminal and not states[d].satisfies_dependants:
+                    out.append((t, f"dependency {d} ended {states[d].value}"))
+                    break
+        return out
+
+    def dependants(self, task_id: str) -> list[str]:
+        """Every task that waits on `task_id`, directly or not."""
+        found: list[str] = []
+        todo = [task_id]
+        while todo:
+            cur = todo.pop()
+            for t in self.order:
+                if cur in self.deps[t] and t not in found:
+                    found.append(t)
+                    todo.append(t)
+        return found
