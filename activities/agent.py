@@ -8,7 +8,8 @@ from collections.abc import Callable
 from temporalio import activity
 
 from activities.heartbeat import heartbeating
-from backends.base import AgentBackend, AgentRequest
+from backends._proc import kill_recorded_group
+from backends.base import AgentBackend, AgentRequest, pgid_file
 from backends.prompt import build_prompt
 from backends.sandboxes.git_worktree import GitWorktreeSandbox
 from models.activity_io import RunAgentIn, RunAgentOut
@@ -34,10 +35,15 @@ class AgentActivities:
         task = inp.task
         attempt = activity.info().attempt
         backend = self.agents(inp.agent.backend)
+        transcript = self.sandbox.transcript_path(inp.run_key, task.id)
+        # An agent orphaned by a worker killed outright must not keep writing into the worktree.
+        if kill_recorded_group(pgid_file(transcript)):
+            activity.logger.warning(
+                "killed the agent left running by a previous attempt of task %s", task.id
+            )
         # Every attempt starts from the recorded base: a retry after a crash never builds on the
         # half-finished files of the attempt that died.
         workdir = await self.sandbox.reset(inp.run_key, task.id, inp.base_commit)
-        transcript = self.sandbox.transcript_path(inp.run_key, task.id)
         request = AgentRequest(
             task_id=task.id,
             title=task.title,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import ctypes
 import os
 import signal
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 # After SIGTERM the group gets this long to exit before SIGKILL.
 KILL_GRACE_S = 2.0
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,14 @@ async def run_process(
     transcript_cap: int = 5_000_000,
     on_line: Callable[[str], None] | None = None,
     tail_chars: int = 8000,
+    pgid_file: Path | None = None,
 ) -> ProcResult:
     """Run `argv`, stream its output, and return when it exits or its timeout kills it.
 
     Cancellation (the activity was cancelled, the worker is shutting down) kills the whole process
-    group and re-raises, so the caller's cleanup runs.
+    group and re-raises, so the caller's cleanup runs. A worker killed outright cannot do that: the
+    child dies with it (parent-death signal), and `pgid_file` records the group so that the next
+    attempt can kill whatever the child left behind (`kill_recorded_group`).
     """
     start = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
@@ -61,7 +66,10 @@ async def run_process(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,  # its own process group: killpg reaches grandchildren
+        preexec_fn=_die_with_parent,
     )
+    if pgid_file is not None:
+        pgid_file.write_text(str(proc.pid))
     tail: deque[str] = deque()
     tail_len = 0
     written = 0
@@ -118,6 +126,9 @@ async def run_process(
     finally:
         if sink is not None:
             sink.close()
+        if pgid_file is not None:
+            with contextlib.suppress(OSError):
+                pgid_file.unlink()
     out = "".join(tail)[-tail_chars:]
     return ProcResult(
         argv=tuple(argv),
@@ -127,6 +138,27 @@ async def run_process(
         duration_s=time.monotonic() - start,
         truncated=truncated,
     )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL me when the process that started me dies (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def kill_recorded_group(pgid_file: Path) -> bool:
+    """Kill the process group a dead worker's child left running. True when there was one."""
+    try:
+        pgid = int(pgid_file.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    killed = False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+        killed = True
+    with contextlib.suppress(OSError):
+        pgid_file.unlink()
+    return killed
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:

@@ -35,6 +35,11 @@ class AgentOutcome(BaseModel):
     session_id: str | None = None
 
 
+def pgid_file(transcript: Path) -> Path:
+    """Where a running agent's process group is recorded, beside its transcript."""
+    return transcript.with_name(transcript.name + ".pgid")
+
+
 # Called with a short progress note whenever the agent shows signs of life.
 Heartbeat = Callable[[str], None]
 

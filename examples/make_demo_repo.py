@@ -1,6 +1,6 @@
 """Build the demo repository: a tiny package `toolkit` with its own unittest suite, on branch main.
 
-    python examples/make_demo_repo.py DIR
+python examples/make_demo_repo.py DIR
 """
 
 from __future__ import annotations

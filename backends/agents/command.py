@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backends._proc import run_process
-from backends.base import AgentOutcome, AgentRequest, Heartbeat
+from backends.base import AgentOutcome, AgentRequest, Heartbeat, pgid_file
 
 PRESETS: dict[str, list[str]] = {
     "codex": [
@@ -161,6 +161,7 @@ class CommandAgent:
                 timeout_s=request.timeout_s,
                 transcript=request.transcript,
                 on_line=progress.on_line,
+                pgid_file=pgid_file(request.transcript),
             )
         except FileNotFoundError:
             return AgentOutcome(succeeded=False, error=f"agent executable not found: {argv[0]!r}")
