@@ -1,0 +1,125 @@
+"""Record workflow histories for the replay tests: `python -m tests.replay.record_histories`.
+
+Runs every workflow shape on the time-skipping server with the fake activities and writes each
+PlanWorkflow and TaskWorkflow history to tests/replay/histories/. Re-record only on purpose: a
+recorded history is the promise that runs started by this version still replay after a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from models.results import PlanResult, RunProgress, TaskStatus
+from models.run import CancelRequest
+from tests.conftest import md
+from tests.temporal_env import test_server_path
+from tests.workflows.conftest import plan_input
+from tests.workflows.fakes import FakeActivities, Script
+from workflows.plan import PlanWorkflow
+from workflows.task import TaskWorkflow
+
+OUT = Path(__file__).resolve().parent / "histories"
+PLAN = md(
+    """
+    # Replay plan
+    ## Batch 1: first
+    **Dependencies:** None
+    ### Task 1.1: a
+    **Verification:**
+    - `true`
+    ### Task 1.2: b
+    ## Batch 2: second
+    **Dependencies:** Batch 1
+    ### Task 2.1: c
+    """
+)
+
+
+async def _wait_for(handle, tid: str, status: TaskStatus) -> None:
+    for _ in range(500):
+        p = await handle.query("status", result_type=RunProgress)
+        if any(t.id == tid and t.status is status for t in p.tasks):
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"task {tid} never reached {status}")
+
+
+async def scenario(client: Client, name: str, script: Script, steer=None, **options) -> None:
+    fakes = FakeActivities(script)
+    queue = f"record-{name}"
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[PlanWorkflow, TaskWorkflow],
+        activities=fakes.all(),
+        max_heartbeat_throttle_interval=timedelta(seconds=0.2),
+    ):
+        wf_id = f"replay-{name}"
+        handle = await client.start_workflow(
+            PlanWorkflow.run, plan_input(PLAN, **options), id=wf_id, task_queue=queue
+        )
+        if steer:
+            await steer(handle)
+        result: PlanResult = await handle.result()
+    ids = [wf_id] + [f"{wf_id}/task-{t.id}" for t in result.tasks if t.id in fakes.agent_runs]
+    ids += [
+        f"{wf_id}/task-{t}/try-{n}" for t, n in fakes.agent_runs.items() for n in range(2, n + 1)
+    ]
+    for wid in ids:
+        history = await client.get_workflow_handle(wid).fetch_history()
+        (OUT / f"{wid.replace('/', '__')}.json").write_text(history.to_json())
+    print(f"{name}: {result.status.value}, {len(ids)} histories")
+
+
+async def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.glob("*.json"):
+        old.unlink()
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=test_server_path(), data_converter=pydantic_data_converter
+    ) as env:
+        c = env.client
+        await scenario(c, "all-merged", Script())
+        await scenario(c, "failure-skips-dependants", Script(agent_fails={"1.2"}))
+        await scenario(
+            c,
+            "no-op-verify-fail-conflict",
+            Script(no_op={"2.1"}, verify_fails={"1.1"}, conflict={"1.2"}),
+        )
+        await scenario(c, "setup-failed", Script(prepare_run_fails=True))
+
+        async def retry(handle) -> None:
+            await _wait_for(handle, "1.2", TaskStatus.FAILED)
+            await handle.signal("retry", "1.2")
+
+        await scenario(c, "retry", Script(agent_fails_once={"1.2"}, slow={"1.1": 1.0}), retry)
+
+        async def cancel_now(handle) -> None:
+            await _wait_for(handle, "1.1", TaskStatus.RUNNING)
+            await asyncio.sleep(0.3)
+            await handle.signal("cancel", CancelRequest(now=True))
+
+        await scenario(c, "cancel-now", Script(slow={"1.1": 30}), cancel_now, max_concurrent=1)
+
+        async def pause_skip(handle) -> None:
+            await handle.signal("pause")
+            await handle.signal("skip", "2.1")
+            await asyncio.sleep(0.5)
+            await handle.signal("resume")
+
+        await scenario(
+            c, "pause-skip-resume", Script(slow={"1.1": 0.5}), pause_skip, max_concurrent=1
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    sys.stdout.flush()

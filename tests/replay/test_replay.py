@@ -1,0 +1,45 @@
+"""Recorded histories of every workflow shape replay against the current workflow code.
+
+A failure here means a change would break runs already in flight: put it behind
+`workflow.patched` (README: "Changing a workflow").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.plan import PlanWorkflow
+from workflows.task import TaskWorkflow
+
+HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
+
+
+def test_every_shape_is_recorded() -> None:
+    names = {p.name.split("__")[0] for p in HISTORIES}
+    for shape in (
+        "all-merged",
+        "failure-skips-dependants",
+        "no-op-verify-fail-conflict",
+        "setup-failed",
+        "retry",
+        "cancel-now",
+        "pause-skip-resume",
+    ):
+        assert f"replay-{shape}.json" in {p.name for p in HISTORIES} or f"replay-{shape}" in names
+    assert any("__task-" in p.name for p in HISTORIES), "TaskWorkflow histories are recorded too"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_history_replays(path: Path) -> None:
+    workflow_id = path.stem.replace("__", "/")
+    history = WorkflowHistory.from_json(workflow_id, path.read_text())
+    replayer = Replayer(
+        workflows=[PlanWorkflow, TaskWorkflow], data_converter=pydantic_data_converter
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
