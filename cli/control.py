@@ -24,7 +24,11 @@ async def control(
 ) -> int:
     if command == "server":
         stopped = stop_server(settings.workspace)
-        print("stopped" if stopped else "no embedded server is running for this workspace")
+        print(
+            f"stopped the embedded server of {settings.workspace}"
+            if stopped
+            else "no embedded server is running for this workspace"
+        )
         return 0
     target = await open_target(settings)
     handle = target.client.get_workflow_handle(workflow_id, result_type=PlanResult)

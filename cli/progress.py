@@ -72,7 +72,8 @@ class ProgressView:
             self.live.update(_table(progress.tasks, elapsed, title))
             return
         for t in progress.tasks:
-            if self.seen.get(t.id) is not t.status:
+            # Pending is where every task starts; only movement is news.
+            if self.seen.get(t.id, TaskStatus.PENDING) is not t.status:
                 self.seen[t.id] = t.status
                 extra = f" {t.commit[:10]}" if t.commit else ""
                 extra += f" ({t.error})" if t.error else ""

@@ -159,7 +159,7 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
             f"started run {workflow_id}: {len(plan.tasks)} tasks into {inp.options.target_branch}"
         )
     if link:
-        err.print(f"Web UI: {link}")
+        print(f"Web UI: {link}", file=sys.stderr, flush=True)  # one line, never wrapped
     if settings.detach:
         if target.embedded:
             _spawn_worker(settings, target.address, workflow_id)

@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import sysconfig
 import time
 from dataclasses import asdict, dataclass
@@ -183,5 +182,4 @@ def stop_server(workspace: Path, timeout_s: float = 10.0) -> bool:
             os.killpg(info.pid, signal.SIGKILL)
     with contextlib.suppress(OSError):
         _state_file(workspace).unlink()
-    print(f"stopped the embedded server (pid {info.pid})", file=sys.stderr)
     return True
