@@ -23,4 +23,9 @@ async def connect_client(address: str | None, namespace: str | None = None) -> C
     try:
         return await Client.connect(target, data_converter=pydantic_data_converter, **config)  # type: ignore[arg-type]
     except Exception as exc:
-        raise UsageError(f"cannot reach Temporal at {target}: {exc}") from None
+        text = str(exc)
+        reason = "connection refused" if "refused" in text.lower() else text.splitlines()[0][:200]
+        raise UsageError(
+            f"cannot reach Temporal at {target} ({reason}); start it, fix --address, or leave --address "
+            "out to use the embedded server"
+        ) from None
