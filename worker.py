@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.agent import AgentActivities
+from activities.claim import ClaimActivities, workspace_queue
 from activities.merge import MergeActivities
 from activities.sandbox import SandboxActivities
 from activities.verify import VerifyActivities
@@ -33,17 +36,29 @@ HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 def make_worker(
     client: Client, workspace: Path, max_activities: int = 16, task_queue: str = TASK_QUEUE
-) -> Worker:
-    """Settings -> backends -> activity objects -> Worker."""
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Settings -> backends -> activity objects -> two Workers, run together.
+
+    The shared queue carries the workflows and the steps any worker can do; the workspace queue
+    carries a claimed task's steps, which need this machine's worktree.
+    """
     sandbox = GitWorktreeSandbox(workspace)
     sandbox_acts = SandboxActivities(sandbox)
     agent_acts = AgentActivities(sandbox, agent_backend)
-    return Worker(
+    local_queue = workspace_queue(task_queue, workspace)
+    # Cancellation reaches an activity only on a heartbeat round trip: send them often enough
+    # that `cancel --now` kills an agent within seconds, not 0.8 x the heartbeat timeout.
+    shared = Worker(
         client,
         task_queue=task_queue,
         workflows=[PlanWorkflow, TaskWorkflow],
+        activities=[sandbox_acts.prepare_run, ClaimActivities(local_queue).claim_worker],
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+    )
+    local = Worker(
+        client,
+        task_queue=local_queue,
         activities=[
-            sandbox_acts.prepare_run,
             sandbox_acts.prepare_workspace,
             sandbox_acts.cleanup_workspace,
             agent_acts.run_agent,
@@ -51,10 +66,15 @@ def make_worker(
             MergeActivities(sandbox).merge_task,
         ],
         max_concurrent_activities=max_activities,
-        # Cancellation reaches an activity only on a heartbeat round trip: send them often enough
-        # that `cancel --now` kills an agent within seconds, not 0.8 x the heartbeat timeout.
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
+
+    @contextlib.asynccontextmanager
+    async def both() -> AsyncIterator[None]:
+        async with shared, local:
+            yield
+
+    return both()
 
 
 async def serve(

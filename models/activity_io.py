@@ -25,6 +25,17 @@ class PrepareRunOut(BaseModel):
     created_target: bool
 
 
+class ClaimIn(BaseModel):
+    run_key: str
+    task_id: str
+    claim: int = 1  # which claim of the task this is (> 1: its previous worker vanished)
+
+
+class ClaimOut(BaseModel):
+    queue: str  # the claiming worker's workspace queue: the task's other activities go there
+    host: str
+
+
 class PrepareWorkspaceIn(BaseModel):
     run_key: str
     task_id: str

@@ -29,6 +29,8 @@ class RunOptions(BaseModel):
     merge_attempts: int = 5
     # A worker that stops heartbeating for this long is presumed dead; its activity runs elsewhere.
     heartbeat_timeout_s: float = 30.0
+    # A task whose worker serves its queue no longer for this long moves to another worker.
+    worker_lost_timeout_s: float = 600.0
     # Keep the branch of a task that failed, for inspection (worktrees are always removed).
     keep_failed_branches: bool = True
 

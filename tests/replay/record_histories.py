@@ -53,8 +53,8 @@ async def _wait_for(handle, tid: str, status: TaskStatus) -> None:
 
 
 async def scenario(client: Client, name: str, script: Script, steer=None, **options) -> None:
-    fakes = FakeActivities(script)
     queue = f"record-{name}"
+    fakes = FakeActivities(script, queue)
     async with Worker(
         client,
         task_queue=queue,

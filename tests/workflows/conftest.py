@@ -60,8 +60,8 @@ async def running(
     env: WorkflowEnvironment, request: pytest.FixtureRequest
 ) -> AsyncIterator[Harness]:
     script: Script = getattr(request, "param", None) or Script()
-    fakes = FakeActivities(script)
     queue = f"q-{uuid.uuid4().hex[:8]}"
+    fakes = FakeActivities(script, queue)
     async with Worker(
         env.client,
         task_queue=queue,

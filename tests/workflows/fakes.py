@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from temporalio import activity
 
 from models.activity_io import (
+    ClaimIn,
+    ClaimOut,
     CleanupIn,
     CleanupOut,
     MergeIn,
@@ -37,11 +39,13 @@ class Script:
     agent_seconds: float = 0.05
     slow: dict[str, float] = field(default_factory=dict)
     prepare_run_fails: bool = False
+    lost_queue_claims: dict[str, int] = field(default_factory=dict)
 
 
 class FakeActivities:
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, queue: str = "") -> None:
         self.script = script
+        self.queue = queue
         self.calls: list[tuple[str, str]] = []
         self.agent_runs: dict[str, int] = defaultdict(int)
         self.running = 0
@@ -58,6 +62,14 @@ class FakeActivities:
 
             raise ApplicationError("repository unreachable", type="GitError", non_retryable=True)
         return PrepareRunOut(target_commit="base0", created_target=True)
+
+    @activity.defn(name="claim_worker")
+    async def claim_worker(self, inp: ClaimIn) -> ClaimOut:
+        self.calls.append(("claim_worker", inp.task_id))
+        lost = self.script.lost_queue_claims.get(inp.task_id, 0)
+        if inp.claim <= lost:  # a queue no worker serves: the worker "vanished"
+            return ClaimOut(queue="nobody-serves-this", host="gone")
+        return ClaimOut(queue=self.queue, host="test")
 
     @activity.defn(name="prepare_workspace")
     async def prepare_workspace(self, inp: PrepareWorkspaceIn) -> PrepareWorkspaceOut:
@@ -119,6 +131,7 @@ class FakeActivities:
     def all(self) -> list:
         return [
             self.prepare_run,
+            self.claim_worker,
             self.prepare_workspace,
             self.run_agent,
             self.verify_task,

@@ -189,3 +189,21 @@ async def test_failed_setup_ends_the_run_with_every_task_skipped(running: Harnes
     assert result.status is RunStatus.FAILED
     assert all(t.status is TaskStatus.SKIPPED for t in result.tasks)
     assert "repository unreachable" in result.message
+
+
+@pytest.mark.parametrize("running", [Script(lost_queue_claims={"1.1": 1})], indirect=True)
+async def test_task_moves_to_another_worker_when_its_worker_is_gone(running: Harness) -> None:
+    # The test server does not skip time for an activity nobody polls: keep the timeout short.
+    result = await running.run(plan_input(PLAN, worker_lost_timeout_s=1))
+    assert statuses(result)["1.1"] is TaskStatus.MERGED
+    assert running.fakes.calls.count(("claim_worker", "1.1")) == 2
+    assert running.fakes.agent_runs["1.1"] == 1  # nothing ran on the vanished worker
+
+
+@pytest.mark.parametrize("running", [Script(lost_queue_claims={"1.1": 9})], indirect=True)
+async def test_a_task_whose_workers_keep_vanishing_fails_with_the_reason(running: Harness) -> None:
+    result = await running.run(plan_input(PLAN, worker_lost_timeout_s=1))
+    by_id = {t.id: t for t in result.tasks}
+    assert by_id["1.1"].status is TaskStatus.FAILED
+    assert by_id["1.1"].error == "workspace: the task's worker was lost 3 times"
+    assert by_id["2.1"].status is TaskStatus.SKIPPED

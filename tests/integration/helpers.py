@@ -1,0 +1,543 @@
+"""Black-box helpers for the integration tests: a real dev server, worker processes, a fake agent.
+
+Everything here drives the product the way a user does: `temporal server start-dev`, `worker.py`
+and `starter.py` as subprocesses, git on real repositories. Every process started here is tracked
+and killed (with its whole process group) by `Procs.close()`, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from examples.make_demo_repo import make_demo_repo
+from tests.gitutil import IDENTITY
+from tests.temporal_env import dev_server_path
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else sys.executable
+
+# The fake coding agent. argv: LOG SLEEP_S TASK_ID [--fail=ID,ID] [--helper]
+#  - appends "<task_id> <pid> <start_ts>" to LOG.started as soon as it runs,
+#  - with --helper, starts a grandchild (as a real agent's tool call would) that stays in the
+#    agent's process group and does not die with the worker; logs "<task_id> <pid>" of it to
+#    LOG.helpers, and kills it itself when done,
+#  - sleeps, writes out/<task_id>.txt in its working directory (the task's worktree),
+#  - appends "<task_id> <pid> <start_ts> <end_ts>" to LOG when it is done,
+#  - exits 1 (after logging) when TASK_ID is one of the --fail ids.
+# Each line is one write() on an O_APPEND descriptor, so parallel agents never interleave.
+AGENT_SCRIPT = """\
+import os, subprocess, sys, time
+
+log, sleep_s, task_id = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+flags = sys.argv[4:]
+fail = [f for a in flags if a.startswith("--fail=") for f in a[7:].split(",")]
+
+
+def append(path, line):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\\n").encode())
+    finally:
+        os.close(fd)
+
+
+start = time.time()
+append(log + ".started", f"{task_id} {os.getpid()} {start:.6f}")
+helper = None
+if "--helper" in flags:
+    helper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    append(log + ".helpers", f"{task_id} {helper.pid}")
+print(f"agent {task_id} working", flush=True)
+time.sleep(sleep_s)
+os.makedirs("out", exist_ok=True)
+with open(os.path.join("out", task_id + ".txt"), "w") as fh:
+    fh.write(task_id + "\\n")
+if helper is not None:
+    helper.kill()
+    helper.wait()
+end = time.time()
+append(log, f"{task_id} {os.getpid()} {start:.6f} {end:.6f}")
+print(f"agent {task_id} done", flush=True)
+sys.exit(1 if task_id in fail else 0)
+"""
+
+
+@dataclass(frozen=True)
+class AgentRun:
+    task_id: str
+    pid: int
+    start: float
+    end: float | None  # None: started, never finished (killed)
+
+
+def write_agent(tmp: Path) -> Path:
+    path = tmp / "fake_agent.py"
+    path.write_text(AGENT_SCRIPT)
+    return path
+
+
+def agent_command(
+    agent: Path, log: Path, sleep_s: float, fail: tuple[str, ...] = (), helper: bool = False
+) -> str:
+    """The `--agent-command` template running the fake agent (placeholders left for the product)."""
+    argv = [sys.executable, str(agent), str(log), f"{sleep_s:g}", "{task_id}"]
+    if fail:
+        argv.append("--fail=" + ",".join(fail))
+    if helper:
+        argv.append("--helper")
+    return shlex.join(argv)
+
+
+def helper_pids(log: Path) -> dict[int, str]:
+    """pid -> task id of every grandchild the fake agents started (with --helper)."""
+    path = Path(str(log) + ".helpers")
+    if not path.exists():
+        return {}
+    return {int(pid): tid for tid, pid in (ln.split() for ln in path.read_text().splitlines())}
+
+
+def agent_runs(log: Path) -> list[AgentRun]:
+    """Every agent process that started, with its end time when it finished."""
+    ended: dict[int, float] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            _tid, pid, _start, end = line.split()
+            ended[int(pid)] = float(end)
+    runs = []
+    started = Path(str(log) + ".started")
+    if started.exists():
+        for line in started.read_text().splitlines():
+            tid, pid, start = line.split()
+            runs.append(AgentRun(tid, int(pid), float(start), ended.get(int(pid))))
+    return runs
+
+
+def runs_per_task(log: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in agent_runs(log):
+        out[r.task_id] = out.get(r.task_id, 0) + 1
+    return out
+
+
+def finished_runs(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def kill_stray_agents(log: Path) -> list[int]:
+    """Teardown: SIGKILL any fake agent (or its helper) of `log` still running; their pids."""
+    stray = []
+    for pid, marker in [(r.pid, b"fake_agent.py") for r in agent_runs(log)] + [
+        (pid, b"time.sleep(120)") for pid in helper_pids(log)
+    ]:
+        with contextlib.suppress(OSError):
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes() and pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                stray.append(pid)
+    return stray
+
+
+def assert_no_agent_alive(log: Path) -> None:
+    alive = [r for r in agent_runs(log) if pid_alive(r.pid)]
+    assert not alive, f"agents outlived their run: {alive}"
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of intervals that are open at one instant."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = cur = 0
+    for _, delta in events:  # an end sorts before a start at the same instant
+        cur += delta
+        best = max(best, cur)
+    return best
+
+
+# ---------------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):  # a zombie answers kill(0) but is gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return True
+
+
+def wait_for(
+    cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.1, on_fail: str = ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{on_fail}")
+
+
+def process_env(tmp: Path) -> dict[str, str]:
+    """The environment of every process we start: unbuffered, and no user git config leaking in."""
+    gitconfig = tmp / "gitconfig-global"
+    if not gitconfig.exists():
+        gitconfig.write_text("[init]\n\tdefaultBranch = main\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "TEMPORAL_"))}
+    for key in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        env.pop(key, None)
+    return env | {
+        "PYTHONUNBUFFERED": "1",
+        "GIT_CONFIG_GLOBAL": str(gitconfig),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        # The starter reads `.env` from its working directory: give it an empty one.
+        "HOME": str(tmp / "home"),
+        "XDG_CACHE_HOME": str(tmp / "cache"),
+    }
+
+
+@dataclass
+class Procs:
+    """Every process a test starts; `close()` kills each one's process group."""
+
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def spawn(self, argv: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+        fh = log.open("ab")
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            fh.close()
+        self.started.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in reversed(self.started):
+            kill_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for proc in reversed(self.started):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            kill_group(proc, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self.started.clear()
+
+
+def kill_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to the end on a fresh event loop in its own thread, so it never meets the
+    session event loop pytest-asyncio keeps for the async tests in the main thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+async def _healthy(address: str) -> bool:
+    from temporalio.client import Client
+
+    try:
+        client = await asyncio.wait_for(Client.connect(address), timeout=5)
+        await asyncio.wait_for(client.service_client.check_health(), timeout=5)
+        return True
+    except Exception:
+        return False
+
+
+class DevServer:
+    """`temporal server start-dev` on a fixed port and SQLite file, so it can be restarted."""
+
+    def __init__(self, procs: Procs, root: Path, env: dict[str, str]) -> None:
+        self.procs, self.root, self.env = procs, root, env
+        self.port, self.ui_port = free_port(), free_port()
+        self.db = root / "temporal.db"
+        self.log = root / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        wait_for(lambda: not port_open(self.port), 30, f"port {self.port} to be free")
+        argv = [
+            dev_server_path(),
+            *("server", "start-dev", "--db-filename", str(self.db)),
+            *("--ip", "127.0.0.1", "--port", str(self.port), "--ui-port", str(self.ui_port)),
+            *("--headless", "--log-level", "error"),
+        ]
+        self.proc = self.procs.spawn(argv, self.log, self.env, self.root)
+        proc = self.proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"the dev server exited: {self.log.read_text()[-2000:]}")
+            return run_async(lambda: _healthy(self.address))
+
+        wait_for(ready, timeout, "the dev server to serve", interval=0.2)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        assert self.proc is not None
+        kill_group(self.proc, sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+def start_worker(
+    procs: Procs, address: str, workspace: Path, log: Path, env: dict[str, str]
+) -> subprocess.Popen:
+    """A `worker.py` process; returns once it says it is serving."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    offset = log.stat().st_size if log.exists() else 0
+    argv = [PYTHON, str(ROOT / "worker.py"), "--address", address, "--workspace", str(workspace)]
+    proc = procs.spawn(argv, log, env, ROOT)
+
+    def serving() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"the worker exited: {log.read_text()[-2000:]}")
+        return "worker serving" in log.read_bytes()[offset:].decode(errors="replace")
+
+    wait_for(serving, 60, "the worker to start")
+    return proc
+
+
+def starter(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, str(ROOT / "starter.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def status_json(workflow_id: str, address: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    res = starter(["status", workflow_id, "--json", "--address", address], env, cwd, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout))
+
+
+def wait_finished(
+    workflow_id: str, address: str, env: dict[str, str], cwd: Path, timeout: float, logs: str = ""
+) -> dict[str, Any]:
+    """Poll `starter.py status --json` until the run has closed; its final result."""
+    last: list[str] = []
+
+    def done() -> dict[str, Any] | None:
+        res = starter(["status", workflow_id, "--json", "--address", address], env, cwd, 60)
+        last[:] = [res.stdout + res.stderr]
+        if res.returncode != 0:  # the server may be restarting
+            return None
+        data = json.loads(res.stdout)
+        return data if data["status"] != "running" else None
+
+    try:
+        return dict(wait_for(done, timeout, f"run {workflow_id} to finish", interval=0.5))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nlast status: {last[-1] if last else ''}\n{logs}") from None
+
+
+# ---------------------------------------------------------------------------------- git
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    res = subprocess.run(
+        ["git", *args],
+        cwd=repo,
+        env={**os.environ, **IDENTITY, "GIT_CONFIG_NOSYSTEM": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and res.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed in {repo}: {res.stderr}")
+    return res.stdout.strip()
+
+
+def make_dirty_user_repo(path: Path) -> Path:
+    """The demo repository with a user mid-work: a stash, an unstaged edit, a staged edit and an
+    untracked file."""
+    make_demo_repo(path)
+    core = path / "toolkit" / "core.py"
+    core.write_text(core.read_text() + "# stashed idea\n")
+    git(path, "stash", "push", "-q", "-m", "user stash")
+    core.write_text(core.read_text() + "# unstaged edit\n")
+    (path / "README.md").write_text("# toolkit, staged edit\n")
+    git(path, "add", "README.md")
+    (path / "scratch.txt").write_text("untracked notes\n")
+    return path
+
+
+def _skip(rel: Path, target_branch: str) -> bool:
+    """The target branch's ref and reflog: the one thing a run may add to the user's .git."""
+    return str(rel) in (f".git/refs/heads/{target_branch}", f".git/logs/refs/heads/{target_branch}")
+
+
+def repo_snapshot(repo: Path, target_branch: str) -> dict[str, Any]:
+    """Every byte of a user's checkout and its .git, except the target branch's ref (and reflog);
+    objects are recorded apart. Read-only (no `git status`: it would refresh the index)."""
+    files: dict[str, bytes] = {}
+    objects: dict[str, bytes] = {}
+    for p in sorted(repo.rglob("*")):
+        if not p.is_file() or p.is_symlink():
+            continue
+        rel = p.relative_to(repo)
+        if rel.parts[:2] == (".git", "objects"):
+            objects[str(rel)] = p.read_bytes()
+        elif not _skip(rel, target_branch):
+            files[str(rel)] = p.read_bytes()
+    refs = git(repo, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
+    return {
+        "files": files,
+        "objects": objects,
+        "refs": [r for r in refs if not r.startswith(f"refs/heads/{target_branch} ")],
+        "stash": git(repo, "stash", "list", "--format=%H %gs"),
+        "HEAD": git(repo, "rev-parse", "HEAD"),
+    }
+
+
+def assert_untouched(before: dict[str, Any], after: dict[str, Any]) -> None:
+    changed = sorted(
+        k
+        for k in before["files"].keys() | after["files"].keys()
+        if before["files"].get(k) != after["files"].get(k)
+    )
+    assert not changed, f"the pipeline changed the user's checkout: {changed}"
+    assert after["refs"] == before["refs"]
+    assert after["stash"] == before["stash"] and before["stash"]
+    assert after["HEAD"] == before["HEAD"]
+    lost = [k for k, v in before["objects"].items() if after["objects"].get(k) != v]
+    assert not lost, f"objects of the user's repository changed or vanished: {lost}"
+
+
+def fsck(repo: Path) -> None:
+    res = subprocess.run(
+        ["git", "fsck", "--strict", "--no-progress", "--no-dangling"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0, f"git fsck in {repo}: {res.stdout}{res.stderr}"
+    assert "error" not in (res.stdout + res.stderr).lower(), res.stdout + res.stderr
+
+
+def pipeline_clone(workspace: Path, repo: Path) -> Path:
+    """The pipeline's bare clone of `repo` in `workspace` (found by its origin URL)."""
+    found = [
+        clone
+        for clone in sorted((workspace / "repos").glob("*.git"))
+        if git(clone, "config", "remote.origin.url") == str(repo.resolve())
+    ]
+    assert len(found) == 1, f"clones of {repo} under {workspace / 'repos'}: {found}"
+    return found[0]
+
+
+def assert_workspace_clean(
+    workspace: Path, repo: Path, run_key: str, kept: tuple[str, ...] = ()
+) -> None:
+    """The pipeline's clone of `repo` is fsck clean, has no worktree but the bare entry and no task
+    branch but those of the tasks in `kept` (a failed task's branch is kept for inspection), and
+    the run left no folder under worktrees/."""
+    for clone in [pipeline_clone(workspace, repo)]:
+        fsck(clone)
+        listing = git(clone, "worktree", "list", "--porcelain")
+        entries = [ln for ln in listing.splitlines() if ln.startswith("worktree ")]
+        assert len(entries) == 1 and "bare" in listing.splitlines(), listing
+        assert Path(entries[0].split(" ", 1)[1]).resolve() == clone.resolve(), listing
+        branches = git(clone, "for-each-ref", "--format=%(refname)", "refs/heads/pipeline")
+        left = [b for b in branches.splitlines() if b.rsplit("/task-", 1)[-1] not in kept]
+        assert not left, f"task branches left in {clone}: {left}"
+        tasks = git(clone, "for-each-ref", "--format=%(refname)", f"refs/pipeline-base/{run_key}")
+        assert sorted(tasks.splitlines()) == sorted(
+            f"refs/pipeline-base/{run_key}/{t}" for t in kept
+        ), tasks
+    run_dir = workspace / "worktrees" / run_key
+    assert not run_dir.exists(), f"left under {run_dir}: {list(run_dir.rglob('*'))}"
+    detached = workspace / "worktrees" / "_detached"
+    assert not detached.exists() or not any(detached.iterdir()), list(detached.iterdir())
+
+
+def trailers(repo: Path, branch: str) -> list[str]:
+    body = git(repo, "log", "--format=%B", f"refs/heads/{branch}")
+    return [ln for ln in body.splitlines() if ln.startswith("Pipeline-Task: ")]
+
+
+def assert_merged_once(repo: Path, branch: str, run_key: str, task_ids: list[str]) -> None:
+    """Each task's trailer exactly once on the target, and its file there with its id inside."""
+    found = trailers(repo, branch)
+    for tid in task_ids:
+        assert found.count(f"Pipeline-Task: {run_key}/{tid}") == 1, (tid, found)
+        assert git(repo, "show", f"refs/heads/{branch}:out/{tid}.txt") == tid
+    assert len(found) == len(task_ids), found
+    files = git(repo, "ls-tree", "-r", "--name-only", f"refs/heads/{branch}", "out").splitlines()
+    assert sorted(files) == sorted(f"out/{t}.txt" for t in task_ids)
+
+
+def run_key_of(workflow_id: str) -> str:
+    return workflow_id.removeprefix("pipeline-")
+
+
+@contextlib.contextmanager
+def procs_scope() -> Iterator[Procs]:
+    procs = Procs()
+    try:
+        yield procs
+    finally:
+        procs.close()
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return f"--- {path.name} ---\n" + path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
