@@ -46,7 +46,7 @@ class ProgressView:
 
     def __init__(self, console: Console, live: bool) -> None:
         self.console = console
-        self.live = Live(console=console, refresh_per_second=4, transient=False) if live else None
+        self.live = Live(console=console, refresh_per_second=4, transient=True) if live else None
         self.seen: dict[str, TaskStatus] = {}
         self.started: dict[str, float] = {}
 

@@ -25,7 +25,7 @@ from cli.server import ensure_server
 from config import Settings
 from errors import UsageError
 from models.plan import Plan
-from models.results import PlanResult, RunProgress, RunStatus, TaskStatus
+from models.results import PlanResult, RunProgress, RunStatus, TaskResult, TaskStatus
 from models.run import AgentConfig, PlanRunInput, RunOptions
 from workflows.plan import PlanWorkflow
 
@@ -179,9 +179,9 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
         from worker import make_worker
 
         async with make_worker(target.client, settings.workspace):
-            result = await follow(handle, err if settings.json_output else out)
+            result = await follow(target.client, handle, err if settings.json_output else out)
     else:
-        result = await follow(handle, err if settings.json_output else out)
+        result = await follow(target.client, handle, err if settings.json_output else out)
     return report(result, settings, out)
 
 
@@ -220,14 +220,27 @@ def _spawn_worker(settings: Settings, address: str, workflow_id: str) -> None:
     )
 
 
-async def follow(handle: WorkflowHandle, console: Console) -> PlanResult:
+async def follow(client: Client, handle: WorkflowHandle, console: Console) -> PlanResult:
     result_task = asyncio.create_task(handle.result())
     with ProgressView(console, live=is_terminal() and console.file is sys.stdout) as view:
         while not result_task.done():
             with contextlib.suppress(Exception):  # a query can fail while the server restarts
-                view.update(await handle.query("status", result_type=RunProgress))
+                view.update(await _progress(client, handle))
             await asyncio.wait({result_task}, timeout=1.0)
     return result_task.result()
+
+
+async def _progress(client: Client, handle: WorkflowHandle) -> RunProgress:
+    """The run's status, with the step each running task is in (asked of the task itself)."""
+    progress: RunProgress = await handle.query("status", result_type=RunProgress)
+    for t in progress.tasks:
+        if t.status is TaskStatus.RUNNING:
+            child = client.get_workflow_handle(f"{handle.id}/task-{t.id}")
+            with contextlib.suppress(Exception):  # a retried task runs under another id
+                live = await child.query("status", result_type=TaskResult)
+                if live is not None:
+                    t.phase = live.phase
+    return progress
 
 
 def report(result: PlanResult, settings: Settings, out: Console) -> int:
