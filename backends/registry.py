@@ -23,6 +23,7 @@ GROUP = "autonomous_pipeline.agents"
 BUILTIN_AGENTS: dict[str, str] = {
     "literal": "backends.agents.literal:LiteralAgent",
     "command": "backends.agents.command:CommandAgent",
+    "claude": "backends.agents.claude_cli:ClaudeCliAgent",
 }
 
 

@@ -53,7 +53,7 @@ def test_builtins_instantiate_fresh() -> None:
 
 def test_builtins_without_package_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "entry_points", fake_entry_points())
-    assert agent_names() == ["command", "literal"]
+    assert agent_names() == ["claude", "command", "literal"]
     assert isinstance(agent_backend("literal"), LiteralAgent)
 
 

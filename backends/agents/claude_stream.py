@@ -1,0 +1,464 @@
+"""Claude Code's `--output-format stream-json` output, folded into progress and an outcome. Pure.
+
+The CLI (checked against 2.1.197) prints one JSON object per line:
+
+    {"type":"system","subtype":"init","session_id":..,"model":..,"tools":[..],..}   first
+    {"type":"system","subtype":"api_retry","attempt":2,"max_retries":10,"error_status":529,..}
+    {"type":"rate_limit_event","rate_limit_info":{"status":"allowed"|"rejected","resetsAt":<unix>,..}}
+    {"type":"assistant","message":{"id":..,"model":..,"content":[text|tool_use|thinking],"usage":..},
+     "parent_tool_use_id":null|<subagent's Task id>,"error":"rate_limit"|..}   one line per block
+    {"type":"user","message":{"content":[{"type":"tool_result",..}]}}
+    {"type":"result","subtype":"success"|"error_max_turns"|"error_max_budget_usd"|
+     "error_during_execution"|..,"is_error":..,"api_error_status":429|null,"result":"..",
+     "errors":[..],"num_turns":..,"total_cost_usd":..,"usage":{..},"session_id":..}   last
+
+`is_error` is what counts: an API failure is reported as subtype "success" with is_error true and
+the failure's text as `result` (the CLI then exits 1). Error subtypes carry `errors`, not `result`.
+The stream has no running cost, only the result line does; until then the cost is estimated from
+the token counts with list prices (`~$` in notes). Any line that is not a JSON object is ignored.
+
+A failure is reported as `"<kind>: <message>[ (resets at <unix>)]"`, where kind is a FailureKind
+value; `parse_failure` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from backends.base import AgentOutcome
+
+SUMMARY_CHARS = 2000
+MESSAGE_CHARS = 1000
+TAIL_LINES = 20
+
+
+class FailureKind(StrEnum):
+    AUTH = "auth"  # bad or missing credentials, or the account cannot pay: a human must act
+    RATE_LIMIT = "rate_limit"  # usage or rate limit: retry after `reset_at` (or back off)
+    OVERLOADED = "overloaded"  # the API is at capacity (529): retry soon
+    MAX_TURNS = "max_turns"  # --max-turns reached
+    BUDGET = "budget"  # --max-budget-usd reached
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: FailureKind
+    message: str
+    reset_at: float | None = None
+
+    def __str__(self) -> str:
+        return format_failure(self.kind, self.message, self.reset_at)
+
+
+_TEXT_KINDS: tuple[tuple[FailureKind, re.Pattern[str]], ...] = (
+    (
+        FailureKind.AUTH,
+        re.compile(
+            r"invalid api key|please run /login|not logged in|authentication[_ ](?:failed|error)"
+            r"|failed to authenticate|oauth token (?:has )?(?:expired|revoked)|\b40[13]\b"
+            r"|unauthori[sz]ed|credit balance (?:is )?too low|billing_error|disabled organization"
+            r"|oauth_org_not_allowed",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        FailureKind.OVERLOADED,
+        re.compile(r"overloaded|\b529\b|experiencing high load|api is at capacity", re.IGNORECASE),
+    ),
+    (
+        FailureKind.RATE_LIMIT,
+        re.compile(
+            r"usage limit|rate[ _-]?limit|\b429\b|too many requests|out of (?:extra )?usage"
+            r"|(?:hit|reached) your [^.·\n]{0,40}limit",
+            re.IGNORECASE,
+        ),
+    ),
+    (FailureKind.MAX_TURNS, re.compile(r"maximum number of turns|max[_ ]turns", re.IGNORECASE)),
+    (FailureKind.BUDGET, re.compile(r"maximum budget|max[_ ]budget", re.IGNORECASE)),
+)
+_SUBTYPE_KINDS = {
+    "error_max_turns": FailureKind.MAX_TURNS,
+    "error_max_budget_usd": FailureKind.BUDGET,
+}
+_STATUS_KINDS = {
+    401: FailureKind.AUTH,
+    403: FailureKind.AUTH,
+    429: FailureKind.RATE_LIMIT,
+    529: FailureKind.OVERLOADED,
+}
+# The `error` field of the CLI's synthetic assistant message for an API failure.
+_API_ERROR_KINDS = {
+    "authentication_failed": FailureKind.AUTH,
+    "billing_error": FailureKind.AUTH,
+    "oauth_org_not_allowed": FailureKind.AUTH,
+    "rate_limit": FailureKind.RATE_LIMIT,
+}
+
+
+def failure_text(result: dict[str, Any]) -> str:
+    """What a result line says went wrong (or its answer): `result`, else its `errors`."""
+    text = result.get("result")
+    if isinstance(text, str) and text.strip():
+        return text
+    errors = result.get("errors")
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(e) for e in errors)
+    return str(result.get("subtype") or "")
+
+
+def classify(result: dict[str, Any] | str, api_error: str | None = None) -> FailureKind:
+    """The kind of a failed result line (or of a failure's text).
+
+    Order: the error subtype, the HTTP status the CLI recorded, the text, then `api_error` (the
+    `error` field of the assistant message the CLI made for the failure), else OTHER.
+    """
+    if isinstance(result, dict):
+        subtype_kind = _SUBTYPE_KINDS.get(str(result.get("subtype")))
+        if subtype_kind is not None:
+            return subtype_kind
+        status = result.get("api_error_status")
+        if isinstance(status, int) and status in _STATUS_KINDS:
+            return _STATUS_KINDS[status]
+        text = failure_text(result)
+    else:
+        text = result
+    for kind, pattern in _TEXT_KINDS:
+        if pattern.search(text):
+            return kind
+    return _API_ERROR_KINDS.get(api_error or "", FailureKind.OTHER)
+
+
+_PIPE_RESET = re.compile(r"\|\s*(\d{9,11})\b")
+_UNIX_RESET = re.compile(r"resets at (\d{9,11}(?:\.\d+)?)\b")
+_PHRASE_RESET = re.compile(
+    r"resets\s+(?:at\s+)?(?:(?P<mon>[A-Z][a-z]{2})\s+(?P<day>\d{1,2}),?\s+(?:(?P<year>\d{4}),?\s+)?)?"
+    r"(?:at\s+)?(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<ampm>[ap]\.?m\.?)"
+    r"(?:\s*\((?P<tz>[^)]+)\))?",
+    re.IGNORECASE,
+)
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def reset_time(text: str, now: float | None = None) -> float | None:
+    """When a usage limit lifts, as a unix time, from the failure's text; None if it does not say.
+
+    Understands "Claude AI usage limit reached|1735689600" (the CLI's old form), "(resets at
+    1735689600)" (this module's own encoding) and "You've hit your session limit · resets 3pm
+    (Europe/Paris)" or "· resets Jan 5, 3:30pm (UTC)" (the CLI's form since 2.x: the next such
+    moment after `now`, in the named zone, UTC when it names none or one this machine lacks).
+    """
+    for pattern in (_PIPE_RESET, _UNIX_RESET):
+        found = pattern.search(text)
+        if found:
+            return float(found.group(1))
+    found = _PHRASE_RESET.search(text)
+    if not found:
+        return None
+    hour, minute = int(found["hour"]) % 12, int(found["minute"] or 0)
+    if found["ampm"].lower().startswith("p"):
+        hour += 12
+    if minute > 59:
+        return None
+    try:
+        zone = ZoneInfo((found["tz"] or "UTC").strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    current = datetime.fromtimestamp(time.time() if now is None else now, zone)
+    if found["mon"]:
+        month_name = found["mon"].lower()
+        if month_name not in _MONTHS:
+            return None
+        year = int(found["year"] or current.year)
+        try:
+            moment = datetime(year, _MONTHS.index(month_name) + 1, int(found["day"]), hour, minute)
+        except ValueError:
+            return None
+        moment = moment.replace(tzinfo=zone)
+        if not found["year"] and moment < current - timedelta(days=1):
+            moment = moment.replace(year=year + 1)  # "Jan 2" said on Dec 30
+        return moment.timestamp()
+    moment = current.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if moment <= current:
+        moment += timedelta(days=1)
+    return moment.timestamp()
+
+
+def format_failure(kind: FailureKind, message: str, reset_at: float | None = None) -> str:
+    """`"rate_limit: You've hit your limit · resets 3pm (UTC) (resets at 1767279600)"`."""
+    text = f"{kind.value}: {' '.join(message.split())[:MESSAGE_CHARS]}"
+    if reset_at is not None:
+        text += f" (resets at {int(reset_at)})"
+    return text
+
+
+_KIND_PREFIX = re.compile(r"^(" + "|".join(k.value for k in FailureKind) + r"): ")
+
+
+def parse_failure(error: str) -> tuple[FailureKind, float | None]:
+    """The kind and reset time encoded in an outcome's error; text from elsewhere is classified."""
+    found = _KIND_PREFIX.match(error)
+    kind = FailureKind(found.group(1)) if found else classify(error)
+    reset = _UNIX_RESET.search(error)
+    if reset:
+        return kind, float(reset.group(1))
+    if kind is FailureKind.RATE_LIMIT and not found:
+        return kind, reset_time(error)
+    return kind, None
+
+
+# List prices in USD per million tokens (input, output), for the running estimate only; the
+# result line's total_cost_usd is what the outcome reports. Cache writes cost 1.25x input, reads
+# 0.1x. First match wins; anything unknown is priced like Sonnet.
+_PRICES: tuple[tuple[re.Pattern[str], float, float], ...] = (
+    (re.compile(r"opus-4-(?:0|1|2025)|3-opus"), 15.0, 75.0),
+    (re.compile(r"opus"), 5.0, 25.0),
+    (re.compile(r"3-5-haiku|3-haiku"), 0.8, 4.0),
+    (re.compile(r"haiku"), 1.0, 5.0),
+)
+_DEFAULT_PRICE = (3.0, 15.0)
+
+
+def _price(model: str) -> tuple[float, float]:
+    for pattern, inp, out in _PRICES:
+        if pattern.search(model):
+            return inp, out
+    return _DEFAULT_PRICE
+
+
+@dataclass
+class _Message:
+    """One API response, seen through the stream lines of its content blocks."""
+
+    model: str
+    input: int = 0
+    cache_write: int = 0
+    cache_read: int = 0
+    output: int = 0  # the usage's own count, which the stream leaves at its first value
+    chars: int = 0  # text and tool input so far, to estimate the output (about 4 chars a token)
+
+    @property
+    def output_estimate(self) -> int:
+        return max(self.output, self.chars // 4)
+
+    def cost(self) -> float:
+        inp, out = _price(self.model)
+        tokens_in = self.input + 1.25 * self.cache_write + 0.1 * self.cache_read
+        return (tokens_in * inp + self.output_estimate * out) / 1_000_000
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class ClaudeStream:
+    """Feed it the CLI's output lines; read progress (`note`) and the `outcome`."""
+
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+        self.model: str | None = None
+        self.tools: list[str] = []
+        self.events = 0
+        self.turns = 0  # main-thread API responses; the result's num_turns once it is in
+        self.tool_uses = 0
+        self.last_tool: str | None = None
+        self.retrying: str | None = None  # "529 overloaded, attempt 2/10" while the CLI retries
+        self.api_error: str | None = None  # the `error` of the CLI's message for an API failure
+        self.limit_reset_at: float | None = None  # from a rejected rate_limit_event
+        self.denied_tools: list[str] = []
+        self.result: dict[str, Any] | None = None
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)  # the last lines that were not events
+        self._messages: dict[str, _Message] = {}
+
+    # ------------------------------------------------------------------------------ feeding
+
+    def feed(self, line: str) -> bool:
+        """Take one output line. True when it was an event (a JSON object with a type)."""
+        text = line.strip()
+        if not text:
+            return False
+        try:
+            event = json.loads(text) if text.startswith("{") else None
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            self.tail.append(text[:500])
+            return False
+        self.events += 1
+        if isinstance(event.get("session_id"), str):
+            self.session_id = event["session_id"]
+        kind = event["type"]
+        if kind == "system":
+            self._system(event)
+        elif kind == "assistant":
+            self._assistant(event)
+        elif kind == "rate_limit_event":
+            self._rate_limit(event.get("rate_limit_info"))
+        elif kind == "result":
+            self.result = event
+            self.retrying = None
+            if isinstance(event.get("num_turns"), int):
+                self.turns = event["num_turns"]
+            for denial in event.get("permission_denials") or []:
+                if isinstance(denial, dict) and isinstance(denial.get("tool_name"), str):
+                    self.denied_tools.append(denial["tool_name"])
+        return True
+
+    def _system(self, event: dict[str, Any]) -> None:
+        if event.get("subtype") == "init":
+            self.model = event.get("model") if isinstance(event.get("model"), str) else None
+            tools = event.get("tools")
+            self.tools = [t for t in tools if isinstance(t, str)] if isinstance(tools, list) else []
+        elif event.get("subtype") == "api_retry":
+            status = event.get("error_status")
+            what = " ".join(str(p) for p in (status, event.get("error")) if p) or "error"
+            self.retrying = (
+                f"{what}, attempt {event.get('attempt', '?')}/{event.get('max_retries', '?')}"
+            )
+
+    def _assistant(self, event: dict[str, Any]) -> None:
+        message = event.get("message")
+        if not isinstance(message, dict):
+            return
+        if isinstance(event.get("error"), str):
+            self.api_error = event["error"]
+        msg_id = str(message.get("id") or f"line-{self.events}")
+        model = str(message.get("model") or self.model or "")
+        seen = self._messages.get(msg_id)
+        if seen is None:
+            seen = self._messages[msg_id] = _Message(model=model)
+            if event.get("parent_tool_use_id") is None and self.result is None:
+                self.turns += 1
+            if model != "<synthetic>":  # the CLI's own message for a failure is no progress
+                self.retrying = None
+        usage = message.get("usage")
+        if isinstance(usage, dict):
+            seen.input = max(seen.input, _int(usage.get("input_tokens")))
+            seen.cache_write = max(seen.cache_write, _int(usage.get("cache_creation_input_tokens")))
+            seen.cache_read = max(seen.cache_read, _int(usage.get("cache_read_input_tokens")))
+            seen.output = max(seen.output, _int(usage.get("output_tokens")))
+        for block in message.get("content") or []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "tool_use":
+                self.tool_uses += 1
+                self.last_tool = str(block.get("name") or "?")
+                seen.chars += len(json.dumps(block.get("input") or {}))
+            elif block.get("type") in ("text", "thinking"):
+                seen.chars += len(str(block.get("text") or block.get("thinking") or ""))
+
+    def _rate_limit(self, info: object) -> None:
+        if not isinstance(info, dict):
+            return
+        # "allowed" and "allowed_warning" come with every turn and mean nothing went wrong.
+        if info.get("status") == "rejected":
+            reset = info.get("resetsAt")
+        elif info.get("isUsingOverage") and info.get("overageStatus") == "rejected":
+            reset = info.get("overageResetsAt", info.get("resetsAt"))
+        else:
+            return
+        if isinstance(reset, int | float) and not isinstance(reset, bool):
+            self.limit_reset_at = float(reset)
+
+    # ------------------------------------------------------------------------------ reading
+
+    @property
+    def estimated(self) -> bool:
+        """The cost and tokens are estimates from the stream: no result line has said them."""
+        return self.result is None
+
+    @property
+    def cost_usd(self) -> float:
+        if self.result is not None and isinstance(self.result.get("total_cost_usd"), int | float):
+            return float(self.result["total_cost_usd"])
+        return sum(m.cost() for m in self._messages.values())
+
+    def tokens(self) -> tuple[int, int]:
+        """(input incl. cache writes and reads, output): the result's usage, else the stream's."""
+        usage = self.result.get("usage") if self.result is not None else None
+        if isinstance(usage, dict):
+            tokens_in = sum(
+                _int(usage.get(k))
+                for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+            )
+            tokens_out = _int(usage.get("output_tokens"))
+            if tokens_in or tokens_out:
+                return tokens_in, tokens_out
+        # No result, or one with empty usage (error_max_budget_usd reports zeros).
+        messages = self._messages.values()
+        return (
+            sum(m.input + m.cache_write + m.cache_read for m in messages),
+            sum(m.output_estimate for m in messages),
+        )
+
+    def note(self) -> str:
+        """A one-line progress report: "turn 3, ~$0.0412, last tool: Edit"."""
+        cost = f"{'~' if self.estimated else ''}${self.cost_usd:.4f}"
+        text = f"turn {self.turns}, {cost}, last tool: {self.last_tool or 'none'}"
+        if self.retrying:
+            text += f", API retry: {self.retrying}"
+        if self.result is not None:
+            text += ", finished" if not self.result.get("is_error") else ", failed"
+        return text
+
+    def failure(self) -> Failure | None:
+        """What went wrong according to the result line; None when it reports no error."""
+        if self.result is None or not self.result.get("is_error"):
+            return None
+        kind = classify(self.result, self.api_error)
+        message = failure_text(self.result)
+        reset = None
+        if kind is FailureKind.RATE_LIMIT:
+            reset = self.limit_reset_at or reset_time(message)
+        return Failure(kind, message, reset)
+
+    def resume_not_found(self) -> bool:
+        """`--resume <id>` named a session this machine does not have (for this directory)."""
+        return self.result is not None and "No conversation found with session ID" in str(
+            self.result.get("errors") or ""
+        )
+
+    def session_in_use(self) -> bool:
+        """`--session-id <id>` named a session that exists already."""
+        return self.result is None and any("is already in use" in line for line in self.tail)
+
+    def outcome(self, exit_code: int | None) -> AgentOutcome:
+        """The outcome once the CLI has ended with `exit_code`.
+
+        None means the runner ended it: after a timeout (the caller reports that) or because it
+        lingered after its result line, which then decides.
+        """
+        tokens_in, tokens_out = self.tokens()
+        fields: dict[str, Any] = {
+            "exit_code": exit_code,
+            "cost_usd": self.cost_usd,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "session_id": self.session_id,
+        }
+        if self.result is None:
+            if exit_code is not None and exit_code < 0:
+                error = f"claude was killed by signal {-exit_code} without a result line"
+            else:
+                error = f"claude exited with code {exit_code} without a result line"
+            if self.events:
+                error += f" (at {self.note()})"
+            if self.tail:  # what it said that was not an event: stderr, mostly
+                error += "; last output:\n" + "\n".join(self.tail)
+            return AgentOutcome(succeeded=False, error=f"other: {error}", **fields)
+        summary = failure_text(self.result)[:SUMMARY_CHARS]
+        failure = self.failure()
+        if failure is not None:
+            return AgentOutcome(succeeded=False, summary=summary, error=str(failure), **fields)
+        if exit_code not in (0, None):
+            error = f"other: claude reported success but exited with code {exit_code}"
+            return AgentOutcome(succeeded=False, summary=summary, error=error, **fields)
+        return AgentOutcome(succeeded=True, summary=summary, **fields)
