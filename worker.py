@@ -54,6 +54,8 @@ def make_worker(
         workflows=[PlanWorkflow, TaskWorkflow],
         activities=[sandbox_acts.prepare_run, ClaimActivities(local_queue).claim_worker],
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        # A killed worker's cached workflows move to another worker after this, not the 10 s default.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
     local = Worker(
         client,

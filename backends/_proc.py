@@ -127,8 +127,10 @@ async def run_process(
         if sink is not None:
             sink.close()
         if pgid_file is not None:
+            # Only our own record: a newer attempt may already have written its group there.
             with contextlib.suppress(OSError):
-                pgid_file.unlink()
+                if pgid_file.read_text().strip() == str(proc.pid):
+                    pgid_file.unlink()
     out = "".join(tail)[-tail_chars:]
     return ProcResult(
         argv=tuple(argv),

@@ -57,8 +57,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def procs() -> Iterator[Procs]:
-    """Processes of one test (servers, workers), killed at its end whatever happened."""
+def procs(agent_log: Path) -> Iterator[Procs]:
+    """Processes of one test (servers, workers), killed at its end whatever happened; before
+    `agent_log` kills any agent they left (a worker stopped first cannot start a new one)."""
     p = Procs()
     try:
         yield p

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -196,16 +196,29 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+Diagnostics = Callable[[], str] | str
+
+
+def _text(diagnostics: Diagnostics) -> str:
+    return diagnostics() if callable(diagnostics) else diagnostics
+
+
 def wait_for(
-    cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.1, on_fail: str = ""
+    cond: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    on_fail: Diagnostics = "",
 ) -> Any:
+    """Poll `cond` until it returns something true (returned); on timeout, fail with `on_fail`
+    (logs, read only then)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{on_fail}")
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{_text(on_fail)}")
 
 
 def process_env(tmp: Path) -> dict[str, str]:
@@ -220,7 +233,7 @@ def process_env(tmp: Path) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "GIT_CONFIG_GLOBAL": str(gitconfig),
         "GIT_CONFIG_NOSYSTEM": "1",
-        # The starter reads `.env` from its working directory: give it an empty one.
+        # No ~/.config/temporalio profile (or anything else of the user's home) is read.
         "HOME": str(tmp / "home"),
         "XDG_CACHE_HOME": str(tmp / "cache"),
     }
@@ -360,14 +373,13 @@ def starter(
     )
 
 
-def status_json(workflow_id: str, address: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    res = starter(["status", workflow_id, "--json", "--address", address], env, cwd, timeout=60)
-    assert res.returncode == 0, res.stderr
-    return dict(json.loads(res.stdout))
-
-
 def wait_finished(
-    workflow_id: str, address: str, env: dict[str, str], cwd: Path, timeout: float, logs: str = ""
+    workflow_id: str,
+    address: str,
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float,
+    logs: Diagnostics = "",
 ) -> dict[str, Any]:
     """Poll `starter.py status --json` until the run has closed; its final result."""
     last: list[str] = []
@@ -383,7 +395,9 @@ def wait_finished(
     try:
         return dict(wait_for(done, timeout, f"run {workflow_id} to finish", interval=0.5))
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\nlast status: {last[-1] if last else ''}\n{logs}") from None
+        raise AssertionError(
+            f"{exc}\nlast status: {last[-1] if last else ''}\n{_text(logs)}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------- git
@@ -393,7 +407,7 @@ def git(repo: Path, *args: str, check: bool = True) -> str:
     res = subprocess.run(
         ["git", *args],
         cwd=repo,
-        env={**os.environ, **IDENTITY, "GIT_CONFIG_NOSYSTEM": "1"},
+        env={**os.environ, **IDENTITY, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"},
         capture_output=True,
         text=True,
         check=False,
@@ -488,19 +502,19 @@ def assert_workspace_clean(
     """The pipeline's clone of `repo` is fsck clean, has no worktree but the bare entry and no task
     branch but those of the tasks in `kept` (a failed task's branch is kept for inspection), and
     the run left no folder under worktrees/."""
-    for clone in [pipeline_clone(workspace, repo)]:
-        fsck(clone)
-        listing = git(clone, "worktree", "list", "--porcelain")
-        entries = [ln for ln in listing.splitlines() if ln.startswith("worktree ")]
-        assert len(entries) == 1 and "bare" in listing.splitlines(), listing
-        assert Path(entries[0].split(" ", 1)[1]).resolve() == clone.resolve(), listing
-        branches = git(clone, "for-each-ref", "--format=%(refname)", "refs/heads/pipeline")
-        left = [b for b in branches.splitlines() if b.rsplit("/task-", 1)[-1] not in kept]
-        assert not left, f"task branches left in {clone}: {left}"
-        tasks = git(clone, "for-each-ref", "--format=%(refname)", f"refs/pipeline-base/{run_key}")
-        assert sorted(tasks.splitlines()) == sorted(
-            f"refs/pipeline-base/{run_key}/{t}" for t in kept
-        ), tasks
+    clone = pipeline_clone(workspace, repo)
+    fsck(clone)
+    listing = git(clone, "worktree", "list", "--porcelain")
+    entries = [ln for ln in listing.splitlines() if ln.startswith("worktree ")]
+    assert len(entries) == 1 and "bare" in listing.splitlines(), listing
+    assert Path(entries[0].split(" ", 1)[1]).resolve() == clone.resolve(), listing
+    branches = git(clone, "for-each-ref", "--format=%(refname)", "refs/heads/pipeline")
+    left = [b for b in branches.splitlines() if b.rsplit("/task-", 1)[-1] not in kept]
+    assert not left, f"task branches left in {clone}: {left}"
+    bases = git(clone, "for-each-ref", "--format=%(refname)", f"refs/pipeline-base/{run_key}")
+    assert sorted(bases.splitlines()) == sorted(
+        f"refs/pipeline-base/{run_key}/{t}" for t in kept
+    ), bases
     run_dir = workspace / "worktrees" / run_key
     assert not run_dir.exists(), f"left under {run_dir}: {list(run_dir.rglob('*'))}"
     detached = workspace / "worktrees" / "_detached"
@@ -525,15 +539,6 @@ def assert_merged_once(repo: Path, branch: str, run_key: str, task_ids: list[str
 
 def run_key_of(workflow_id: str) -> str:
     return workflow_id.removeprefix("pipeline-")
-
-
-@contextlib.contextmanager
-def procs_scope() -> Iterator[Procs]:
-    procs = Procs()
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 def tail(path: Path, chars: int = 3000) -> str:

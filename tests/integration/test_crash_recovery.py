@@ -115,8 +115,16 @@ class Scene:
             "\n".join(tail(self.tmp / n) for n in names) + f"\nagent runs: {agent_runs(self.log)}"
         )
 
+    def wait_agents_started(self, n: int) -> None:
+        wait_for(
+            lambda: len(agent_runs(self.log)) >= n,
+            30,
+            f"{n} agents to start",
+            on_fail=self.logs,
+        )
+
     def wait_finished(self, wid: str, timeout: float = 90) -> dict[str, Any]:
-        return wait_finished(wid, self.server.address, self.env, self.tmp, timeout, self.logs())
+        return wait_finished(wid, self.server.address, self.env, self.tmp, timeout, self.logs)
 
     def check_outcome(self, result: dict[str, Any], wid: str) -> None:
         """Every task merged exactly once; nothing corrupt, left behind or touched."""
@@ -131,8 +139,8 @@ class Scene:
 
 @pytest.fixture
 def scene(tmp_path: Path, procs: Procs, agent_log: Path) -> Iterator[Scene]:
-    # Teardown order: `procs` (servers, workers: their agents die with them), then `agent_log`
-    # kills any agent or helper still alive.
+    # Teardown: `procs` stops the servers and workers (their agents die with them), then
+    # `agent_log` kills any agent or helper still alive.
     s = Scene(tmp_path, procs, helper=True)
     assert s.log == agent_log
     yield s
@@ -143,21 +151,22 @@ def test_worker_killed_mid_agent_is_replaced_and_the_run_completes(scene: Scene)
     first = scene.worker("worker-1")
     wid = scene.start_detached()
 
-    # Agents are running (they sleep 4 s): kill the worker outright, as the OOM killer would.
-    wait_for(lambda: agent_runs(scene.log), 30, "an agent to start", on_fail=scene.logs())
-    time.sleep(0.5)
+    # The three agents of batch 1 are running (they sleep 4 s): kill the worker outright, as the
+    # OOM killer would. (Waiting for all three makes which tasks were hit deterministic.)
+    scene.wait_agents_started(3)
+    time.sleep(0.3)
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
     killed = [r for r in agent_runs(scene.log) if r.end is None]
-    assert killed, f"no agent was running when the worker died: {agent_runs(scene.log)}"
     killed_tasks = {r.task_id for r in killed}
+    assert killed_tasks == {"1.1", "1.2", "1.3"}, f"running at the kill: {agent_runs(scene.log)}"
 
     # The agents die with their worker (parent-death signal), without waiting for a new worker.
     wait_for(
         lambda: not [r.pid for r in killed if pid_alive(r.pid)],
         10,
         "the killed worker's agents to die",
-        on_fail=scene.logs(),
+        on_fail=scene.logs,
     )
     # Their grandchildren (the agents' helpers) do not die with the worker: the retry kills them
     # from the process group recorded in the workspace.
@@ -184,8 +193,8 @@ def test_server_restart_mid_run_and_the_worker_carries_on(scene: Scene) -> None:
     worker = scene.worker("worker")
     wid = scene.start_detached()
 
-    wait_for(lambda: agent_runs(scene.log), 30, "an agent to start", on_fail=scene.logs())
-    time.sleep(0.5)
+    scene.wait_agents_started(3)
+    time.sleep(0.3)
     scene.server.stop(signal.SIGTERM)
     time.sleep(2)
     scene.server.start()  # same port, same database file

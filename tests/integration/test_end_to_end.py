@@ -291,7 +291,7 @@ def test_detach_returns_at_once_and_status_follows_the_run(
     assert json.loads(again.stdout)["workflow_id"] == wid
     assert "already in progress" in again.stderr
 
-    final = wait_finished(wid, cluster.address, cluster.env, tmp_path, 60, cluster.logs())
+    final = wait_finished(wid, cluster.address, cluster.env, tmp_path, 60, cluster.logs)
     check_contract(final, target, ["1.1", "1.2"])
     assert final["workflow_id"] == wid and final["status"] == "completed"
     assert [t["status"] for t in final["tasks"]] == ["merged", "merged"]
