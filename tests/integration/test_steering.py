@@ -1,0 +1,109 @@
+"""Steering a detached run from the command line: pause, resume, skip, retry, cancel --now."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import md
+from tests.integration.conftest import Cluster
+from tests.integration.helpers import (
+    agent_command,
+    agent_runs,
+    assert_no_agent_alive,
+    make_dirty_user_repo,
+    starter,
+    wait_finished,
+    wait_for,
+    write_agent,
+)
+from tests.integration.test_end_to_end import run_args
+
+pytestmark = pytest.mark.integration
+
+PLAN = md(
+    """
+    # Steered plan
+    ## Batch 1: Four
+    **Dependencies:** None
+    ### Task 1.1: one
+    ### Task 1.2: two
+    ### Task 1.3: three
+    ### Task 1.4: four
+    """
+)
+
+
+def status(cluster: Cluster, wid: str, cwd: Path) -> dict[str, Any]:
+    res = starter(["status", wid, "--json", "--address", cluster.address], cluster.env, cwd)
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout))
+
+
+def send(cluster: Cluster, cwd: Path, *args: str) -> None:
+    res = starter([*args, "--address", cluster.address], cluster.env, cwd)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.startswith("sent ")
+
+
+def by_id(data: dict[str, Any]) -> dict[str, str]:
+    return {t["id"]: t["status"] for t in data["tasks"]}
+
+
+def test_pause_resume_skip_retry_and_cancel_now(
+    cluster: Cluster, tmp_path: Path, agent_log: Path
+) -> None:
+    repo = make_dirty_user_repo(tmp_path / "repo")
+    plan = tmp_path / "steered.md"
+    plan.write_text(PLAN)
+    # 1.2 fails once; the others take 2 s each, one at a time.
+    command = agent_command(write_agent(tmp_path), agent_log, 2.0, fail=("1.2",))
+    res = starter(
+        run_args(cluster, plan, repo, command, "--detach", max_concurrent=1), cluster.env, tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    wid = json.loads(res.stdout)["workflow_id"]
+
+    send(cluster, tmp_path, "pause", wid)
+    assert status(cluster, wid, tmp_path)["paused"] is True
+    send(cluster, tmp_path, "skip", wid, "1.4")
+    wait_for(
+        lambda: by_id(status(cluster, wid, tmp_path))["1.4"] == "skipped", 20, "1.4 to be skipped"
+    )
+    # Paused: whatever was running finishes, nothing new starts.
+    time.sleep(5)
+    started = len(agent_runs(agent_log))
+    assert started <= 1
+    time.sleep(2.5)
+    assert len(agent_runs(agent_log)) == started
+
+    send(cluster, tmp_path, "resume", wid)
+    wait_for(lambda: by_id(status(cluster, wid, tmp_path))["1.2"] == "failed", 30, "1.2 to fail")
+    send(cluster, tmp_path, "retry", wid, "1.2")
+    wait_for(
+        lambda: by_id(status(cluster, wid, tmp_path))["1.2"] in ("pending", "running"),
+        20,
+        "1.2 to be retried",
+    )
+
+    # Cancel now while an agent is running: it is killed, nothing else starts.
+    wait_for(
+        lambda: "running" in by_id(status(cluster, wid, tmp_path)).values(),
+        30,
+        "an agent to be running",
+    )
+    send(cluster, tmp_path, "cancel", wid, "--now")
+    final = wait_finished(wid, cluster.address, cluster.env, tmp_path, 60, cluster.logs)
+    assert final["status"] == "cancelled"
+    s = by_id(final)
+    assert s["1.4"] == "skipped"
+    assert "cancelled" in s.values()
+    assert all(v in ("merged", "skipped", "cancelled", "failed") for v in s.values())
+    assert_no_agent_alive(agent_log)
+    # Signals to a finished run are refused plainly.
+    late = starter(["pause", wid, "--address", cluster.address], cluster.env, tmp_path)
+    assert late.returncode == 2 and "has finished" in late.stderr
