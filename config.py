@@ -41,6 +41,16 @@ class Settings(BaseSettings):
     # Who does the work
     agent: str = "claude"
     agent_command: str | None = None
+    claude_bin: str | None = None
+    model: str | None = None
+    max_turns: int | None = Field(default=None, ge=1)
+    permission_mode: str = "acceptEdits"
+    max_budget_usd: float | None = Field(default=None, gt=0)  # per task
+    budget_usd: float | None = Field(default=None, gt=0)  # for the whole run
+    reviewer: str | None = None  # default: the agent's backend (none for literal)
+    reviewer_command: str | None = None
+    max_fix_rounds: int = Field(default=2, ge=0, le=10)
+    approval: str = "never"
     agent_timeout: float = 1800.0
     verify_timeout: float = 600.0
     max_concurrent: int = Field(default=4, ge=1, le=64)

@@ -22,9 +22,10 @@ from temporalio.worker import Worker
 from activities.agent import AgentActivities
 from activities.claim import ClaimActivities, workspace_queue
 from activities.merge import MergeActivities
+from activities.review import ReviewActivities
 from activities.sandbox import SandboxActivities
 from activities.verify import VerifyActivities
-from backends.registry import agent_backend
+from backends.registry import make_agent, make_reviewer_agent
 from backends.sandboxes.git_worktree import GitWorktreeSandbox
 from cli.connect import TASK_QUEUE, connect_client
 from config import default_workspace
@@ -44,7 +45,7 @@ def make_worker(
     """
     sandbox = GitWorktreeSandbox(workspace)
     sandbox_acts = SandboxActivities(sandbox)
-    agent_acts = AgentActivities(sandbox, agent_backend)
+    agent_acts = AgentActivities(sandbox, make_agent)
     local_queue = workspace_queue(task_queue, workspace)
     # Cancellation reaches an activity only on a heartbeat round trip: send them often enough
     # that `cancel --now` kills an agent within seconds, not 0.8 x the heartbeat timeout.
@@ -63,8 +64,10 @@ def make_worker(
         activities=[
             sandbox_acts.prepare_workspace,
             sandbox_acts.cleanup_workspace,
+            sandbox_acts.prepare_conflict_fix,
             agent_acts.run_agent,
             VerifyActivities(sandbox).verify_task,
+            ReviewActivities(sandbox, make_reviewer_agent).review_task,
             MergeActivities(sandbox).merge_task,
         ],
         max_concurrent_activities=max_activities,

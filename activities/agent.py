@@ -1,53 +1,143 @@
-"""run_agent: put the worktree back at the task's base, run the agent, commit what it changed."""
+"""run_agent: prepare the worktree, run the agent (or its fix round), commit what it changed."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, cast
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from backends._proc import kill_recorded_group
-from backends.base import AgentBackend, AgentRequest, pgid_file
+from backends.agents.claude_stream import FailureKind, parse_failure
+from backends.base import AgentBackend, AgentOutcome, AgentRequest, Heartbeat, pgid_file
 from backends.prompt import build_prompt
+from backends.review import fix_prompt
 from backends.sandboxes.git_worktree import GitWorktreeSandbox
 from models.activity_io import RunAgentIn, RunAgentOut
+from models.run import AgentConfig
 
 TRAILER = "Pipeline-Task"
+# The error type of a failure no retry can fix: the agent's credentials were refused.
+AUTH_ERROR = "AgentAuthError"
+# The worktree of a conflict fix is gone and cannot be rebuilt: the conflict is lost.
+CONFLICT_LOST = "ConflictStateLost"
+
+
+class SessionAgent(Protocol):
+    """A backend whose run can continue an earlier conversation (`sessions = True` on its class)."""
+
+    async def run(
+        self,
+        request: AgentRequest,
+        heartbeat: Heartbeat,
+        session_id: str | None = None,
+        resume: bool = False,
+    ) -> AgentOutcome: ...
+
+
+def has_sessions(backend: AgentBackend) -> bool:
+    return getattr(backend, "sessions", False) is True
 
 
 def commit_message(inp: RunAgentIn, summary: str) -> str:
     task = inp.task
     subject = task.commit_message or f"Task {task.id}: {task.title}"
+    if (
+        inp.fix is not None
+        and not inp.fix.conflicts
+        and (inp.fix.findings or inp.fix.failing_checks)
+    ):
+        subject += " (fix round)"
     body = f"\n\n{summary.strip()}" if summary.strip() else ""
     # The trailer is how a merge recognises work it already published (exactly-once).
     return f"{subject}{body}\n\n{TRAILER}: {inp.run_key}/{task.id}\n"
 
 
+def failure_of(outcome: AgentOutcome) -> tuple[FailureKind, float | None]:
+    """What kind of failure a failed outcome reports.
+
+    Errors that name their kind ("rate_limit: ...", as the claude backend writes them) are taken at
+    their word. Others are free text, classified by pattern: good enough to wait out a rate limit,
+    not to declare the credentials bad (a test named `test_401` must not end a task), so a guessed
+    AUTH counts as OTHER.
+    """
+    error = outcome.error or ""
+    kind, reset_at = parse_failure(error)
+    named = error.startswith(tuple(f"{k.value}: " for k in FailureKind))
+    if kind is FailureKind.AUTH and not named:
+        kind = FailureKind.OTHER
+    return kind, reset_at
+
+
+def raise_if_auth(kind: FailureKind, error: str | None, who: str) -> None:
+    if kind is FailureKind.AUTH:
+        raise ApplicationError(
+            f"{who}: credentials refused: {error or 'authentication failed'}",
+            type=AUTH_ERROR,
+            non_retryable=True,
+        )
+
+
 class AgentActivities:
-    def __init__(self, sandbox: GitWorktreeSandbox, agents: Callable[[str], AgentBackend]) -> None:
+    def __init__(
+        self, sandbox: GitWorktreeSandbox, agents: Callable[[AgentConfig], AgentBackend]
+    ) -> None:
         self.sandbox = sandbox
         self.agents = agents
+
+    async def _workdir(self, inp: RunAgentIn, resume: bool) -> tuple[Path, bool]:
+        """The worktree the agent runs in, and whether its session is resumed."""
+        task, start = inp.task, inp.start_commit or inp.base_commit
+        if inp.fix is not None and inp.fix.conflicts:
+            # The conflict markers prepare_conflict_fix left are the input: never reset them.
+            wt = await self.sandbox.worktree_at(inp.run_key, task.id, start)
+            if wt is None:
+                wt = await self.sandbox.restore_conflict(inp.run_key, task.id, start)
+            if wt is None:
+                raise ApplicationError(
+                    f"task {task.id}: the worktree prepared for the conflict fix on {start[:12]} "
+                    "is gone and nothing records it",
+                    type=CONFLICT_LOST,
+                    non_retryable=True,
+                )
+            return wt, resume
+        if resume:
+            # The session's own edits are in the worktree: keep them, if it is still there.
+            wt = await self.sandbox.worktree_at(inp.run_key, task.id, start)
+            if wt is not None:
+                return wt, True
+            activity.logger.warning(
+                "task %s: the worktree to resume is gone or moved; starting afresh", task.id
+            )
+        # A fresh attempt never builds on the half-finished files of one that died.
+        return await self.sandbox.reset(inp.run_key, task.id, start), False
 
     @activity.defn(name="run_agent")
     async def run_agent(self, inp: RunAgentIn) -> RunAgentOut:
         task = inp.task
         attempt = activity.info().attempt
-        backend = self.agents(inp.agent.backend)
+        backend = self.agents(inp.agent)
+        sessions = has_sessions(backend) and inp.session_id is not None
         transcript = self.sandbox.transcript_path(inp.run_key, task.id)
         # An agent orphaned by a worker killed outright must not keep writing into the worktree.
         if kill_recorded_group(pgid_file(transcript)):
             activity.logger.warning(
                 "killed the agent left running by a previous attempt of task %s", task.id
             )
-        # Every attempt starts from the recorded base: a retry after a crash never builds on the
-        # half-finished files of the attempt that died.
-        workdir = await self.sandbox.reset(inp.run_key, task.id, inp.base_commit)
+        # A retry after a crash continues the session, like a resume the workflow asked for.
+        workdir, resume = await self._workdir(inp, sessions and (inp.resume or attempt > 1))
+        prompt = build_prompt(task, inp.plan_title, inp.start_commit or inp.base_commit)
+        if inp.fix is not None:
+            fix = inp.fix
+            prompt = fix_prompt(task, prompt, fix.findings, fix.failing_checks, fix.conflicts)
         request = AgentRequest(
             task_id=task.id,
             title=task.title,
-            prompt=build_prompt(task, inp.plan_title, inp.base_commit),
+            prompt=prompt,
             instructions=task.instructions,
             workdir=workdir,
             transcript=transcript,
@@ -55,22 +145,39 @@ class AgentActivities:
             command=inp.agent.command,
             env={},  # the backend passes a minimal environment; credentials are opt-in
         )
+        what = "fix" if inp.fix is not None else "agent"
         started = time.monotonic()
-        async with heartbeating(f"{inp.agent.backend} agent starting (attempt {attempt})") as note:
-            outcome = await backend.run(request, note)
-        elapsed = round(time.monotonic() - started, 3)
+        async with heartbeating(
+            f"{inp.agent.backend} {what} starting (attempt {attempt}"
+            + (", resuming its session)" if resume else ")")
+        ) as note:
+            if sessions:
+                outcome = await cast(SessionAgent, backend).run(
+                    request, note, session_id=inp.session_id, resume=resume
+                )
+            else:
+                outcome = await backend.run(request, note)
         out = RunAgentOut(
             exit_code=outcome.exit_code,
             timed_out=outcome.timed_out,
             succeeded=outcome.succeeded,
             summary=outcome.summary[:2000],
             transcript=str(transcript),
-            duration_s=elapsed,
+            duration_s=round(time.monotonic() - started, 3),
             error=outcome.error,
             attempt=attempt,
+            cost_usd=outcome.cost_usd,
+            tokens_in=outcome.tokens_in,
+            tokens_out=outcome.tokens_out,
+            session_id=outcome.session_id or (inp.session_id if sessions else None),
         )
         if not outcome.succeeded:
+            kind, out.reset_at = failure_of(outcome)
+            out.failure_kind = kind.value
+            raise_if_auth(kind, outcome.error, f"{inp.agent.backend} agent")
+            # Rate limits and overload are results: the workflow waits on a durable timer.
             return out
+        # Fix rounds commit on top of the task's commit; the base stays the task's base.
         commit, changed = await self.sandbox.commit_all(
             inp.run_key, task.id, inp.base_commit, commit_message(inp, outcome.summary)
         )

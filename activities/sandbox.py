@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.heartbeat import heartbeating
 from backends.sandboxes.git_worktree import GitWorktreeSandbox
 from models.activity_io import (
     CleanupIn,
     CleanupOut,
+    ConflictFixIn,
+    ConflictFixOut,
     PrepareRunIn,
     PrepareRunOut,
     PrepareWorkspaceIn,
@@ -36,3 +39,16 @@ class SandboxActivities:
     async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:
         removed, deleted = await self.sandbox.remove(inp.run_key, inp.task_id, inp.delete_branch)
         return CleanupOut(removed_worktree=removed, deleted_branch=deleted)
+
+    @activity.defn(name="prepare_conflict_fix")
+    async def prepare_conflict_fix(self, inp: ConflictFixIn) -> ConflictFixOut:
+        """The task's change applied onto the target's tip, conflict markers and all (idempotent).
+
+        The next run_agent (a fix round naming the conflicts) resolves them in place, and its
+        commit lands on the tip as one commit.
+        """
+        async with heartbeating(f"applying task {inp.task_id}'s change onto {inp.target_branch}"):
+            tip, paths = await self.sandbox.prepare_conflict(
+                inp.run_key, inp.task_id, inp.repo, inp.target_branch, inp.base_commit, inp.commit
+            )
+        return ConflictFixOut(base_commit=tip, conflict_paths=paths)

@@ -33,6 +33,7 @@ class AgentOutcome(BaseModel):
     tokens_in: int = 0
     tokens_out: int = 0
     session_id: str | None = None
+    text: str = ""  # the agent's full final answer (a reviewer's verdict is read from it)
 
 
 def pgid_file(transcript: Path) -> Path:

@@ -15,8 +15,11 @@ import importlib
 from importlib.metadata import entry_points
 from typing import cast
 
+from backends.agents.claude_cli import ClaudeCliAgent
+from backends.agents.command import CommandAgent
 from backends.base import AgentBackend
 from errors import PipelineError
+from models.run import AgentConfig, ClaudeOptions, ReviewerConfig
 
 GROUP = "autonomous_pipeline.agents"
 
@@ -78,3 +81,34 @@ def agent_backend(name: str) -> AgentBackend:
     if not callable(getattr(backend, "run", None)):
         raise BackendLoadError(f"agent backend {name!r} ({target}) has no run() method")
     return cast(AgentBackend, backend)
+
+
+# The ClaudeOptions fields ClaudeCliAgent.from_options accepts (it refuses any other key).
+_CLAUDE_FIELDS = ("binary", "model", "max_turns", "permission_mode", "max_budget_usd", "extra_args")
+
+
+def claude_agent(options: ClaudeOptions) -> AgentBackend:
+    """A ClaudeCliAgent built from the run's options; bad options are a BackendLoadError."""
+    values = options.model_dump()
+    try:
+        return ClaudeCliAgent.from_options({k: values[k] for k in _CLAUDE_FIELDS})
+    except ValueError as exc:
+        raise BackendLoadError(f"agent backend 'claude': {exc}") from exc
+
+
+def make_agent(config: AgentConfig) -> AgentBackend:
+    """The backend that runs a task's agent: claude with the run's options, others by name."""
+    if config.backend == "claude":
+        return claude_agent(config.claude)
+    return agent_backend(config.backend)
+
+
+def make_reviewer_agent(config: ReviewerConfig) -> AgentBackend | None:
+    """The reviewer's backend; None for "none" (no reviewer: every change is approved)."""
+    if config.backend == "none":
+        return None
+    if config.backend == "claude":
+        return claude_agent(config.claude)
+    if config.backend == "command":
+        return CommandAgent()
+    return agent_backend(config.backend)

@@ -9,14 +9,14 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.progress import print_summary, result_json
-from cli.run import open_target
+from cli.run import live_progress, open_target
 from cli.server import stop_server
 from config import Settings
 from errors import UsageError
 from models.results import PlanResult, RunProgress
 from models.run import CancelRequest
 
-SIGNALS = {"pause", "resume", "cancel", "retry", "skip"}
+SIGNALS = {"pause", "resume", "cancel", "retry", "skip", "approve", "reject"}
 
 
 async def control(
@@ -41,7 +41,7 @@ async def control(
     running = desc.status == WorkflowExecutionStatus.RUNNING
     if command == "status":
         if running:
-            progress = await handle.query("status", result_type=RunProgress)
+            progress = await live_progress(target.client, handle)
             if settings.json_output:
                 print(progress.model_dump_json())
             else:
@@ -58,7 +58,7 @@ async def control(
             f"run {workflow_id} has finished ({desc.status.name.lower() if desc.status else '?'}); "
             "nothing to signal"
         )
-    if command in ("retry", "skip"):
+    if command in ("retry", "skip", "approve", "reject"):
         if not task:
             raise UsageError(f"{command} needs a task id: starter.py {command} WORKFLOW_ID TASK")
         await handle.signal(command, task)

@@ -19,7 +19,17 @@ from config import Settings
 from errors import PipelineError, PlanError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-SUBCOMMANDS = ("status", "pause", "resume", "cancel", "retry", "skip", "server")
+SUBCOMMANDS = (
+    "status",
+    "pause",
+    "resume",
+    "cancel",
+    "retry",
+    "skip",
+    "approve",
+    "reject",
+    "server",
+)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -87,6 +97,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CMD",
         help="argv template for --agent command: {prompt_file} {task_id} {workdir}",
     )
+    p.add_argument("--claude-bin", metavar="PATH", help="the claude CLI (default: claude on PATH)")
+    p.add_argument("--model", help="model for the claude backend")
+    p.add_argument("--max-turns", type=int, metavar="N", help="agent turns per claude run")
+    p.add_argument(
+        "--permission-mode",
+        help="claude permission mode (default acceptEdits: edits in the task's worktree without prompts)",
+    )
+    p.add_argument(
+        "--max-budget-usd", type=float, metavar="USD", help="spend limit of one agent run"
+    )
+    p.add_argument(
+        "--budget-usd",
+        type=float,
+        metavar="USD",
+        help="spend limit of the whole run: no new task starts past it",
+    )
+    p.add_argument(
+        "--reviewer",
+        help="claude | command | none (default: the agent's backend; none for literal)",
+    )
+    p.add_argument(
+        "--reviewer-command",
+        metavar="CMD",
+        help="argv template of a command reviewer (prints a JSON verdict)",
+    )
+    p.add_argument(
+        "--max-fix-rounds",
+        type=int,
+        metavar="N",
+        help="fix rounds after findings or failed checks (default 2)",
+    )
+    p.add_argument(
+        "--approval",
+        choices=["always", "large", "never"],
+        help="wait for `approve` before merging (default never)",
+    )
     p.add_argument(
         "--agent-timeout",
         type=float,
@@ -119,7 +165,7 @@ def build_control_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("action", choices=["stop"])
     else:
         p.add_argument("workflow_id")
-    if command in ("retry", "skip"):
+    if command in ("retry", "skip", "approve", "reject"):
         p.add_argument("task")
     if command == "cancel":
         p.add_argument(

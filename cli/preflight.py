@@ -9,8 +9,10 @@ from pathlib import Path
 
 import git
 
-from backends.registry import UnknownBackendError, agent_backend
+from backends.agents.claude_cli import ClaudeCliAgent
+from backends.registry import BackendLoadError, UnknownBackendError, agent_backend
 from errors import UsageError
+from models.run import AgentConfig, ReviewerConfig
 
 
 @dataclass(frozen=True)
@@ -79,17 +81,33 @@ def _checked_out_branches(repo: git.Repo) -> dict[str, str]:
     return out
 
 
-def check_agent(backend: str, command: list[str]) -> None:
-    """The configured agent must exist: a missing one is an error, never a substitution."""
-    try:
-        agent_backend(backend)
-    except UnknownBackendError as exc:
-        raise UsageError(str(exc)) from None
-    if backend == "command":
-        if not command:
-            raise UsageError(
-                "--agent command needs --agent-command 'PROGRAM ARGS...' ({prompt_file} is filled in)"
-            )
-        program = command[0]
-        if shutil.which(program) is None and not Path(program).is_file():
-            raise UsageError(f"--agent-command: {program!r} not found on PATH")
+async def check_agents(agent: AgentConfig, reviewer: ReviewerConfig) -> None:
+    """The configured agent and reviewer must exist and be usable: a missing one is an error, never
+    a substitution, and it is found before any task starts or any money is spent."""
+    for role, backend, command in (
+        ("--agent", agent.backend, agent.command),
+        ("--reviewer", reviewer.backend, reviewer.command),
+    ):
+        if backend == "none" and role == "--reviewer":
+            continue
+        try:
+            agent_backend(backend)
+        except (UnknownBackendError, BackendLoadError) as exc:
+            raise UsageError(f"{role}: {exc}") from None
+        if backend == "command":
+            flag = "--agent-command" if role == "--agent" else "--reviewer-command"
+            if not command:
+                raise UsageError(
+                    f"{role} command needs {flag} 'PROGRAM ARGS...' ({{prompt_file}} is filled in)"
+                )
+            program = command[0]
+            if shutil.which(program) is None and not Path(program).is_file():
+                raise UsageError(f"{flag}: {program!r} not found on PATH")
+        if backend == "claude":
+            options = agent.claude if role == "--agent" else reviewer.claude
+            try:
+                problem = await ClaudeCliAgent.from_options(options.model_dump()).preflight()
+            except ValueError as exc:
+                raise UsageError(f"{role} claude: {exc}") from None
+            if problem:
+                raise UsageError(f"{role} claude: {problem}")

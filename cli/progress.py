@@ -26,8 +26,12 @@ STYLE = {
 
 def _table(tasks: list[TaskResult], elapsed: dict[str, float], title: str) -> Table:
     table = Table(title=title, title_justify="left", expand=False)
-    for col in ("task", "title", "status", "time", "commit", "note"):
-        table.add_column(col, no_wrap=col in ("task", "status", "commit"))
+    for col in ("task", "title", "status", "time", "cost", "commit", "note"):
+        table.add_column(
+            col,
+            no_wrap=col in ("task", "status", "commit"),
+            justify="right" if col == "cost" else "left",
+        )
     for t in tasks:
         secs = t.duration_s or elapsed.get(t.id, 0.0)
         table.add_row(
@@ -35,6 +39,7 @@ def _table(tasks: list[TaskResult], elapsed: dict[str, float], title: str) -> Ta
             t.title[:48],
             f"[{STYLE[t.status]}]{t.status.value}[/]",
             f"{secs:.1f}s" if secs else "",
+            f"${t.cost_usd:.2f}" if t.cost_usd else "",
             (t.commit or "")[:10],
             (t.error or (t.phase if t.status is TaskStatus.RUNNING else ""))[:70],
         )
@@ -90,6 +95,7 @@ def print_summary(result: PlanResult, console: Console) -> None:
     console.print(
         f"target {result.target_branch} at {(result.target_commit or '-')[:12]}; "
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + f"; total cost ${result.total_cost_usd:.2f}"
     )
     if result.message:
         console.print(result.message)
@@ -110,9 +116,16 @@ def result_json(result: PlanResult) -> dict[str, Any]:
                 "attempts": t.attempts,
                 "duration_s": t.duration_s,
                 "error": t.error,
+                "cost_usd": t.cost_usd,
+                "tokens_in": t.tokens_in,
+                "tokens_out": t.tokens_out,
+                "agent_runs": t.agent_runs,
+                "review_rounds": t.review_rounds,
+                "verdict": t.verdict.model_dump(mode="json") if t.verdict else None,
             }
             for t in result.tasks
         ],
+        "total_cost_usd": result.total_cost_usd,
     }
 
 

@@ -19,14 +19,21 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.connect import TASK_QUEUE, connect_client
-from cli.preflight import check_agent, check_repo, slug
+from cli.preflight import check_agents, check_repo, slug
 from cli.progress import ProgressView, is_terminal, print_summary, result_json
 from cli.server import ensure_server
 from config import Settings
 from errors import UsageError
 from models.plan import Plan
 from models.results import PlanResult, RunProgress, RunStatus, TaskResult, TaskStatus
-from models.run import AgentConfig, PlanRunInput, RunOptions
+from models.run import (
+    AgentConfig,
+    Approval,
+    ClaudeOptions,
+    PlanRunInput,
+    ReviewerConfig,
+    RunOptions,
+)
 from workflows.plan import PlanWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,22 +63,37 @@ def run_identity(repo: str, plan_bytes: bytes, settings: Settings, target: str) 
     return key, f"pipeline-{key}"
 
 
-def build_input(plan: Plan, plan_bytes: bytes, settings: Settings) -> tuple[PlanRunInput, str]:
+async def build_input(
+    plan: Plan, plan_bytes: bytes, settings: Settings
+) -> tuple[PlanRunInput, str]:
     assert settings.plan is not None
     plan_name = slug(settings.plan.stem)
     target = settings.target_branch or f"pipeline/{plan_name}"
     facts = check_repo(settings.repo.expanduser(), settings.base, target)
     command = shlex.split(settings.agent_command) if settings.agent_command else []
-    check_agent(settings.agent, command)
+    claude = ClaudeOptions(
+        binary=settings.claude_bin,
+        model=settings.model,
+        max_turns=settings.max_turns,
+        permission_mode=settings.permission_mode,
+        max_budget_usd=settings.max_budget_usd,
+    )
+    agent = AgentConfig(
+        backend=settings.agent, command=command, timeout_s=settings.agent_timeout, claude=claude
+    )
+    reviewer = reviewer_config(settings, agent)
+    await check_agents(agent, reviewer)
     run_key, workflow_id = run_identity(facts.repo, plan_bytes, settings, target)
     options = RunOptions(
         repo=facts.repo,
         base_ref=facts.base_ref,
         base_commit=facts.base_commit,
         target_branch=target,
-        agent=AgentConfig(
-            backend=settings.agent, command=command, timeout_s=settings.agent_timeout
-        ),
+        agent=agent,
+        reviewer=reviewer,
+        max_fix_rounds=settings.max_fix_rounds,
+        approval=Approval(settings.approval),
+        budget_usd=settings.budget_usd,
         max_concurrent=settings.max_concurrent,
         rerun_done=settings.rerun_done,
         verify_timeout_s=settings.verify_timeout,
@@ -80,6 +102,23 @@ def build_input(plan: Plan, plan_bytes: bytes, settings: Settings) -> tuple[Plan
     return PlanRunInput(
         run_key=run_key, plan_name=plan_name, plan=plan, options=options
     ), workflow_id
+
+
+def reviewer_config(settings: Settings, agent: AgentConfig) -> ReviewerConfig:
+    """The reviewer defaults to the agent's own backend; the literal agent has no one to review."""
+    command = shlex.split(settings.reviewer_command) if settings.reviewer_command else []
+    if settings.reviewer:
+        backend = settings.reviewer
+    elif agent.backend == "claude" or (agent.backend == "command" and command):
+        backend = agent.backend
+    else:
+        # The literal agent cannot review, and a command agent is a coder whose output is not a
+        # verdict unless --reviewer-command says how to get one.
+        backend = "none"
+    claude = agent.claude.model_copy(update={"permission_mode": "plan"})  # a reviewer only reads
+    return ReviewerConfig(
+        backend=backend, command=command, timeout_s=settings.agent_timeout, claude=claude
+    )
 
 
 async def open_target(settings: Settings) -> Target:
@@ -118,7 +157,7 @@ async def previous_result(
 
 
 async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
-    inp, workflow_id = build_input(plan, plan_bytes, settings)
+    inp, workflow_id = await build_input(plan, plan_bytes, settings)
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False)
     target = await open_target(settings)
@@ -225,12 +264,12 @@ async def follow(client: Client, handle: WorkflowHandle, console: Console) -> Pl
     with ProgressView(console, live=is_terminal() and console.file is sys.stdout) as view:
         while not result_task.done():
             with contextlib.suppress(Exception):  # a query can fail while the server restarts
-                view.update(await _progress(client, handle))
+                view.update(await live_progress(client, handle))
             await asyncio.wait({result_task}, timeout=1.0)
     return result_task.result()
 
 
-async def _progress(client: Client, handle: WorkflowHandle) -> RunProgress:
+async def live_progress(client: Client, handle: WorkflowHandle) -> RunProgress:
     """The run's status, with the step each running task is in (asked of the task itself)."""
     progress: RunProgress = await handle.query("status", result_type=RunProgress)
     for t in progress.tasks:

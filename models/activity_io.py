@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from models.plan import Task
 from models.results import CheckResult
-from models.run import AgentConfig
+from models.review import Finding, Verdict
+from models.run import AgentConfig, ReviewerConfig
 
 
 class PrepareRunIn(BaseModel):
@@ -48,12 +49,26 @@ class PrepareWorkspaceOut(BaseModel):
     branch: str
 
 
+class FixRequest(BaseModel):
+    """What a fix round must address."""
+
+    findings: list[Finding] = Field(default_factory=list)
+    failing_checks: list[str] = Field(default_factory=list)
+    conflicts: list[str] = Field(default_factory=list)
+
+
 class RunAgentIn(BaseModel):
     run_key: str
     plan_title: str | None = None
     task: Task
-    base_commit: str
+    base_commit: str  # the task's base: what "changed" is measured against
+    # Where a fresh attempt starts: the base for the task itself, the task's commit for a fix round.
+    start_commit: str | None = None
     agent: AgentConfig
+    fix: FixRequest | None = None
+    # Chosen in workflow code, so every attempt and fix round of the task shares one session.
+    session_id: str | None = None
+    resume: bool = False  # continue the session (and its worktree) instead of starting afresh
 
 
 class RunAgentOut(BaseModel):
@@ -67,6 +82,12 @@ class RunAgentOut(BaseModel):
     duration_s: float = 0.0
     error: str | None = None
     attempt: int = 1  # which try of the activity produced this (a dead worker costs one)
+    failure_kind: str | None = None  # auth | rate_limit | overloaded | max_turns | budget | other
+    reset_at: float | None = None  # unix time a usage limit resets, when the agent said
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    session_id: str | None = None
 
 
 class VerifyIn(BaseModel):
@@ -80,6 +101,40 @@ class VerifyIn(BaseModel):
 class VerifyOut(BaseModel):
     passed: bool
     checks: list[CheckResult] = Field(default_factory=list)
+
+
+class ReviewIn(BaseModel):
+    run_key: str
+    task: Task
+    base_commit: str
+    commit: str
+    reviewer: ReviewerConfig
+    checks: list[str] = Field(default_factory=list)  # verification commands that passed
+
+
+class ReviewOut(BaseModel):
+    verdict: Verdict
+    files_changed: int = 0
+    lines_deleted: int = 0
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    transcript: str | None = None
+
+
+class ConflictFixIn(BaseModel):
+    run_key: str
+    task_id: str
+    repo: str
+    target_branch: str
+    base_commit: str
+    commit: str
+
+
+class ConflictFixOut(BaseModel):
+    # The worktree now holds the task's change applied onto this commit, conflict markers and all.
+    base_commit: str
+    conflict_paths: list[str] = Field(default_factory=list)
 
 
 class MergeIn(BaseModel):

@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from models.review import Verdict
+
 
 class TaskStatus(StrEnum):
     PENDING = "pending"
@@ -57,6 +59,12 @@ class TaskResult(BaseModel):
     checks: list[CheckResult] = Field(default_factory=list)
     changed_files: list[str] = Field(default_factory=list)
     transcript: str | None = None
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    agent_runs: int = 0
+    review_rounds: int = 0
+    verdict: Verdict | None = None
 
 
 class PlanResult(BaseModel):
@@ -65,6 +73,7 @@ class PlanResult(BaseModel):
     target_branch: str
     target_commit: str | None = None
     tasks: list[TaskResult] = Field(default_factory=list)
+    total_cost_usd: float = 0.0
     message: str = ""
 
 
@@ -78,3 +87,4 @@ class RunProgress(BaseModel):
     target_branch: str
     target_commit: str | None = None
     tasks: list[TaskResult] = Field(default_factory=list)
+    total_cost_usd: float = 0.0

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import BaseModel, Field
 
 from models.plan import Plan, Task
+
+
+class ClaudeOptions(BaseModel):
+    """Options of the `claude` backend (the Claude Code CLI)."""
+
+    binary: str | None = None  # None: `claude` on PATH
+    model: str | None = None
+    max_turns: int | None = None
+    # Edits without prompting inside the task's own worktree; shell commands stay gated.
+    permission_mode: str = "acceptEdits"
+    max_budget_usd: float | None = None  # per agent run
+    extra_args: list[str] = Field(default_factory=list)
 
 
 class AgentConfig(BaseModel):
@@ -14,6 +28,20 @@ class AgentConfig(BaseModel):
     # argv template of the `command` backend: {prompt_file}, {task_id}, {workdir} are filled in.
     command: list[str] = Field(default_factory=list)
     timeout_s: float = 1800.0
+    claude: ClaudeOptions = Field(default_factory=ClaudeOptions)
+
+
+class ReviewerConfig(BaseModel):
+    backend: str = "none"  # claude | command | none
+    command: list[str] = Field(default_factory=list)
+    timeout_s: float = 900.0
+    claude: ClaudeOptions = Field(default_factory=lambda: ClaudeOptions(permission_mode="plan"))
+
+
+class Approval(StrEnum):
+    NEVER = "never"
+    LARGE = "large"  # more than approval_max_files files or approval_max_deletions deleted lines
+    ALWAYS = "always"
 
 
 class RunOptions(BaseModel):
@@ -22,6 +50,14 @@ class RunOptions(BaseModel):
     base_commit: str  # what it resolved to when the run started
     target_branch: str
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    reviewer: ReviewerConfig = Field(default_factory=ReviewerConfig)
+    max_fix_rounds: int = 2
+    approval: Approval = Approval.NEVER
+    approval_max_files: int = 20
+    approval_max_deletions: int = 200
+    budget_usd: float | None = None  # for the whole run: no new task starts once it is spent
+    # Waits for a usage/rate limit before a task gives up (each wait lasts until the reported reset).
+    max_limit_waits: int = 8
     max_concurrent: int = 4
     rerun_done: bool = False
     verify_timeout_s: float = 600.0
@@ -42,6 +78,13 @@ class PlanRunInput(BaseModel):
     options: RunOptions
     # Tasks a previous run of the same plan content merged: recorded results, not guesses.
     merged_before: list[str] = Field(default_factory=list)
+
+
+class Decision(BaseModel):
+    """A person's answer to a task waiting for approval."""
+
+    approved: bool
+    reason: str | None = None
 
 
 class CancelRequest(BaseModel):

@@ -30,6 +30,8 @@ class PlanWorkflow:
         self.cancel_now = False
         self.requests: list[tuple[str, str]] = []  # ("retry" | "skip", task id), in arrival order
         self.target_commit: str | None = None
+        self.child_ids: dict[str, str] = {}
+        self.budget_spent = False
         self.status = RunStatus.RUNNING
         self.changed = False
 
@@ -59,6 +61,22 @@ class PlanWorkflow:
         self.requests.append(("skip", task_id))
         self.changed = True
 
+    @workflow.signal
+    async def approve(self, task_id: str) -> None:
+        await self._decide(task_id, "approve")
+
+    @workflow.signal
+    async def reject(self, task_id: str) -> None:
+        await self._decide(task_id, "reject")
+
+    async def _decide(self, raw: str, signal: str) -> None:
+        """Forward a person's decision to the task's own workflow, which is waiting for it."""
+        tid = next((t for t in self.child_ids if t.lower() == raw.lower()), None)
+        if tid is None or tid not in self.running:
+            workflow.logger.warning("%s: task %r is not running", signal, raw)
+            return
+        await workflow.get_external_workflow_handle(self.child_ids[tid]).signal(signal)
+
     @workflow.query(name="status")
     def status_query(self) -> RunProgress:
         assert self.inp is not None
@@ -70,7 +88,11 @@ class PlanWorkflow:
             target_branch=self.inp.options.target_branch,
             target_commit=self.target_commit,
             tasks=list(self.results.values()),
+            total_cost_usd=self._spent(),
         )
+
+    def _spent(self) -> float:
+        return round(sum(r.cost_usd for r in self.results.values()), 6)
 
     # ------------------------------------------------------------------ the run
 
@@ -132,6 +154,10 @@ class PlanWorkflow:
                 if self.cancel_now:
                     for t in self.running.values():
                         t.cancel()
+            elif self._over_budget():
+                for r in self.results.values():
+                    if r.status is TaskStatus.PENDING:
+                        r.status, r.error = TaskStatus.SKIPPED, self._budget_message()
             elif not self.paused:
                 states = {t: r.status for t, r in self.results.items()}
                 for tid in sched.ready(states):
@@ -152,6 +178,17 @@ class PlanWorkflow:
             self.changed = False
             await workflow.wait_condition(lambda: self.changed)
 
+    def _over_budget(self) -> bool:
+        assert self.inp is not None
+        budget = self.inp.options.budget_usd
+        if budget is not None and self._spent() >= budget:
+            self.budget_spent = True
+        return self.budget_spent
+
+    def _budget_message(self) -> str:
+        assert self.inp is not None
+        return f"the run's budget of ${self.inp.options.budget_usd:g} is spent (${self._spent():.2f}); no new task starts"
+
     def _start(self, tid: str, sched: Schedule) -> None:
         assert self.inp is not None
         n = self.tries[tid] = self.tries.get(tid, 0) + 1
@@ -170,8 +207,10 @@ class PlanWorkflow:
         child_id = f"{base}/task-{tid}" + (
             f"/try-{task_input.attempt}" if task_input.attempt > 1 else ""
         )
+        self.child_ids[tid] = child_id
         task = task_input.task
-        previous_attempts = self.results[tid].attempts
+        previous = self.results[tid]
+        previous_attempts = previous.attempts
         try:
             res = await workflow.execute_child_workflow(
                 TaskWorkflow.run,
@@ -192,6 +231,8 @@ class PlanWorkflow:
                 error=failure_message(exc.cause or exc),
             )
         res.attempts += previous_attempts
+        res.cost_usd = round(res.cost_usd + previous.cost_usd, 6)
+        res.agent_runs += previous.agent_runs
         if tid in self.skip_running:
             self.skip_running.discard(tid)
             res.status, res.error = TaskStatus.SKIPPED, "skipped by request while running"
@@ -242,7 +283,11 @@ class PlanWorkflow:
         statuses = [r.status for r in self.results.values()]
         if self.cancelling:
             self.status = RunStatus.CANCELLED
-        elif any(s in (TaskStatus.FAILED, TaskStatus.CANCELLED) for s in statuses) or message:
+        elif (
+            any(s in (TaskStatus.FAILED, TaskStatus.CANCELLED) for s in statuses)
+            or message
+            or self.budget_spent
+        ):
             self.status = RunStatus.FAILED
         else:
             self.status = RunStatus.COMPLETED
@@ -253,7 +298,8 @@ class PlanWorkflow:
             target_branch=self.inp.options.target_branch,
             target_commit=self.target_commit,
             tasks=list(self.results.values()),
-            message=message,
+            message=message or (self._budget_message() if self.budget_spent else ""),
+            total_cost_usd=self._spent(),
         )
 
     def _publish_details(self) -> None:

@@ -7,7 +7,15 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy
 
 # Errors that no retry can fix: the activity raised them on purpose.
-NON_RETRYABLE = ["PlanError", "UsageError", "HistoryRewrittenError", "UnknownBackendError"]
+NON_RETRYABLE = [
+    "PlanError",
+    "UsageError",
+    "HistoryRewrittenError",
+    "UnknownBackendError",
+    "AgentAuthError",
+    "BackendLoadError",
+    "ConflictStateLost",
+]
 
 # Git and bookkeeping: quick, idempotent, retried patiently (a server restart, a lock held).
 GIT_TIMEOUT = timedelta(minutes=10)

@@ -10,17 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
-    TimeoutError,
-    TimeoutType,
-    is_cancelled_exception,
-)
-from temporalio.workflow import ActivityCancellationType
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from models.activity_io import (
@@ -28,68 +20,43 @@ with workflow.unsafe.imports_passed_through():
         ClaimOut,
         CleanupIn,
         CleanupOut,
-        MergeIn,
-        MergeOut,
+        ConflictFixIn,
+        ConflictFixOut,
+        FixRequest,
         PrepareWorkspaceIn,
         PrepareWorkspaceOut,
-        RunAgentIn,
-        RunAgentOut,
-        VerifyIn,
-        VerifyOut,
     )
     from models.results import TaskResult, TaskStatus
-    from models.run import TaskInput
+    from models.run import Decision, TaskInput
     from workflows import policies
+    from workflows.task_steps import TaskSteps, WorkerLost, failure_message, unresolved
 
 # How often a task is moved to another worker because its worker vanished.
 MAX_CLAIMS = 3
 
 
-def failure_message(exc: BaseException) -> str:
-    """The innermost message of an activity failure: what went wrong, not how it was wrapped."""
-    while isinstance(exc, ActivityError) and exc.cause is not None:
-        exc = exc.cause
-    if isinstance(exc, ApplicationError) and exc.type:
-        return f"{exc.type}: {exc.message}"
-    return str(exc)
-
-
-def _worker_lost(exc: ActivityError) -> bool:
-    cause = exc.cause
-    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
-
-
-class _WorkerLost(Exception):
-    pass
-
-
 @workflow.defn
-class TaskWorkflow:
+class TaskWorkflow(TaskSteps):
     def __init__(self) -> None:
         self.inp: TaskInput | None = None
         self.result: TaskResult | None = None
         self.queue: str | None = None
+        self.session_id: str | None = None
+        self.agent_ran = False
+        self.diff_size = (0, 0)
+        self.decision: Decision | None = None
 
     @workflow.query
     def status(self) -> TaskResult | None:
         return self.result
 
-    async def _act(self, name: str, arg: Any, result_type: type, **kw: Any) -> Any:
-        """An activity on the claimed worker's queue; a queue nobody serves any more is noticed."""
-        assert self.inp is not None
-        try:
-            return await workflow.execute_activity(
-                name,
-                arg,
-                result_type=result_type,
-                task_queue=self.queue,
-                schedule_to_start_timeout=timedelta(seconds=self.inp.options.worker_lost_timeout_s),
-                **kw,
-            )
-        except ActivityError as exc:
-            if _worker_lost(exc):
-                raise _WorkerLost(self.queue) from exc
-            raise
+    @workflow.signal
+    def approve(self) -> None:
+        self.decision = Decision(approved=True)
+
+    @workflow.signal
+    def reject(self, reason: str | None = None) -> None:
+        self.decision = Decision(approved=False, reason=reason)
 
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskResult:
@@ -116,13 +83,13 @@ class TaskWorkflow:
                 try:
                     await self._attempt(inp, label)
                     break
-                except _WorkerLost:
+                except WorkerLost:
                     workflow.logger.warning(
                         "task %s: no worker serves %s any more", task.id, self.queue
                     )
                     if claim == MAX_CLAIMS:
                         raise
-        except _WorkerLost:
+        except WorkerLost:
             res.status, res.error = (
                 TaskStatus.FAILED,
                 f"{res.phase}: the task's worker was lost {MAX_CLAIMS} times",
@@ -156,12 +123,13 @@ class TaskWorkflow:
         try:
             # A cancelled task still cleans up; its own cancellation must not cancel that.
             await (asyncio.shield(cleanup) if cancelled else cleanup)
-        except (ActivityError, _WorkerLost) as exc:
+        except (ActivityError, WorkerLost) as exc:
             workflow.logger.warning(
                 "cleanup of task %s failed: %s", inp.task.id, failure_message(exc)
             )
 
     async def _attempt(self, inp: TaskInput, label: str) -> None:
+        """workspace -> agent -> (verify -> review -> approval -> merge, with fix rounds)."""
         task, opts, res = inp.task, inp.options, self.result
         assert res is not None
         res.phase = "workspace"
@@ -179,93 +147,92 @@ class TaskWorkflow:
             summary=f"{label} — workspace",
         )
         base = res.base_commit = ws.base_commit
+        # One session for every run of the agent on this task: retries and fix rounds resume it.
+        if self.session_id is None:
+            self.session_id = str(workflow.uuid4())
 
         res.phase = "agent"
-        agent: RunAgentOut = await self._act(
-            "run_agent",
-            RunAgentIn(
-                run_key=inp.run_key,
-                plan_title=inp.plan_title,
-                task=task,
-                base_commit=base,
-                agent=opts.agent,
-            ),
-            RunAgentOut,
-            start_to_close_timeout=timedelta(seconds=opts.agent.timeout_s)
-            + policies.AGENT_TIMEOUT_SLACK,
-            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
-            retry_policy=policies.AGENT_RETRY,
-            # Wait until the agent is really dead before cleanup removes its worktree.
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=f"{label} — agent ({opts.agent.backend})",
-        )
-        res.attempts += agent.attempt
-        res.transcript = agent.transcript
-        res.changed_files = agent.changed_files
-        if not agent.succeeded:
-            res.status, res.error = TaskStatus.FAILED, agent.error or "the agent failed"
+        agent = await self._run_agent(inp, label, base, start=base, fix=None)
+        if agent is None:
             return
         if agent.commit is None:
             res.status, res.error = TaskStatus.NO_OP, None
             return
-        res.commit = agent.commit
+        commit = agent.commit
+        rounds = 0
+        conflict_fixed = False
+        while True:
+            fix = FixRequest()
+            checks_ok = await self._verify(inp, label, base, commit)
+            if not checks_ok:
+                fix.failing_checks = [
+                    c.command for c in res.checks if not c.passed and not c.pre_existing
+                ]
+            else:
+                verdict = await self._review(inp, label, base, commit)
+                if not verdict.approved:
+                    fix.findings = verdict.blocking or verdict.findings
+            if fix.failing_checks or fix.findings:
+                if rounds >= opts.max_fix_rounds:
+                    res.status = TaskStatus.FAILED
+                    res.error = unresolved(fix, rounds)
+                    return
+                rounds += 1
+                res.phase = f"fix round {rounds}"
+                fixed = await self._run_agent(inp, label, base, start=commit, fix=fix)
+                if fixed is None:
+                    return
+                commit = fixed.commit or commit
+                continue
 
-        res.phase = "verify"
-        commands = task.commands
-        if commands:
-            verify: VerifyOut = await self._act(
-                "verify_task",
-                VerifyIn(
-                    run_key=inp.run_key,
-                    task_id=task.id,
-                    commands=commands,
-                    base_commit=base,
-                    timeout_s=opts.verify_timeout_s,
-                ),
-                VerifyOut,
-                start_to_close_timeout=policies.verify_timeout(
-                    opts.verify_timeout_s, len(commands)
-                ),
-                heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
-                retry_policy=policies.GIT_RETRY,
-                summary=f"{label} — verify",
-            )
-            res.checks = verify.checks
-            if not verify.passed:
-                failing = [c.command for c in verify.checks if not c.passed and not c.pre_existing]
-                res.status, res.error = (
-                    TaskStatus.FAILED,
-                    "verification failed: " + "; ".join(failing),
-                )
+            if not await self._approved(inp, label):
                 return
-
-        res.phase = "merge"
-        merge: MergeOut = await self._act(
-            "merge_task",
-            MergeIn(
-                run_key=inp.run_key,
-                task_id=task.id,
-                repo=opts.repo,
-                target_branch=opts.target_branch,
-                base_commit=base,
-                commit=agent.commit,
-                commands=commands,
-                verify_timeout_s=opts.verify_timeout_s,
-                attempts=opts.merge_attempts,
-            ),
-            MergeOut,
-            start_to_close_timeout=policies.GIT_TIMEOUT
-            + policies.verify_timeout(opts.verify_timeout_s, len(commands)),
-            heartbeat_timeout=timedelta(seconds=max(opts.heartbeat_timeout_s, 60)),
-            retry_policy=policies.GIT_RETRY,
-            summary=f"{label} — merge into {opts.target_branch}",
-        )
-        if merge.checks:
-            res.checks = merge.checks
-        if merge.merged:
-            res.status, res.commit = TaskStatus.MERGED, merge.commit
-        elif merge.conflict_paths:
+            res.phase = "merge"
+            merge = await self._merge(inp, label, base, commit)
+            if merge.merged:
+                res.status, res.commit, res.error = TaskStatus.MERGED, merge.commit, None
+                return
+            if merge.conflict_paths and not conflict_fixed:
+                # One fix round with the conflicting files, on top of the target's tip.
+                conflict_fixed = True
+                res.phase = "conflict fix"
+                prep: ConflictFixOut = await self._act(
+                    "prepare_conflict_fix",
+                    ConflictFixIn(
+                        run_key=inp.run_key,
+                        task_id=task.id,
+                        repo=opts.repo,
+                        target_branch=opts.target_branch,
+                        base_commit=base,
+                        commit=commit,
+                    ),
+                    ConflictFixOut,
+                    start_to_close_timeout=policies.GIT_TIMEOUT,
+                    retry_policy=policies.GIT_RETRY,
+                    summary=f"{label} — prepare conflict fix",
+                )
+                base = res.base_commit = prep.base_commit
+                fixed = await self._run_agent(
+                    inp,
+                    label,
+                    base,
+                    start=base,
+                    fix=FixRequest(conflicts=prep.conflict_paths or merge.conflict_paths),
+                )
+                if fixed is None:
+                    return
+                if fixed.commit is None:
+                    res.status, res.error = (
+                        TaskStatus.FAILED,
+                        "merge conflict: the fix round left nothing to merge",
+                    )
+                    return
+                commit = fixed.commit
+                continue
             res.status = TaskStatus.FAILED
-            res.error = "merge conflict in " + ", ".join(merge.conflict_paths)
-        else:
-            res.status, res.error = TaskStatus.FAILED, merge.error or "merge failed"
+            res.error = (
+                "merge conflict in " + ", ".join(merge.conflict_paths)
+                if merge.conflict_paths
+                else merge.error or "merge failed"
+            )
+            return

@@ -175,6 +175,8 @@ class _Progress:
 
 class ClaudeCliAgent:
     name = "claude"
+    # run() takes session_id/resume: a retry or fix round continues the same conversation.
+    sessions = True
 
     def __init__(
         self,
@@ -396,6 +398,7 @@ def _outcome(
     return outcome.model_copy(
         update={
             "summary": redact(outcome.summary),
+            "text": redact(outcome.text),
             "error": redact(outcome.error) if outcome.error else None,
         }
     )

@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from backends.base import AgentOutcome
 
 SUMMARY_CHARS = 2000
+TEXT_CHARS = 200_000  # the whole final answer (a reviewer's verdict), within reason
 MESSAGE_CHARS = 1000
 TAIL_LINES = 20
 
@@ -454,7 +455,9 @@ class ClaudeStream:
             if self.tail:  # what it said that was not an event: stderr, mostly
                 error += "; last output:\n" + "\n".join(self.tail)
             return AgentOutcome(succeeded=False, error=f"other: {error}", **fields)
-        summary = failure_text(self.result)[:SUMMARY_CHARS]
+        text = failure_text(self.result)[:TEXT_CHARS]
+        fields["text"] = text
+        summary = text[:SUMMARY_CHARS]
         failure = self.failure()
         if failure is not None:
             return AgentOutcome(succeeded=False, summary=summary, error=str(failure), **fields)

@@ -19,8 +19,10 @@ cannot change the script.
     aider   `aider --yes-always --no-auto-commits --message-file FILE`: one message, then exit;
             aider must not commit, because the pipeline commits.
 
-The process gets `request.env` as its complete environment when it is non-empty, else a minimal
-inherited one (PATH, HOME, locale, ...) without the worker's credentials.
+The outcome's `summary` is the output's last line, its `text` the output's tail (TEXT_CHARS at
+most: a reviewer prints its verdict there). The process gets `request.env` as its complete
+environment when it is non-empty, else a minimal inherited one (PATH, HOME, locale, ...) without
+the worker's credentials.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ PRESETS: dict[str, list[str]] = {
 # An agent that thinks silently for minutes is still alive; heartbeats go out at this pace.
 HEARTBEAT_EVERY_S = 2.0
 SUMMARY_CHARS = 500
+TEXT_CHARS = 200_000  # the output's tail kept as the outcome's text (a reviewer's verdict)
 ERROR_TAIL_LINES = 20
 
 _INHERITED_ENV = (
@@ -162,6 +165,7 @@ class CommandAgent:
                 transcript=request.transcript,
                 on_line=progress.on_line,
                 pgid_file=pgid_file(request.transcript),
+                tail_chars=TEXT_CHARS,
             )
         except FileNotFoundError:
             return AgentOutcome(succeeded=False, error=f"agent executable not found: {argv[0]!r}")
@@ -197,6 +201,7 @@ class CommandAgent:
             timed_out=result.timed_out,
             summary=summary,
             error=error,
+            text=redact(result.output)[-TEXT_CHARS:],
         )
 
 

@@ -33,6 +33,7 @@ from backends.git import (
     with_trailer,
     worktree_ok,
 )
+from backends.sandboxes import conflict
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -74,6 +75,10 @@ class GitWorktreeSandbox:
     @staticmethod
     def _base_ref(run_key: str, task_id: str) -> str:
         return f"refs/pipeline-base/{run_key}/{task_id}"
+
+    @staticmethod
+    def _conflict_ref(run_key: str, task_id: str) -> str:
+        return f"refs/pipeline-conflict/{run_key}/{task_id}"
 
     def _lock(self, clone: Path) -> contextlib.AbstractAsyncContextManager[None]:
         return repo_lock(clone.with_name(clone.name + ".lock"))
@@ -192,11 +197,21 @@ class GitWorktreeSandbox:
             async with self._lock(clone):
                 await self._new_worktree(clone, wt, branch, base_commit)
             return wt
-        # Leftovers of an interrupted rebase/merge would survive a plain reset.
-        await git("rebase", "--quit", cwd=wt, check=False)
-        await git("checkout", "--quiet", "--force", "-B", branch, base_commit, cwd=wt)
-        await git("reset", "--quiet", "--hard", base_commit, cwd=wt)
-        await git("clean", "-ffdxq", cwd=wt)  # -ff: nested repositories an agent made go too
+        await self.reset_worktree(wt, branch, base_commit)
+        return wt
+
+    async def worktree_at(self, run_key: str, task_id: str, commit: str) -> Path | None:
+        """The task's worktree as it is, if it is intact and its HEAD is or descends from `commit`.
+
+        What a resumed agent continues from; None when it is gone or was moved elsewhere.
+        """
+        clone = await self._find_clone(run_key, task_id)
+        wt = self.worktree_dir(run_key, task_id)
+        if clone is None or not await worktree_ok(clone, wt):
+            return None
+        head = await rev_parse("HEAD", wt)
+        if head is None or not await is_ancestor(commit, head, wt):
+            return None
         return wt
 
     async def commit_all(
@@ -249,12 +264,86 @@ class GitWorktreeSandbox:
             removed = await drop_worktree(clone, wt)
             if delete_branch:
                 deleted = await rev_parse(f"refs/heads/{branch}", clone) is not None
-                for ref in (f"refs/heads/{branch}", self._base_ref(run_key, task_id)):
+                for ref in (
+                    f"refs/heads/{branch}",
+                    self._base_ref(run_key, task_id),
+                    self._conflict_ref(run_key, task_id),
+                ):
                     await git("update-ref", "-d", ref, cwd=clone, check=False)
                 self._clones.pop((run_key, task_id), None)
         with contextlib.suppress(OSError):
             wt.parent.rmdir()  # the run's folder, once its last task is gone
         return removed, deleted
+
+    async def prepare_conflict(
+        self,
+        run_key: str,
+        task_id: str,
+        repo: str,
+        target_branch: str,
+        base_commit: str,
+        commit: str,
+    ) -> tuple[str, list[str]]:
+        """The task's change (base..commit, squashed) applied onto the target's current tip.
+
+        Afterwards the worktree is on the task branch at the tip, with the change uncommitted in
+        it and git's conflict markers in the files that conflict: (tip, conflicting paths). The
+        next commit on the task branch is the change, resolved, as one commit on top of the tip.
+        A second call for the same change returns the recorded answer, rebuilding the worktree
+        from the record only if the worktree no longer holds the change.
+        """
+        clone = await self.ensure_clone(repo)  # fetches: the tip below is current
+        self._clones[(run_key, task_id)] = clone
+        wt, branch = self.worktree_dir(run_key, task_id), self.task_branch(run_key, task_id)
+        ref = self._conflict_ref(run_key, task_id)
+        record = await conflict.read_record(clone, ref)
+        if record is not None and (record.source, record.base) == (commit, base_commit):
+            if not (await worktree_ok(clone, wt) and await conflict.holds_change(wt, record.tip)):
+                await self._apply_change(clone, wt, branch, record.tip, record.change)
+            return record.tip, record.conflicts
+        tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+        if tip is None:
+            raise GitError(f"target branch {target_branch} does not exist in {repo}")
+        change = await conflict.squash(clone, base_commit, commit)
+        paths = await self._apply_change(clone, wt, branch, tip, change)
+        # Recorded only once the worktree holds the change: a crash before leaves no record.
+        record = conflict.ConflictRecord(commit, base_commit, tip, change, paths)
+        await conflict.write_record(clone, ref, record)
+        return tip, paths
+
+    async def restore_conflict(self, run_key: str, task_id: str, tip: str) -> Path | None:
+        """Rebuild a conflict fix's worktree on `tip` from its record; None: nothing recorded."""
+        clone = await self._find_clone(run_key, task_id)
+        if clone is None:
+            return None
+        record = await conflict.read_record(clone, self._conflict_ref(run_key, task_id))
+        if record is None or record.tip != tip:
+            return None
+        wt, branch = self.worktree_dir(run_key, task_id), self.task_branch(run_key, task_id)
+        await self._apply_change(clone, wt, branch, tip, record.change)
+        return wt
+
+    async def _apply_change(
+        self, clone: Path, wt: Path, branch: str, tip: str, change: str
+    ) -> list[str]:
+        """The worktree on `branch` at `tip`, `change` applied uncommitted: conflicting paths."""
+        async with self._lock(clone):
+            fresh = not await worktree_ok(clone, wt)
+            if fresh:
+                await self._new_worktree(clone, wt, branch, tip)
+        if not fresh:
+            await self.reset_worktree(wt, branch, tip)
+        return await conflict.apply_change(wt, change)
+
+    @staticmethod
+    async def reset_worktree(wt: Path, branch: str, commit: str) -> None:
+        """An intact worktree on `branch` at `commit` with nothing else in it."""
+        # Leftovers of an interrupted rebase or cherry-pick would survive a plain reset.
+        await git("rebase", "--quit", cwd=wt, check=False)
+        await git("cherry-pick", "--quit", cwd=wt, check=False)
+        await git("checkout", "--quiet", "--force", "-B", branch, commit, cwd=wt)
+        await git("reset", "--quiet", "--hard", commit, cwd=wt)
+        await git("clean", "-ffdxq", cwd=wt)  # -ff: nested repositories an agent made go too
 
     def worktree_repo(self, run_key: str, task_id: str) -> str:
         """The pipeline's clone behind a task's worktree; `checkout_detached` accepts it as repo."""

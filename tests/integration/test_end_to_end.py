@@ -36,8 +36,21 @@ from tests.integration.helpers import (
 pytestmark = pytest.mark.integration
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
-RESULT_KEYS = {"workflow_id", "status", "target_branch", "target_commit", "tasks"}
-TASK_KEYS = {"id", "status", "commit", "attempts", "duration_s", "error"}
+RESULT_KEYS = {"workflow_id", "status", "target_branch", "target_commit", "tasks", "total_cost_usd"}
+TASK_KEYS = {
+    "id",
+    "status",
+    "commit",
+    "attempts",
+    "duration_s",
+    "error",
+    "cost_usd",
+    "tokens_in",
+    "tokens_out",
+    "agent_runs",
+    "review_rounds",
+    "verdict",
+}
 
 
 def _task(tid: str, title: str, extra: str = "") -> str:

@@ -8,6 +8,7 @@ recorded history is the promise that runs started by this version still replay a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -17,8 +18,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from models.results import PlanResult, RunProgress, TaskStatus
-from models.run import CancelRequest
+from models.results import PlanResult, RunProgress, TaskResult, TaskStatus
+from models.run import Approval, CancelRequest, ReviewerConfig
 from tests.conftest import md
 from tests.temporal_env import test_server_path
 from tests.workflows.conftest import plan_input
@@ -52,6 +53,18 @@ async def _wait_for(handle, tid: str, status: TaskStatus) -> None:
     raise TimeoutError(f"task {tid} never reached {status}")
 
 
+async def _wait_phase(client: Client, handle, tid: str) -> None:
+    for _ in range(500):
+        with contextlib.suppress(Exception):
+            res = await client.get_workflow_handle(f"{handle.id}/task-{tid}").query(
+                "status", result_type=TaskResult
+            )
+            if res is not None and res.phase.startswith("awaiting approval"):
+                return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"task {tid} never waited for approval")
+
+
 async def scenario(client: Client, name: str, script: Script, steer=None, **options) -> None:
     queue = f"record-{name}"
     fakes = FakeActivities(script, queue)
@@ -69,9 +82,11 @@ async def scenario(client: Client, name: str, script: Script, steer=None, **opti
         if steer:
             await steer(handle)
         result: PlanResult = await handle.result()
-    ids = [wf_id] + [f"{wf_id}/task-{t.id}" for t in result.tasks if t.id in fakes.agent_runs]
-    ids += [
-        f"{wf_id}/task-{t}/try-{n}" for t, n in fakes.agent_runs.items() for n in range(2, n + 1)
+    parent = await client.get_workflow_handle(wf_id).fetch_history()
+    ids = [wf_id] + [
+        e.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+        for e in parent.events
+        if e.HasField("child_workflow_execution_started_event_attributes")
     ]
     for wid in ids:
         history = await client.get_workflow_handle(wid).fetch_history()
@@ -108,6 +123,27 @@ async def main() -> None:
             await handle.signal("cancel", CancelRequest(now=True))
 
         await scenario(c, "cancel-now", Script(slow={"1.1": 30}), cancel_now, max_concurrent=1)
+
+        await scenario(
+            c,
+            "review-fix-round",
+            Script(reject_reviews={"1.1": 1}),
+            reviewer=ReviewerConfig(backend="claude"),
+        )
+        await scenario(c, "verify-fix-round", Script(verify_fails_times={"1.1": 1}))
+        await scenario(c, "conflict-fix-round", Script(conflict_once={"1.2"}))
+        await scenario(
+            c, "usage-limit-wait", Script(rate_limited={"1.1": 1}, overloaded={"1.2": 1})
+        )
+        await scenario(c, "budget-spent", Script(agent_cost=1.0), budget_usd=0.5, max_concurrent=1)
+
+        async def approve(handle) -> None:
+            for tid in ("1.1", "1.2"):
+                await _wait_phase(client=c, handle=handle, tid=tid)
+            await handle.signal("approve", "1.1")
+            await handle.signal("reject", "1.2")
+
+        await scenario(c, "approval", Script(), approve, approval=Approval.ALWAYS)
 
         async def pause_skip(handle) -> None:
             await handle.signal("pause")

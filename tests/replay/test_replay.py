@@ -29,6 +29,12 @@ def test_every_shape_is_recorded() -> None:
         "retry",
         "cancel-now",
         "pause-skip-resume",
+        "review-fix-round",
+        "verify-fix-round",
+        "conflict-fix-round",
+        "usage-limit-wait",
+        "budget-spent",
+        "approval",
     ):
         assert f"replay-{shape}.json" in {p.name for p in HISTORIES} or f"replay-{shape}" in names
     assert any("__task-" in p.name for p in HISTORIES), "TaskWorkflow histories are recorded too"

@@ -13,18 +13,23 @@ from models.activity_io import (
     ClaimOut,
     CleanupIn,
     CleanupOut,
+    ConflictFixIn,
+    ConflictFixOut,
     MergeIn,
     MergeOut,
     PrepareRunIn,
     PrepareRunOut,
     PrepareWorkspaceIn,
     PrepareWorkspaceOut,
+    ReviewIn,
+    ReviewOut,
     RunAgentIn,
     RunAgentOut,
     VerifyIn,
     VerifyOut,
 )
 from models.results import CheckResult
+from models.review import Finding, Severity, Verdict
 
 
 @dataclass
@@ -39,6 +44,14 @@ class Script:
     agent_seconds: float = 0.05
     slow: dict[str, float] = field(default_factory=dict)
     prepare_run_fails: bool = False
+    conflict_once: set[str] = field(default_factory=set)
+    reject_reviews: dict[str, int] = field(default_factory=dict)  # task -> reviews that reject
+    verify_fails_times: dict[str, int] = field(default_factory=dict)  # task -> failing verifies
+    rate_limited: dict[str, int] = field(default_factory=dict)  # task -> limited runs
+    overloaded: dict[str, int] = field(default_factory=dict)
+    auth_fails: set[str] = field(default_factory=set)
+    agent_cost: float = 0.25
+    large_diff: set[str] = field(default_factory=set)
     lost_queue_claims: dict[str, int] = field(default_factory=dict)
 
 
@@ -53,6 +66,10 @@ class FakeActivities:
         self.cleaned: list[str] = []
         self.merged_order: list[str] = []
         self.cancelled: list[str] = []
+        self.agent_inputs: list[RunAgentIn] = []
+        self.reviews: dict[str, int] = defaultdict(int)
+        self.verifies: dict[str, int] = defaultdict(int)
+        self.commits: dict[str, int] = defaultdict(int)
 
     @activity.defn(name="prepare_run")
     async def prepare_run(self, inp: PrepareRunIn) -> PrepareRunOut:
@@ -94,20 +111,61 @@ class FakeActivities:
             raise
         finally:
             self.running -= 1
-        if tid in self.script.agent_fails or (
-            tid in self.script.agent_fails_once and self.agent_runs[tid] == 1
-        ):
-            return RunAgentOut(exit_code=1, succeeded=False, error="agent exited with code 1")
+        self.agent_inputs.append(inp)
+        spend = {
+            "cost_usd": self.script.agent_cost,
+            "tokens_in": 1000,
+            "tokens_out": 100,
+            "session_id": inp.session_id,
+        }
+        n = self.agent_runs[tid]
+        if tid in self.script.auth_fails:
+            from temporalio.exceptions import ApplicationError
+
+            raise ApplicationError("auth: Not logged in", type="AgentAuthError", non_retryable=True)
+        if n <= self.script.rate_limited.get(tid, 0):
+            reset = activity.info().current_attempt_scheduled_time.timestamp() + 3600
+            return RunAgentOut(
+                exit_code=1,
+                succeeded=False,
+                error="rate_limit: usage limit",
+                failure_kind="rate_limit",
+                reset_at=reset,
+                **spend,
+            )
+        if n <= self.script.overloaded.get(tid, 0):
+            return RunAgentOut(
+                exit_code=1,
+                succeeded=False,
+                error="overloaded: 529",
+                failure_kind="overloaded",
+                **spend,
+            )
+        if tid in self.script.agent_fails or (tid in self.script.agent_fails_once and n == 1):
+            return RunAgentOut(
+                exit_code=1,
+                succeeded=False,
+                error="agent exited with code 1",
+                failure_kind="other",
+                **spend,
+            )
         if tid in self.script.no_op:
-            return RunAgentOut(exit_code=0, succeeded=True, commit=None)
+            return RunAgentOut(exit_code=0, succeeded=True, commit=None, **spend)
+        self.commits[tid] += 1
         return RunAgentOut(
-            exit_code=0, succeeded=True, commit=f"c-{tid}", changed_files=[f"{tid}.txt"]
+            exit_code=0,
+            succeeded=True,
+            commit=f"c-{tid}-{self.commits[tid]}",
+            changed_files=[f"{tid}.txt"],
+            **spend,
         )
 
     @activity.defn(name="verify_task")
     async def verify_task(self, inp: VerifyIn) -> VerifyOut:
         self.calls.append(("verify_task", inp.task_id))
-        ok = inp.task_id not in self.script.verify_fails
+        self.verifies[inp.task_id] += 1
+        failing = self.verifies[inp.task_id] <= self.script.verify_fails_times.get(inp.task_id, 0)
+        ok = inp.task_id not in self.script.verify_fails and not failing
         return VerifyOut(
             passed=ok,
             checks=[
@@ -118,10 +176,39 @@ class FakeActivities:
     @activity.defn(name="merge_task")
     async def merge_task(self, inp: MergeIn) -> MergeOut:
         self.calls.append(("merge_task", inp.task_id))
-        if inp.task_id in self.script.conflict:
+        fixed = inp.base_commit.startswith("tip-")
+        if inp.task_id in self.script.conflict or (
+            inp.task_id in self.script.conflict_once and not fixed
+        ):
             return MergeOut(merged=False, conflict_paths=["shared.py"])
         self.merged_order.append(inp.task_id)
         return MergeOut(merged=True, commit=f"m-{inp.task_id}")
+
+    @activity.defn(name="review_task")
+    async def review_task(self, inp: ReviewIn) -> ReviewOut:
+        tid = inp.task.id
+        self.calls.append(("review_task", tid))
+        self.reviews[tid] += 1
+        big = tid in self.script.large_diff
+        if self.reviews[tid] <= self.script.reject_reviews.get(tid, 0):
+            finding = Finding(
+                severity=Severity.MAJOR, file="a.py", line=1, message="missing edge case"
+            )
+            verdict = Verdict(approved=False, findings=[finding])
+        else:
+            verdict = Verdict(approved=True, summary="fine")
+        cost = 0.05 if inp.reviewer.backend != "none" else 0.0
+        return ReviewOut(
+            verdict=verdict,
+            files_changed=40 if big else 1,
+            lines_deleted=500 if big else 0,
+            cost_usd=cost,
+        )
+
+    @activity.defn(name="prepare_conflict_fix")
+    async def prepare_conflict_fix(self, inp: ConflictFixIn) -> ConflictFixOut:
+        self.calls.append(("prepare_conflict_fix", inp.task_id))
+        return ConflictFixOut(base_commit=f"tip-{inp.task_id}", conflict_paths=["shared.py"])
 
     @activity.defn(name="cleanup_workspace")
     async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:
@@ -136,5 +223,7 @@ class FakeActivities:
             self.run_agent,
             self.verify_task,
             self.merge_task,
+            self.review_task,
+            self.prepare_conflict_fix,
             self.cleanup_workspace,
         ]

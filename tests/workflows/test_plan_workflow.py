@@ -79,7 +79,7 @@ async def test_no_op_verify_failure_and_conflict(running: Harness) -> None:
     by_id = {t.id: t for t in result.tasks}
     assert by_id["1.1"].status is TaskStatus.NO_OP
     assert by_id["3.1"].status is TaskStatus.FAILED
-    assert by_id["3.1"].error == "verification failed: make check"
+    assert by_id["3.1"].error == "not resolved after 2 fix round(s): `make check` fails"
     assert (
         by_id["1.2"].status is TaskStatus.FAILED
         and by_id["1.2"].error == "merge conflict in shared.py"

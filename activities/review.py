@@ -1,0 +1,166 @@
+"""review_task: a reviewer agent reads the task's change and answers with a verdict.
+
+The verdict is data (approved or not, with findings), never an exception. An exception means the
+reviewer could not give one: it failed to run (retried with backoff) or its credentials were
+refused (not retried). Reviewing never changes the worktree: whatever the reviewer left there is
+discarded, and said in a finding.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.agent import failure_of, raise_if_auth
+from activities.heartbeat import heartbeating
+from backends._proc import kill_recorded_group
+from backends.base import AgentBackend, AgentOutcome, AgentRequest
+from backends.git import git, rev_parse
+from backends.review import parse_verdict, review_prompt
+from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from models.activity_io import ReviewIn, ReviewOut
+from models.review import Finding, Severity, Verdict
+from models.run import ReviewerConfig
+
+REVIEWER_ERROR = "ReviewerError"
+MODIFIED = "the reviewer modified files; its changes were discarded"
+# A rate-limited reviewer is retried at its reset time, but never waits longer than this per try.
+MAX_LIMIT_DELAY = timedelta(hours=1)
+
+
+def diff_counts(numstat: str) -> tuple[int, int]:
+    """(files changed, lines deleted) from `git diff --numstat`; a binary file's '-' counts 0."""
+    files = deleted = 0
+    for line in numstat.splitlines():
+        parts = line.split("\t", 2)
+        if len(parts) < 3:
+            continue
+        files += 1
+        deleted += int(parts[1]) if parts[1].isdigit() else 0
+    return files, deleted
+
+
+def review_transcript(transcript: Path) -> Path:
+    """`<task>.review-N.log` beside the task's transcript, N one more than the last one's."""
+    pattern = re.compile(re.escape(transcript.stem) + r"\.review-(\d+)\.log$")
+    taken = [int(m.group(1)) for p in transcript.parent.iterdir() if (m := pattern.match(p.name))]
+    return transcript.with_name(f"{transcript.stem}.review-{max(taken, default=0) + 1}.log")
+
+
+async def _state(wt: Path) -> tuple[str | None, str, str]:
+    """What reviewing must leave as it found: HEAD, the branch, and the status of every file."""
+    head = await rev_parse("HEAD", wt)
+    branch = await git("symbolic-ref", "--quiet", "HEAD", cwd=wt, check=False)
+    status = await git("status", "--porcelain", "-z", "--untracked-files=all", cwd=wt)
+    return head, branch.output.strip(), status.output
+
+
+class ReviewActivities:
+    def __init__(
+        self,
+        sandbox: GitWorktreeSandbox,
+        reviewers: Callable[[ReviewerConfig], AgentBackend | None],
+    ) -> None:
+        self.sandbox = sandbox
+        self.reviewers = reviewers
+
+    async def _workdir(self, inp: ReviewIn) -> Path:
+        """The task's worktree at the commit under review (rebuilt if it is gone or elsewhere)."""
+        wt = await self.sandbox.worktree_at(inp.run_key, inp.task.id, inp.commit)
+        if wt is None or await rev_parse("HEAD", wt) != inp.commit:
+            wt = await self.sandbox.reset(inp.run_key, inp.task.id, inp.commit)
+        return wt
+
+    @activity.defn(name="review_task")
+    async def review_task(self, inp: ReviewIn) -> ReviewOut:
+        task, cfg = inp.task, inp.reviewer
+        async with heartbeating(f"review of task {task.id}: reading the change") as note:
+            wt = await self._workdir(inp)
+            span = (inp.base_commit, inp.commit)
+            opts = ("--no-color", "--no-ext-diff", "-M")
+            numstat = await git("diff", *opts, "--numstat", *span, cwd=wt)
+            files, deleted = diff_counts(numstat.output)
+            out = ReviewOut(
+                verdict=Verdict(approved=True, summary="no reviewer"),
+                files_changed=files,
+                lines_deleted=deleted,
+            )
+            if cfg.backend == "none":
+                return out
+            backend = self.reviewers(cfg)
+            if backend is None:
+                return out
+            if cfg.backend == "command" and not cfg.command:
+                raise ApplicationError(
+                    "the command reviewer has no command", type=REVIEWER_ERROR, non_retryable=True
+                )
+            stat = await git("diff", *opts, "--stat", *span, cwd=wt)
+            diff = await git("diff", *opts, *span, cwd=wt)
+            transcript = self.sandbox.transcript_path(inp.run_key, task.id)
+            # A reviewer orphaned by a worker killed outright must not outlive its attempt.
+            for pgids in transcript.parent.glob(f"{transcript.stem}.review-*.log.pgid"):
+                kill_recorded_group(pgids)
+            log = review_transcript(transcript)
+            request = AgentRequest(
+                task_id=task.id,
+                title=task.title,
+                prompt=review_prompt(task, diff.output, stat.output.rstrip(), inp.checks),
+                instructions=task.instructions,
+                workdir=wt,
+                transcript=log,
+                timeout_s=cfg.timeout_s,
+                command=cfg.command,
+                env={},
+            )
+            before = await _state(wt)
+            note(f"{cfg.backend} reviewer running on {files} file(s)")
+            try:
+                # A fresh conversation every time (the claude backend gets no session id), and
+                # for claude the read-only "plan" permission mode unless the run chose another.
+                outcome = await backend.run(request, note)
+            finally:
+                modified = await self._discard_changes(inp, wt, before)
+        out.transcript = str(log)
+        out.cost_usd, out.tokens_in, out.tokens_out = (
+            outcome.cost_usd,
+            outcome.tokens_in,
+            outcome.tokens_out,
+        )
+        if not outcome.succeeded:
+            self._raise_failure(outcome, cfg.backend)
+        verdict = parse_verdict(outcome.text or outcome.summary)
+        if modified:
+            # A nit: the reviewer's misstep is no reason to reject the change, nor a fix's task.
+            verdict.findings.append(Finding(severity=Severity.NIT, message=MODIFIED))
+        out.verdict = verdict
+        return out
+
+    async def _discard_changes(
+        self, inp: ReviewIn, wt: Path, before: tuple[str | None, str, str]
+    ) -> bool:
+        """Put back the worktree if the reviewer changed it; True when it had."""
+        if await _state(wt) == before:
+            return False
+        activity.logger.warning("the reviewer changed %s; its changes are discarded", wt)
+        branch = self.sandbox.task_branch(inp.run_key, inp.task.id)
+        await self.sandbox.reset_worktree(wt, branch, inp.commit)
+        return True
+
+    @staticmethod
+    def _raise_failure(outcome: AgentOutcome, backend: str) -> None:
+        kind, reset_at = failure_of(outcome)
+        raise_if_auth(kind, outcome.error, f"{backend} reviewer")
+        delay = None
+        if reset_at is not None:
+            delay = min(timedelta(seconds=max(reset_at - time.time(), 1)), MAX_LIMIT_DELAY)
+        raise ApplicationError(
+            f"the {backend} reviewer failed: {outcome.error or 'no verdict'}",
+            type=REVIEWER_ERROR,
+            next_retry_delay=delay,
+        )

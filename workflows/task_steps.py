@@ -1,0 +1,244 @@
+"""The steps of a task after its workspace exists: agent runs (with usage-limit waits), verify,
+review, approval and merge. TaskWorkflow composes them; each is one activity on the claimed queue."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from models.activity_io import (
+        FixRequest,
+        MergeIn,
+        MergeOut,
+        ReviewIn,
+        ReviewOut,
+        RunAgentIn,
+        RunAgentOut,
+        VerifyIn,
+        VerifyOut,
+    )
+    from models.results import TaskResult, TaskStatus
+    from models.review import Verdict
+    from models.run import Approval, Decision, TaskInput
+    from workflows import policies
+
+
+def failure_message(exc: BaseException) -> str:
+    """The innermost message of an activity failure: what went wrong, not how it was wrapped."""
+    while isinstance(exc, ActivityError) and exc.cause is not None:
+        exc = exc.cause
+    if isinstance(exc, ApplicationError) and exc.type:
+        return f"{exc.type}: {exc.message}"
+    return str(exc)
+
+
+def worker_lost(exc: ActivityError) -> bool:
+    cause = exc.cause
+    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
+
+
+class WorkerLost(Exception):
+    """No worker serves the claimed queue any more."""
+
+
+class TaskSteps:
+    inp: TaskInput | None
+    result: TaskResult | None
+    queue: str | None
+    session_id: str | None
+    agent_ran: bool
+    diff_size: tuple[int, int]
+    decision: Decision | None
+
+    async def _act(self, name: str, arg: Any, result_type: type, **kw: Any) -> Any:
+        """An activity on the claimed worker's queue; a queue nobody serves any more is noticed."""
+        assert self.inp is not None
+        try:
+            return await workflow.execute_activity(
+                name,
+                arg,
+                result_type=result_type,
+                task_queue=self.queue,
+                schedule_to_start_timeout=timedelta(seconds=self.inp.options.worker_lost_timeout_s),
+                **kw,
+            )
+        except ActivityError as exc:
+            if worker_lost(exc):
+                raise WorkerLost(self.queue) from exc
+            raise
+
+    async def _run_agent(
+        self, inp: TaskInput, label: str, base: str, start: str, fix: FixRequest | None
+    ) -> RunAgentOut | None:
+        """Run the agent, waiting out usage limits on durable timers. None: the task has failed."""
+        opts, res = inp.options, self.result
+        assert res is not None
+        waits = 0
+        while True:
+            out: RunAgentOut = await self._act(
+                "run_agent",
+                RunAgentIn(
+                    run_key=inp.run_key,
+                    plan_title=inp.plan_title,
+                    task=inp.task,
+                    base_commit=base,
+                    start_commit=start,
+                    agent=opts.agent,
+                    fix=fix,
+                    session_id=self.session_id,
+                    resume=self.agent_ran,
+                ),
+                RunAgentOut,
+                start_to_close_timeout=timedelta(seconds=opts.agent.timeout_s)
+                + policies.AGENT_TIMEOUT_SLACK,
+                heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+                retry_policy=policies.AGENT_RETRY,
+                # Wait until the agent is really dead before cleanup removes its worktree.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"{label} — {'fix' if fix else 'agent'} ({opts.agent.backend})",
+            )
+            self.agent_ran = True
+            res.attempts += out.attempt
+            res.agent_runs += 1
+            res.cost_usd = round(res.cost_usd + out.cost_usd, 6)
+            res.tokens_in += out.tokens_in
+            res.tokens_out += out.tokens_out
+            res.transcript = out.transcript
+            if out.changed_files:
+                res.changed_files = out.changed_files
+            if out.succeeded:
+                return out
+            if out.failure_kind in ("rate_limit", "overloaded") and waits < opts.max_limit_waits:
+                delay = limit_delay(
+                    out.failure_kind, out.reset_at, workflow.now().timestamp(), waits
+                )
+                waits += 1
+                phase, res.phase = (
+                    res.phase,
+                    f"waiting {int(delay)} s for the agent's {out.failure_kind.replace('_', ' ')}",
+                )
+                await workflow.sleep(delay)
+                res.phase = phase
+                continue
+            res.status, res.error = TaskStatus.FAILED, out.error or "the agent failed"
+            return None
+
+    async def _verify(self, inp: TaskInput, label: str, base: str, commit: str) -> bool:
+        res, commands = self.result, inp.task.commands
+        assert res is not None
+        if not commands:
+            return True
+        res.phase = "verify"
+        verify: VerifyOut = await self._act(
+            "verify_task",
+            VerifyIn(
+                run_key=inp.run_key,
+                task_id=inp.task.id,
+                commands=commands,
+                base_commit=base,
+                timeout_s=inp.options.verify_timeout_s,
+            ),
+            VerifyOut,
+            start_to_close_timeout=policies.verify_timeout(
+                inp.options.verify_timeout_s, len(commands)
+            ),
+            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
+            retry_policy=policies.GIT_RETRY,
+            summary=f"{label} — verify",
+        )
+        res.checks = verify.checks
+        return verify.passed
+
+    async def _review(self, inp: TaskInput, label: str, base: str, commit: str) -> Verdict:
+        res, opts = self.result, inp.options
+        assert res is not None
+        res.phase = "review"
+        review: ReviewOut = await self._act(
+            "review_task",
+            ReviewIn(
+                run_key=inp.run_key,
+                task=inp.task,
+                base_commit=base,
+                commit=commit,
+                reviewer=opts.reviewer,
+                checks=inp.task.commands,
+            ),
+            ReviewOut,
+            start_to_close_timeout=timedelta(seconds=opts.reviewer.timeout_s)
+            + policies.AGENT_TIMEOUT_SLACK,
+            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+            retry_policy=policies.AGENT_RETRY,
+            summary=f"{label} — review ({opts.reviewer.backend})",
+        )
+        if opts.reviewer.backend != "none":
+            res.review_rounds += 1
+        res.cost_usd = round(res.cost_usd + review.cost_usd, 6)
+        res.tokens_in += review.tokens_in
+        res.tokens_out += review.tokens_out
+        res.verdict = review.verdict
+        self.diff_size = (review.files_changed, review.lines_deleted)
+        return review.verdict
+
+    async def _approved(self, inp: TaskInput, label: str) -> bool:
+        """Wait for a person when the run asks for it. False: rejected (the task has failed)."""
+        opts, res = inp.options, self.result
+        assert res is not None
+        files, deleted = self.diff_size
+        large = files > opts.approval_max_files or deleted > opts.approval_max_deletions
+        if opts.approval is Approval.NEVER or (opts.approval is Approval.LARGE and not large):
+            return True
+        why = f"{files} files, {deleted} deleted lines" + (" (large)" if large else "")
+        res.phase = f"awaiting approval: {why}"
+        await workflow.wait_condition(lambda: self.decision is not None)
+        decision, self.decision = self.decision, None
+        assert decision is not None
+        if decision.approved:
+            return True
+        res.status = TaskStatus.FAILED
+        res.error = "rejected" + (f": {decision.reason}" if decision.reason else "")
+        return False
+
+    async def _merge(self, inp: TaskInput, label: str, base: str, commit: str) -> MergeOut:
+        opts, commands = inp.options, inp.task.commands
+        merge: MergeOut = await self._act(
+            "merge_task",
+            MergeIn(
+                run_key=inp.run_key,
+                task_id=inp.task.id,
+                repo=opts.repo,
+                target_branch=opts.target_branch,
+                base_commit=base,
+                commit=commit,
+                commands=commands,
+                verify_timeout_s=opts.verify_timeout_s,
+                attempts=opts.merge_attempts,
+            ),
+            MergeOut,
+            start_to_close_timeout=policies.GIT_TIMEOUT
+            + policies.verify_timeout(opts.verify_timeout_s, len(commands)),
+            heartbeat_timeout=timedelta(seconds=max(opts.heartbeat_timeout_s, 60)),
+            retry_policy=policies.GIT_RETRY,
+            summary=f"{label} — merge into {opts.target_branch}",
+        )
+        if merge.checks and self.result is not None:
+            self.result.checks = merge.checks
+        return merge
+
+
+def limit_delay(kind: str, reset_at: float | None, now: float, waits: int) -> float:
+    """Seconds to wait before the agent runs again: until the reported reset, else a backoff."""
+    if kind == "rate_limit" and reset_at and reset_at > now:
+        return min(reset_at - now + 5, 6 * 3600)
+    return float(min(60 * 2**waits, 1800))
+
+
+def unresolved(fix: FixRequest, rounds: int) -> str:
+    parts = [f"`{c}` fails" for c in fix.failing_checks] + [
+        f"[{f.severity.value}] {f.file + ': ' if f.file else ''}{f.message}" for f in fix.findings
+    ]
+    return f"not resolved after {rounds} fix round(s): " + "; ".join(parts)[:1500]
