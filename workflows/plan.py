@@ -92,7 +92,7 @@ class PlanWorkflow:
         )
 
     def _spent(self) -> float:
-        return round(sum(r.cost_usd for r in self.results.values()), 6)
+        return round(sum(r.cost_usd for r in self.results.values()), 10)
 
     # ------------------------------------------------------------------ the run
 
@@ -231,7 +231,7 @@ class PlanWorkflow:
                 error=failure_message(exc.cause or exc),
             )
         res.attempts += previous_attempts
-        res.cost_usd = round(res.cost_usd + previous.cost_usd, 6)
+        res.cost_usd = round(res.cost_usd + previous.cost_usd, 10)
         res.agent_runs += previous.agent_runs
         if tid in self.skip_running:
             self.skip_running.discard(tid)

@@ -105,7 +105,7 @@ class TaskSteps:
             self.agent_ran = True
             res.attempts += out.attempt
             res.agent_runs += 1
-            res.cost_usd = round(res.cost_usd + out.cost_usd, 6)
+            res.cost_usd = round(res.cost_usd + out.cost_usd, 10)
             res.tokens_in += out.tokens_in
             res.tokens_out += out.tokens_out
             res.transcript = out.transcript
@@ -177,7 +177,7 @@ class TaskSteps:
         )
         if opts.reviewer.backend != "none":
             res.review_rounds += 1
-        res.cost_usd = round(res.cost_usd + review.cost_usd, 6)
+        res.cost_usd = round(res.cost_usd + review.cost_usd, 10)
         res.tokens_in += review.tokens_in
         res.tokens_out += review.tokens_out
         res.verdict = review.verdict

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,50 @@ def test_subcommand_needs_a_workflow_id() -> None:
         text=True,
     )
     assert r.returncode == 2 and "workflow_id" in r.stderr
+
+
+def test_claude_binary_missing(plan: Path, tmp_path: Path) -> None:
+    repo = make_user_repo(tmp_path)
+    r = run(
+        plan,
+        "--repo",
+        str(repo),
+        "--agent",
+        "claude",
+        "--claude-bin",
+        str(tmp_path / "no-claude"),
+        workspace=tmp_path / "ws",
+    )
+    assert_usage_error(r, "--agent claude", "not found")
+
+
+def test_claude_without_credentials_fails_before_anything_starts(
+    plan: Path, tmp_path: Path
+) -> None:
+    repo = make_user_repo(tmp_path)
+    stub = ROOT / "tests" / "fixtures" / "claude" / "stub_claude.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))}
+    env["HOME"] = str(tmp_path / "empty-home")
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "starter.py"),
+            "--plan",
+            str(plan),
+            "--repo",
+            str(repo),
+            "--agent",
+            "claude",
+            "--claude-bin",
+            str(stub),
+            "--workspace",
+            str(tmp_path / "ws"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert_usage_error(r, "--agent claude")
+    assert "credential" in r.stderr.lower() or "log" in r.stderr.lower()
+    assert not (tmp_path / "ws").exists()  # nothing started, no server, no clone
