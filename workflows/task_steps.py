@@ -194,7 +194,12 @@ class TaskSteps:
             return True
         why = f"{files} files, {deleted} deleted lines" + (" (large)" if large else "")
         res.phase = f"awaiting approval: {why}"
+        # Shown on the task's page in the Web UI, where the person deciding will look.
+        workflow.set_current_details(
+            f"**Awaiting approval** ({why}). `starter.py approve RUN {inp.task.id}` or `reject`."
+        )
         await workflow.wait_condition(lambda: self.decision is not None)
+        workflow.set_current_details("")
         decision, self.decision = self.decision, None
         assert decision is not None
         if decision.approved:
