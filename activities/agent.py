@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, cast
+from typing import cast
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from backends._proc import kill_recorded_group
 from backends.agents.claude_stream import FailureKind, parse_failure
-from backends.base import AgentBackend, AgentOutcome, AgentRequest, Heartbeat, pgid_file
+from backends.base import AgentBackend, AgentOutcome, AgentRequest, SessionAgent, pgid_file
 from backends.prompt import build_prompt
 from backends.review import fix_prompt
 from backends.sandboxes.git_worktree import GitWorktreeSandbox
@@ -25,18 +25,6 @@ TRAILER = "Pipeline-Task"
 AUTH_ERROR = "AgentAuthError"
 # The worktree of a conflict fix is gone and cannot be rebuilt: the conflict is lost.
 CONFLICT_LOST = "ConflictStateLost"
-
-
-class SessionAgent(Protocol):
-    """A backend whose run can continue an earlier conversation (`sessions = True` on its class)."""
-
-    async def run(
-        self,
-        request: AgentRequest,
-        heartbeat: Heartbeat,
-        session_id: str | None = None,
-        resume: bool = False,
-    ) -> AgentOutcome: ...
 
 
 def has_sessions(backend: AgentBackend) -> bool:

@@ -51,6 +51,19 @@ class AgentBackend(Protocol):
     async def run(self, request: AgentRequest, heartbeat: Heartbeat) -> AgentOutcome: ...
 
 
+class SessionAgent(Protocol):
+    """A backend whose run can continue an earlier conversation (`sessions = True` on its class):
+    a retried or fixing run resumes the same conversation instead of paying for it again."""
+
+    async def run(
+        self,
+        request: AgentRequest,
+        heartbeat: Heartbeat,
+        session_id: str | None = None,
+        resume: bool = False,
+    ) -> AgentOutcome: ...
+
+
 class SandboxBackend(Protocol):
     """Creates and destroys the isolated workspace of one task."""
 
