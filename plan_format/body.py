@@ -50,7 +50,9 @@ def read_fields(body: list[Line], *, batch_level: bool = False) -> Fields:
     def close_fence(block: list[Line]) -> None:
         code = textwrap.dedent("\n".join(x.text for x in block[1:])).strip()
         if current is Field.VERIFICATION and code:
-            out.steps.append(Check(text=code, kind=CheckKind.COMMAND, line=block[0].no))
+            out.steps.append(
+                Check.model_construct(text=code, kind=CheckKind.COMMAND, line=block[0].no)
+            )
 
     for ln in body:
         if fence is not None:

@@ -218,7 +218,9 @@ def file_refs(
             if problem:
                 errors.append(PlanIssue(line=line, message=problem))
             else:
-                refs.append(FileRef(action=action, path=path.replace("\\", "/"), line=line))
+                refs.append(
+                    FileRef.model_construct(action=action, path=path.replace("\\", "/"), line=line)
+                )
     return refs, errors
 
 
@@ -275,8 +277,8 @@ def verification_step(text: str, line: int) -> Check:
     text = text.strip()
     m = _WHOLE_CODE.match(text) or _RUN_CODE.match(text)
     if m:
-        return Check(text=m.group(1).strip(), kind=CheckKind.COMMAND, line=line)
+        return Check.model_construct(text=m.group(1).strip(), kind=CheckKind.COMMAND, line=line)
     first = text.split()[0] if text.split() else ""
     if first in _PROGRAMS or first.startswith("./"):
-        return Check(text=text, kind=CheckKind.COMMAND, line=line)
-    return Check(text=text, kind=CheckKind.CRITERION, line=line)
+        return Check.model_construct(text=text, kind=CheckKind.COMMAND, line=line)
+    return Check.model_construct(text=text, kind=CheckKind.CRITERION, line=line)
