@@ -105,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="claude permission mode (default acceptEdits: edits in the task's worktree without prompts)",
     )
     p.add_argument(
-        "--max-budget-usd", type=float, metavar="USD", help="spend limit of one agent run"
+        "--max-budget-usd",
+        type=float,
+        metavar="USD",
+        help="spend limit of one task, across its retries and fix rounds",
     )
     p.add_argument(
         "--budget-usd",

@@ -80,6 +80,20 @@ class TaskSteps:
         assert res is not None
         waits = 0
         while True:
+            agent = opts.agent
+            budget = agent.claude.max_budget_usd
+            if budget is not None:
+                # The budget is the task's, across retries and fix rounds: each run gets what is left.
+                left = round(budget - res.cost_usd, 10)
+                if left <= 0:
+                    res.status = TaskStatus.FAILED
+                    res.error = (
+                        f"budget: the task's budget of ${budget:g} is spent (${res.cost_usd:.4f})"
+                    )
+                    return None
+                agent = agent.model_copy(
+                    update={"claude": agent.claude.model_copy(update={"max_budget_usd": left})}
+                )
             out: RunAgentOut = await self._act(
                 "run_agent",
                 RunAgentIn(
@@ -88,7 +102,7 @@ class TaskSteps:
                     task=inp.task,
                     base_commit=base,
                     start_commit=start,
-                    agent=opts.agent,
+                    agent=agent,
                     fix=fix,
                     session_id=self.session_id,
                     resume=self.agent_ran,

@@ -29,14 +29,14 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 def plan_input(markdown: str, **options: object) -> PlanRunInput:
-    opts = RunOptions(
-        repo="/repo",
-        base_ref="main",
-        base_commit="base0",
-        target_branch="pipeline/test",
-        agent=AgentConfig(backend="literal"),
-        **options,  # type: ignore[arg-type]
-    )
+    fields: dict[str, object] = {
+        "repo": "/repo",
+        "base_ref": "main",
+        "base_commit": "base0",
+        "target_branch": "pipeline/test",
+        "agent": AgentConfig(backend="literal"),
+    }
+    opts = RunOptions(**(fields | options))  # type: ignore[arg-type]
     return PlanRunInput(run_key="test", plan_name="test", plan=parse_plan(markdown), options=opts)
 
 

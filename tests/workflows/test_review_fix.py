@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from models.results import RunProgress, RunStatus, TaskResult, TaskStatus
-from models.run import Approval, ReviewerConfig
+from models.run import AgentConfig, Approval, ClaudeOptions, ReviewerConfig
 from tests.conftest import md
 from tests.workflows.conftest import Harness, plan_input
 from tests.workflows.fakes import Script
@@ -161,3 +161,18 @@ async def test_run_budget_stops_new_tasks_and_says_so(running: Harness) -> None:
     assert statuses[2:] == [TaskStatus.SKIPPED] * 3
     assert "budget of $1.5 is spent" in result.message and result.status is RunStatus.FAILED
     assert result.total_cost_usd == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "running", [Script(reject_reviews={"1.1": 9}, agent_cost=1.0)], indirect=True
+)
+async def test_task_budget_spans_fix_rounds(running: Harness) -> None:
+    agent = AgentConfig(backend="claude", claude=ClaudeOptions(max_budget_usd=1.5))
+    result = await running.run(
+        plan_input(PLAN, agent=agent, reviewer=CLAUDE_REVIEW, max_fix_rounds=5)
+    )
+    t = tasks(result)["1.1"]
+    assert t.status is TaskStatus.FAILED and t.error is not None and t.error.startswith("budget:")
+    runs = [i for i in running.fakes.agent_inputs if i.task.id == "1.1"]
+    # Each run is given what is left of the task's budget; none starts once it is spent.
+    assert [i.agent.claude.max_budget_usd for i in runs] == [1.5, 0.45]
