@@ -6,6 +6,8 @@ time, so a user fixes a plan in one pass.
 
 from __future__ import annotations
 
+import gc
+
 from errors import PlanError
 from models.plan import Batch, Plan, PlanIssue, Task
 from plan_format import checks
@@ -19,6 +21,18 @@ __all__ = ["PlanError", "parse_plan", "select_batches"]
 
 def parse_plan(source: str | bytes) -> Plan:
     """Parse a plan. Raises PlanError with every error (and the warnings) when it cannot run."""
+    # A large plan allocates a few hundred thousand short-lived objects and no reference cycles:
+    # the cyclic collector would run dozens of times for nothing (a third of a 2,000-task parse).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(source)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _parse(source: str | bytes) -> Plan:
     text, decode_error = _decode(source)
     if decode_error:
         raise PlanError([decode_error])
