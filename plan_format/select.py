@@ -86,6 +86,24 @@ def select_batches(plan: Plan, start: str | None, end: str | None) -> Plan:
                     f"include it with --start-batch {dep_batch.id}, or mark its tasks done",
                 )
             )
+    # A task's own `Depends on` may reach into a batch that is not selected: the same rule.
+    owner = {t.id.lower(): (b, t) for b in plan.batches for t in b.tasks}
+    for b in plan.batches:
+        if b.id not in chosen:
+            continue
+        for t in b.tasks:
+            for dep in t.depends_on:
+                dep_batch, dep_task = owner.get(dep.lower(), (None, None))
+                if dep_batch is None or dep_task is None or dep_batch.id in chosen or dep_task.done:
+                    continue
+                errors.append(
+                    PlanIssue(
+                        line=t.line,
+                        message=f"task {t.id} depends on task {dep_task.id} of batch {dep_batch.id}, "
+                        f"which is not selected and not done; include it with --start-batch {dep_batch.id}, "
+                        "or mark the task done",
+                    )
+                )
     if errors:
         raise PlanError(errors, warnings)
     kept = [

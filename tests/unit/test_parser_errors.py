@@ -213,3 +213,15 @@ def test_near_miss_headers_warn_instead_of_vanishing(header: str) -> None:
     plan = parse_plan(f"## Batch 1: a\n### Task 1.1: t\n{header}\n")
     assert [w.line for w in plan.warnings] == [3]
     assert "is read as text" in plan.warnings[0].message
+
+
+def test_selection_past_a_task_dependency_is_refused() -> None:
+    plan = parse_plan(
+        "## Batch 1: a\n**Dependencies:** None\n### Task 1.1: t\n"
+        "## Batch 2: b\n**Dependencies:** None\n### Task 2.1: u\n**Depends on:** Task 1.1\n"
+    )
+    with pytest.raises(PlanError) as info:
+        select_batches(plan, "2", None)
+    [err] = info.value.errors
+    assert err.line == 6 and "task 2.1 depends on task 1.1 of batch 1" in err.message
+    assert "--start-batch 1" in err.message
