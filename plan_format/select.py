@@ -93,9 +93,10 @@ def select_batches(plan: Plan, start: str | None, end: str | None) -> Plan:
             continue
         for t in b.tasks:
             for dep in t.depends_on:
-                dep_batch, dep_task = owner.get(dep.lower(), (None, None))
-                if dep_batch is None or dep_task is None or dep_batch.id in chosen or dep_task.done:
+                found = owner.get(dep.lower())
+                if found is None or found[0].id in chosen or found[1].done:
                     continue
+                dep_batch, dep_task = found
                 errors.append(
                     PlanIssue(
                         line=t.line,
