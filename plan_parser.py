@@ -92,7 +92,10 @@ def _batch(
 ) -> Batch:
     f = read_fields(draft.body, batch_level=True)
     errors += f.errors
-    implicit = f.depends_on is None and previous is not None
+    # A duplicate of the previous batch's id is reported as such, not as a batch after itself.
+    implicit = (
+        f.depends_on is None and previous is not None and previous.id.lower() != draft.id.lower()
+    )
     depends_on = [previous.id] if implicit and previous else list(dict.fromkeys(f.depends_on or []))
     if f.depends_line:
         dep_lines["B:" + draft.id] = f.depends_line

@@ -188,6 +188,25 @@ def settings_from(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> Setti
         raise UsageError(f"invalid setting {where}: {first['msg']}") from None
 
 
+def refuse_conflicts(settings: Settings) -> None:
+    """Flags that cannot mean anything together are refused, not silently ignored."""
+    if settings.dry_run:
+        for flag, given in (
+            ("--detach", settings.detach),
+            ("--retry-failed", settings.retry_failed),
+        ):
+            if given:
+                raise UsageError(f"{flag} has no meaning with --dry-run (a dry run starts nothing)")
+    if settings.agent_command and settings.agent != "command":
+        raise UsageError(f"--agent-command is for --agent command, not --agent {settings.agent}")
+    if settings.reviewer_command and settings.reviewer not in (None, "command"):
+        raise UsageError(
+            f"--reviewer-command is for --reviewer command, not --reviewer {settings.reviewer}"
+        )
+    if settings.approval not in ("always", "large", "never"):
+        raise UsageError(f"--approval {settings.approval!r}: use always, large or never")
+
+
 def run(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         from cli.control import control
@@ -205,6 +224,7 @@ def run(argv: list[str]) -> int:
         )
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
+    refuse_conflicts(settings)
     if settings.plan is None:
         raise UsageError("--plan is required (or PIPELINE_PLAN)")
     filename = args.plan or str(settings.plan)

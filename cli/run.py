@@ -109,8 +109,10 @@ def reviewer_config(settings: Settings, agent: AgentConfig) -> ReviewerConfig:
     command = shlex.split(settings.reviewer_command) if settings.reviewer_command else []
     if settings.reviewer:
         backend = settings.reviewer
-    elif agent.backend == "claude" or (agent.backend == "command" and command):
-        backend = agent.backend
+    elif command:
+        backend = "command"  # --reviewer-command alone says which reviewer
+    elif agent.backend == "claude":
+        backend = "claude"
     else:
         # The literal agent cannot review, and a command agent is a coder whose output is not a
         # verdict unless --reviewer-command says how to get one.

@@ -140,7 +140,7 @@ def _cycles(batches: list[Batch], dep_lines: dict[str, int]) -> list[PlanIssue]:
                 nxt = graph[node][i]
                 if state.get(nxt) == 1:
                     cycle = [*path[path.index(nxt) :], nxt]
-                    return [_cycle_issue(cycle, lines, batches)]
+                    return [_cycle_issue(cycle, lines, batches, dep_lines)]
                 if not state.get(nxt):
                     state[nxt] = 1
                     stack.append((nxt, 0))
@@ -152,14 +152,17 @@ def _cycles(batches: list[Batch], dep_lines: dict[str, int]) -> list[PlanIssue]:
     return []
 
 
-def _cycle_issue(cycle: list[str], lines: dict[str, int], batches: list[Batch]) -> PlanIssue:
+def _cycle_issue(
+    cycle: list[str], lines: dict[str, int], batches: list[Batch], dep_lines: dict[str, int]
+) -> PlanIssue:
     follows_previous = {"T:" + t.id for b in batches if b.implicit_dependency for t in b.tasks}
     names = [("batch " if n.startswith("B:") else "task ") + n[2:] for n in cycle]
     hint = ""
     if any(a in follows_previous and b.startswith("B:") for a, b in itertools.pairwise(cycle)):
         hint = " (a batch without **Dependencies:** follows the previous batch in the file; add the line to change that)"
-    # Report the cycle where it is written: the first member that has a line of its own.
-    line = min(lines[n] for n in cycle[:-1])
+    # Report the cycle where it is written: the first dependency line among its members.
+    written = [dep_lines[n] for n in cycle[:-1] if n in dep_lines]
+    line = min(written) if written else min(lines[n] for n in cycle[:-1])
     return PlanIssue(line=line, message="dependency cycle: " + " -> ".join(names) + hint)
 
 

@@ -212,7 +212,10 @@ def file_refs(
             candidates = words[:1] if words else []
         for raw in candidates:
             path = _RANGE.sub("", raw.strip().rstrip(".;:"))
-            if not path or not _BARE_PATH.match(path) or not re.search(r"[./\\]", path):
+            drive = re.match(r"^[A-Za-z]:[\\/]", path)  # C:\x.py: absolute on Windows
+            if not drive and (
+                not path or not _BARE_PATH.match(path) or not re.search(r"[./\\]", path)
+            ):
                 continue
             problem = _path_error(path)
             if problem:
