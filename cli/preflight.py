@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
 from backends.agents.claude_cli import ClaudeCliAgent
-from backends.registry import BackendLoadError, UnknownBackendError, agent_backend
+from backends.base import AgentBackend
+from backends.registry import BackendLoadError, UnknownBackendError, make_agent, make_reviewer_agent
 from errors import UsageError
 from models.run import AgentConfig, ReviewerConfig
 
@@ -84,30 +86,27 @@ def _checked_out_branches(repo: git.Repo) -> dict[str, str]:
 async def check_agents(agent: AgentConfig, reviewer: ReviewerConfig) -> None:
     """The configured agent and reviewer must exist and be usable: a missing one is an error, never
     a substitution, and it is found before any task starts or any money is spent."""
-    for role, backend, command in (
-        ("--agent", agent.backend, agent.command),
-        ("--reviewer", reviewer.backend, reviewer.command),
-    ):
-        if backend == "none" and role == "--reviewer":
-            continue
+    # Built exactly as the worker builds them, so a bad option fails here and not mid-run.
+    roles: list[tuple[str, str, list[str], Callable[[], AgentBackend | None]]] = [
+        ("--agent", agent.backend, agent.command, lambda: make_agent(agent)),
+        ("--reviewer", reviewer.backend, reviewer.command, lambda: make_reviewer_agent(reviewer)),
+    ]
+    for role, name, command, build in roles:
         try:
-            agent_backend(backend)
+            backend = build()
         except (UnknownBackendError, BackendLoadError) as exc:
             raise UsageError(f"{role}: {exc}") from None
-        if backend == "command":
+        if backend is None:  # --reviewer none
+            continue
+        if name == "command":
             flag = "--agent-command" if role == "--agent" else "--reviewer-command"
             if not command:
                 raise UsageError(
                     f"{role} command needs {flag} 'PROGRAM ARGS...' ({{prompt_file}} is filled in)"
                 )
-            program = command[0]
-            if shutil.which(program) is None and not Path(program).is_file():
-                raise UsageError(f"{flag}: {program!r} not found on PATH")
-        if backend == "claude":
-            options = agent.claude if role == "--agent" else reviewer.claude
-            try:
-                problem = await ClaudeCliAgent.from_options(options.model_dump()).preflight()
-            except ValueError as exc:
-                raise UsageError(f"{role} claude: {exc}") from None
+            if shutil.which(command[0]) is None and not Path(command[0]).is_file():
+                raise UsageError(f"{flag}: {command[0]!r} not found on PATH")
+        if isinstance(backend, ClaudeCliAgent):
+            problem = await backend.preflight()
             if problem:
                 raise UsageError(f"{role} claude: {problem}")
