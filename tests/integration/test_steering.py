@@ -28,12 +28,14 @@ pytestmark = pytest.mark.integration
 PLAN = md(
     """
     # Steered plan
-    ## Batch 1: Four
+    ## Batch 1: Six
     **Dependencies:** None
     ### Task 1.1: one
     ### Task 1.2: two
     ### Task 1.3: three
     ### Task 1.4: four
+    ### Task 1.5: five
+    ### Task 1.6: six
     """
 )
 
@@ -90,7 +92,8 @@ def test_pause_resume_skip_retry_and_cancel_now(
         "1.2 to be retried",
     )
 
-    # Cancel now while an agent is running: it is killed, nothing else starts.
+    # Cancel now while an agent is running (one at a time, 1.5 and 1.6 still wait): the running
+    # agent is killed, the waiting tasks are cancelled, nothing else starts.
     wait_for(
         lambda: "running" in by_id(status(cluster, wid, tmp_path)).values(),
         30,
@@ -101,6 +104,7 @@ def test_pause_resume_skip_retry_and_cancel_now(
     assert final["status"] == "cancelled"
     s = by_id(final)
     assert s["1.4"] == "skipped"
+    assert s["1.6"] == "cancelled"  # still waiting when the run was cancelled
     assert "cancelled" in s.values()
     assert all(v in ("merged", "skipped", "cancelled", "failed") for v in s.values())
     assert_no_agent_alive(agent_log)
