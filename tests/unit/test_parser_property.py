@@ -30,14 +30,14 @@ FRAGMENTS = [
 ]
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=40), max_size=30))
 def test_structured_noise_never_crashes(parts: list[str]) -> None:
     text = "".join(parts)
     _check(text)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_crash(data: bytes) -> None:
     _check(data)
