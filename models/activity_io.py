@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from models.plan import Task
-from models.results import CheckResult
+from models.results import CheckResult, Spend
 from models.review import Finding, Verdict
 from models.run import AgentConfig, ReviewerConfig
 
@@ -71,7 +71,7 @@ class RunAgentIn(BaseModel):
     resume: bool = False  # continue the session (and its worktree) instead of starting afresh
 
 
-class RunAgentOut(BaseModel):
+class RunAgentOut(Spend):
     exit_code: int | None
     timed_out: bool = False
     succeeded: bool
@@ -84,9 +84,6 @@ class RunAgentOut(BaseModel):
     attempt: int = 1  # which try of the activity produced this (a dead worker costs one)
     failure_kind: str | None = None  # auth | rate_limit | overloaded | max_turns | budget | other
     reset_at: float | None = None  # unix time a usage limit resets, when the agent said
-    cost_usd: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
     session_id: str | None = None
 
 
@@ -112,13 +109,10 @@ class ReviewIn(BaseModel):
     checks: list[str] = Field(default_factory=list)  # verification commands that passed
 
 
-class ReviewOut(BaseModel):
+class ReviewOut(Spend):
     verdict: Verdict
     files_changed: int = 0
     lines_deleted: int = 0
-    cost_usd: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
     transcript: str | None = None
 
 

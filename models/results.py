@@ -37,6 +37,20 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class Spend(BaseModel):
+    """What agents cost: an agent run, a review, or a task's sum of them."""
+
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def add(self, other: Spend) -> None:
+        # Rounded far below a cent so that float sums of recorded costs compare exactly.
+        self.cost_usd = round(self.cost_usd + other.cost_usd, 10)
+        self.tokens_in += other.tokens_in
+        self.tokens_out += other.tokens_out
+
+
 class CheckResult(BaseModel):
     command: str
     exit_code: int
@@ -46,7 +60,7 @@ class CheckResult(BaseModel):
     output_tail: str = ""
 
 
-class TaskResult(BaseModel):
+class TaskResult(Spend):
     id: str
     title: str = ""
     status: TaskStatus
@@ -59,9 +73,6 @@ class TaskResult(BaseModel):
     checks: list[CheckResult] = Field(default_factory=list)
     changed_files: list[str] = Field(default_factory=list)
     transcript: str | None = None
-    cost_usd: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
     agent_runs: int = 0
     review_rounds: int = 0
     verdict: Verdict | None = None

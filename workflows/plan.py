@@ -231,7 +231,7 @@ class PlanWorkflow:
                 error=failure_message(exc.cause or exc),
             )
         res.attempts += previous_attempts
-        res.cost_usd = round(res.cost_usd + previous.cost_usd, 10)
+        res.add(previous)  # what earlier tries of the task spent counts too
         res.agent_runs += previous.agent_runs
         if tid in self.skip_running:
             self.skip_running.discard(tid)

@@ -119,9 +119,7 @@ class TaskSteps:
             self.agent_ran = True
             res.attempts += out.attempt
             res.agent_runs += 1
-            res.cost_usd = round(res.cost_usd + out.cost_usd, 10)
-            res.tokens_in += out.tokens_in
-            res.tokens_out += out.tokens_out
+            res.add(out)
             res.transcript = out.transcript
             if out.changed_files:
                 res.changed_files = out.changed_files
@@ -191,9 +189,7 @@ class TaskSteps:
         )
         if opts.reviewer.backend != "none":
             res.review_rounds += 1
-        res.cost_usd = round(res.cost_usd + review.cost_usd, 10)
-        res.tokens_in += review.tokens_in
-        res.tokens_out += review.tokens_out
+        res.add(review)
         res.verdict = review.verdict
         self.diff_size = (review.files_changed, review.lines_deleted)
         return review.verdict
