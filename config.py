@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Who does the work
     agent: str = "claude"
     agent_command: str | None = None
+    # Names of environment variables the agent (and the checks) get beyond the base allow-list.
+    agent_env: str | None = None
+    confine: bool = True  # writes only inside the task's worktree, where the kernel allows
     claude_bin: str | None = None
     model: str | None = None
     max_turns: int | None = Field(default=None, ge=1)

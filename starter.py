@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
+from cli.logs import configure_logging
 from cli.main import main
 
 if __name__ == "__main__":
+    configure_logging()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

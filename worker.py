@@ -28,6 +28,7 @@ from activities.verify import VerifyActivities
 from backends.registry import make_agent, make_reviewer_agent
 from backends.sandboxes.git_worktree import GitWorktreeSandbox
 from cli.connect import TASK_QUEUE, connect_client
+from cli.logs import configure_logging
 from config import default_workspace
 from workflows.plan import PlanWorkflow
 from workflows.task import TaskWorkflow
@@ -131,6 +132,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    configure_logging()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

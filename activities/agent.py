@@ -17,7 +17,8 @@ from backends.base import AgentBackend, AgentOutcome, AgentRequest, SessionAgent
 from backends.prompt import build_prompt
 from backends.review import fix_prompt
 from backends.sandboxes.git_worktree import GitWorktreeSandbox
-from models.activity_io import RunAgentIn, RunAgentOut
+from backends.secrets import agent_env
+from models.activity_io import LIST_CAP, RunAgentIn, RunAgentOut
 from models.run import AgentConfig
 
 TRAILER = "Pipeline-Task"
@@ -25,6 +26,14 @@ TRAILER = "Pipeline-Task"
 AUTH_ERROR = "AgentAuthError"
 # The worktree of a conflict fix is gone and cannot be rebuilt: the conflict is lost.
 CONFLICT_LOST = "ConflictStateLost"
+# An agent's error carries its output's last lines; a flood of output must not reach history.
+ERROR_CHARS = 4000
+
+
+def clip(text: str | None, limit: int = ERROR_CHARS) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 40] + f"\n[... {len(text) - limit + 40} more characters]"
 
 
 def has_sessions(backend: AgentBackend) -> bool:
@@ -131,7 +140,9 @@ class AgentActivities:
             transcript=transcript,
             timeout_s=inp.agent.timeout_s,
             command=inp.agent.command,
-            env={},  # the backend passes a minimal environment; credentials are opt-in
+            # The base allow-list and the variables the run names: credentials are opt-in.
+            env=agent_env(inp.agent.env),
+            writable=self.sandbox.writable(inp.run_key, task.id, workdir, inp.agent.confine),
         )
         what = "fix" if inp.fix is not None else "agent"
         started = time.monotonic()
@@ -152,7 +163,7 @@ class AgentActivities:
             summary=outcome.summary[:2000],
             transcript=str(transcript),
             duration_s=round(time.monotonic() - started, 3),
-            error=outcome.error,
+            error=clip(outcome.error),
             attempt=attempt,
             cost_usd=outcome.cost_usd,
             tokens_in=outcome.tokens_in,
@@ -166,8 +177,24 @@ class AgentActivities:
             # Rate limits and overload are results: the workflow waits on a durable timer.
             return out
         # Fix rounds commit on top of the task's commit; the base stays the task's base.
-        commit, changed = await self.sandbox.commit_all(
-            inp.run_key, task.id, inp.base_commit, commit_message(inp, outcome.summary)
+        done = await self.sandbox.commit_all(
+            inp.run_key,
+            task.id,
+            inp.base_commit,
+            commit_message(inp, outcome.summary),
+            named=[f.path for f in task.files],
         )
-        out.commit, out.changed_files = commit, changed
+        if done.left_out:
+            # Said where the person looking into the task reads: its transcript.
+            with transcript.open("a", encoding="utf-8") as fh:
+                fh.write("\n[pipeline] left out of the commit: " + ", ".join(done.left_out) + "\n")
+        out.left_out = done.left_out[:LIST_CAP]
+        if done.rejected is not None:
+            out.succeeded, out.failure_kind = False, "other"
+            out.error = f"the change was rejected: {done.rejected}"
+            return out
+        out.commit = done.commit
+        out.changed_files, out.changed_total = done.changed[:LIST_CAP], len(done.changed)
+        out.unasked_deletions = done.deleted[:LIST_CAP]
+        out.unasked_deletions_total = len(done.deleted)
         return out

@@ -7,6 +7,7 @@ from temporalio import activity
 from activities.heartbeat import heartbeating
 from backends.merge import merge_task
 from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.secrets import agent_env
 from models.activity_io import MergeIn, MergeOut
 
 
@@ -28,4 +29,6 @@ class MergeActivities:
                 commands=inp.commands,
                 verify_timeout_s=inp.verify_timeout_s,
                 attempts=inp.attempts,
+                env=agent_env(inp.env),
+                writable=lambda d: self.sandbox.writable(inp.run_key, inp.task_id, d, inp.confine),
             )

@@ -24,6 +24,7 @@ from backends.base import AgentBackend, AgentOutcome, AgentRequest
 from backends.git import git, rev_parse
 from backends.review import parse_verdict, review_prompt
 from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.secrets import agent_env
 from models.activity_io import ReviewIn, ReviewOut
 from models.review import Finding, Severity, Verdict
 from models.run import ReviewerConfig
@@ -116,7 +117,9 @@ class ReviewActivities:
                 transcript=log,
                 timeout_s=cfg.timeout_s,
                 command=cfg.command,
-                env={},
+                env=agent_env(cfg.env),
+                # Its edits are discarded afterwards; confinement keeps it out of everything else.
+                writable=self.sandbox.writable(inp.run_key, task.id, wt, cfg.confine),
             )
             before = await _state(wt)
             note(f"{cfg.backend} reviewer running on {files} file(s)")

@@ -6,6 +6,7 @@ from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.secrets import agent_env
 from backends.verify import checks_passed, run_checks
 from models.activity_io import VerifyIn, VerifyOut
 
@@ -25,5 +26,7 @@ class VerifyActivities:
                 timeout_s=inp.timeout_s,
                 # A failure is compared with the same command on the base commit.
                 base_dir_factory=lambda: self.sandbox.checkout_detached(repo_dir, inp.base_commit),
+                env=agent_env(inp.env),
+                writable=lambda d: self.sandbox.writable(inp.run_key, inp.task_id, d, inp.confine),
             )
         return VerifyOut(passed=checks_passed(results), checks=results)

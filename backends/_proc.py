@@ -18,6 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends.confine import Confinement
+from backends.secrets import redactor
+
 # After SIGTERM the group gets this long to exit before SIGKILL.
 KILL_GRACE_S = 2.0
 _PR_SET_PDEATHSIG = 1
@@ -49,6 +52,7 @@ async def run_process(
     on_line: Callable[[str], None] | None = None,
     tail_chars: int = 8000,
     pgid_file: Path | None = None,
+    confine: Sequence[Path] | None = None,
 ) -> ProcResult:
     """Run `argv`, stream its output, and return when it exits or its timeout kills it.
 
@@ -56,18 +60,34 @@ async def run_process(
     group and re-raises, so the caller's cleanup runs. A worker killed outright cannot do that: the
     child dies with it (parent-death signal), and `pgid_file` records the group so that the next
     attempt can kill whatever the child left behind (`kill_recorded_group`).
+
+    With `confine`, the process and its descendants can write only beneath those paths
+    (`backends.confine`). Secret values (`backends.secrets`) are masked in everything this returns
+    or writes: the transcript, the output's tail and the lines given to `on_line`.
     """
     start = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=str(cwd),
-        env=dict(env) if env is not None else None,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,  # its own process group: killpg reaches grandchildren
-        preexec_fn=_die_with_parent,
-    )
+    confinement = Confinement(confine) if confine is not None else None
+
+    def in_child() -> None:
+        _die_with_parent()
+        if confinement is not None:
+            confinement.apply()
+
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=str(cwd),
+            env=dict(env) if env is not None else None,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killpg reaches grandchildren
+            preexec_fn=in_child,
+        )
+    finally:
+        if confinement is not None:
+            confinement.close()
+    redact = redactor(env)
     if pgid_file is not None:
         pgid_file.write_text(str(proc.pid))
     tail: deque[str] = deque()
@@ -76,40 +96,55 @@ async def run_process(
     truncated = False
     sink = transcript.open("ab") if transcript else None
 
+    partial = ""
+    pending = ""  # decoded output not yet masked: a secret may continue in the next chunk
+
+    def emit(text: str, final: bool) -> None:
+        nonlocal tail_len, written, truncated, partial, pending
+        if redact:
+            pending += text
+            # Complete lines are masked at once; an endless line keeps back only its last bytes.
+            cut = len(pending) if final else pending.rfind("\n") + 1
+            if not cut and len(pending) > 65536:
+                cut = len(pending) - redact.overlap
+            text, pending = redact(pending[:cut]), pending[cut:]
+        if not text:
+            return
+        if sink is not None:
+            data = text.encode("utf-8", "replace")
+            if written + len(data) <= transcript_cap:
+                sink.write(data)
+                written += len(data)
+            elif not truncated:
+                sink.write(b"\n[transcript truncated: output beyond the cap is not kept]\n")
+                truncated = True
+        tail.append(text)
+        tail_len += len(text)
+        while tail_len > tail_chars and len(tail) > 1:
+            tail_len -= len(tail.popleft())
+        if on_line is not None:
+            *lines, partial = (partial + text).split("\n")
+            for line in lines:
+                on_line(line)
+            if len(partial) > 1_000_000:  # no newline in sight: hand it over as it is
+                on_line(partial)
+                partial = ""
+
     async def pump() -> None:
-        nonlocal tail_len, written, truncated
         assert proc.stdout is not None
         if stdin is not None and proc.stdin is not None:
             proc.stdin.write(stdin)
             with contextlib.suppress(ConnectionResetError, BrokenPipeError):
                 await proc.stdin.drain()
             proc.stdin.close()
-        partial = ""
         decoder = codecs.getincrementaldecoder("utf-8")("replace")  # a character may span chunks
         while True:
             # Chunks, not lines: an agent that floods one endless line must not break the reader.
             chunk = await proc.stdout.read(65536)
             if not chunk:
                 break
-            if sink is not None:
-                if written + len(chunk) <= transcript_cap:
-                    sink.write(chunk)
-                    written += len(chunk)
-                elif not truncated:
-                    sink.write(b"\n[transcript truncated: output beyond the cap is not kept]\n")
-                    truncated = True
-            text = decoder.decode(chunk)
-            tail.append(text)
-            tail_len += len(text)
-            while tail_len > tail_chars and len(tail) > 1:
-                tail_len -= len(tail.popleft())
-            if on_line is not None:
-                *lines, partial = (partial + text).split("\n")
-                for line in lines:
-                    on_line(line)
-                if len(partial) > 1_000_000:  # no newline in sight: hand it over as it is
-                    on_line(partial)
-                    partial = ""
+            emit(decoder.decode(chunk), final=False)
+        emit(decoder.decode(b"", final=True), final=True)
         if on_line is not None and partial:
             on_line(partial)
         await proc.wait()
@@ -124,6 +159,7 @@ async def run_process(
         await _kill_group(proc)
         raise
     finally:
+        emit("", final=True)  # what a timeout or cancellation cut off mid-line
         if sink is not None:
             sink.close()
         if pgid_file is not None:

@@ -20,7 +20,11 @@ class AgentRequest(BaseModel):
     transcript: Path  # where its output is kept, capped
     timeout_s: float
     command: list[str] = Field(default_factory=list)  # argv template for the command backend
+    # The process's whole environment (backends.secrets.agent_env); empty: the base allow-list.
     env: dict[str, str] = Field(default_factory=dict)
+    # Backends that run a process confine its writes to these paths (backends.confine); None:
+    # unconfined. The claude backend confines its own edits and ignores this.
+    writable: list[Path] | None = None
 
 
 class AgentOutcome(BaseModel):

@@ -94,11 +94,17 @@ async def git(
     check: bool = True,
     timeout_s: float = 300,
     env_extra: dict[str, str] | None = None,
+    stdin: bytes | None = None,
 ) -> ProcResult:
     """Run `git args...` in `cwd`; with `check`, a failure or timeout raises GitError."""
     argv = ("git", *_CONFIG, *args)
     res = await run_process(
-        argv, cwd=cwd, env=git_env(env_extra), timeout_s=timeout_s, tail_chars=_OUTPUT_CAP
+        argv,
+        cwd=cwd,
+        env=git_env(env_extra),
+        timeout_s=timeout_s,
+        tail_chars=_OUTPUT_CAP,
+        stdin=stdin,
     )
     if check and not res.ok:
         what = f"timed out after {timeout_s:g}s" if res.timed_out else f"exit {res.exit_code}"

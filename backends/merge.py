@@ -8,12 +8,12 @@ A merge that already happened (the run crashed after the push) is recognised by 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from backends.git import GitError, git, grep_pattern, is_ancestor, rev_parse, split_z, task_trailer
 from backends.sandboxes.git_worktree import GitWorktreeSandbox
-from backends.verify import checks_passed, run_checks
+from backends.verify import Writable, checks_passed, run_checks
 from models.activity_io import MergeOut
 from models.results import CheckResult
 
@@ -59,6 +59,8 @@ async def merge_task(
     verify_timeout_s: float,
     attempts: int,
     heartbeat: Callable[[str], None] | None = None,
+    env: Mapping[str, str] | None = None,
+    writable: Writable | None = None,
 ) -> MergeOut:
     beat = heartbeat or (lambda _note: None)
     checks: list[CheckResult] = []
@@ -92,6 +94,8 @@ async def merge_task(
                     commands,
                     timeout_s=verify_timeout_s,
                     base_dir_factory=functools.partial(sandbox.checkout_detached, repo, tip),
+                    env=env,
+                    writable=writable,
                 )
                 if not checks_passed(checks):
                     return MergeOut(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from cli.redaction import data_converter
 from errors import UsageError
 
 TASK_QUEUE = "autonomous-pipeline"
@@ -21,7 +21,7 @@ async def connect_client(address: str | None, namespace: str | None = None) -> C
     config.setdefault("target_host", "127.0.0.1:7233")
     target = config.pop("target_host")
     try:
-        return await Client.connect(target, data_converter=pydantic_data_converter, **config)  # type: ignore[arg-type]
+        return await Client.connect(target, data_converter=data_converter(), **config)  # type: ignore[arg-type]
     except Exception as exc:
         text = str(exc)
         reason = "connection refused" if "refused" in text.lower() else text.splitlines()[0][:200]

@@ -97,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CMD",
         help="argv template for --agent command: {prompt_file} {task_id} {workdir}",
     )
+    p.add_argument(
+        "--agent-env",
+        metavar="NAMES",
+        help="comma-separated environment variables the agent and checks get (values from the "
+        "worker; credentials the agent needs must be named here)",
+    )
+    p.add_argument(
+        "--no-confine",
+        dest="confine",
+        action="store_false",
+        default=None,
+        help="let agents and checks write outside their worktree (default: confined by Landlock)",
+    )
     p.add_argument("--claude-bin", metavar="PATH", help="the claude CLI (default: claude on PATH)")
     p.add_argument("--model", help="model for the claude backend")
     p.add_argument("--max-turns", type=int, metavar="N", help="agent turns per claude run")

@@ -18,6 +18,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from backends.secrets import env_names
 from cli.connect import TASK_QUEUE, connect_client
 from cli.preflight import check_agents, check_repo, slug
 from cli.progress import ProgressView, is_terminal, print_summary, result_json
@@ -78,8 +79,17 @@ async def build_input(
         permission_mode=settings.permission_mode,
         max_budget_usd=settings.max_budget_usd,
     )
+    try:
+        names = env_names(settings.agent_env)
+    except ValueError as exc:
+        raise UsageError(f"--agent-env: {exc}") from None
     agent = AgentConfig(
-        backend=settings.agent, command=command, timeout_s=settings.agent_timeout, claude=claude
+        backend=settings.agent,
+        command=command,
+        timeout_s=settings.agent_timeout,
+        claude=claude,
+        env=names,
+        confine=settings.confine,
     )
     reviewer = reviewer_config(settings, agent)
     await check_agents(agent, reviewer)
@@ -119,7 +129,12 @@ def reviewer_config(settings: Settings, agent: AgentConfig) -> ReviewerConfig:
         backend = "none"
     claude = agent.claude.model_copy(update={"permission_mode": "plan"})  # a reviewer only reads
     return ReviewerConfig(
-        backend=backend, command=command, timeout_s=settings.agent_timeout, claude=claude
+        backend=backend,
+        command=command,
+        timeout_s=settings.agent_timeout,
+        claude=claude,
+        env=agent.env,
+        confine=agent.confine,
     )
 
 

@@ -13,6 +13,9 @@ from models.results import CheckResult, Spend
 from models.review import Finding, Verdict
 from models.run import AgentConfig, ReviewerConfig
 
+# Lists of paths in a result stop here; a count says how many there were.
+LIST_CAP = 200
+
 
 class PrepareRunIn(BaseModel):
     run_key: str
@@ -76,7 +79,14 @@ class RunAgentOut(Spend):
     timed_out: bool = False
     succeeded: bool
     commit: str | None = None  # None: the agent changed nothing
+    # Capped at LIST_CAP names, so that a change of thousands of files keeps payloads small.
     changed_files: list[str] = Field(default_factory=list)
+    changed_total: int = 0
+    # Files the change deletes that the task does not name (capped; the total is exact).
+    unasked_deletions: list[str] = Field(default_factory=list)
+    unasked_deletions_total: int = 0
+    # Untracked files left out of the commit as junk (build output, caches), capped.
+    left_out: list[str] = Field(default_factory=list)
     summary: str = ""
     transcript: str | None = None
     duration_s: float = 0.0
@@ -93,6 +103,8 @@ class VerifyIn(BaseModel):
     commands: list[str]
     base_commit: str
     timeout_s: float = 600.0
+    env: list[str] = Field(default_factory=list)  # as AgentConfig.env: checks run agent code
+    confine: bool = True
 
 
 class VerifyOut(BaseModel):
@@ -141,6 +153,8 @@ class MergeIn(BaseModel):
     commands: list[str] = Field(default_factory=list)
     verify_timeout_s: float = 600.0
     attempts: int = 5
+    env: list[str] = Field(default_factory=list)
+    confine: bool = True
 
 
 class MergeOut(BaseModel):

@@ -71,7 +71,8 @@ class TaskResult(Spend):
     error: str | None = None
     phase: str = ""  # the step the task is in, or ended in
     checks: list[CheckResult] = Field(default_factory=list)
-    changed_files: list[str] = Field(default_factory=list)
+    changed_files: list[str] = Field(default_factory=list)  # at most LIST_CAP of them
+    changed_total: int = 0
     transcript: str | None = None
     agent_runs: int = 0
     review_rounds: int = 0

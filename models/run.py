@@ -29,6 +29,12 @@ class AgentConfig(BaseModel):
     command: list[str] = Field(default_factory=list)
     timeout_s: float = 1800.0
     claude: ClaudeOptions = Field(default_factory=ClaudeOptions)
+    # Names of the worker's environment variables the agent gets beyond the base allow-list
+    # (backends.secrets.BASE_ENV); the values are read on the worker and never recorded.
+    env: list[str] = Field(default_factory=list)
+    # Writes only inside the task's worktree (Landlock), where the kernel supports it. The claude
+    # backend confines its own edits (permission modes) and keeps state in HOME: not confined.
+    confine: bool = True
 
 
 class ReviewerConfig(BaseModel):
@@ -36,6 +42,8 @@ class ReviewerConfig(BaseModel):
     command: list[str] = Field(default_factory=list)
     timeout_s: float = 900.0
     claude: ClaudeOptions = Field(default_factory=lambda: ClaudeOptions(permission_mode="plan"))
+    env: list[str] = Field(default_factory=list)  # as AgentConfig.env
+    confine: bool = True
 
 
 class Approval(StrEnum):
@@ -55,6 +63,9 @@ class RunOptions(BaseModel):
     approval: Approval = Approval.NEVER
     approval_max_files: int = 20
     approval_max_deletions: int = 200
+    # A change deleting more files than this that the task does not name waits for approval,
+    # whatever `approval` says: an agent that wipes a directory is not merged unattended.
+    approval_max_unasked_deletions: int = 10
     budget_usd: float | None = None  # for the whole run: no new task starts once it is spent
     # Waits for a usage/rate limit before a task gives up (each wait lasts until the reported reset).
     max_limit_waits: int = 8

@@ -45,6 +45,7 @@ class TaskWorkflow(TaskSteps):
         self.agent_ran = False
         self.diff_size = (0, 0)
         self.decision: Decision | None = None
+        self.unasked_deletions: tuple[int, list[str]] = (0, [])
 
     @workflow.query
     def status(self) -> TaskResult | None:

@@ -54,6 +54,8 @@ class TaskSteps:
     agent_ran: bool
     diff_size: tuple[int, int]
     decision: Decision | None
+    # Files the change deletes that the task does not name: (how many, the first few).
+    unasked_deletions: tuple[int, list[str]]
 
     async def _act(self, name: str, arg: Any, result_type: type, **kw: Any) -> Any:
         """An activity on the claimed worker's queue; a queue nobody serves any more is noticed."""
@@ -123,7 +125,13 @@ class TaskSteps:
             res.transcript = out.transcript
             if out.changed_files:
                 res.changed_files = out.changed_files
+                res.changed_total = max(out.changed_total, len(out.changed_files))
             if out.succeeded:
+                if out.commit is not None:
+                    self.unasked_deletions = (
+                        out.unasked_deletions_total,
+                        out.unasked_deletions[:5],
+                    )
                 return out
             if out.failure_kind in ("rate_limit", "overloaded") and waits < opts.max_limit_waits:
                 delay = limit_delay(
@@ -154,6 +162,8 @@ class TaskSteps:
                 commands=commands,
                 base_commit=base,
                 timeout_s=inp.options.verify_timeout_s,
+                env=inp.options.agent.env,
+                confine=inp.options.agent.confine,
             ),
             VerifyOut,
             start_to_close_timeout=policies.verify_timeout(
@@ -200,9 +210,19 @@ class TaskSteps:
         assert res is not None
         files, deleted = self.diff_size
         large = files > opts.approval_max_files or deleted > opts.approval_max_deletions
-        if opts.approval is Approval.NEVER or (opts.approval is Approval.LARGE and not large):
+        unasked, examples = self.unasked_deletions
+        # Whatever the run's approval setting: deleting what nobody asked for is never unattended.
+        wiped = unasked > opts.approval_max_unasked_deletions
+        if not wiped and (
+            opts.approval is Approval.NEVER or (opts.approval is Approval.LARGE and not large)
+        ):
             return True
         why = f"{files} files, {deleted} deleted lines" + (" (large)" if large else "")
+        if wiped:
+            why = (
+                f"deletes {unasked} files the task does not name "
+                f"({', '.join(examples)}{', ...' if unasked > len(examples) else ''}); {why}"
+            )
         res.phase = f"awaiting approval: {why}"
         # Shown on the task's page in the Web UI, where the person deciding will look.
         workflow.set_current_details(
@@ -232,6 +252,8 @@ class TaskSteps:
                 commands=commands,
                 verify_timeout_s=opts.verify_timeout_s,
                 attempts=opts.merge_attempts,
+                env=opts.agent.env,
+                confine=opts.agent.confine,
             ),
             MergeOut,
             start_to_close_timeout=policies.GIT_TIMEOUT

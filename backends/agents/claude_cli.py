@@ -52,8 +52,8 @@ from typing import Any
 
 from backends._proc import ProcResult, run_process
 from backends.agents.claude_stream import ClaudeStream, FailureKind
-from backends.agents.command import _redactor, minimal_env
 from backends.base import AgentOutcome, AgentRequest, Heartbeat, pgid_file
+from backends.secrets import agent_env, redactor
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
 NOT_FOUND = (
@@ -104,7 +104,7 @@ def claude_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     for switch, provider in _PROVIDER_ENV.items():
         if os.environ.get(switch, "").lower() not in _FALSE:
             prefixes.extend(provider)
-    env = minimal_env()
+    env = agent_env()
     env.update(
         (k, v) for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith(tuple(prefixes))
     )
@@ -263,7 +263,7 @@ class ClaudeCliAgent:
                 return _failed(f"claude session id {session_id!r} is not a UUID")
         request.transcript.parent.mkdir(parents=True, exist_ok=True)
         env = claude_env(request.env)
-        redact = _redactor(env)
+        redact = redactor(env)
         on_stdin = len(request.prompt.encode()) > PROMPT_ARG_MAX_BYTES or request.prompt.startswith(
             "-"
         )

@@ -21,23 +21,23 @@ cannot change the script.
 
 The outcome's `summary` is the output's last line, its `text` the output's tail (TEXT_CHARS at
 most: a reviewer prints its verdict there). The process gets `request.env` as its complete
-environment when it is non-empty, else a minimal inherited one (PATH, HOME, locale, ...) without
-the worker's credentials.
+environment when it is non-empty, else the base allow-list of `backends.secrets` (PATH, HOME,
+locale, ...) without the worker's credentials. With `request.writable` it can write only there,
+and its TMPDIR is the first of those paths outside the worktree (the task's own).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import shlex
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from backends._proc import run_process
 from backends.base import AgentOutcome, AgentRequest, Heartbeat, pgid_file
+from backends.confine import with_tmpdir
+from backends.secrets import agent_env, redactor
 
 PRESETS: dict[str, list[str]] = {
     "codex": [
@@ -56,21 +56,6 @@ SUMMARY_CHARS = 500
 TEXT_CHARS = 200_000  # the output's tail kept as the outcome's text (a reviewer's verdict)
 ERROR_TAIL_LINES = 20
 
-_INHERITED_ENV = (
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TERM",
-    "TMPDIR",
-    "TZ",
-)
-_SECRET_KEY = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
-
 
 def render_argv(template: list[str], values: dict[str, str]) -> list[str]:
     """Substitute `{name}` placeholders with str.replace, so other braces (JSON, shell) survive."""
@@ -80,10 +65,6 @@ def render_argv(template: list[str], values: dict[str, str]) -> list[str]:
             arg = arg.replace("{" + key + "}", value)
         out.append(arg)
     return out
-
-
-def minimal_env() -> dict[str, str]:
-    return {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
 
 
 def prompt_path(transcript: Path) -> Path:
@@ -148,8 +129,8 @@ class CommandAgent:
                 "title": request.title,
             },
         )
-        env = dict(request.env) if request.env else minimal_env()
-        redact = _redactor(request.env)
+        env = with_tmpdir(request.env or agent_env(), request.writable, request.workdir)
+        redact = redactor(env)
         with request.transcript.open("a", encoding="utf-8") as fh:
             fh.write(redact(f"$ {shlex.join(argv)}\n"))
 
@@ -166,6 +147,7 @@ class CommandAgent:
                 on_line=progress.on_line,
                 pgid_file=pgid_file(request.transcript),
                 tail_chars=TEXT_CHARS,
+                confine=request.writable,
             )
         except FileNotFoundError:
             return AgentOutcome(succeeded=False, error=f"agent executable not found: {argv[0]!r}")
@@ -203,17 +185,3 @@ class CommandAgent:
             error=error,
             text=redact(result.output)[-TEXT_CHARS:],
         )
-
-
-def _redactor(env: dict[str, str]) -> Callable[[str], str]:
-    """Mask credential values from `env` in text bound for workflow history and the Web UI."""
-    secrets = sorted(
-        (v for k, v in env.items() if _SECRET_KEY.search(k) and len(v) >= 8), key=len, reverse=True
-    )
-
-    def redact(text: str) -> str:
-        for value in secrets:
-            text = text.replace(value, "***")
-        return text
-
-    return redact

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends import confine
 from backends.git import (
     GitError,
     PushResult,
@@ -34,7 +37,9 @@ from backends.git import (
     worktree_ok,
 )
 from backends.sandboxes import conflict
+from backends.sandboxes.changes import escaping_symlink, named_by, split_untracked
 
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -43,6 +48,17 @@ def _checked(kind: str, value: str) -> str:
     if not _NAME.match(value) or ".." in value or value.endswith((".lock", ".")):
         raise ValueError(f"{kind} {value!r} is not a safe name (letters, digits, '.', '_', '-')")
     return value
+
+
+@dataclass
+class Committed:
+    """What `commit_all` made of the agent's leftovers."""
+
+    commit: str | None = None  # the task's tip; None: nothing changed
+    changed: list[str] = field(default_factory=list)  # since the base
+    deleted: list[str] = field(default_factory=list)  # since the base
+    left_out: list[str] = field(default_factory=list)  # untracked junk, with the reason
+    rejected: str | None = None  # why the change cannot be taken (nothing was committed)
 
 
 class GitWorktreeSandbox:
@@ -67,6 +83,36 @@ class GitWorktreeSandbox:
         d = self.workspace / "transcripts" / _checked("run key", run_key)
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{_checked('task id', task_id)}.log"
+
+    def tmp_dir(self, run_key: str, task_id: str) -> Path:
+        """The task's private temporary directory (TMPDIR of its confined processes)."""
+        return self.workspace / "tmp" / _checked("run key", run_key) / _checked("task id", task_id)
+
+    def writable(
+        self, run_key: str, task_id: str, workdir: Path, wanted: bool
+    ) -> list[Path] | None:
+        """Where a process working in `workdir` may write, or None to leave it unconfined.
+
+        The worktree, its own index and HEAD in the clone (so `git status` and `git restore`
+        work; objects and refs stay read-only, so an agent cannot commit or rewrite branches),
+        the task's temporary directory, and the worker's PIPELINE_AGENT_WRITABLE.
+        """
+        if not wanted:
+            return None
+        if not confine.available():
+            if not getattr(self, "_warned_unconfined", False):
+                self._warned_unconfined = True
+                log.warning("Landlock is not available: agents and checks run unconfined")
+            return None
+        tmp = self.tmp_dir(run_key, task_id)
+        tmp.mkdir(parents=True, exist_ok=True)
+        paths = [workdir, tmp, *confine.extra_writable()]
+        git_file = str(workdir / ".git")
+        for pointer in (self.workspace / "repos").glob("*.git/worktrees/*/gitdir"):
+            with contextlib.suppress(OSError):
+                if pointer.read_text().strip() == git_file:
+                    paths.append(pointer.parent)
+        return paths
 
     @staticmethod
     def task_branch(run_key: str, task_id: str) -> str:
@@ -215,29 +261,56 @@ class GitWorktreeSandbox:
         return wt
 
     async def commit_all(
-        self, run_key: str, task_id: str, base_commit: str, message: str
-    ) -> tuple[str | None, list[str]]:
-        """Commit what the agent left; (HEAD, files changed since base), or (None, []) for a no-op."""
+        self,
+        run_key: str,
+        task_id: str,
+        base_commit: str,
+        message: str,
+        named: Iterable[str] = (),
+    ) -> Committed:
+        """Commit what the agent left, checked against the recorded base.
+
+        Tracked changes are committed; untracked files too, except junk the task does not name
+        (`changes.split_untracked`). The change is rejected, and nothing committed, when the
+        worktree's .git is gone or corrupt, when HEAD no longer descends from the base (the agent
+        amended, reset or rebased it), or when a symlink leads out of the worktree.
+        """
         clone = await self._clone_of(run_key, task_id)
         wt, branch = self.worktree_dir(run_key, task_id), self.task_branch(run_key, task_id)
         if not await worktree_ok(clone, wt):
-            raise GitError(f"the worktree of task {task_id} is broken (its .git was removed)")
+            return Committed(rejected="the agent removed or corrupted the worktree's .git")
         head = await rev_parse("HEAD", wt)
         if head is None or not await is_ancestor(base_commit, head, wt):
-            raise GitError(
-                f"task {task_id}: HEAD {head} does not descend from base {base_commit}: "
-                "the agent rewrote history"
+            return Committed(
+                rejected=f"HEAD {head or '(none)'} does not descend from the task's base "
+                f"{base_commit[:12]}: the agent rewrote history (amend, reset or rebase)"
             )
+        named = list(named)
         trailer = task_trailer(run_key, task_id)
         msg = with_trailer(message, trailer)
-        await git("add", "--all", cwd=wt)
-        staged = await git("diff", "--cached", "--quiet", cwd=wt, check=False)
-        if staged.exit_code == 1:
+        await git("add", "--update", cwd=wt)
+        others = await git("ls-files", "--others", "--exclude-standard", "-z", cwd=wt)
+        keep, left_out = split_untracked(wt, split_z(others.output), named)
+        if keep:
+            paths = b"".join(p.rstrip("/").encode() + b"\0" for p in keep)
+            await git("add", "--pathspec-from-file=-", "--pathspec-file-nul", cwd=wt, stdin=paths)
+        staged = await git("diff", "--cached", "--name-only", "--no-renames", "-z", head, cwd=wt)
+        committed = await git(
+            "diff", "--name-only", "--no-renames", "-z", base_commit, head, cwd=wt
+        )
+        for path in sorted(set(split_z(staged.output)) | set(split_z(committed.output))):
+            if (target := escaping_symlink(wt, path)) is not None:
+                await git("reset", "--quiet", cwd=wt)
+                return Committed(
+                    rejected=f"{path} is a symlink to {target}, outside the worktree",
+                    left_out=left_out,
+                )
+        if staged.output:
             await git("commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-m", msg, cwd=wt)
             head = await rev_parse("HEAD", wt) or head
         same = await git("diff", "--quiet", "--no-renames", base_commit, head, cwd=wt, check=False)
         if same.exit_code == 0:  # nothing changed, or changes that cancel out: a no-op
-            return None, []
+            return Committed(left_out=left_out)
         body = await git("show", "--no-patch", "--format=%B", head, cwd=wt)
         if trailer not in body.output.splitlines():
             # The agent committed everything itself: mark the task's tip so merges can find it.
@@ -249,7 +322,18 @@ class GitWorktreeSandbox:
             await git("update-ref", f"refs/heads/{branch}", head, cwd=wt)
             await git("symbolic-ref", "HEAD", f"refs/heads/{branch}", cwd=wt)
         diff = await git("diff", "--name-only", "--no-renames", "-z", base_commit, head, cwd=wt)
-        return head, split_z(diff.output)
+        gone = await git(
+            "diff",
+            "--name-only",
+            "--no-renames",
+            "--diff-filter=D",
+            "-z",
+            base_commit,
+            head,
+            cwd=wt,
+        )
+        deleted = [p for p in split_z(gone.output) if not named_by(p, named)]
+        return Committed(head, split_z(diff.output), deleted, left_out)
 
     async def remove(self, run_key: str, task_id: str, delete_branch: bool) -> tuple[bool, bool]:
         """(worktree removed, branch deleted) by this call; nothing there is not an error."""
@@ -257,7 +341,8 @@ class GitWorktreeSandbox:
         clone = await self._find_clone(run_key, task_id)
         if clone is None:
             removed = wt.exists()
-            await asyncio.to_thread(shutil.rmtree, wt, ignore_errors=True)
+            for gone in (wt, self.tmp_dir(run_key, task_id)):
+                await asyncio.to_thread(shutil.rmtree, gone, ignore_errors=True)
             return removed, False
         deleted = False
         async with self._lock(clone):
@@ -271,8 +356,11 @@ class GitWorktreeSandbox:
                 ):
                     await git("update-ref", "-d", ref, cwd=clone, check=False)
                 self._clones.pop((run_key, task_id), None)
-        with contextlib.suppress(OSError):
-            wt.parent.rmdir()  # the run's folder, once its last task is gone
+        tmp = self.tmp_dir(run_key, task_id)
+        await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
+        for empty in (wt.parent, tmp.parent):  # the run's folders, once its last task is gone
+            with contextlib.suppress(OSError):
+                empty.rmdir()
         return removed, deleted
 
     async def prepare_conflict(

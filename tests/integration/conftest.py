@@ -15,6 +15,7 @@ import pytest
 from tests.integration.helpers import (
     DevServer,
     Procs,
+    agent_log_path,
     kill_stray_agents,
     process_env,
     start_worker,
@@ -71,7 +72,7 @@ def procs(agent_log: Path) -> Iterator[Procs]:
 def agent_log(tmp_path: Path) -> Iterator[Path]:
     """Where the fake agents of a test log their runs; any agent still running at the end is
     killed (a test asserts there is none: `assert_no_agent_alive`)."""
-    log = tmp_path / "agents.log"
+    log = agent_log_path(tmp_path)
     try:
         yield log
     finally:

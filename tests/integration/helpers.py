@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -86,6 +87,18 @@ class AgentRun:
     pid: int
     start: float
     end: float | None  # None: started, never finished (killed)
+
+
+# Agents are confined to their worktree (backends.confine); the fake agent's logs live outside
+# it, in this one directory every worker started here may write to (PIPELINE_AGENT_WRITABLE).
+AGENT_LOG_ROOT = Path(tempfile.gettempdir()) / "pipeline-fake-agent-logs"
+
+
+def agent_log_path(tmp: Path, name: str = "agents.log") -> Path:
+    """A fresh log file for the fake agents of `tmp`'s test or bench run."""
+    folder = AGENT_LOG_ROOT / f"{os.getpid()}-{abs(hash(str(tmp))):x}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
 
 
 def write_agent(tmp: Path) -> Path:
@@ -236,6 +249,7 @@ def process_env(tmp: Path) -> dict[str, str]:
         # No ~/.config/temporalio profile (or anything else of the user's home) is read.
         "HOME": str(tmp / "home"),
         "XDG_CACHE_HOME": str(tmp / "cache"),
+        "PIPELINE_AGENT_WRITABLE": str(AGENT_LOG_ROOT),
     }
 
 

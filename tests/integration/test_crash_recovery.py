@@ -22,6 +22,7 @@ from tests.integration.helpers import (
     DevServer,
     Procs,
     agent_command,
+    agent_log_path,
     agent_runs,
     assert_merged_once,
     assert_no_agent_alive,
@@ -89,7 +90,7 @@ class Scene:
         self.repo = make_dirty_user_repo(tmp / "repo")
         self.plan = tmp / "crash-plan.md"
         self.plan.write_text(PLAN)
-        self.log = tmp / "agents.log"
+        self.log = agent_log_path(tmp)
         self.command = agent_command(write_agent(tmp), self.log, AGENT_SLEEP_S, helper=helper)
         self.before = repo_snapshot(self.repo, TARGET)
 

@@ -139,11 +139,11 @@ async def test_parallel_prepares_get_distinct_worktrees(env: Env) -> None:
 
 async def test_nothing_changed_is_a_no_op(env: Env) -> None:
     base, wt = await env.task()
-    assert await env.sb.commit_all("r1", "1.1", base, "Task 1.1") == (None, [])
+    assert (await env.sb.commit_all("r1", "1.1", base, "Task 1.1")).commit is None
     # Changes that cancel out are no change either.
     agent_commit(wt, "a.txt", "changed\n")
     agent_commit(wt, "a.txt", "one\ntwo\nthree\n")
-    assert await env.sb.commit_all("r1", "1.1", base, "Task 1.1") == (None, [])
+    assert (await env.sb.commit_all("r1", "1.1", base, "Task 1.1")).commit is None
 
 
 async def test_commit_all_commits_everything_once(env: Env) -> None:
@@ -153,7 +153,7 @@ async def test_commit_all_commits_everything_once(env: Env) -> None:
     (wt / "a.txt").write_text("edited\n")
     (wt / "src" / "lib.py").unlink()
     first = await env.sb.commit_all("r1", "1.1", base, "Task 1.1: do it")
-    head, files = first
+    head, files = first.commit, first.changed
     assert head is not None and head != base
     assert sorted(files) == ["a.txt", "new dir/ünï.txt", "src/lib.py"]
     message = sh(env.clone, "show", "-s", "--format=%B", head)
@@ -170,7 +170,8 @@ async def test_agent_commits_are_accepted_with_leftovers_on_top(env: Env) -> Non
     base, wt = await env.task()
     own = agent_commit(wt, "agent.txt", "by the agent\n")
     (wt / "leftover.txt").write_text("not committed\n")
-    head, files = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    done = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    head, files = done.commit, done.changed
     assert head is not None and sh(wt, "rev-parse", f"{head}^") == own
     assert sorted(files) == ["agent.txt", "leftover.txt"]
     assert sh(wt, "show", "-s", "--format=%an", own) == IDENTITY["GIT_AUTHOR_NAME"]
@@ -179,18 +180,20 @@ async def test_agent_commits_are_accepted_with_leftovers_on_top(env: Env) -> Non
 async def test_agent_commits_alone_get_a_marker_commit(env: Env) -> None:
     base, wt = await env.task()
     own = agent_commit(wt, "agent.txt", "by the agent\n")
-    head, files = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    done = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    head, files = done.commit, done.changed
     assert head is not None and head != own and sh(wt, "rev-parse", f"{head}^") == own
     assert "Pipeline-Task: r1/1.1" in sh(wt, "show", "-s", "--format=%B", head)
     assert files == ["agent.txt"]
-    assert await env.sb.commit_all("r1", "1.1", base, "Task 1.1") == (head, files)
+    assert await env.sb.commit_all("r1", "1.1", base, "Task 1.1") == done
 
 
 async def test_agent_on_another_branch_becomes_the_task_branch(env: Env) -> None:
     base, wt = await env.task()
     sh(wt, "checkout", "-q", "-b", "agent-branch")
     agent_commit(wt, "x.txt", "x\n")
-    head, files = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    done = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    head, files = done.commit, done.changed
     assert files == ["x.txt"]
     assert sh(wt, "symbolic-ref", "HEAD") == "refs/heads/pipeline/r1/task-1.1"
     assert sh(wt, "rev-parse", "HEAD") == head
@@ -200,8 +203,8 @@ async def test_history_rewrite_is_detected(env: Env) -> None:
     base, wt = await env.task()
     sh(wt, "reset", "-q", "--hard", "HEAD~1")
     agent_commit(wt, "x.txt", "x\n")
-    with pytest.raises(GitError, match="rewrote history"):
-        await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    done = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    assert done.commit is None and "rewrote history" in (done.rejected or "")
 
 
 async def test_reset_cleans_a_dirty_worktree(env: Env) -> None:
@@ -222,8 +225,8 @@ async def test_reset_recreates_a_worktree_whose_git_file_was_deleted(env: Env) -
     base, wt = await env.task()
     (wt / ".git").unlink()
     (wt / "junk.txt").write_text("junk\n")
-    with pytest.raises(GitError, match="broken"):
-        await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    done = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    assert done.commit is None and ".git" in (done.rejected or "")
     assert await env.sb.reset("r1", "1.1", base) == wt
     assert not (wt / "junk.txt").exists()
     assert sh(wt, "rev-parse", "HEAD") == base
@@ -231,8 +234,8 @@ async def test_reset_recreates_a_worktree_whose_git_file_was_deleted(env: Env) -
     # A fresh sandbox object (another worker process) finds the task through its refs.
     other = GitWorktreeSandbox(env.tmp / "ws")
     (wt / "new.txt").write_text("n\n")
-    head, files = await other.commit_all("r1", "1.1", base, "Task 1.1")
-    assert head is not None and files == ["new.txt"]
+    done = await other.commit_all("r1", "1.1", base, "Task 1.1")
+    assert done.commit is not None and done.changed == ["new.txt"]
 
 
 async def test_remove_is_idempotent_and_leaves_nothing_behind(env: Env) -> None:

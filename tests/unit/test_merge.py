@@ -41,7 +41,7 @@ class Env:
         for path, text in files.items():
             (wt / path).parent.mkdir(parents=True, exist_ok=True)
             (wt / path).write_text(text)
-        commit, _ = await self.sb.commit_all("r1", task_id, base, f"Task {task_id}")
+        commit = (await self.sb.commit_all("r1", task_id, base, f"Task {task_id}")).commit
         assert commit is not None
         return base, commit
 
@@ -208,7 +208,7 @@ async def test_a_branch_checked_out_by_the_user_is_never_pushed(env: Env) -> Non
     await env.sb.prepare_run(str(env.repo), env.main, "main")
     base, wt = await env.sb.prepare("r1", "1.1", str(env.repo), "main")
     (wt / "hello.txt").write_text("hello\n")
-    commit, _ = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    commit = (await env.sb.commit_all("r1", "1.1", base, "Task 1.1")).commit
     assert commit is not None
     with pytest.raises(GitError, match="checked out"):
         await merge_task(

@@ -53,6 +53,7 @@ class Script:
     agent_cost: float = 0.25
     large_diff: set[str] = field(default_factory=set)
     lost_queue_claims: dict[str, int] = field(default_factory=dict)
+    unasked_deletions: dict[str, int] = field(default_factory=dict)  # task -> files deleted
 
 
 class FakeActivities:
@@ -157,6 +158,10 @@ class FakeActivities:
             succeeded=True,
             commit=f"c-{tid}-{self.commits[tid]}",
             changed_files=[f"{tid}.txt"],
+            unasked_deletions=[
+                f"src/{i}.py" for i in range(self.script.unasked_deletions.get(tid, 0))
+            ][:5],
+            unasked_deletions_total=self.script.unasked_deletions.get(tid, 0),
             **spend,
         )
 

@@ -152,6 +152,29 @@ async def test_approval_large_only_stops_large_changes(running: Harness) -> None
     assert (await handle.result()).status is RunStatus.COMPLETED
 
 
+@pytest.mark.parametrize(
+    "running", [Script(unasked_deletions={"1.1": 11, "1.2": 10})], indirect=True
+)
+async def test_deleting_many_unnamed_files_waits_for_approval_even_without_approval(
+    running: Harness,
+) -> None:
+    handle = await running.start(plan_input(PLAN, approval=Approval.NEVER))
+    await _wait_phase(
+        handle, "1.1", "awaiting approval: deletes 11 files the task does not name", running.client
+    )
+    # 1.2 deletes 10, the threshold itself: it merges unattended.
+    for _ in range(300):
+        progress = await handle.query("status", result_type=RunProgress)
+        if {t.id: t.status for t in progress.tasks}["1.2"] is TaskStatus.MERGED:
+            break
+        await asyncio.sleep(0.05)
+    assert {t.id: t.status for t in progress.tasks}["1.2"] is TaskStatus.MERGED
+    assert ("merge_task", "1.1") not in running.fakes.calls
+    await handle.signal("reject", "1.1")
+    t = tasks(await handle.result())
+    assert t["1.1"].status is TaskStatus.FAILED and t["1.1"].error == "rejected"
+
+
 async def test_run_budget_stops_new_tasks_and_says_so(running: Harness) -> None:
     running.fakes.script.agent_cost = 1.0
     plan = "## Batch 1: b\n" + "".join(f"### Task 1.{i}: t\n" for i in range(1, 6))

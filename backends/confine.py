@@ -1,0 +1,160 @@
+"""Confine a process's writes to the paths it is given, with Linux Landlock.
+
+An agent, a command reviewer and a verification command (which runs code the agent wrote) may
+read anything the worker's user can, but write only beneath the paths of a `Confinement`: the
+task's worktree, its private temporary directory, and what the worker adds. Writes anywhere else,
+through `..`, an absolute path or a symlink, fail with EACCES: the user's repository, the
+pipeline's clone, other tasks' worktrees and the worker's own files are out of reach. The rules
+are set in the child between fork and exec and bind all its descendants; nobody needs privileges.
+
+Landlock needs Linux 5.13 or later with the LSM enabled. Without it `available()` is 0, and
+callers decide whether to run unconfined (and say so) or refuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import struct
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+_SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446  # same on every arch
+_CREATE_RULESET_VERSION = 1
+_RULE_PATH_BENEATH = 1
+_PR_SET_NO_NEW_PRIVS = 38
+
+WRITE_FILE = 1 << 1
+REMOVE_DIR, REMOVE_FILE = 1 << 4, 1 << 5
+MAKE_CHAR, MAKE_DIR, MAKE_REG, MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK, MAKE_SYM = (
+    1 << 6,
+    1 << 7,
+    1 << 8,
+    1 << 9,
+    1 << 10,
+    1 << 11,
+    1 << 12,
+)
+REFER = 1 << 13  # ABI 2: rename and link across directories
+TRUNCATE = 1 << 14  # ABI 3
+
+# Everything that writes; reading and executing stay allowed everywhere.
+_WRITES_V1 = (
+    WRITE_FILE
+    | REMOVE_DIR
+    | REMOVE_FILE
+    | MAKE_CHAR
+    | MAKE_DIR
+    | MAKE_REG
+    | MAKE_SOCK
+    | MAKE_FIFO
+    | MAKE_BLOCK
+    | MAKE_SYM
+)
+_FILE_RIGHTS = WRITE_FILE | TRUNCATE
+# Device nodes (/dev/null, /dev/tty) are written to, never created or removed.
+DEVICES = Path("/dev")
+WRITABLE_SETTING = "PIPELINE_AGENT_WRITABLE"
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+@functools.cache
+def available() -> int:
+    """The kernel's Landlock ABI version; 0 when Landlock cannot be used here."""
+    with contextlib.suppress(Exception):
+        libc = _libc()
+        libc.syscall.restype = ctypes.c_long
+        version = libc.syscall(_SYS_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION)
+        return max(int(version), 0)
+    return 0
+
+
+def extra_writable(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Paths the worker lets every confined process write to as well: PIPELINE_AGENT_WRITABLE,
+    separated by ':' (caches of package managers, for instance: ~/.npm, ~/.cache/pip)."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get(WRITABLE_SETTING, "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def with_tmpdir(
+    env: Mapping[str, str], writable: list[Path] | None, workdir: Path
+) -> dict[str, str]:
+    """`env` with TMPDIR on the first writable path outside `workdir` (the task's own): /tmp
+    itself is out of reach of a confined process."""
+    own = [p for p in writable or [] if not p.is_relative_to(workdir)]
+    return {**env, "TMPDIR": str(own[0])} if own else dict(env)
+
+
+def handled_rights(abi: int) -> int:
+    rights = _WRITES_V1
+    if abi >= 2:
+        rights |= REFER
+    if abi >= 3:
+        rights |= TRUNCATE
+    return rights
+
+
+class Confinement:
+    """A Landlock ruleset allowing writes beneath `writable` only, ready to apply in a child.
+
+    Built in the parent (opening paths after fork is not safe in a threaded process); the child
+    only calls two syscalls on the inherited descriptor. `close()` in the parent once it has forked.
+    """
+
+    def __init__(self, writable: Iterable[Path]) -> None:
+        abi = available()
+        if not abi:
+            raise OSError("Landlock is not available on this kernel")
+        self.rights = handled_rights(abi)
+        self.writable = [Path(p) for p in writable]
+        libc = _libc()
+        libc.syscall.restype = ctypes.c_long
+        attr = struct.pack("=Q", self.rights)
+        fd = int(libc.syscall(_SYS_CREATE_RULESET, attr, len(attr), 0))
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+        self.fd = fd
+        try:
+            for path in self.writable:
+                self._allow(libc, path, self.rights)
+            self._allow(libc, DEVICES, self.rights & _FILE_RIGHTS, beneath_files=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _allow(
+        self, libc: ctypes.CDLL, path: Path, rights: int, beneath_files: bool = False
+    ) -> None:
+        try:
+            target = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # nothing there to write into
+        try:
+            if not beneath_files and not path.is_dir():
+                rights &= _FILE_RIGHTS  # a file takes file rights only
+            rule = struct.pack("=Qi", rights, target)  # struct landlock_path_beneath_attr, packed
+            if libc.syscall(_SYS_ADD_RULE, self.fd, _RULE_PATH_BENEATH, rule, 0) < 0:
+                raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
+        finally:
+            os.close(target)
+
+    def apply(self) -> None:
+        """In the child: from now on, this process and its descendants write only where allowed."""
+        libc = _libc()
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+        libc.syscall.restype = ctypes.c_long
+        if libc.syscall(_SYS_RESTRICT_SELF, self.fd, 0) != 0:
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,127 @@
+"""Secrets: what reaches agents, and masking in output, transcripts, payloads, failures, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
+from temporalio.converter import DefaultPayloadConverter
+from temporalio.exceptions import ApplicationError
+
+from backends._proc import run_process
+from backends.secrets import Redactor, agent_env, env_names, redactor, secret_values
+from cli.logs import RedactingFilter
+from cli.redaction import RedactingCodec, RedactingFailureConverter
+
+TOKEN = "tok-3f9a1c77e2b54d0e"
+
+
+@pytest.fixture
+def planted(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DEPLOY_TOKEN", TOKEN)
+    return TOKEN
+
+
+def test_env_names_accepts_lists_and_refuses_bad_names() -> None:
+    assert env_names("A, B_2 ,A\tC") == ["A", "B_2", "C"]
+    assert env_names(["X"]) == ["X"] and env_names(None) == []
+    with pytest.raises(ValueError, match="'1BAD'"):
+        env_names("OK,1BAD")
+
+
+def test_agent_env_is_the_allow_list_plus_named_variables() -> None:
+    environ = {"PATH": "/bin", "HOME": "/h", "AWS_SECRET_ACCESS_KEY": "x" * 20, "NEEDED": "1"}
+    assert agent_env(["NEEDED", "ABSENT"], environ) == {"PATH": "/bin", "HOME": "/h", "NEEDED": "1"}
+
+
+def test_secret_values_by_name_pattern_and_by_setting() -> None:
+    environ = {
+        "GITHUB_TOKEN": "ghp_abcdefghijkl",
+        "SHORT_KEY": "abc",  # too short to mask safely
+        "DATABASE_URL": "postgres://u:pw@db/x",  # not credential-looking by name...
+        "PIPELINE_SECRET_ENV": "DATABASE_URL",  # ...but named as a secret
+        "HOME": "/home/someone",
+    }
+    assert secret_values(environ) == ["postgres://u:pw@db/x", "ghp_abcdefghijkl"]
+
+
+def test_redactor_masks_text_bytes_and_json_escaped_forms() -> None:
+    mask = Redactor(['pa"ss\\word-123', "abc12345"])
+    assert mask("x abc12345 y") == "x *** y"
+    assert mask.bytes(json.dumps({"v": 'pa"ss\\word-123'}).encode()) == b'{"v": "***"}'
+    assert not Redactor([]) and Redactor(["abcdefgh"]).overlap == 7
+
+
+async def test_process_output_is_masked_across_chunks_lines_and_the_transcript(
+    tmp_path: Path, planted: str
+) -> None:
+    # The secret is written in two halves, flushed apart: it arrives split across reads.
+    half = len(planted) // 2
+    code = (
+        "import sys, time\n"
+        f"sys.stdout.write('key=' + {planted[:half]!r}); sys.stdout.flush(); time.sleep(0.3)\n"
+        f"sys.stdout.write({planted[half:]!r} + ' end\\n'); sys.stdout.flush()\n"
+        f"sys.stdout.write('x' * 200000 + {planted!r})\n"
+    )
+    lines: list[str] = []
+    transcript = tmp_path / "t.log"
+    res = await run_process(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        transcript=transcript,
+        on_line=lines.append,
+        tail_chars=300_000,
+    )
+    assert res.ok
+    assert lines[0] == "key=*** end" and lines[1].endswith("x***")
+    assert planted not in res.output and res.output.startswith("key=*** end\n")
+    assert planted.encode() not in transcript.read_bytes()
+
+
+def test_payloads_leaving_the_process_are_masked(planted: str) -> None:
+    payload = DefaultPayloadConverter().to_payloads([{"error": f"curl -H {planted}"}])[0]
+    (out,) = asyncio.run(RedactingCodec().encode([payload]))
+    assert planted.encode() not in out.data and b"***" in out.data
+    assert out.metadata == payload.metadata
+    assert asyncio.run(RedactingCodec().decode([out])) == [out]
+    untouched = Payload(metadata={"encoding": b"json/plain"}, data=b'"nothing secret"')
+    assert asyncio.run(RedactingCodec().encode([untouched])) == [untouched]
+
+
+def test_failures_are_masked_with_their_causes(planted: str) -> None:
+    try:
+        try:
+            raise ValueError(f"inner {planted}")
+        except ValueError as inner:
+            raise ApplicationError(f"outer {planted}", type="GitError") from inner
+    except ApplicationError as exc:
+        failure = Failure()
+        RedactingFailureConverter().to_failure(exc, DefaultPayloadConverter(), failure)
+    assert failure.message == "outer ***" and failure.cause.message == "inner ***"
+    assert planted not in failure.stack_trace + failure.cause.stack_trace
+
+
+def test_log_records_are_masked_with_their_arguments_and_tracebacks(planted: str) -> None:
+    try:
+        raise RuntimeError(planted)
+    except RuntimeError:
+        record = logging.getLogger("t").makeRecord(
+            "t", logging.WARNING, __file__, 1, "agent said %s", (planted,), sys.exc_info()
+        )
+    assert RedactingFilter().filter(record)
+    text = logging.Formatter().format(record)
+    assert planted not in text and "agent said ***" in text and "RuntimeError: ***" in text
+
+
+def test_the_redactor_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEPLOY_TOKEN", raising=False)
+    assert TOKEN not in redactor().secrets
+    monkeypatch.setenv("DEPLOY_TOKEN", TOKEN)
+    assert TOKEN in redactor().secrets
+    assert "other-secret-1" in redactor({"X_API_KEY": "other-secret-1"}).secrets
