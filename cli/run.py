@@ -64,6 +64,22 @@ def run_identity(repo: str, plan_bytes: bytes, settings: Settings, target: str) 
     return key, f"pipeline-{key}"
 
 
+# Temporal refuses a payload over 2 MiB (its default blob size limit); the run's input carries the
+# parsed plan, so a plan that would not fit is refused before anything starts.
+MAX_INPUT_BYTES = 1_800_000
+
+
+def check_input_size(inp: PlanRunInput, plan_path: Path) -> None:
+    size = len(inp.model_dump_json())
+    if size > MAX_INPUT_BYTES:
+        tasks = len(inp.plan.tasks)
+        raise UsageError(
+            f"{plan_path}: the plan is too large for one run ({tasks} tasks, "
+            f"{size / 1e6:.1f} MB as the run's input; the limit is {MAX_INPUT_BYTES / 1e6:.1f} MB). "
+            "Run it in parts with --start-batch/--end-batch."
+        )
+
+
 async def build_input(
     plan: Plan, plan_bytes: bytes, settings: Settings
 ) -> tuple[PlanRunInput, str]:
@@ -109,9 +125,9 @@ async def build_input(
         verify_timeout_s=settings.verify_timeout,
         heartbeat_timeout_s=settings.heartbeat_timeout,
     )
-    return PlanRunInput(
-        run_key=run_key, plan_name=plan_name, plan=plan, options=options
-    ), workflow_id
+    inp = PlanRunInput(run_key=run_key, plan_name=plan_name, plan=plan, options=options)
+    check_input_size(inp, settings.plan)
+    return inp, workflow_id
 
 
 def reviewer_config(settings: Settings, agent: AgentConfig) -> ReviewerConfig:

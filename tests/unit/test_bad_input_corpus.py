@@ -163,7 +163,28 @@ PLANS = [
     ),
 ]
 
+# 3,000 tasks of 600 characters each: over the run input's limit of 1.8 MB.
+HUGE = "## Batch 1: b\n**Dependencies:** None\n" + "".join(
+    f"### Task 1.{i}: t\n{'x' * 600}\n" for i in range(1, 3001)
+)
+
 RUNS = [
+    Case(
+        "plan too large for one run",
+        HUGE,
+        args=("--agent", "literal"),
+        expect=("too large for one run", "3000 tasks", "--start-batch"),
+        dry=False,
+        setup=_user_repo,
+    ),
+    Case(
+        "agent env with a bad name",
+        GOOD,
+        args=("--agent", "literal", "--agent-env", "OK,1BAD"),
+        expect=("--agent-env", "'1BAD'"),
+        dry=False,
+        setup=_user_repo,
+    ),
     Case(
         "repo that does not exist",
         GOOD,
