@@ -23,6 +23,9 @@ class PlanWorkflow:
         self.inp: PlanRunInput | None = None
         self.results: dict[str, TaskResult] = {}
         self.running: dict[str, asyncio.Task[None]] = {}
+        # Running tasks that are merging, with what they spent: merges queue on the target, not
+        # on agent slots, and the run's budget counts their spending before they finish.
+        self.merging: dict[str, float] = {}
         self.tries: dict[str, int] = {}
         self.skip_running: set[str] = set()
         self.paused = False
@@ -50,6 +53,18 @@ class PlanWorkflow:
         self.cancelling = True
         self.cancel_now = self.cancel_now or bool(request and request.now)
         self.changed = True
+
+    @workflow.signal
+    def task_merging(self, task_id: str, cost_usd: float = 0.0) -> None:
+        """From a task: its agent work is done and it waits for the target; its slot is free."""
+        if task_id in self.running:
+            self.merging[task_id] = cost_usd
+            self.changed = True
+
+    @workflow.signal
+    def task_working(self, task_id: str, cost_usd: float = 0.0) -> None:
+        """From a task: it runs an agent again (a conflict fix) and counts as running again."""
+        self.merging.pop(task_id, None)
 
     @workflow.signal
     def retry(self, task_id: str) -> None:
@@ -92,7 +107,8 @@ class PlanWorkflow:
         )
 
     def _spent(self) -> float:
-        return round(sum(r.cost_usd for r in self.results.values()), 10)
+        finished = sum(r.cost_usd for r in self.results.values())
+        return round(finished + sum(self.merging.values()), 10)
 
     # ------------------------------------------------------------------ the run
 
@@ -161,7 +177,7 @@ class PlanWorkflow:
             elif not self.paused:
                 states = {t: r.status for t, r in self.results.items()}
                 for tid in sched.ready(states):
-                    if len(self.running) >= self.inp.options.max_concurrent:
+                    if len(self.running) - len(self.merging) >= self.inp.options.max_concurrent:
                         break
                     self._start(tid, sched)
             self._publish_details()
@@ -240,6 +256,7 @@ class PlanWorkflow:
             self.target_commit = res.commit
         self.results[tid] = res
         del self.running[tid]
+        self.merging.pop(tid, None)
         self.changed = True
 
     def _take_requests(self, sched: Schedule) -> None:

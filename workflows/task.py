@@ -189,6 +189,7 @@ class TaskWorkflow(TaskSteps):
             if not await self._approved(inp, label):
                 return
             res.phase = "merge"
+            await self._tell_parent("task_merging")
             merge = await self._merge(inp, label, base, commit)
             if merge.merged:
                 res.status, res.commit, res.error = TaskStatus.MERGED, merge.commit, None
@@ -197,6 +198,7 @@ class TaskWorkflow(TaskSteps):
                 # One fix round with the conflicting files, on top of the target's tip.
                 conflict_fixed = True
                 res.phase = "conflict fix"
+                await self._tell_parent("task_working")
                 prep: ConflictFixOut = await self._act(
                     "prepare_conflict_fix",
                     ConflictFixIn(

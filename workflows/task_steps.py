@@ -148,6 +148,19 @@ class TaskSteps:
             res.status, res.error = TaskStatus.FAILED, out.error or "the agent failed"
             return None
 
+    async def _tell_parent(self, signal: str) -> None:
+        """Tell the run where this task is (its concurrency slot is freed while it merges)."""
+        parent = workflow.info().parent
+        assert self.inp is not None and self.result is not None
+        if parent is None or not workflow.patched("merge-frees-slot"):
+            return
+        try:
+            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                signal, args=[self.inp.task.id, self.result.cost_usd]
+            )
+        except ApplicationError as exc:  # the run has closed (cancelled): nobody to tell
+            workflow.logger.warning("could not signal %s to the run: %s", signal, exc)
+
     async def _verify(self, inp: TaskInput, label: str, base: str, commit: str) -> bool:
         res, commands = self.result, inp.task.commands
         assert res is not None

@@ -1,8 +1,9 @@
 """Record workflow histories for the replay tests: `python -m tests.replay.record_histories`.
 
 Runs every workflow shape on the time-skipping server with the fake activities and writes each
-PlanWorkflow and TaskWorkflow history to tests/replay/histories/. Re-record only on purpose: a
-recorded history is the promise that runs started by this version still replay after a change.
+PlanWorkflow and TaskWorkflow history to tests/replay/histories/<VERSION>/. After a change to a
+workflow (behind `workflow.patched`), raise VERSION and record: the older versions' histories stay,
+as the promise that runs started by those versions still replay.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from tests.workflows.fakes import FakeActivities, Script
 from workflows.plan import PlanWorkflow
 from workflows.task import TaskWorkflow
 
-OUT = Path(__file__).resolve().parent / "histories"
+# Raise this with every change to a workflow's commands; each version keeps its own histories.
+VERSION = "v2"
+OUT = Path(__file__).resolve().parent / "histories" / VERSION
 PLAN = md(
     """
     # Replay plan

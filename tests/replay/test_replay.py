@@ -16,11 +16,15 @@ from temporalio.worker import Replayer
 from workflows.plan import PlanWorkflow
 from workflows.task import TaskWorkflow
 
-HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
+ROOT = Path(__file__).resolve().parent / "histories"
+HISTORIES = sorted(ROOT.rglob("*.json"))
+VERSIONS = sorted(p.name for p in ROOT.iterdir() if p.is_dir())
 
 
-def test_every_shape_is_recorded() -> None:
-    names = {p.name.split("__")[0] for p in HISTORIES}
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_shape_is_recorded(version: str) -> None:
+    recorded = [p for p in HISTORIES if p.parent.name == version]
+    names = {p.name.split("__")[0] for p in recorded}
     for shape in (
         "all-merged",
         "failure-skips-dependants",
@@ -36,11 +40,11 @@ def test_every_shape_is_recorded() -> None:
         "budget-spent",
         "approval",
     ):
-        assert f"replay-{shape}.json" in {p.name for p in HISTORIES} or f"replay-{shape}" in names
-    assert any("__task-" in p.name for p in HISTORIES), "TaskWorkflow histories are recorded too"
+        assert f"replay-{shape}.json" in {p.name for p in recorded} or f"replay-{shape}" in names
+    assert any("__task-" in p.name for p in recorded), "TaskWorkflow histories are recorded too"
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+@pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
 async def test_history_replays(path: Path) -> None:
     workflow_id = path.stem.replace("__", "/")
     history = WorkflowHistory.from_json(workflow_id, path.read_text())

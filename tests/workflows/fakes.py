@@ -54,6 +54,7 @@ class Script:
     large_diff: set[str] = field(default_factory=set)
     lost_queue_claims: dict[str, int] = field(default_factory=dict)
     unasked_deletions: dict[str, int] = field(default_factory=dict)  # task -> files deleted
+    merge_seconds: float = 0.0
 
 
 class FakeActivities:
@@ -181,12 +182,14 @@ class FakeActivities:
     @activity.defn(name="merge_task")
     async def merge_task(self, inp: MergeIn) -> MergeOut:
         self.calls.append(("merge_task", inp.task_id))
+        await asyncio.sleep(self.script.merge_seconds)
         fixed = inp.base_commit.startswith("tip-")
         if inp.task_id in self.script.conflict or (
             inp.task_id in self.script.conflict_once and not fixed
         ):
             return MergeOut(merged=False, conflict_paths=["shared.py"])
         self.merged_order.append(inp.task_id)
+        self.calls.append(("merged", inp.task_id))
         return MergeOut(merged=True, commit=f"m-{inp.task_id}")
 
     @activity.defn(name="review_task")

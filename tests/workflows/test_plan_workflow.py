@@ -110,6 +110,18 @@ async def test_max_concurrent_is_respected(running: Harness) -> None:
     assert running.fakes.max_running == 3
 
 
+@pytest.mark.parametrize("running", [Script(agent_seconds=0.2, merge_seconds=1.0)], indirect=True)
+async def test_a_merging_task_frees_its_slot_for_the_next_agent(running: Harness) -> None:
+    three = "## Batch 1: wide\n" + "".join(f"### Task 1.{i}: t{i}\n" for i in range(1, 4))
+    result = await running.run(plan_input(three, max_concurrent=1))
+    assert result.status is RunStatus.COMPLETED
+    calls = running.fakes.calls
+    # 1.2's agent starts while 1.1 is still merging, and so on down the line.
+    assert calls.index(("run_agent", "1.2")) < calls.index(("merged", "1.1"))
+    assert calls.index(("run_agent", "1.3")) < calls.index(("merged", "1.2"))
+    assert running.fakes.max_running == 1  # agents themselves still one at a time
+
+
 @pytest.mark.parametrize("running", [Script(agent_fails_once={"1.2"})], indirect=True)
 async def test_retry_signal_runs_a_failed_task_again_and_releases_its_dependants(
     running: Harness,
