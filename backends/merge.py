@@ -65,7 +65,8 @@ async def merge_task(
     beat = heartbeat or (lambda _note: None)
     checks: list[CheckResult] = []
     for attempt in range(1, max(1, attempts) + 1):
-        clone = await sandbox.ensure_clone(repo)  # fetches: the tip below is current
+        # Fetched every time: merging onto a stale tip would waste a rebase and a re-verification.
+        clone = await sandbox.ensure_clone(repo)
         tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
         if tip is None:
             raise GitError(f"target branch {target_branch} does not exist in {repo}")
@@ -77,7 +78,7 @@ async def merge_task(
         else:
             beat(f"rebasing onto {tip[:12]} (attempt {attempt})")
             # From the task's commit every time: an earlier attempt may have rebased elsewhere.
-            wt = await sandbox.reset(run_key, task_id, commit)
+            wt = await sandbox.at_commit(run_key, task_id, commit)
             rebased = await _rebase(wt, base_commit, tip)
             if isinstance(rebased, list):
                 return MergeOut(

@@ -246,6 +246,21 @@ class GitWorktreeSandbox:
         await self.reset_worktree(wt, branch, base_commit)
         return wt
 
+    async def at_commit(self, run_key: str, task_id: str, commit: str) -> Path:
+        """The worktree on the task branch at `commit` with no tracked change; untracked files
+        (junk the commit left out) may stay. Cheaper than `reset` when it is already there."""
+        clone = await self._clone_of(run_key, task_id)
+        wt, branch = self.worktree_dir(run_key, task_id), self.task_branch(run_key, task_id)
+        if await worktree_ok(clone, wt):
+            head = await git(
+                "rev-parse", "HEAD", "--symbolic-full-name", "HEAD", cwd=wt, check=False
+            )
+            if head.output.split() == [commit, f"refs/heads/{branch}"]:
+                dirty = await git("status", "--porcelain", "--untracked-files=no", cwd=wt)
+                if not dirty.output.strip():
+                    return wt
+        return await self.reset(run_key, task_id, commit)
+
     async def worktree_at(self, run_key: str, task_id: str, commit: str) -> Path | None:
         """The task's worktree as it is, if it is intact and its HEAD is or descends from `commit`.
 
