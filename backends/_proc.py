@@ -53,6 +53,7 @@ async def run_process(
     tail_chars: int = 8000,
     pgid_file: Path | None = None,
     confine: Sequence[Path] | None = None,
+    die_with_parent: bool = True,
 ) -> ProcResult:
     """Run `argv`, stream its output, and return when it exits or its timeout kills it.
 
@@ -60,6 +61,9 @@ async def run_process(
     group and re-raises, so the caller's cleanup runs. A worker killed outright cannot do that: the
     child dies with it (parent-death signal), and `pgid_file` records the group so that the next
     attempt can kill whatever the child left behind (`kill_recorded_group`).
+
+    `die_with_parent=False` is for short commands (git): without any code to run between fork
+    and exec, Python spawns with vfork, about 20 ms faster in a large worker process.
 
     With `confine`, the process and its descendants can write only beneath those paths
     (`backends.confine`). Secret values (`backends.secrets`) are masked in everything this returns
@@ -82,7 +86,7 @@ async def run_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # its own process group: killpg reaches grandchildren
-            preexec_fn=in_child,
+            preexec_fn=in_child if die_with_parent or confinement is not None else None,
         )
     finally:
         if confinement is not None:

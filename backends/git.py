@@ -105,6 +105,9 @@ async def git(
         timeout_s=timeout_s,
         tail_chars=_OUTPUT_CAP,
         stdin=stdin,
+        # Short-lived, and an orphan only finishes its one command: no parent-death signal,
+        # which would cost a slow fork of the whole worker for every git call.
+        die_with_parent=False,
     )
     if check and not res.ok:
         what = f"timed out after {timeout_s:g}s" if res.timed_out else f"exit {res.exit_code}"
