@@ -2,7 +2,8 @@
 
 Pure rules, applied by `GitWorktreeSandbox.commit_all`:
 - untracked junk (caches, build output, editor swap files, huge files, nested repositories) is
-  left out of the commit unless the task names it;
+  left out of the commit unless the task names it: `junk_pathspecs` for `git add`, `unwanted`
+  for what only shows once staged;
 - a symlink that leads out of the worktree rejects the change: merged, it would let later tools
   write outside the repository;
 - deletions of files the task does not name are counted, so that many of them need approval.
@@ -10,33 +11,55 @@ Pure rules, applied by `GitWorktreeSandbox.commit_all`:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-JUNK_DIRS = frozenset(
-    {
-        "__pycache__",
-        ".pytest_cache",
-        ".mypy_cache",
-        ".ruff_cache",
-        ".hypothesis",
-        ".tox",
-        ".nox",
-        ".venv",
-        "venv",
-        "node_modules",
-        ".cache",
-        ".idea",
-        "htmlcov",
-        ".eggs",
-    }
+JUNK_DIRS = (
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    ".tox",
+    ".nox",
+    ".venv",
+    "venv",
+    "node_modules",
+    ".cache",
+    ".idea",
+    "htmlcov",
+    ".eggs",
+    "*.egg-info",
 )
-JUNK_SUFFIXES = (".pyc", ".pyo", ".swp", ".swo", ".tmp", ".log", ".orig", ".rej", "~")
-JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db", ".coverage", "nohup.out", "core"})
+JUNK_FILES = (
+    "*.pyc",
+    "*.pyo",
+    "*.swp",
+    "*.swo",
+    "*.tmp",
+    "*.log",
+    "*.orig",
+    "*.rej",
+    "*~",
+    ".DS_Store",
+    "Thumbs.db",
+    ".coverage",
+    "nohup.out",
+    "core",
+    "core.[0-9]*",
+)
 # An untracked file this large was generated, not written: it stays out unless named.
 MAX_UNNAMED_BYTES = 10 * 1024 * 1024
+
+
+def junk_pathspecs() -> list[str]:
+    """`git add` pathspecs that leave junk out; git prunes those folders without walking them."""
+    return [f":(exclude,glob)**/{d}/**" for d in JUNK_DIRS] + [
+        f":(exclude,glob)**/{f}" for f in JUNK_FILES
+    ]
 
 
 def named_by(path: str, named: Iterable[str]) -> bool:
@@ -50,42 +73,35 @@ def named_by(path: str, named: Iterable[str]) -> bool:
     return False
 
 
-def junk_reason(path: str, size: int | None) -> str | None:
-    """Why an untracked `path` is junk, or None when it looks like work."""
-    if path.endswith("/"):
-        return "a nested git repository"
+def junk_reason(path: str, workdir: Path | None = None) -> str:
+    """Why an untracked `path` (a folder when it ends with /) was left out, for the transcript."""
     parts = PurePosixPath(path).parts
-    if dirs := [p for p in parts[:-1] if p in JUNK_DIRS or p.endswith(".egg-info")]:
-        return f"inside {dirs[0]}/"
-    name = parts[-1] if parts else path
-    if name in JUNK_NAMES or name.endswith(JUNK_SUFFIXES) or name.startswith("core."):
+    if any(fnmatch.fnmatchcase(p, d) for p in parts for d in JUNK_DIRS):
+        return "a cache or build folder"
+    if path.endswith("/") and workdir is not None:
+        folder = workdir / path
+        if any(
+            g.exists() for g in (folder / ".git", *folder.glob("*/.git"), *folder.glob("*/*/.git"))
+        ):
+            return "holds a nested git repository"
+    if parts and any(fnmatch.fnmatchcase(parts[-1], f) for f in JUNK_FILES):
         return "a cache, log or editor file"
-    if size is not None and size > MAX_UNNAMED_BYTES:
-        return f"{size // (1024 * 1024)} MB"
-    return None
+    with contextlib.suppress(OSError):
+        if workdir is not None and (size := (workdir / path).lstat().st_size) > MAX_UNNAMED_BYTES:
+            return f"{size // (1024 * 1024)} MB"
+    return "junk"
 
 
-def split_untracked(
-    workdir: Path, untracked: Iterable[str], named: Iterable[str]
-) -> tuple[list[str], list[str]]:
-    """(paths to commit, junk left out, each with its reason)."""
-    named = list(named)
-    keep: list[str] = []
-    junk: list[str] = []
-    for path in untracked:
-        if named_by(path.rstrip("/"), named):
-            keep.append(path)
-            continue
-        try:
-            size: int | None = (workdir / path).lstat().st_size
-        except OSError:
-            size = None
-        reason = junk_reason(path, size)
-        if reason is None:
-            keep.append(path)
-        else:
-            junk.append(f"{path} ({reason})")
-    return keep, junk
+def unwanted(path: str, mode: str, workdir: Path, named: Iterable[str]) -> bool:
+    """A staged new file that is no work of the task's: a nested repository or a huge file."""
+    if named_by(path, named):
+        return False
+    if mode == "160000":
+        return True
+    try:
+        return (workdir / path).lstat().st_size > MAX_UNNAMED_BYTES
+    except OSError:
+        return False
 
 
 def escaping_symlink(workdir: Path, path: str) -> str | None:

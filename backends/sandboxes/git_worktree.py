@@ -37,7 +37,13 @@ from backends.git import (
     worktree_ok,
 )
 from backends.sandboxes import conflict
-from backends.sandboxes.changes import escaping_symlink, named_by, split_untracked
+from backends.sandboxes.changes import (
+    escaping_symlink,
+    junk_pathspecs,
+    junk_reason,
+    named_by,
+    unwanted,
+)
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -303,12 +309,9 @@ class GitWorktreeSandbox:
         named = list(named)
         trailer = task_trailer(run_key, task_id)
         msg = with_trailer(message, trailer)
-        await git("add", "--update", cwd=wt)
-        others = await git("ls-files", "--others", "--exclude-standard", "-z", cwd=wt)
-        keep, left_out = split_untracked(wt, split_z(others.output), named)
-        if keep:
-            paths = b"".join(p.rstrip("/").encode() + b"\0" for p in keep)
-            await git("add", "--pathspec-from-file=-", "--pathspec-file-nul", cwd=wt, stdin=paths)
+        await self._stage(wt, head, named)
+        left = await git("ls-files", "--others", "--exclude-standard", "--directory", "-z", cwd=wt)
+        left_out = [f"{p} ({junk_reason(p, wt)})" for p in split_z(left.output)]
         staged = await git("diff", "--cached", "--name-only", "--no-renames", "-z", head, cwd=wt)
         committed = await git(
             "diff", "--name-only", "--no-renames", "-z", base_commit, head, cwd=wt
@@ -349,6 +352,54 @@ class GitWorktreeSandbox:
         )
         deleted = [p for p in split_z(gone.output) if not named_by(p, named)]
         return Committed(head, split_z(diff.output), deleted, left_out)
+
+    @staticmethod
+    async def _stage(wt: Path, head: str, named: list[str]) -> None:
+        """Stage every tracked change and the untracked files that are work, not junk."""
+        await git("add", "--update", cwd=wt)
+        specs = junk_pathspecs()
+        others = await git(
+            "ls-files", "--others", "--exclude-standard", "-z", "--", ".", *specs, cwd=wt
+        )
+        # A repository the agent cloned or created inside shows as "dir/": git would add it as a
+        # submodule link, or refuse the whole add when it has no commit yet.
+        nested = [p.rstrip("/") for p in split_z(others.output) if p.endswith("/")]
+        specs += [f":(exclude,literal){p}" for p in nested if not named_by(p, named)]
+        await git("add", "--all", "--", ".", *specs, cwd=wt)
+        # Named paths go in even when they look like junk: the task asked for them.
+        wanted = [n.strip("/") for n in named if n.strip("/") and (wt / n.strip("/")).exists()]
+        if wanted:
+            paths = b"".join(p.encode() + b"\0" for p in wanted)
+            # Not checked: git adds the others and says no to paths .gitignore excludes.
+            await git(
+                "add",
+                "--pathspec-from-file=-",
+                "--pathspec-file-nul",
+                cwd=wt,
+                stdin=paths,
+                check=False,
+            )
+        raw = await git(
+            "diff", "--cached", "--raw", "--no-renames", "--diff-filter=A", "-z", head, cwd=wt
+        )
+        fields = split_z(raw.output)  # ":old new sha sha A", path, ...
+        drop = [
+            path
+            for meta, path in zip(fields[::2], fields[1::2], strict=False)
+            if unwanted(path, meta.split()[1], wt, named)
+        ]
+        if drop:
+            paths = b"".join(p.encode() + b"\0" for p in drop)
+            await git(
+                "rm",
+                "--cached",
+                "-q",
+                "-r",
+                "--pathspec-from-file=-",
+                "--pathspec-file-nul",
+                cwd=wt,
+                stdin=paths,
+            )
 
     async def remove(self, run_key: str, task_id: str, delete_branch: bool) -> tuple[bool, bool]:
         """(worktree removed, branch deleted) by this call; nothing there is not an error."""

@@ -3,35 +3,57 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from backends.sandboxes.changes import escaping_symlink, junk_reason, named_by, split_untracked
+from backends.sandboxes.changes import (
+    escaping_symlink,
+    junk_pathspecs,
+    junk_reason,
+    named_by,
+    unwanted,
+)
 
 
 @pytest.mark.parametrize(
-    ("path", "junk"),
+    ("path", "reason"),
     [
-        ("src/__pycache__/m.cpython-311.pyc", True),
-        ("node_modules/left-pad/index.js", True),
-        ("pkg.egg-info/PKG-INFO", True),
-        ("debug.log", True),
-        (".main.py.swp", True),
-        ("core.1234", True),
-        ("vendor/lib/", True),
-        ("src/core/engine.py", False),
-        ("docs/logging.md", False),
-        ("src/new_module.py", False),
+        ("src/__pycache__/", "a cache or build folder"),
+        ("node_modules/", "a cache or build folder"),
+        ("pkg.egg-info/", "a cache or build folder"),
+        ("debug.log", "a cache, log or editor file"),
+        (".main.py.swp", "a cache, log or editor file"),
+        ("core.1234", "a cache, log or editor file"),
+        ("core.py", "junk"),
     ],
 )
-def test_junk_reason(path: str, junk: bool) -> None:
-    assert (junk_reason(path, 10) is not None) is junk
+def test_junk_reason(path: str, reason: str) -> None:
+    assert junk_reason(path) == reason
 
 
-def test_huge_files_are_junk_by_size() -> None:
-    assert junk_reason("data/model.bin", 11 * 1024 * 1024) == "11 MB"
-    assert junk_reason("data/model.bin", 1024) is None
+def test_junk_pathspecs_leave_out_junk_but_not_lookalikes(tmp_path: Path) -> None:
+    repo = tmp_path / "r"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for name in (
+        "src/core.py",
+        "src/core.99",
+        "src/__pycache__/m.pyc",
+        "a/node_modules/x.js",
+        "docs/logging.md",
+        "x.egg-info/PKG-INFO",
+        "keep.txt",
+        "app.log",
+    ):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("x")
+    subprocess.run(["git", "add", "--all", "--", ".", *junk_pathspecs()], cwd=repo, check=True)
+    staged = subprocess.run(
+        ["git", "diff", "--cached", "--name-only"], cwd=repo, capture_output=True, text=True
+    ).stdout.split()
+    assert sorted(staged) == ["docs/logging.md", "keep.txt", "src/core.py"]
 
 
 def test_named_by_paths_folders_and_globs() -> None:
@@ -42,11 +64,13 @@ def test_named_by_paths_folders_and_globs() -> None:
     assert not named_by("src/app.pyc", named) and not named_by("buildx/y", named)
 
 
-def test_split_untracked_keeps_named_junk(tmp_path: Path) -> None:
-    (tmp_path / "app.log").write_text("x")
-    keep, junk = split_untracked(tmp_path, ["app.log", "other.log", "new.py"], ["app.log"])
-    assert keep == ["app.log", "new.py"]
-    assert junk == ["other.log (a cache, log or editor file)"]
+def test_unwanted_nested_repos_and_huge_files(tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(b"\0" * (11 * 1024 * 1024))
+    (tmp_path / "small.txt").write_text("x")
+    assert unwanted("vendor/lib", "160000", tmp_path, [])
+    assert unwanted("big.bin", "100644", tmp_path, [])
+    assert not unwanted("big.bin", "100644", tmp_path, ["big.bin"])
+    assert not unwanted("small.txt", "100644", tmp_path, [])
 
 
 def test_escaping_symlinks(tmp_path: Path) -> None:
