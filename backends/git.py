@@ -120,6 +120,14 @@ async def git(
     return res
 
 
+async def git_paths(*args: str, paths: list[str], cwd: Path, check: bool = True) -> ProcResult:
+    """`git args...` on `paths`, given on stdin: any number of them, any name."""
+    listing = b"".join(p.encode() + b"\0" for p in paths)
+    return await git(
+        *args, "--pathspec-from-file=-", "--pathspec-file-nul", cwd=cwd, check=check, stdin=listing
+    )
+
+
 async def rev_parse(ref: str, cwd: Path) -> str | None:
     """The commit `ref` names, or None when there is no such commit."""
     res = await git(

@@ -26,6 +26,7 @@ from backends.git import (
     PushResult,
     drop_worktree,
     git,
+    git_paths,
     is_ancestor,
     push_with_lease,
     refuse_checked_out,
@@ -369,16 +370,8 @@ class GitWorktreeSandbox:
         # Named paths go in even when they look like junk: the task asked for them.
         wanted = [n.strip("/") for n in named if n.strip("/") and (wt / n.strip("/")).exists()]
         if wanted:
-            paths = b"".join(p.encode() + b"\0" for p in wanted)
             # Not checked: git adds the others and says no to paths .gitignore excludes.
-            await git(
-                "add",
-                "--pathspec-from-file=-",
-                "--pathspec-file-nul",
-                cwd=wt,
-                stdin=paths,
-                check=False,
-            )
+            await git_paths("add", paths=wanted, cwd=wt, check=False)
         raw = await git(
             "diff", "--cached", "--raw", "--no-renames", "--diff-filter=A", "-z", head, cwd=wt
         )
@@ -389,17 +382,7 @@ class GitWorktreeSandbox:
             if unwanted(path, meta.split()[1], wt, named)
         ]
         if drop:
-            paths = b"".join(p.encode() + b"\0" for p in drop)
-            await git(
-                "rm",
-                "--cached",
-                "-q",
-                "-r",
-                "--pathspec-from-file=-",
-                "--pathspec-file-nul",
-                cwd=wt,
-                stdin=paths,
-            )
+            await git_paths("rm", "--cached", "-q", "-r", paths=drop, cwd=wt)
 
     async def remove(self, run_key: str, task_id: str, delete_branch: bool) -> tuple[bool, bool]:
         """(worktree removed, branch deleted) by this call; nothing there is not an error."""
