@@ -11,7 +11,8 @@ import re
 from models.plan import Task
 
 GROUND_RULES = (
-    "Work only inside the current directory; it is a git worktree made for this task.",
+    "Work only inside the current directory; it is a git worktree made for this task. "
+    "Everything outside it may be read-only: put temporary files in $TMPDIR.",
     "Do not commit, push, rebase or switch branches: the pipeline commits your changes and "
     "merges them after review.",
     "Do not touch files outside the task's scope; other tasks run in parallel on other files.",
