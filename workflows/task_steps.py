@@ -7,7 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    TimeoutError,
+    TimeoutType,
+)
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -158,7 +164,7 @@ class TaskSteps:
             await workflow.get_external_workflow_handle(parent.workflow_id).signal(
                 signal, args=[self.inp.task.id, self.result.cost_usd]
             )
-        except ApplicationError as exc:  # the run has closed (cancelled): nobody to tell
+        except FailureError as exc:  # the run has closed (cancelled): nobody to tell
             workflow.logger.warning("could not signal %s to the run: %s", signal, exc)
 
     async def _verify(self, inp: TaskInput, label: str, base: str, commit: str) -> bool:
