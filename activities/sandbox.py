@@ -25,19 +25,30 @@ class SandboxActivities:
     @activity.defn(name="prepare_run")
     async def prepare_run(self, inp: PrepareRunIn) -> PrepareRunOut:
         """Clone or fetch the repository and make sure the target branch exists (idempotent)."""
-        tip, created = await self.sandbox.prepare_run(inp.repo, inp.base_commit, inp.target_branch)
+        async with heartbeating(f"fetching {inp.repo}"):
+            tip, created = await self.sandbox.prepare_run(
+                inp.repo, inp.base_commit, inp.target_branch
+            )
         return PrepareRunOut(target_commit=tip, created_target=created)
 
     @activity.defn(name="prepare_workspace")
     async def prepare_workspace(self, inp: PrepareWorkspaceIn) -> PrepareWorkspaceOut:
-        base, _ = await self.sandbox.prepare(inp.run_key, inp.task_id, inp.repo, inp.target_branch)
+        # Heartbeats, like every step of a task: a worker killed here is noticed in seconds, not
+        # when the step's whole time limit has run out.
+        async with heartbeating(f"preparing the worktree of task {inp.task_id}"):
+            base, _ = await self.sandbox.prepare(
+                inp.run_key, inp.task_id, inp.repo, inp.target_branch
+            )
         return PrepareWorkspaceOut(
             base_commit=base, branch=self.sandbox.task_branch(inp.run_key, inp.task_id)
         )
 
     @activity.defn(name="cleanup_workspace")
     async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:
-        removed, deleted = await self.sandbox.remove(inp.run_key, inp.task_id, inp.delete_branch)
+        async with heartbeating(f"removing the worktree of task {inp.task_id}"):
+            removed, deleted = await self.sandbox.remove(
+                inp.run_key, inp.task_id, inp.delete_branch
+            )
         return CleanupOut(removed_worktree=removed, deleted_branch=deleted)
 
     @activity.defn(name="prepare_conflict_fix")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
@@ -136,6 +137,7 @@ class PlanWorkflow:
                 ),
                 result_type=PrepareRunOut,
                 start_to_close_timeout=policies.GIT_TIMEOUT,
+                heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
                 retry_policy=policies.GIT_RETRY,
                 summary=f"prepare {inp.options.target_branch} from {inp.options.base_commit[:10]}",
             )

@@ -28,12 +28,13 @@ GIT_RETRY = RetryPolicy(
 )
 
 # The agent: an attempt lost to a dead worker is noticed by the heartbeat timeout and run again;
-# an agent that ran and failed is a result, not an exception, and is not retried here.
+# an agent that ran and failed is a result, not an exception, and is not retried here. Attempts
+# are spent by crashes of workers and outages of the server, not by the agent: allow many.
 AGENT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=4,
+    maximum_attempts=10,
     non_retryable_error_types=NON_RETRYABLE,
 )
 # Slack on top of the agent's own timeout: the activity kills the agent itself first.

@@ -76,7 +76,7 @@ class TaskWorkflow(TaskSteps):
                     "claim_worker",
                     ClaimIn(run_key=inp.run_key, task_id=task.id, claim=claim),
                     result_type=ClaimOut,
-                    start_to_close_timeout=timedelta(minutes=1),
+                    start_to_close_timeout=timedelta(seconds=20),
                     retry_policy=policies.GIT_RETRY,
                     summary=f"{label} — pick a worker",
                 )
@@ -118,6 +118,7 @@ class TaskWorkflow(TaskSteps):
             CleanupIn(run_key=inp.run_key, task_id=inp.task.id, delete_branch=not keep),
             CleanupOut,
             start_to_close_timeout=policies.GIT_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
             retry_policy=policies.GIT_RETRY,
             summary=f"{label} — cleanup",
         )
@@ -144,6 +145,7 @@ class TaskWorkflow(TaskSteps):
             ),
             PrepareWorkspaceOut,
             start_to_close_timeout=policies.GIT_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
             retry_policy=policies.GIT_RETRY,
             summary=f"{label} — workspace",
         )
@@ -211,6 +213,7 @@ class TaskWorkflow(TaskSteps):
                     ),
                     ConflictFixOut,
                     start_to_close_timeout=policies.GIT_TIMEOUT,
+                    heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
                     retry_policy=policies.GIT_RETRY,
                     summary=f"{label} — prepare conflict fix",
                 )

@@ -277,7 +277,7 @@ class TaskSteps:
             MergeOut,
             start_to_close_timeout=policies.GIT_TIMEOUT
             + policies.verify_timeout(opts.verify_timeout_s, len(commands)),
-            heartbeat_timeout=timedelta(seconds=max(opts.heartbeat_timeout_s, 60)),
+            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
             retry_policy=policies.GIT_RETRY,
             summary=f"{label} — merge into {opts.target_branch}",
         )
