@@ -10,6 +10,9 @@ from __future__ import annotations
 from models.plan import Plan, Task
 from models.results import TaskStatus
 
+_SATISFYING = frozenset(s for s in TaskStatus if s.satisfies_dependants)
+_FAILING = frozenset(s for s in TaskStatus if s.terminal and not s.satisfies_dependants)
+
 
 class Schedule:
     def __init__(self, plan: Plan, rerun_done: bool = False) -> None:
@@ -32,26 +35,27 @@ class Schedule:
                 # before) is already satisfied: only tasks of this run are waited for.
                 own = [canon[d.lower()] for d in task.depends_on if d.lower() in canon]
                 self.deps[task.id] = list(dict.fromkeys(batch_deps + own))
+        self.dep_sets = {t: frozenset(d) for t, d in self.deps.items()}
 
     def ready(self, states: dict[str, TaskStatus]) -> list[str]:
         """Pending tasks whose every dependency has finished in a state that lets dependants go."""
+        # Set operations, not a loop over every dependency of every task: the run calls this on
+        # each wake-up, and replays every call, so for 1,000 tasks it must stay linear.
+        done = {t for t, s in states.items() if s in _SATISFYING}
         return [
-            t
-            for t in self.order
-            if states[t] is TaskStatus.PENDING
-            and all(states[d].satisfies_dependants for d in self.deps[t])
+            t for t in self.order if states[t] is TaskStatus.PENDING and self.dep_sets[t] <= done
         ]
 
     def blocked(self, states: dict[str, TaskStatus]) -> list[tuple[str, str]]:
         """Pending tasks that can never start, with the reason: a dependency ended without success."""
+        failed = {t for t, s in states.items() if s in _FAILING}
+        if not failed:
+            return []
         out = []
         for t in self.order:
-            if states[t] is not TaskStatus.PENDING:
-                continue
-            for d in self.deps[t]:
-                if states[d].terminal and not states[d].satisfies_dependants:
-                    out.append((t, f"dependency {d} ended {states[d].value}"))
-                    break
+            if states[t] is TaskStatus.PENDING and not self.dep_sets[t].isdisjoint(failed):
+                d = next(d for d in self.deps[t] if d in failed)  # the first, in plan order
+                out.append((t, f"dependency {d} ended {states[d].value}"))
         return out
 
     def dependants(self, task_id: str) -> list[str]:
