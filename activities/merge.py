@@ -17,7 +17,7 @@ class MergeActivities:
 
     @activity.defn(name="merge_task")
     async def merge_task(self, inp: MergeIn) -> MergeOut:
-        async with heartbeating(f"merging into {inp.target_branch}"):
+        async with heartbeating(f"merging into {inp.target_branch}") as note:
             return await merge_task(
                 self.sandbox,
                 run_key=inp.run_key,
@@ -29,6 +29,7 @@ class MergeActivities:
                 commands=inp.commands,
                 verify_timeout_s=inp.verify_timeout_s,
                 attempts=inp.attempts,
+                heartbeat=note,
                 env=agent_env(inp.env),
                 writable=lambda d: self.sandbox.writable(inp.run_key, inp.task_id, d, inp.confine),
             )

@@ -63,55 +63,59 @@ async def merge_task(
     writable: Writable | None = None,
 ) -> MergeOut:
     beat = heartbeat or (lambda _note: None)
-    checks: list[CheckResult] = []
-    for attempt in range(1, max(1, attempts) + 1):
-        # Fetched every time: merging onto a stale tip would waste a rebase and a re-verification.
-        clone = await sandbox.ensure_clone(repo)
-        tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
-        if tip is None:
-            raise GitError(f"target branch {target_branch} does not exist in {repo}")
-        done = await find_merged(clone, tip, base_commit, run_key, task_id)
-        if done is not None:
-            return MergeOut(merged=True, commit=done, already_merged=True, attempts=attempt)
-        if tip == base_commit or await is_ancestor(tip, commit, clone):
-            new = commit  # exactly the commit that was verified: nothing to redo
-        else:
-            beat(f"rebasing onto {tip[:12]} (attempt {attempt})")
-            # From the task's commit every time: an earlier attempt may have rebased elsewhere.
-            wt = await sandbox.at_commit(run_key, task_id, commit)
-            rebased = await _rebase(wt, base_commit, tip)
-            if isinstance(rebased, list):
-                return MergeOut(
-                    merged=False,
-                    conflict_paths=rebased,
-                    error=f"conflict rebasing onto {target_branch} at {tip[:12]}",
-                    attempts=attempt,
-                )
-            new = rebased
-            if commands:
-                beat(f"re-verifying on {tip[:12]}")
-                checks = await run_checks(
-                    wt,
-                    commands,
-                    timeout_s=verify_timeout_s,
-                    base_dir_factory=functools.partial(sandbox.checkout_detached, repo, tip),
-                    env=env,
-                    writable=writable,
-                )
-                if not checks_passed(checks):
+    beat(f"waiting for other merges into {target_branch}")
+    # One merge into the target at a time here: racing merges each rebased and re-verified
+    # onto a tip another merge moved before they could push, and ran out of attempts.
+    async with sandbox.merge_lock(repo, target_branch):
+        checks: list[CheckResult] = []
+        for attempt in range(1, max(1, attempts) + 1):
+            # Fetched every time: merging onto a stale tip would waste a rebase and a re-verification.
+            clone = await sandbox.ensure_clone(repo)
+            tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+            if tip is None:
+                raise GitError(f"target branch {target_branch} does not exist in {repo}")
+            done = await find_merged(clone, tip, base_commit, run_key, task_id)
+            if done is not None:
+                return MergeOut(merged=True, commit=done, already_merged=True, attempts=attempt)
+            if tip == base_commit or await is_ancestor(tip, commit, clone):
+                new = commit  # exactly the commit that was verified: nothing to redo
+            else:
+                beat(f"rebasing onto {tip[:12]} (attempt {attempt})")
+                # From the task's commit every time: an earlier attempt may have rebased elsewhere.
+                wt = await sandbox.at_commit(run_key, task_id, commit)
+                rebased = await _rebase(wt, base_commit, tip)
+                if isinstance(rebased, list):
                     return MergeOut(
                         merged=False,
-                        checks=checks,
-                        error=f"verification failed after rebasing onto {tip[:12]}",
+                        conflict_paths=rebased,
+                        error=f"conflict rebasing onto {target_branch} at {tip[:12]}",
                         attempts=attempt,
                     )
-        if not await is_ancestor(tip, new, clone):
-            raise GitError(
-                f"refusing to push {new}: not a fast-forward of {target_branch} at {tip}"
-            )
-        beat(f"publishing {new[:12]} (attempt {attempt})")
-        if await sandbox.push_target(repo, new, target_branch, expected=tip) != "moved":
-            return MergeOut(merged=True, commit=new, checks=checks, attempts=attempt)
-    return MergeOut(
-        merged=False, error="target kept moving", checks=checks, attempts=max(1, attempts)
-    )
+                new = rebased
+                if commands:
+                    beat(f"re-verifying on {tip[:12]}")
+                    checks = await run_checks(
+                        wt,
+                        commands,
+                        timeout_s=verify_timeout_s,
+                        base_dir_factory=functools.partial(sandbox.checkout_detached, repo, tip),
+                        env=env,
+                        writable=writable,
+                    )
+                    if not checks_passed(checks):
+                        return MergeOut(
+                            merged=False,
+                            checks=checks,
+                            error=f"verification failed after rebasing onto {tip[:12]}",
+                            attempts=attempt,
+                        )
+            if not await is_ancestor(tip, new, clone):
+                raise GitError(
+                    f"refusing to push {new}: not a fast-forward of {target_branch} at {tip}"
+                )
+            beat(f"publishing {new[:12]} (attempt {attempt})")
+            if await sandbox.push_target(repo, new, target_branch, expected=tip) != "moved":
+                return MergeOut(merged=True, commit=new, checks=checks, attempts=attempt)
+        return MergeOut(
+            merged=False, error="target kept moving", checks=checks, attempts=max(1, attempts)
+        )

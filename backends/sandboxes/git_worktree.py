@@ -133,6 +133,19 @@ class GitWorktreeSandbox:
     def _conflict_ref(run_key: str, task_id: str) -> str:
         return f"refs/pipeline-conflict/{run_key}/{task_id}"
 
+    def merge_lock(
+        self, repo: str, target_branch: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """One merge into `target_branch` at a time among the workers of this workspace.
+
+        Without it, merges race: each rebases and re-verifies onto a tip that another merge moves
+        before it can push, and under load tasks ran out of attempts. The push's lease still
+        guards against workers of other workspaces.
+        """
+        clone = self.clone_dir(repo)
+        digest = hashlib.sha1(target_branch.encode()).hexdigest()[:12]
+        return repo_lock(clone.with_name(f"{clone.name}.merge-{digest}.lock"))
+
     def _lock(self, clone: Path) -> contextlib.AbstractAsyncContextManager[None]:
         return repo_lock(clone.with_name(clone.name + ".lock"))
 
