@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import shutil
 import subprocess
@@ -28,16 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: examples/ and tests/ are not installed packages
     sys.path.insert(0, str(ROOT))
 
+from bench.common import PYTHON, agent_logs, bench_env, git, stop_server  # noqa: E402
 from examples.make_demo_repo import make_demo_repo  # noqa: E402
 from tests.integration.helpers import agent_command, agent_runs, write_agent  # noqa: E402
-
-PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else sys.executable
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "Bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-    "GIT_COMMITTER_NAME": "Bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.invalid",
-}
 
 
 def task_ids(n: int) -> list[str]:
@@ -57,32 +49,6 @@ def generate(ids: list[str]) -> str:
             "",
         ]
     return "\n".join(out) + "\n"
-
-
-def bench_env(tmp: Path) -> dict[str, str]:
-    """No user git config, Temporal profile or pipeline settings leak in."""
-    gitconfig = tmp / "gitconfig-global"
-    gitconfig.write_text("[init]\n\tdefaultBranch = main\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "TEMPORAL_"))}
-    for key in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        env.pop(key, None)
-    (tmp / "home").mkdir(exist_ok=True)
-    return env | {
-        "PYTHONUNBUFFERED": "1",
-        "GIT_CONFIG_GLOBAL": str(gitconfig),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "HOME": str(tmp / "home"),
-        "XDG_CACHE_HOME": str(tmp / "cache"),
-    }
-
-
-def git(repo: Path, env: dict[str, str], *args: str) -> str:
-    res = subprocess.run(
-        ["git", *args], cwd=repo, env=env | IDENTITY, capture_output=True, text=True, check=False
-    )
-    if res.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} failed in {repo}: {res.stderr.strip()}")
-    return res.stdout.strip()
 
 
 def span(log: Path, ids: list[str]) -> float:
@@ -107,7 +73,7 @@ def run_pipeline(
     repo = make_demo_repo(tmp / "repo")
     plan = tmp / "parallel-bench.md"
     plan.write_text(generate(ids))
-    log = tmp / "pipeline-agents.log"
+    log = agent_logs(tmp) / "pipeline-agents.log"
     command = agent_command(write_agent(tmp), log, agent_s)
     argv = [
         *(PYTHON, str(ROOT / "starter.py")),
@@ -159,7 +125,7 @@ def run_sequential(tmp: Path, env: dict[str, str], ids: list[str], agent_s: floa
     origin = make_demo_repo(tmp / "seq-origin")
     checkout = tmp / "seq-checkout"
     git(tmp, env, "clone", "-q", str(origin), str(checkout))
-    log = tmp / "sequential-agents.log"
+    log = agent_logs(tmp) / "sequential-agents.log"
     command = agent_command(write_agent(tmp), log, agent_s)
     t0 = time.monotonic()
     for tid in ids:
@@ -179,20 +145,6 @@ def run_sequential(tmp: Path, env: dict[str, str], ids: list[str], agent_s: floa
     check_files(checkout, env, "refs/heads/main", ids, "sequential")
     span(log, ids)  # every agent ran once
     return elapsed
-
-
-def stop_server(workspace: Path, env: dict[str, str]) -> None:
-    if not workspace.exists():
-        return
-    subprocess.run(
-        [PYTHON, str(ROOT / "starter.py"), "server", "stop", "--workspace", str(workspace)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def main() -> None:
