@@ -198,6 +198,14 @@ class TaskSteps:
     async def _review(self, inp: TaskInput, label: str, base: str, commit: str) -> Verdict:
         res, opts = self.result, inp.options
         assert res is not None
+        # No reviewer, and no approval rule that needs the diff's size: nothing to ask a worker.
+        if (
+            opts.reviewer.backend == "none"
+            and opts.approval is Approval.NEVER
+            and workflow.patched("no-empty-review")
+        ):
+            res.verdict = Verdict(approved=True, summary="no reviewer")
+            return res.verdict
         res.phase = "review"
         review: ReviewOut = await self._act(
             "review_task",

@@ -29,7 +29,7 @@ from workflows.plan import PlanWorkflow
 from workflows.task import TaskWorkflow
 
 # Raise this with every change to a workflow's commands; each version keeps its own histories.
-VERSION = "v2"
+VERSION = "v3"
 OUT = Path(__file__).resolve().parent / "histories" / VERSION
 PLAN = md(
     """
