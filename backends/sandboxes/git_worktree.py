@@ -15,6 +15,7 @@ import hashlib
 import logging
 import re
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ class GitWorktreeSandbox:
     def __init__(self, workspace: Path) -> None:
         self.workspace = Path(workspace).resolve()
         self._clones: dict[tuple[str, str], Path] = {}
+        # When the last fetch of each clone began (monotonic clock), to share fetches.
+        self._fetch_started: dict[Path, float] = {}
 
     def clone_dir(self, repo: str) -> Path:
         repo = repo.rstrip("/") or repo
@@ -152,7 +155,12 @@ class GitWorktreeSandbox:
     async def ensure_clone(self, repo: str) -> Path:
         """Create the bare clone once, then fetch every branch of `repo` into refs/remotes/origin."""
         clone = self.clone_dir(repo)
+        asked = time.monotonic()
         async with self._lock(clone):
+            if self._fetch_started.get(clone, -1.0) > asked:
+                # A fetch began after this call did, while it waited for the lock: its view of
+                # the repository is as new as ours would be. Parallel tasks share one fetch.
+                return clone
             if not (clone / "HEAD").is_file():
                 # Built aside and renamed, so a crash never leaves a half-made clone in place.
                 for old in clone.parent.glob(f"{clone.name}.tmp-*"):
@@ -167,7 +175,9 @@ class GitWorktreeSandbox:
                     await git("config", key, value, cwd=tmp)
                 tmp.rename(clone)
             # FETCH_HEAD is never read; not writing it leaves one less shared file to contend on.
+            started = time.monotonic()
             await git("fetch", "--quiet", "--prune", "--no-write-fetch-head", "origin", cwd=clone)
+            self._fetch_started[clone] = started
         return clone
 
     async def push_target(self, repo: str, commit: str, branch: str, expected: str) -> PushResult:
