@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -226,6 +227,9 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=f"Plan {inp.plan.title or inp.plan_name} → {inp.options.target_branch}",
             static_details=_details(inp),
+            # A replay of a large run (thousands of events) may take longer than the default
+            # 10 s; it must not time out and start over, forever, after a worker restart.
+            task_timeout=timedelta(seconds=60),
         )
         err.print(
             f"started run {workflow_id}: {len(plan.tasks)} tasks into {inp.options.target_branch}"
