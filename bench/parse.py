@@ -13,17 +13,24 @@ import time
 from plan_parser import parse_plan
 
 
-def generate(n_tasks: int, per_batch: int = 10) -> str:
-    """A plan shaped like real ones: files, commands, criteria, fences, task dependencies."""
-    out = ["# Generated plan", ""]
-    for b in range(1, n_tasks // per_batch + 1):
+def generate(
+    n_tasks: int, per_batch: int = 10, runnable: bool = False, title: str = "Generated plan"
+) -> str:
+    """A plan shaped like real ones: files, commands, criteria, fences, task dependencies.
+
+    `runnable`: a check that passes anywhere and no chain of dependencies inside a batch, for
+    benchmarks that run the plan (bench/scale.py) rather than parse it.
+    """
+    out = [f"# {title}", ""]
+    for b in range(1, (n_tasks + per_batch - 1) // per_batch + 1):
         out += [
             f"## Batch {b}: Generated batch {b}",
             f"**Dependencies:** {'None' if b == 1 else f'Batch {b - 1}'}",
             "",
         ]
-        for t in range(1, per_batch + 1):
+        for t in range(1, min(per_batch, n_tasks - (b - 1) * per_batch) + 1):
             tid = f"{b}.{t}"
+            check = "test -d ." if runnable else f"pytest tests/pkg{b}/test_mod{t}.py"
             out += [
                 f"### Task {tid}: Implement feature {tid}",
                 "**Files:**",
@@ -35,10 +42,10 @@ def generate(n_tasks: int, per_batch: int = 10) -> str:
                 f"def value():\n    return '{tid}'",
                 "```",
                 "**Verification:**",
-                f"- `pytest tests/pkg{b}/test_mod{t}.py`",
+                f"- `{check}`",
                 "- The function is documented",
             ]
-            if t > 1:
+            if t > 1 and not runnable:
                 out.append(f"**Depends on:** Task {b}.{t - 1}")
             out.append("")
     return "\n".join(out) + "\n"

@@ -65,6 +65,7 @@ from bench.common import (  # noqa: E402
     stall_report,
     temp_dir,
 )
+from bench.parse import generate  # noqa: E402
 from plan_parser import parse_plan  # noqa: E402
 from tests.integration.helpers import (  # noqa: E402
     DevServer,
@@ -80,36 +81,6 @@ from workflows.policies import GIT_TIMEOUT  # noqa: E402
 GOAL_WORKER_MB = 400
 GOAL_MAX_EVENTS = 20_000
 PAYLOAD_LIMIT_BYTES = 2 * 1024 * 1024
-
-
-def generate(n_tasks: int, per_batch: int) -> str:
-    """Like bench/parse.py's plan, but runnable and parallel within each batch."""
-    out = ["# Scale plan", ""]
-    batches = (n_tasks + per_batch - 1) // per_batch
-    for b in range(1, batches + 1):
-        out += [
-            f"## Batch {b}: Generated batch {b}",
-            f"**Dependencies:** {'None' if b == 1 else f'Batch {b - 1}'}",
-            "",
-        ]
-        for t in range(1, min(per_batch, n_tasks - (b - 1) * per_batch) + 1):
-            tid = f"{b}.{t}"
-            out += [
-                f"### Task {tid}: Implement feature {tid}",
-                "**Files:**",
-                f"- Create: `src/pkg{b}/mod{t}.py`",
-                f"- Test: tests/pkg{b}/test_mod{t}.py",
-                "**Implementation:**",
-                f"Write `mod{t}` with a function that returns {tid}.",
-                "```python",
-                f"def value():\n    return '{tid}'",
-                "```",
-                "**Verification:**",
-                "- `test -d .`",
-                "- The function is documented",
-                "",
-            ]
-    return "\n".join(out) + "\n"
 
 
 class Stalled(Exception):
@@ -201,7 +172,7 @@ async def _replay(address: str, workflow_id: str, save: Path | None) -> float:
 def run(args: argparse.Namespace, tmp: Path, procs: Procs) -> dict[str, Any]:
     env = process_env(tmp)
     (tmp / "home").mkdir(exist_ok=True)
-    text = generate(args.tasks, args.per_batch)
+    text = generate(args.tasks, args.per_batch, runnable=True, title="Scale plan")
     plan_file = tmp / "scale-plan.md"
     plan_file.write_text(text)
     times = []
