@@ -9,21 +9,22 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.confine import Confinement
+from backends.confine import available
 from backends.secrets import redactor
 
 # After SIGTERM the group gets this long to exit before SIGKILL.
 KILL_GRACE_S = 2.0
-_PR_SET_PDEATHSIG = 1
+SPAWN = Path(__file__).with_name("spawn.py")
 
 
 @dataclass(frozen=True)
@@ -62,35 +63,36 @@ async def run_process(
     child dies with it (parent-death signal), and `pgid_file` records the group so that the next
     attempt can kill whatever the child left behind (`kill_recorded_group`).
 
-    `die_with_parent=False` is for short commands (git): without any code to run between fork
-    and exec, Python spawns with vfork, about 20 ms faster in a large worker process.
+    The parent-death signal and confinement are set by an exec wrapper (`backends/spawn.py`, a
+    small Python process that then becomes the command), not by a `preexec_fn`. `die_with_parent=
+    False` is for short commands (git): no wrapper, no second interpreter to start.
 
     With `confine`, the process and its descendants can write only beneath those paths
     (`backends.confine`). Secret values (`backends.secrets`) are masked in everything this returns
     or writes: the transcript, the output's tail and the lines given to `on_line`.
     """
     start = time.monotonic()
-    confinement = Confinement(confine) if confine is not None else None
-
-    def in_child() -> None:
-        _die_with_parent()
-        if confinement is not None:
-            confinement.apply()
-
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=str(cwd),
-            env=dict(env) if env is not None else None,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killpg reaches grandchildren
-            preexec_fn=in_child if die_with_parent or confinement is not None else None,
-        )
-    finally:
-        if confinement is not None:
-            confinement.close()
+    command = list(argv)
+    if die_with_parent or confine is not None:
+        # Set up by an exec wrapper, never by Python code in the forked worker (see spawn.py).
+        _check_executable(command[0], Path(cwd), env)
+        wrapper = [sys.executable, "-I", "-S", str(SPAWN), "--parent", str(os.getpid())]
+        if confine is not None:
+            if not available():
+                raise OSError("Landlock is not available on this kernel")
+            wrapper.append("--confine")
+            for path in confine:
+                wrapper += ["--writable", str(path)]
+        command = [*wrapper, "--", *command]
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=str(cwd),
+        env=dict(env) if env is not None else None,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group: killpg reaches grandchildren
+    )
     redact = redactor(env)
     if pgid_file is not None:
         pgid_file.write_text(str(proc.pid))
@@ -182,10 +184,18 @@ async def run_process(
     )
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL me when the process that started me dies (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _check_executable(program: str, cwd: Path, env: Mapping[str, str] | None) -> None:
+    """Raise as exec would (FileNotFoundError, PermissionError) before the wrapper runs it."""
+    if os.sep in program:
+        path = Path(program) if os.path.isabs(program) else cwd / program
+        if not path.exists():
+            raise FileNotFoundError(2, "No such file or directory", program)
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise PermissionError(13, "Permission denied", program)
+        return
+    search = (env if env is not None else os.environ).get("PATH", os.defpath)
+    if shutil.which(program, path=search) is None:
+        raise FileNotFoundError(2, "No such file or directory", program)
 
 
 def kill_recorded_group(pgid_file: Path) -> bool:
