@@ -1,11 +1,11 @@
 """Confine a process's writes to the paths it is given, with Linux Landlock.
 
 An agent, a command reviewer and a verification command (which runs code the agent wrote) may
-read anything the worker's user can, but write only beneath the paths of a `Confinement`: the
+read anything the worker's user can, but write only beneath the paths it is given: the
 task's worktree, its private temporary directory, and what the worker adds. Writes anywhere else,
 through `..`, an absolute path or a symlink, fail with EACCES: the user's repository, the
 pipeline's clone, other tasks' worktrees and the worker's own files are out of reach. The rules
-are set in the child between fork and exec and bind all its descendants; nobody needs privileges.
+are set by the exec wrapper (`backends/spawn.py`) and bind all descendants; nobody needs privileges.
 
 Landlock needs Linux 5.13 or later with the LSM enabled. Without it `available()` is 0, and
 callers decide whether to run unconfined (and say so) or refuse.
@@ -100,61 +100,43 @@ def handled_rights(abi: int) -> int:
     return rights
 
 
-class Confinement:
-    """A Landlock ruleset allowing writes beneath `writable` only, ready to apply in a child.
-
-    Built in the parent (opening paths after fork is not safe in a threaded process); the child
-    only calls two syscalls on the inherited descriptor. `close()` in the parent once it has forked.
-    """
-
-    def __init__(self, writable: Iterable[Path]) -> None:
-        abi = available()
-        if not abi:
-            raise OSError("Landlock is not available on this kernel")
-        self.rights = handled_rights(abi)
-        self.writable = [Path(p) for p in writable]
-        libc = _libc()
-        libc.syscall.restype = ctypes.c_long
-        attr = struct.pack("=Q", self.rights)
-        fd = int(libc.syscall(_SYS_CREATE_RULESET, attr, len(attr), 0))
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
-        self.fd = fd
-        try:
-            for path in self.writable:
-                self._allow(libc, path, self.rights)
-            self._allow(libc, DEVICES, self.rights & _FILE_RIGHTS, beneath_files=True)
-        except BaseException:
-            self.close()
-            raise
-
-    def _allow(
-        self, libc: ctypes.CDLL, path: Path, rights: int, beneath_files: bool = False
-    ) -> None:
-        try:
-            target = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return  # nothing there to write into
-        try:
-            if not beneath_files and not path.is_dir():
-                rights &= _FILE_RIGHTS  # a file takes file rights only
-            rule = struct.pack("=Qi", rights, target)  # struct landlock_path_beneath_attr, packed
-            if libc.syscall(_SYS_ADD_RULE, self.fd, _RULE_PATH_BENEATH, rule, 0) < 0:
-                raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
-        finally:
-            os.close(target)
-
-    def apply(self) -> None:
-        """In the child: from now on, this process and its descendants write only where allowed."""
-        libc = _libc()
+def restrict_writes(writable: Iterable[Path]) -> None:
+    """From now on, this process and its descendants write only beneath `writable` (and to
+    device nodes). Called by the exec wrapper (`backends/spawn.py`) just before it execs."""
+    abi = available()
+    if not abi:
+        raise OSError("Landlock is not available on this kernel")
+    rights = handled_rights(abi)
+    libc = _libc()
+    libc.syscall.restype = ctypes.c_long
+    attr = struct.pack("=Q", rights)
+    fd = int(libc.syscall(_SYS_CREATE_RULESET, attr, len(attr), 0))
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    try:
+        for path in writable:
+            _allow(libc, fd, Path(path), rights)
+        _allow(libc, fd, DEVICES, rights & _FILE_RIGHTS, beneath_files=True)
         if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-        libc.syscall.restype = ctypes.c_long
-        if libc.syscall(_SYS_RESTRICT_SELF, self.fd, 0) != 0:
+        if libc.syscall(_SYS_RESTRICT_SELF, fd, 0) != 0:
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+    finally:
+        os.close(fd)
 
-    def close(self) -> None:
-        if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = -1
+
+def _allow(
+    libc: ctypes.CDLL, ruleset: int, path: Path, rights: int, beneath_files: bool = False
+) -> None:
+    try:
+        target = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # nothing there to write into
+    try:
+        if not beneath_files and not path.is_dir():
+            rights &= _FILE_RIGHTS  # a file takes file rights only
+        rule = struct.pack("=Qi", rights, target)  # struct landlock_path_beneath_attr, packed
+        if libc.syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, rule, 0) < 0:
+            raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
+    finally:
+        os.close(target)

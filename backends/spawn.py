@@ -32,10 +32,9 @@ def main(args: list[str]) -> int:
         return EXEC_FAILED  # the worker is already gone: nobody wants this child any more
     if "--confine" in options:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from backends.confine import Confinement
+        from backends.confine import restrict_writes
 
-        confinement = Confinement(writable)
-        confinement.apply()
+        restrict_writes(writable)
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:

@@ -72,22 +72,12 @@ def agent_logs(tmp: Path) -> Path:
 
 
 def bench_env(tmp: Path) -> dict[str, str]:
-    """No user git config, Temporal profile or pipeline settings leak in."""
-    gitconfig = tmp / "gitconfig-global"
-    gitconfig.write_text("[init]\n\tdefaultBranch = main\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "TEMPORAL_"))}
-    for key in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        env.pop(key, None)
+    """The integration tests' isolated environment, with the bench's own agent-log folder."""
+    from tests.integration.helpers import process_env
+
     (tmp / "home").mkdir(exist_ok=True)
     agent_logs(tmp).mkdir(exist_ok=True)
-    return env | {
-        "PYTHONUNBUFFERED": "1",
-        "GIT_CONFIG_GLOBAL": str(gitconfig),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "HOME": str(tmp / "home"),
-        "XDG_CACHE_HOME": str(tmp / "cache"),
-        "PIPELINE_AGENT_WRITABLE": str(agent_logs(tmp)),
-    }
+    return process_env(tmp) | {"PIPELINE_AGENT_WRITABLE": str(agent_logs(tmp))}
 
 
 def git(repo: Path, env: dict[str, str], *args: str) -> str:

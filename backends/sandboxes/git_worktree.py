@@ -77,6 +77,7 @@ class GitWorktreeSandbox:
         self._clones: dict[tuple[str, str], Path] = {}
         # When the last fetch of each clone began (monotonic clock), to share fetches.
         self._fetch_started: dict[Path, float] = {}
+        self._warned_unconfined = False
 
     def clone_dir(self, repo: str) -> Path:
         repo = repo.rstrip("/") or repo
@@ -110,7 +111,7 @@ class GitWorktreeSandbox:
         if not wanted:
             return None
         if not confine.available():
-            if not getattr(self, "_warned_unconfined", False):
+            if not self._warned_unconfined:
                 self._warned_unconfined = True
                 log.warning("Landlock is not available: agents and checks run unconfined")
             return None
