@@ -108,6 +108,7 @@ def _batch(
         depends_on=depends_on,
         implicit_dependency=implicit,
         execution_mode=f.execution_mode,
+        sandbox=f.sandbox,
         tasks=sorted(tasks, key=lambda t: checks.natural_key(t.id)),
         criteria=f.criteria,
     )

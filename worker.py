@@ -26,7 +26,9 @@ from activities.review import ReviewActivities
 from activities.sandbox import SandboxActivities
 from activities.verify import VerifyActivities
 from backends.registry import make_agent, make_reviewer_agent
-from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.sandboxes.policy import WorkerPolicy
+from backends.sandboxes.registry import Sandboxes
+from backends.workspace.tasks import Workspaces
 from cli.connect import TASK_QUEUE, connect_client
 from cli.logs import configure_logging
 from config import default_workspace
@@ -37,16 +39,21 @@ HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
 def make_worker(
-    client: Client, workspace: Path, max_activities: int = 16, task_queue: str = TASK_QUEUE
+    client: Client,
+    workspace: Path,
+    max_activities: int = 16,
+    task_queue: str = TASK_QUEUE,
+    policy: WorkerPolicy | None = None,
 ) -> contextlib.AbstractAsyncContextManager[None]:
     """Settings -> backends -> activity objects -> two Workers, run together.
 
     The shared queue carries the workflows and the steps any worker can do; the workspace queue
-    carries a claimed task's steps, which need this machine's worktree.
+    carries a claimed task's steps, which need this machine's worktree. `policy` says which runs
+    may weaken their agents' isolation (by default none).
     """
-    sandbox = GitWorktreeSandbox(workspace)
-    sandbox_acts = SandboxActivities(sandbox)
-    agent_acts = AgentActivities(sandbox, make_agent)
+    sandboxes = Sandboxes(Workspaces(workspace), policy)
+    sandbox_acts = SandboxActivities(sandboxes)
+    agent_acts = AgentActivities(sandboxes, make_agent)
     local_queue = workspace_queue(task_queue, workspace)
     # Cancellation reaches an activity only on a heartbeat round trip: send them often enough
     # that `cancel --now` kills an agent within seconds, not 0.8 x the heartbeat timeout.
@@ -67,9 +74,9 @@ def make_worker(
             sandbox_acts.cleanup_workspace,
             sandbox_acts.prepare_conflict_fix,
             agent_acts.run_agent,
-            VerifyActivities(sandbox).verify_task,
-            ReviewActivities(sandbox, make_reviewer_agent).review_task,
-            MergeActivities(sandbox).merge_task,
+            VerifyActivities(sandboxes).verify_task,
+            ReviewActivities(sandboxes, make_reviewer_agent).review_task,
+            MergeActivities(sandboxes).merge_task,
         ],
         max_concurrent_activities=max_activities,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
@@ -84,14 +91,18 @@ def make_worker(
 
 
 async def serve(
-    address: str | None, namespace: str | None, workspace: Path, until: str | None
+    address: str | None,
+    namespace: str | None,
+    workspace: Path,
+    until: str | None,
+    policy: WorkerPolicy,
 ) -> int:
     client = await connect_client(address, namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with make_worker(client, workspace):
+    async with make_worker(client, workspace, policy=policy):
         print(
             f"worker serving {address or 'the configured cluster'} from {workspace}",
             file=sys.stderr,
@@ -120,12 +131,28 @@ def main() -> int:
         "--workspace", default=None, help="the worker's clone, worktrees and transcripts"
     )
     ap.add_argument("--until", metavar="WORKFLOW_ID", help="exit when this run closes")
+    ap.add_argument(
+        "--allow-weakened-isolation",
+        action="store_true",
+        help="run agents as a run asks even when that weakens their isolation (--no-isolation, "
+        "--agent-network host, --no-confine); by default such runs are refused",
+    )
+    ap.add_argument(
+        "--allow-weakened-run",
+        action="append",
+        default=[],
+        metavar="WORKFLOW_ID",
+        help="the same, for this run only (repeatable)",
+    )
     args = ap.parse_args()
     workspace = (
         Path(args.workspace).expanduser().resolve() if args.workspace else default_workspace()
     )
+    policy = WorkerPolicy(
+        None if args.allow_weakened_isolation else frozenset(args.allow_weakened_run)
+    )
     try:
-        return asyncio.run(serve(args.address, args.namespace, workspace, args.until))
+        return asyncio.run(serve(args.address, args.namespace, workspace, args.until, policy))
     except Exception as exc:
         print(f"worker: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
-from backends._proc import kill_recorded_group
 from backends.agents.claude_stream import FailureKind, parse_failure
-from backends.base import AgentBackend, AgentOutcome, AgentRequest, SessionAgent, pgid_file
+from backends.base import AgentBackend, AgentOutcome, AgentRequest, SandboxBackend, SessionAgent
 from backends.prompt import build_prompt
 from backends.review import fix_prompt
-from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.sandboxes.policy import WEAKENED_REFUSED
+from backends.sandboxes.registry import Sandboxes
 from backends.secrets import agent_env
+from backends.workspace.checkout import Checkout
+from backends.workspace.layout import TaskRef
 from models.activity_io import LIST_CAP, RunAgentIn, RunAgentOut
-from models.run import AgentConfig
+from models.run import AgentConfig, ReviewerConfig
+from models.sandbox import SandboxConfig, SandboxKind
+
+C = TypeVar("C", AgentConfig, ReviewerConfig)
 
 TRAILER = "Pipeline-Task"
 # The error type of a failure no retry can fix: the agent's credentials were refused.
@@ -70,6 +74,23 @@ def failure_of(outcome: AgentOutcome) -> tuple[FailureKind, float | None]:
     return kind, reset_at
 
 
+def sandbox_for(sandboxes: Sandboxes, config: SandboxConfig) -> SandboxBackend:
+    """The sandbox of an activity's task, if this worker agrees to run it as configured."""
+    refusal = sandboxes.policy.refusal(config, activity.info().workflow_id or "")
+    if refusal is not None:
+        raise ApplicationError(refusal, type=WEAKENED_REFUSED, non_retryable=True)
+    return sandboxes.get(config)
+
+
+def for_image(config: C, sandbox: SandboxConfig) -> C:
+    """An agent's config as its sandbox runs it: in a container, the image's claude CLI."""
+    spec = sandbox.container
+    if sandbox.kind is SandboxKind.WORKTREE or spec is None or spec.claude_bin is None:
+        return config
+    claude = config.claude.model_copy(update={"binary": spec.claude_bin})
+    return config.model_copy(update={"claude": claude})
+
+
 def raise_if_auth(kind: FailureKind, error: str | None, who: str) -> None:
     if kind is FailureKind.AUTH:
         raise ApplicationError(
@@ -80,20 +101,22 @@ def raise_if_auth(kind: FailureKind, error: str | None, who: str) -> None:
 
 
 class AgentActivities:
-    def __init__(
-        self, sandbox: GitWorktreeSandbox, agents: Callable[[AgentConfig], AgentBackend]
-    ) -> None:
-        self.sandbox = sandbox
+    def __init__(self, sandboxes: Sandboxes, agents: Callable[[AgentConfig], AgentBackend]) -> None:
+        self.sandboxes = sandboxes
+        self.workspaces = sandboxes.workspaces
         self.agents = agents
 
-    async def _workdir(self, inp: RunAgentIn, resume: bool) -> tuple[Path, bool]:
-        """The worktree the agent runs in, and whether its session is resumed."""
+    async def _workdir(
+        self, inp: RunAgentIn, sandbox: SandboxBackend, resume: bool
+    ) -> tuple[Checkout, bool]:
+        """The checkout the agent runs in, and whether its session is resumed."""
         task, start = inp.task, inp.start_commit or inp.base_commit
+        ref = TaskRef(inp.run_key, task.id)
         if inp.fix is not None and inp.fix.conflicts:
             # The conflict markers prepare_conflict_fix left are the input: never reset them.
-            wt = await self.sandbox.worktree_at(inp.run_key, task.id, start)
+            wt = await self.workspaces.worktree_at(ref, start)
             if wt is None:
-                wt = await self.sandbox.restore_conflict(inp.run_key, task.id, start)
+                wt = await self.workspaces.restore_conflict(ref, start)
             if wt is None:
                 raise ApplicationError(
                     f"task {task.id}: the worktree prepared for the conflict fix on {start[:12]} "
@@ -104,29 +127,31 @@ class AgentActivities:
             return wt, resume
         if resume:
             # The session's own edits are in the worktree: keep them, if it is still there.
-            wt = await self.sandbox.worktree_at(inp.run_key, task.id, start)
+            wt = await self.workspaces.worktree_at(ref, start)
             if wt is not None:
                 return wt, True
             activity.logger.warning(
                 "task %s: the worktree to resume is gone or moved; starting afresh", task.id
             )
         # A fresh attempt never builds on the half-finished files of one that died.
-        return await self.sandbox.reset(inp.run_key, task.id, start), False
+        return await sandbox.reset(ref, start), False
 
     @activity.defn(name="run_agent")
     async def run_agent(self, inp: RunAgentIn) -> RunAgentOut:
         task = inp.task
+        ref = TaskRef(inp.run_key, task.id)
         attempt = activity.info().attempt
-        backend = self.agents(inp.agent)
+        sandbox = sandbox_for(self.sandboxes, inp.sandbox)
+        backend = self.agents(for_image(inp.agent, inp.sandbox))
         sessions = has_sessions(backend) and inp.session_id is not None
-        transcript = self.sandbox.transcript_path(inp.run_key, task.id)
+        transcript = self.workspaces.layout.transcript_path(ref)
         # An agent orphaned by a worker killed outright must not keep writing into the worktree.
-        if kill_recorded_group(pgid_file(transcript)):
+        if await sandbox.reap(ref):
             activity.logger.warning(
-                "killed the agent left running by a previous attempt of task %s", task.id
+                "killed what a previous attempt of task %s left running", task.id
             )
         # A retry after a crash continues the session, like a resume the workflow asked for.
-        workdir, resume = await self._workdir(inp, sessions and (inp.resume or attempt > 1))
+        co, resume = await self._workdir(inp, sandbox, sessions and (inp.resume or attempt > 1))
         prompt = build_prompt(task, inp.plan_title, inp.start_commit or inp.base_commit)
         if inp.fix is not None:
             fix = inp.fix
@@ -136,14 +161,16 @@ class AgentActivities:
             title=task.title,
             prompt=prompt,
             instructions=task.instructions,
-            workdir=workdir,
+            workdir=co.path,
             transcript=transcript,
             timeout_s=inp.agent.timeout_s,
             command=inp.agent.command,
             # The base allow-list and the variables the run names: credentials are opt-in.
             env=agent_env(inp.agent.env),
-            writable=self.sandbox.writable(inp.run_key, task.id, workdir, inp.agent.confine),
+            isolated=inp.sandbox.isolated,
+            checks=task.commands,
         )
+        runner = sandbox.runner(ref, co)
         what = "fix" if inp.fix is not None else "agent"
         started = time.monotonic()
         async with heartbeating(
@@ -152,10 +179,10 @@ class AgentActivities:
         ) as note:
             if sessions:
                 outcome = await cast(SessionAgent, backend).run(
-                    request, note, session_id=inp.session_id, resume=resume
+                    request, note, runner, session_id=inp.session_id, resume=resume
                 )
             else:
-                outcome = await backend.run(request, note)
+                outcome = await backend.run(request, note, runner)
         out = RunAgentOut(
             exit_code=outcome.exit_code,
             timed_out=outcome.timed_out,
@@ -169,7 +196,15 @@ class AgentActivities:
             tokens_in=outcome.tokens_in,
             tokens_out=outcome.tokens_out,
             session_id=outcome.session_id or (inp.session_id if sessions else None),
+            permission_denials=outcome.permission_denials[:LIST_CAP],
         )
+        if outcome.permission_denials:
+            with transcript.open("a", encoding="utf-8") as fh:
+                fh.write(
+                    "\n[pipeline] the agent was refused: "
+                    + "; ".join(outcome.permission_denials)
+                    + "\n"
+                )
         if not outcome.succeeded:
             kind, out.reset_at = failure_of(outcome)
             out.failure_kind = kind.value
@@ -177,9 +212,8 @@ class AgentActivities:
             # Rate limits and overload are results: the workflow waits on a durable timer.
             return out
         # Fix rounds commit on top of the task's commit; the base stays the task's base.
-        done = await self.sandbox.commit_all(
-            inp.run_key,
-            task.id,
+        done = await sandbox.collect(
+            ref,
             inp.base_commit,
             commit_message(inp, outcome.summary),
             named=[f.path for f in task.files],

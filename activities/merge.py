@@ -4,24 +4,30 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.agent import sandbox_for
 from activities.heartbeat import heartbeating
+from activities.verify import base_runner
 from backends.merge import merge_task
-from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.sandboxes.registry import Sandboxes
 from backends.secrets import agent_env
+from backends.workspace.layout import TaskRef
 from models.activity_io import MergeIn, MergeOut
 
 
 class MergeActivities:
-    def __init__(self, sandbox: GitWorktreeSandbox) -> None:
-        self.sandbox = sandbox
+    def __init__(self, sandboxes: Sandboxes) -> None:
+        self.sandboxes = sandboxes
 
     @activity.defn(name="merge_task")
     async def merge_task(self, inp: MergeIn) -> MergeOut:
+        task = TaskRef(inp.run_key, inp.task_id)
+        sandbox = sandbox_for(self.sandboxes, inp.sandbox)
+        workspaces = self.sandboxes.workspaces
         async with heartbeating(f"merging into {inp.target_branch}") as note:
             return await merge_task(
-                self.sandbox,
-                run_key=inp.run_key,
-                task_id=inp.task_id,
+                workspaces,
+                sandbox,
+                task=task,
                 repo=inp.repo,
                 target_branch=inp.target_branch,
                 base_commit=inp.base_commit,
@@ -29,7 +35,7 @@ class MergeActivities:
                 commands=inp.commands,
                 verify_timeout_s=inp.verify_timeout_s,
                 attempts=inp.attempts,
-                heartbeat=note,
                 env=agent_env(inp.env),
-                writable=lambda d: self.sandbox.writable(inp.run_key, inp.task_id, d, inp.confine),
+                base_runner=lambda tip: lambda: base_runner(workspaces, sandbox, task, tip),
+                heartbeat=note,
             )

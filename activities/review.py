@@ -17,14 +17,14 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.agent import failure_of, raise_if_auth
+from activities.agent import failure_of, for_image, raise_if_auth, sandbox_for
 from activities.heartbeat import heartbeating
-from backends._proc import kill_recorded_group
 from backends.base import AgentBackend, AgentOutcome, AgentRequest
-from backends.git import git, rev_parse
 from backends.review import parse_verdict, review_prompt
-from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.sandboxes.registry import Sandboxes
 from backends.secrets import agent_env
+from backends.workspace.checkout import Checkout
+from backends.workspace.layout import TaskRef
 from models.activity_io import ReviewIn, ReviewOut
 from models.review import Finding, Severity, Verdict
 from models.run import ReviewerConfig
@@ -54,38 +54,40 @@ def review_transcript(transcript: Path) -> Path:
     return transcript.with_name(f"{transcript.stem}.review-{max(taken, default=0) + 1}.log")
 
 
-async def _state(wt: Path) -> tuple[str | None, str, str]:
-    """What reviewing must leave as it found: HEAD, the branch, and the status of every file."""
-    head = await rev_parse("HEAD", wt)
-    branch = await git("symbolic-ref", "--quiet", "HEAD", cwd=wt, check=False)
-    status = await git("status", "--porcelain", "-z", "--untracked-files=all", cwd=wt)
-    return head, branch.output.strip(), status.output
+async def _state(co: Checkout) -> tuple[str | None, str, str, bool]:
+    """What reviewing must leave as it found: HEAD, the branch, the status of every file, and
+    the `.git` pointer."""
+    status = await co.git("status", "--porcelain", "-z", "--untracked-files=all")
+    return await co.head(), await co.current_branch(), status.output, co.pointer_intact()
 
 
 class ReviewActivities:
     def __init__(
         self,
-        sandbox: GitWorktreeSandbox,
+        sandboxes: Sandboxes,
         reviewers: Callable[[ReviewerConfig], AgentBackend | None],
     ) -> None:
-        self.sandbox = sandbox
+        self.sandboxes = sandboxes
+        self.workspaces = sandboxes.workspaces
         self.reviewers = reviewers
 
-    async def _workdir(self, inp: ReviewIn) -> Path:
-        """The task's worktree at the commit under review (rebuilt if it is gone or elsewhere)."""
-        wt = await self.sandbox.worktree_at(inp.run_key, inp.task.id, inp.commit)
-        if wt is None or await rev_parse("HEAD", wt) != inp.commit:
-            wt = await self.sandbox.reset(inp.run_key, inp.task.id, inp.commit)
-        return wt
+    async def _workdir(self, inp: ReviewIn) -> Checkout:
+        """The task's checkout at the commit under review (rebuilt if it is gone or elsewhere)."""
+        ref = TaskRef(inp.run_key, inp.task.id)
+        co = await self.workspaces.worktree_at(ref, inp.commit)
+        if co is None or await co.head() != inp.commit:
+            co = await self.workspaces.reset(ref, inp.commit)
+        return co
 
     @activity.defn(name="review_task")
     async def review_task(self, inp: ReviewIn) -> ReviewOut:
         task, cfg = inp.task, inp.reviewer
+        ref = TaskRef(inp.run_key, task.id)
         async with heartbeating(f"review of task {task.id}: reading the change") as note:
-            wt = await self._workdir(inp)
+            co = await self._workdir(inp)
             span = (inp.base_commit, inp.commit)
             opts = ("--no-color", "--no-ext-diff", "-M")
-            numstat = await git("diff", *opts, "--numstat", *span, cwd=wt)
+            numstat = await co.git("diff", *opts, "--numstat", *span)
             files, deleted = diff_counts(numstat.output)
             out = ReviewOut(
                 verdict=Verdict(approved=True, summary="no reviewer"),
@@ -94,41 +96,41 @@ class ReviewActivities:
             )
             if cfg.backend == "none":
                 return out
-            backend = self.reviewers(cfg)
+            backend = self.reviewers(for_image(cfg, inp.sandbox))
             if backend is None:
                 return out
             if cfg.backend == "command" and not cfg.command:
                 raise ApplicationError(
                     "the command reviewer has no command", type=REVIEWER_ERROR, non_retryable=True
                 )
-            stat = await git("diff", *opts, "--stat", *span, cwd=wt)
-            diff = await git("diff", *opts, *span, cwd=wt)
-            transcript = self.sandbox.transcript_path(inp.run_key, task.id)
+            sandbox = sandbox_for(self.sandboxes, inp.sandbox)
+            stat = await co.git("diff", *opts, "--stat", *span)
+            diff = await co.git("diff", *opts, *span)
+            transcript = self.workspaces.layout.transcript_path(ref)
             # A reviewer orphaned by a worker killed outright must not outlive its attempt.
-            for pgids in transcript.parent.glob(f"{transcript.stem}.review-*.log.pgid"):
-                kill_recorded_group(pgids)
+            await sandbox.reap(ref)
             log = review_transcript(transcript)
             request = AgentRequest(
                 task_id=task.id,
                 title=task.title,
                 prompt=review_prompt(task, diff.output, stat.output.rstrip(), inp.checks),
                 instructions=task.instructions,
-                workdir=wt,
+                workdir=co.path,
                 transcript=log,
                 timeout_s=cfg.timeout_s,
                 command=cfg.command,
                 env=agent_env(cfg.env),
-                # Its edits are discarded afterwards; confinement keeps it out of everything else.
-                writable=self.sandbox.writable(inp.run_key, task.id, wt, cfg.confine),
+                isolated=inp.sandbox.isolated,
             )
-            before = await _state(wt)
+            before = await _state(co)
             note(f"{cfg.backend} reviewer running on {files} file(s)")
             try:
                 # A fresh conversation every time (the claude backend gets no session id), and
                 # for claude the read-only "plan" permission mode unless the run chose another.
-                outcome = await backend.run(request, note)
+                # Its edits are discarded afterwards; the sandbox keeps it out of everything else.
+                outcome = await backend.run(request, note, sandbox.runner(ref, co))
             finally:
-                modified = await self._discard_changes(inp, wt, before)
+                modified = await self._discard_changes(inp, co, before)
         out.transcript = str(log)
         out.cost_usd, out.tokens_in, out.tokens_out = (
             outcome.cost_usd,
@@ -145,14 +147,13 @@ class ReviewActivities:
         return out
 
     async def _discard_changes(
-        self, inp: ReviewIn, wt: Path, before: tuple[str | None, str, str]
+        self, inp: ReviewIn, co: Checkout, before: tuple[str | None, str, str, bool]
     ) -> bool:
-        """Put back the worktree if the reviewer changed it; True when it had."""
-        if await _state(wt) == before:
+        """Put back the checkout if the reviewer changed it; True when it had."""
+        if await _state(co) == before:
             return False
-        activity.logger.warning("the reviewer changed %s; its changes are discarded", wt)
-        branch = self.sandbox.task_branch(inp.run_key, inp.task.id)
-        await self.sandbox.reset_worktree(wt, branch, inp.commit)
+        activity.logger.warning("the reviewer changed %s; its changes are discarded", co.path)
+        await self.workspaces.reset(TaskRef(inp.run_key, inp.task.id), inp.commit)
         return True
 
     @staticmethod

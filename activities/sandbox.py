@@ -1,11 +1,13 @@
-"""Activities that create and remove the pipeline's workspaces: the run's target, a task's worktree."""
+"""Activities that create and remove the pipeline's workspaces: the run's target, a task's sandbox."""
 
 from __future__ import annotations
 
 from temporalio import activity
 
+from activities.agent import sandbox_for
 from activities.heartbeat import heartbeating
-from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.sandboxes.registry import Sandboxes
+from backends.workspace.layout import TaskRef
 from models.activity_io import (
     CleanupIn,
     CleanupOut,
@@ -19,14 +21,15 @@ from models.activity_io import (
 
 
 class SandboxActivities:
-    def __init__(self, sandbox: GitWorktreeSandbox) -> None:
-        self.sandbox = sandbox
+    def __init__(self, sandboxes: Sandboxes) -> None:
+        self.sandboxes = sandboxes
+        self.workspaces = sandboxes.workspaces
 
     @activity.defn(name="prepare_run")
     async def prepare_run(self, inp: PrepareRunIn) -> PrepareRunOut:
         """Clone or fetch the repository and make sure the target branch exists (idempotent)."""
         async with heartbeating(f"fetching {inp.repo}"):
-            tip, created = await self.sandbox.prepare_run(
+            tip, created = await self.workspaces.prepare_run(
                 inp.repo, inp.base_commit, inp.target_branch
             )
         return PrepareRunOut(target_commit=tip, created_target=created)
@@ -35,20 +38,19 @@ class SandboxActivities:
     async def prepare_workspace(self, inp: PrepareWorkspaceIn) -> PrepareWorkspaceOut:
         # Heartbeats, like every step of a task: a worker killed here is noticed in seconds, not
         # when the step's whole time limit has run out.
+        task = TaskRef(inp.run_key, inp.task_id)
+        sandbox = sandbox_for(self.sandboxes, inp.sandbox)
         async with heartbeating(f"preparing the worktree of task {inp.task_id}"):
-            base, _ = await self.sandbox.prepare(
-                inp.run_key, inp.task_id, inp.repo, inp.target_branch
-            )
-        return PrepareWorkspaceOut(
-            base_commit=base, branch=self.sandbox.task_branch(inp.run_key, inp.task_id)
-        )
+            base, _ = await sandbox.prepare(task, inp.repo, inp.target_branch)
+        return PrepareWorkspaceOut(base_commit=base, branch=task.branch)
 
     @activity.defn(name="cleanup_workspace")
     async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:
+        task = TaskRef(inp.run_key, inp.task_id)
+        # Cleanup is never refused: removing a sandbox weakens nothing.
+        sandbox = self.sandboxes.get(inp.sandbox)
         async with heartbeating(f"removing the worktree of task {inp.task_id}"):
-            removed, deleted = await self.sandbox.remove(
-                inp.run_key, inp.task_id, inp.delete_branch
-            )
+            removed, deleted = await sandbox.destroy(task, inp.delete_branch)
         return CleanupOut(removed_worktree=removed, deleted_branch=deleted)
 
     @activity.defn(name="prepare_conflict_fix")
@@ -58,8 +60,9 @@ class SandboxActivities:
         The next run_agent (a fix round naming the conflicts) resolves them in place, and its
         commit lands on the tip as one commit.
         """
+        task = TaskRef(inp.run_key, inp.task_id)
         async with heartbeating(f"applying task {inp.task_id}'s change onto {inp.target_branch}"):
-            tip, paths = await self.sandbox.prepare_conflict(
-                inp.run_key, inp.task_id, inp.repo, inp.target_branch, inp.base_commit, inp.commit
+            tip, paths = await self.workspaces.prepare_conflict(
+                task, inp.repo, inp.target_branch, inp.base_commit, inp.commit
             )
         return ConflictFixOut(base_commit=tip, conflict_paths=paths)

@@ -1,32 +1,57 @@
-"""verify_task: run the task's own verification commands in its worktree."""
+"""verify_task: run the task's own verification commands in its sandbox."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from temporalio import activity
 
+from activities.agent import sandbox_for
 from activities.heartbeat import heartbeating
-from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.base import Runner, SandboxBackend
+from backends.git import GitError
+from backends.sandboxes.registry import Sandboxes
 from backends.secrets import agent_env
 from backends.verify import checks_passed, run_checks
+from backends.workspace.layout import TaskRef
+from backends.workspace.tasks import Workspaces
 from models.activity_io import VerifyIn, VerifyOut
 
 
+def base_runner(
+    workspaces: Workspaces, sandbox: SandboxBackend, task: TaskRef, commit: str
+) -> contextlib.AbstractAsyncContextManager[Runner]:
+    """A runner in a throwaway checkout of `commit`, for a check that failed on the task."""
+
+    @contextlib.asynccontextmanager
+    async def opened() -> AsyncIterator[Runner]:
+        async with workspaces.detached(task, commit) as co:
+            yield sandbox.runner(task, co)
+
+    return opened()
+
+
 class VerifyActivities:
-    def __init__(self, sandbox: GitWorktreeSandbox) -> None:
-        self.sandbox = sandbox
+    def __init__(self, sandboxes: Sandboxes) -> None:
+        self.sandboxes = sandboxes
 
     @activity.defn(name="verify_task")
     async def verify_task(self, inp: VerifyIn) -> VerifyOut:
-        workdir = self.sandbox.worktree_dir(inp.run_key, inp.task_id)
-        repo_dir = self.sandbox.worktree_repo(inp.run_key, inp.task_id)
+        task = TaskRef(inp.run_key, inp.task_id)
+        sandbox = sandbox_for(self.sandboxes, inp.sandbox)
+        workspaces = self.sandboxes.workspaces
+        co = await workspaces.checkout(task)
+        if co is None:
+            raise GitError(f"task {inp.task_id} has no intact worktree to verify")
         async with heartbeating(f"verifying: {len(inp.commands)} command(s)"):
+            await sandbox.reap(task)
             results = await run_checks(
-                workdir,
+                sandbox.runner(task, co),
                 inp.commands,
                 timeout_s=inp.timeout_s,
-                # A failure is compared with the same command on the base commit.
-                base_dir_factory=lambda: self.sandbox.checkout_detached(repo_dir, inp.base_commit),
                 env=agent_env(inp.env),
-                writable=lambda d: self.sandbox.writable(inp.run_key, inp.task_id, d, inp.confine),
+                # A failure is compared with the same command on the base commit.
+                base=lambda: base_runner(workspaces, sandbox, task, inp.base_commit),
             )
         return VerifyOut(passed=checks_passed(results), checks=results)

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,16 +52,19 @@ async def run_process(
     transcript_cap: int = 5_000_000,
     on_line: Callable[[str], None] | None = None,
     tail_chars: int = 8000,
-    pgid_file: Path | None = None,
+    record: Path | None = None,
     confine: Sequence[Path] | None = None,
     die_with_parent: bool = True,
+    pass_fds: Sequence[int] = (),
+    on_spawn: Callable[[int], Awaitable[None]] | None = None,
 ) -> ProcResult:
     """Run `argv`, stream its output, and return when it exits or its timeout kills it.
 
     Cancellation (the activity was cancelled, the worker is shutting down) kills the whole process
     group and re-raises, so the caller's cleanup runs. A worker killed outright cannot do that: the
-    child dies with it (parent-death signal), and `pgid_file` records the group so that the next
-    attempt can kill whatever the child left behind (`kill_recorded_group`).
+    child dies with it (parent-death signal), and `record` keeps the group (with the leader's
+    start time, so that a recycled pid is never taken for it) for the next attempt to kill
+    whatever the child left behind (`kill_recorded_group`).
 
     The parent-death signal and confinement are set by an exec wrapper (`backends/spawn.py`, a
     small Python process that then becomes the command), not by a `preexec_fn`. `die_with_parent=
@@ -70,12 +73,15 @@ async def run_process(
     With `confine`, the process and its descendants can write only beneath those paths
     (`backends.confine`). Secret values (`backends.secrets`) are masked in everything this returns
     or writes: the transcript, the output's tail and the lines given to `on_line`.
+
+    `pass_fds` are inherited by the child; `on_spawn(pid)` runs once it exists and before its
+    output is read (a sandbox attaches its network then).
     """
     start = time.monotonic()
     command = list(argv)
     if die_with_parent or confine is not None:
         # Set up by an exec wrapper, never by Python code in the forked worker (see spawn.py).
-        _check_executable(command[0], Path(cwd), env)
+        check_executable(command[0], Path(cwd), env)
         wrapper = [sys.executable, "-I", "-S", str(SPAWN), "--parent", str(os.getpid())]
         if confine is not None:
             if not available():
@@ -92,10 +98,12 @@ async def run_process(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,  # its own process group: killpg reaches grandchildren
+        pass_fds=tuple(pass_fds),
     )
     redact = redactor(env)
-    if pgid_file is not None:
-        pgid_file.write_text(str(proc.pid))
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(f"{proc.pid} {start_time(proc.pid)}")
     tail: deque[str] = deque()
     tail_len = 0
     written = 0
@@ -157,6 +165,8 @@ async def run_process(
 
     timed_out = False
     try:
+        if on_spawn is not None:
+            await on_spawn(proc.pid)
         await asyncio.wait_for(pump(), timeout=timeout_s)
     except TimeoutError:
         timed_out = True
@@ -168,11 +178,11 @@ async def run_process(
         emit("", final=True)  # what a timeout or cancellation cut off mid-line
         if sink is not None:
             sink.close()
-        if pgid_file is not None:
+        if record is not None:
             # Only our own record: a newer attempt may already have written its group there.
             with contextlib.suppress(OSError):
-                if pgid_file.read_text().strip() == str(proc.pid):
-                    pgid_file.unlink()
+                if record.read_text().split()[:1] == [str(proc.pid)]:
+                    record.unlink()
     out = "".join(tail)[-tail_chars:]
     return ProcResult(
         argv=tuple(argv),
@@ -184,7 +194,7 @@ async def run_process(
     )
 
 
-def _check_executable(program: str, cwd: Path, env: Mapping[str, str] | None) -> None:
+def check_executable(program: str, cwd: Path, env: Mapping[str, str] | None) -> None:
     """Raise as exec would (FileNotFoundError, PermissionError) before the wrapper runs it."""
     if os.sep in program:
         path = Path(program) if os.path.isabs(program) else cwd / program
@@ -198,18 +208,33 @@ def _check_executable(program: str, cwd: Path, env: Mapping[str, str] | None) ->
         raise FileNotFoundError(2, "No such file or directory", program)
 
 
-def kill_recorded_group(pgid_file: Path) -> bool:
-    """Kill the process group a dead worker's child left running. True when there was one."""
+def start_time(pid: int) -> str:
+    """When `pid` started (clock ticks since boot), or "" where /proc cannot say."""
     try:
-        pgid = int(pgid_file.read_text().strip())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the name before it may hold spaces
+
+
+def kill_recorded_group(record: Path) -> bool:
+    """Kill the process group a dead worker's child left running. True when there was one.
+
+    Only if its leader is still the process that was recorded: a pid reused since (by the next
+    worker, say) is left alone.
+    """
+    try:
+        pid_text, *started = record.read_text().split()
+        pgid = int(pid_text)
     except (OSError, ValueError):
         return False
     killed = False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-        killed = True
+    if pgid > 1 and started == [start_time(pgid)] and started != [""]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+            killed = True
     with contextlib.suppress(OSError):
-        pgid_file.unlink()
+        record.unlink()
     return killed
 
 

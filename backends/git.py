@@ -120,25 +120,37 @@ async def git(
     return res
 
 
-async def git_paths(*args: str, paths: list[str], cwd: Path, check: bool = True) -> ProcResult:
+async def git_paths(
+    *args: str,
+    paths: list[str],
+    cwd: Path,
+    check: bool = True,
+    env_extra: dict[str, str] | None = None,
+) -> ProcResult:
     """`git args...` on `paths`, given on stdin: any number of them, any name."""
     listing = b"".join(p.encode() + b"\0" for p in paths)
     return await git(
-        *args, "--pathspec-from-file=-", "--pathspec-file-nul", cwd=cwd, check=check, stdin=listing
-    )
+        *args, "--pathspec-from-file=-", "--pathspec-file-nul",
+        cwd=cwd, check=check, stdin=listing, env_extra=env_extra,
+    )  # fmt: skip
 
 
-async def rev_parse(ref: str, cwd: Path) -> str | None:
+async def rev_parse(ref: str, cwd: Path, env_extra: dict[str, str] | None = None) -> str | None:
     """The commit `ref` names, or None when there is no such commit."""
     res = await git(
         "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}",
-        cwd=cwd, check=False,
+        cwd=cwd, check=False, env_extra=env_extra,
     )  # fmt: skip
     return res.output.strip() if res.ok else None
 
 
-async def is_ancestor(ancestor: str, descendant: str, cwd: Path) -> bool:
-    res = await git("merge-base", "--is-ancestor", ancestor, descendant, cwd=cwd, check=False)
+async def is_ancestor(
+    ancestor: str, descendant: str, cwd: Path, env_extra: dict[str, str] | None = None
+) -> bool:
+    res = await git(
+        "merge-base", "--is-ancestor", ancestor, descendant,
+        cwd=cwd, check=False, env_extra=env_extra,
+    )  # fmt: skip
     if res.exit_code in (0, 1):
         return res.exit_code == 0
     raise GitError(
@@ -205,20 +217,6 @@ async def push_with_lease(cwd: Path, commit: str, branch: str, expected: str) ->
             raise GitError(f"push to {dst} rejected: {summary}", argv=res.argv, output=res.output)
     raise GitError(
         f"push to {dst} failed", argv=res.argv, exit_code=res.exit_code, output=res.output
-    )
-
-
-async def worktree_ok(clone: Path, wt: Path) -> bool:
-    """`wt` is a working worktree of `clone` (an agent may have removed or replaced its .git)."""
-    if not (wt / ".git").is_file():
-        return False
-    res = await git("rev-parse", "--show-toplevel", "--git-common-dir", cwd=wt, check=False)
-    lines = res.output.strip().splitlines()
-    return (
-        res.ok
-        and len(lines) == 2
-        and Path(lines[0]).resolve() == wt.resolve()
-        and (wt / lines[1]).resolve() == clone.resolve()
     )
 
 

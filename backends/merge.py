@@ -7,13 +7,15 @@ A merge that already happened (the run crashed after the push) is recognised by 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from backends.base import Runner, SandboxBackend
 from backends.git import GitError, git, grep_pattern, is_ancestor, rev_parse, split_z, task_trailer
-from backends.sandboxes.git_worktree import GitWorktreeSandbox
-from backends.verify import Writable, checks_passed, run_checks
+from backends.verify import BaseRunner, checks_passed, run_checks
+from backends.workspace.checkout import Checkout
+from backends.workspace.layout import TaskRef
+from backends.workspace.tasks import Workspaces
 from models.activity_io import MergeOut
 from models.results import CheckResult
 
@@ -30,16 +32,16 @@ async def find_merged(
     return res.output.strip() or None
 
 
-async def _rebase(wt: Path, base_commit: str, tip: str) -> str | list[str]:
+async def _rebase(co: Checkout, base_commit: str, tip: str) -> str | list[str]:
     """The task's commits replayed on `tip`: the new HEAD, or the conflicting paths."""
-    res = await git("rebase", "--quiet", "--onto", tip, base_commit, cwd=wt, check=False)
+    res = await co.git("rebase", "--quiet", "--onto", tip, base_commit, check=False)
     if res.ok:
-        head = await rev_parse("HEAD", wt)
+        head = await co.head()
         if head is None:
-            raise GitError(f"no HEAD in {wt} after rebase")
+            raise GitError(f"no HEAD in {co.path} after rebase")
         return head
-    unmerged = await git("diff", "--name-only", "-z", "--diff-filter=U", cwd=wt, check=False)
-    await git("rebase", "--abort", cwd=wt, check=False)
+    unmerged = await co.git("diff", "--name-only", "-z", "--diff-filter=U", check=False)
+    await co.git("rebase", "--abort", check=False)
     conflicts = sorted(set(split_z(unmerged.output)))
     if not conflicts:
         raise GitError(f"rebase onto {tip} failed", argv=res.argv, output=res.output)
@@ -47,10 +49,10 @@ async def _rebase(wt: Path, base_commit: str, tip: str) -> str | list[str]:
 
 
 async def merge_task(
-    sandbox: GitWorktreeSandbox,
+    workspaces: Workspaces,
+    sandbox: SandboxBackend,
     *,
-    run_key: str,
-    task_id: str,
+    task: TaskRef,
     repo: str,
     target_branch: str,
     base_commit: str,
@@ -58,23 +60,25 @@ async def merge_task(
     commands: list[str],
     verify_timeout_s: float,
     attempts: int,
+    env: Mapping[str, str],
+    base_runner: Callable[[str], BaseRunner],
     heartbeat: Callable[[str], None] | None = None,
-    env: Mapping[str, str] | None = None,
-    writable: Writable | None = None,
 ) -> MergeOut:
+    """`base_runner(commit)` opens a runner on a checkout of `commit` (re-verification's base)."""
     beat = heartbeat or (lambda _note: None)
     beat(f"waiting for other merges into {target_branch}")
+    clones = workspaces.clones
     # One merge into the target at a time here: racing merges each rebased and re-verified
     # onto a tip another merge moved before they could push, and ran out of attempts.
-    async with sandbox.merge_lock(repo, target_branch):
+    async with clones.merge_lock(repo, target_branch):
         checks: list[CheckResult] = []
         for attempt in range(1, max(1, attempts) + 1):
             # Fetched every time: merging onto a stale tip would waste a rebase and a re-verification.
-            clone = await sandbox.ensure_clone(repo)
+            clone = await clones.ensure_clone(repo)
             tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
             if tip is None:
                 raise GitError(f"target branch {target_branch} does not exist in {repo}")
-            done = await find_merged(clone, tip, base_commit, run_key, task_id)
+            done = await find_merged(clone, tip, base_commit, task.run_key, task.task_id)
             if done is not None:
                 return MergeOut(merged=True, commit=done, already_merged=True, attempts=attempt)
             if tip == base_commit or await is_ancestor(tip, commit, clone):
@@ -82,8 +86,8 @@ async def merge_task(
             else:
                 beat(f"rebasing onto {tip[:12]} (attempt {attempt})")
                 # From the task's commit every time: an earlier attempt may have rebased elsewhere.
-                wt = await sandbox.at_commit(run_key, task_id, commit)
-                rebased = await _rebase(wt, base_commit, tip)
+                co = await workspaces.at_commit(task, commit)
+                rebased = await _rebase(co, base_commit, tip)
                 if isinstance(rebased, list):
                     return MergeOut(
                         merged=False,
@@ -94,14 +98,11 @@ async def merge_task(
                 new = rebased
                 if commands:
                     beat(f"re-verifying on {tip[:12]}")
+                    runner: Runner = sandbox.runner(task, co)
                     checks = await run_checks(
-                        wt,
-                        commands,
-                        timeout_s=verify_timeout_s,
-                        base_dir_factory=functools.partial(sandbox.checkout_detached, repo, tip),
-                        env=env,
-                        writable=writable,
-                    )
+                        runner, commands, timeout_s=verify_timeout_s, env=env,
+                        base=base_runner(tip),
+                    )  # fmt: skip
                     if not checks_passed(checks):
                         return MergeOut(
                             merged=False,
@@ -114,7 +115,7 @@ async def merge_task(
                     f"refusing to push {new}: not a fast-forward of {target_branch} at {tip}"
                 )
             beat(f"publishing {new[:12]} (attempt {attempt})")
-            if await sandbox.push_target(repo, new, target_branch, expected=tip) != "moved":
+            if await clones.push_target(repo, new, target_branch, expected=tip) != "moved":
                 return MergeOut(merged=True, commit=new, checks=checks, attempts=attempt)
         return MergeOut(
             merged=False, error="target kept moving", checks=checks, attempts=max(1, attempts)

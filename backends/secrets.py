@@ -6,13 +6,17 @@ on the worker; only the names travel in workflow history). Everything else the w
 keys, tokens, the API key of another backend) stays out.
 
 Secret values are masked as `***` in transcripts, process output, logs, activity results,
-failures and heartbeats. A value is secret when its variable's name looks like a credential
-(`SECRET_NAME`) or is listed in `PIPELINE_SECRET_ENV` (comma-separated), and it is long enough
-that masking it cannot garble ordinary text.
+failures and heartbeats, as they are and in the encodings an agent might print them in (base64 at
+any alignment, hex). A value is secret when its variable is listed in `PIPELINE_SECRET_ENV`
+(comma-separated), or when its name looks like a credential (`SECRET_NAME`) and the value looks
+like one too: long enough, and not a plain word (`POSTGRES_PASSWORD=postgres` is a default, and
+masking "postgres" everywhere would garble the text it appears in).
 """
 
 from __future__ import annotations
 
+import base64
+import builtins
 import functools
 import json
 import os
@@ -63,27 +67,55 @@ def agent_env(
     return {k: environ[k] for k in (*BASE_ENV, *names) if k in environ}
 
 
-def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The values to mask, longest first (so a secret containing another is masked whole)."""
+def _looks_like_a_credential(value: str) -> bool:
+    """Long enough, and made of at least two kinds of character (letters, digits, others)."""
+    kinds = (str.isalpha, str.isdigit, lambda c: not c.isalnum())
+    return len(value) >= MIN_GUESSED and sum(any(k(c) for c in value) for k in kinds) >= 2
+
+
+def secret_items(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{value: variable name} of every secret in `environ`."""
     environ = os.environ if environ is None else environ
     named = set(env_names(environ.get(SECRET_ENV_SETTING, "")))
-    values = {
-        value
+    return {
+        value: key
         for key, value in environ.items()
         if key != SECRET_ENV_SETTING
         and (
             (key in named and len(value) >= MIN_NAMED)
-            or (SECRET_NAME.search(key) and len(value) >= MIN_GUESSED)
+            or (SECRET_NAME.search(key) and _looks_like_a_credential(value))
         )
     }
-    return sorted(values, key=len, reverse=True)
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The values to mask, longest first (so a secret containing another is masked whole)."""
+    return sorted(secret_items(environ), key=len, reverse=True)
+
+
+def encoded_forms(secret: str) -> set[str]:
+    """How `secret` may look once an agent encodes it: hex, and base64 at each of the three
+    alignments it can have inside a longer encoded text (only the characters that depend on the
+    secret's bytes alone, so the form is found whatever surrounds it)."""
+    raw = secret.encode()
+    forms = {raw.hex(), raw.hex().upper()}
+    for pad in range(3):
+        full = base64.b64encode(b"\0" * pad + raw).decode()
+        start, end = -(-8 * pad // 6), 8 * (pad + len(raw)) // 6
+        if end - start >= MIN_NAMED:
+            forms.add(full[start:end])
+    return forms
 
 
 class Redactor:
     """Masks a fixed set of secret values in text and bytes."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        plain = {s for s in secrets if s}
+        # Encoded forms are masked like the value itself: base64 of a key is the key.
+        self.secrets = sorted(
+            plain | {f for s in plain for f in encoded_forms(s)}, key=len, reverse=True
+        )
         # In JSON (payloads) a value with quotes or backslashes appears escaped.
         forms = {s.encode() for s in self.secrets} | {
             json.dumps(s, ensure_ascii=False)[1:-1].encode() for s in self.secrets
@@ -103,6 +135,10 @@ class Redactor:
             if value in data:
                 data = data.replace(value, MASK.encode())
         return data
+
+    def found(self, data: builtins.bytes) -> bool:
+        """Whether `data` holds a secret, in any of the forms masked."""
+        return any(value in data for value in self._raw)
 
     def __bool__(self) -> bool:
         return bool(self.secrets)

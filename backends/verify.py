@@ -1,42 +1,40 @@
 """Run a task's verification commands, and tell its own failures from failures it inherited.
 
-A check that fails in the task's worktree is run once more on the base commit: if it fails there
+A check that fails in the task's checkout is run once more on the base commit: if it fails there
 too, the failure was already there before the task (`pre_existing`) and is not held against it.
 
-Checks run code the agent wrote, so they get what the agent gets: the environment of
-`backends.secrets.agent_env` and, when `writable` says so, writes confined to their checkout.
+Checks run code the agent wrote, so they run where the agent does: in the task's sandbox, with
+the environment of `backends.secrets.agent_env`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 
-from backends._proc import run_process
-from backends.confine import with_tmpdir
-from backends.secrets import agent_env
+from backends.base import Exec, Runner
 from models.results import CheckResult
 
 OUTPUT_TAIL = 2000
 TIMEOUT_EXIT = 124  # what coreutils `timeout` reports, so a reader recognises it
+# bash where the sandbox has it (plans write bash), else the POSIX shell of a small image.
+SHELL = (
+    "sh",
+    "-c",
+    'if command -v bash >/dev/null 2>&1; then exec bash -o pipefail -c "$1"; fi\n'
+    'set -o pipefail 2>/dev/null; eval "$1"',
+    "sh",
+)
 
-BaseDirFactory = Callable[[], contextlib.AbstractAsyncContextManager[Path]]
-# Where a check running in a checkout may write; None: anywhere.
-Writable = Callable[[Path], list[Path] | None]
+# A runner in a checkout of the base commit, opened only when a check fails.
+BaseRunner = Callable[[], contextlib.AbstractAsyncContextManager[Runner]]
 
 
 async def _run(
-    command: str, cwd: Path, timeout_s: float, env: Mapping[str, str], writable: Writable | None
+    command: str, runner: Runner, timeout_s: float, env: Mapping[str, str]
 ) -> tuple[int, str]:
-    confine = writable(cwd) if writable is not None else None
-    res = await run_process(
-        ["bash", "-o", "pipefail", "-c", command],
-        cwd=cwd,
-        env=with_tmpdir(env, confine, cwd),
-        timeout_s=timeout_s,
-        tail_chars=OUTPUT_TAIL,
-        confine=confine,
+    res = await runner.run(
+        Exec(argv=[*SHELL, command], env=dict(env), timeout_s=timeout_s, tail_chars=OUTPUT_TAIL)
     )
     if res.timed_out or res.exit_code is None:
         note = f"\n[timed out after {timeout_s:g}s; the command and its children were killed]"
@@ -45,29 +43,27 @@ async def _run(
 
 
 async def run_checks(
-    workdir: Path,
+    runner: Runner,
     commands: list[str],
     *,
     timeout_s: float,
-    base_dir_factory: BaseDirFactory | None = None,
-    env: Mapping[str, str] | None = None,
-    writable: Writable | None = None,
+    env: Mapping[str, str],
+    base: BaseRunner | None = None,
 ) -> list[CheckResult]:
-    """Run each command with `bash -o pipefail -c` in `workdir`, in order, each under `timeout_s`.
+    """Run each command in the runner's checkout, in order, each under `timeout_s`.
 
     The base checkout is opened only when a command fails, and once for all of them.
     """
-    env = agent_env() if env is None else env
     results: list[CheckResult] = []
     async with contextlib.AsyncExitStack() as stack:
-        base_dir: Path | None = None
+        on_base: Runner | None = None
         for command in commands:
-            code, tail = await _run(command, workdir, timeout_s, env, writable)
+            code, tail = await _run(command, runner, timeout_s, env)
             pre_existing = False
-            if code != 0 and base_dir_factory is not None:
-                if base_dir is None:
-                    base_dir = await stack.enter_async_context(base_dir_factory())
-                base_code, _ = await _run(command, base_dir, timeout_s, env, writable)
+            if code != 0 and base is not None:
+                if on_base is None:
+                    on_base = await stack.enter_async_context(base())
+                base_code, _ = await _run(command, on_base, timeout_s, env)
                 pre_existing = base_code != 0
             results.append(
                 CheckResult(

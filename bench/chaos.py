@@ -79,7 +79,6 @@ from tests.integration.helpers import (  # noqa: E402
     git,
     kill_stray_agents,
     make_dirty_user_repo,
-    pid_alive,
     pipeline_clone,
     process_env,
     repo_snapshot,
@@ -444,10 +443,13 @@ class Chaos:
         by_pid = {p.pid: name for name, p in self.workers.items() if name not in self.killed}
         out: dict[str, list[AgentRun]] = {name: [] for name in by_pid.values()}
         for run in agent_runs(self.log):
-            if run.end is None and pid_alive(run.pid):
-                parent = ppid(run.pid)
-                if parent in by_pid:
-                    out[by_pid[parent]].append(run)
+            pid = run.host_pid() if run.end is None else None
+            # Its worker is an ancestor: the sandbox (bubblewrap, twice) stands between them.
+            for _ in range(4):
+                pid = ppid(pid) if pid is not None else None
+                if pid in by_pid:
+                    out[by_pid[pid]].append(run)
+                    break
         return out
 
     def kill_worker(self, workflow_id: str) -> None:

@@ -8,6 +8,7 @@ from rich.console import Console
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from cli.approval import approval_token, approver_key
 from cli.progress import print_summary, result_json
 from cli.run import live_progress, open_target
 from cli.server import stop_server
@@ -22,6 +23,10 @@ SIGNALS = {"pause", "resume", "cancel", "retry", "skip", "approve", "reject"}
 async def control(
     command: str, workflow_id: str, task: str | None, now: bool, settings: Settings
 ) -> int:
+    if command == "approval-token":
+        # For `temporal workflow signal --name approve --input '["TASK", "TOKEN"]'`.
+        print(approval_token(approver_key(), workflow_id, task or ""))
+        return 0
     if command == "server":
         stopped = stop_server(settings.workspace)
         print(
@@ -61,7 +66,12 @@ async def control(
     if command in ("retry", "skip", "approve", "reject"):
         if not task:
             raise UsageError(f"{command} needs a task id: starter.py {command} WORKFLOW_ID TASK")
-        await handle.signal(command, task)
+        if command in ("approve", "reject"):
+            # A person's decision: it carries the operator's token for this task.
+            token = approval_token(approver_key(), workflow_id, task)
+            await handle.signal(command, args=[task, token])
+        else:
+            await handle.signal(command, task)
     elif command == "cancel":
         await handle.signal("cancel", CancelRequest(now=now))
     else:

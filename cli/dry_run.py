@@ -22,6 +22,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "line": b.line,
                 "depends_on": list(b.depends_on),
                 "execution_mode": b.execution_mode,
+                "sandbox": b.sandbox.value if b.sandbox else None,
                 "tasks": [_task_json(t) for t in b.tasks],
             }
             for b in plan.batches
@@ -62,6 +63,8 @@ def render_tree(plan: Plan, filename: str, console: Console) -> None:
         else:
             after = "no dependencies"
         mode = f", mode {b.execution_mode}" if b.execution_mode else ""
+        if b.sandbox is not None:
+            mode += f", sandbox {b.sandbox.value}"
         node = root.add(
             f"[bold cyan]Batch {escape(b.id)}[/]: {escape(b.title)}  [dim]line {b.line}; {after}{mode}[/]"
         )

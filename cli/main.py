@@ -15,8 +15,10 @@ from rich.console import Console
 
 from cli.dry_run import plan_json, render_tree
 from cli.plan_input import load_plan
-from config import Settings
+from cli.sandbox import assign_sandboxes
+from config import Settings, load_settings
 from errors import PipelineError, PlanError, UsageError
+from models.sandbox import AgentNetwork, ContainerRuntime, SandboxKind
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SUBCOMMANDS = (
@@ -28,6 +30,7 @@ SUBCOMMANDS = (
     "skip",
     "approve",
     "reject",
+    "approval-token",
     "server",
 )
 
@@ -104,11 +107,49 @@ def build_parser() -> argparse.ArgumentParser:
         "worker; credentials the agent needs must be named here)",
     )
     p.add_argument(
+        "--sandbox",
+        choices=[k.value for k in SandboxKind],
+        help="where agents, reviewers and checks run, for batches whose **Execution Mode:** "
+        "names none: worktree (default: namespaces around a git worktree), container (podman "
+        "or docker), dagger",
+    )
+    p.add_argument(
+        "--override-execution-mode",
+        action="store_true",
+        default=None,
+        help="use --sandbox for every batch, whatever its **Execution Mode:** says",
+    )
+    p.add_argument(
+        "--agent-network",
+        choices=[n.value for n in AgentNetwork],
+        help="the agents' network: none, internet (never the host's loopback or the control "
+        "plane), host (the worker's own; weakens isolation). Default: internet for claude, "
+        "none otherwise",
+    )
+    p.add_argument(
+        "--no-isolation",
+        action="store_true",
+        default=None,
+        help="run worktree agents without namespaces, where they are not available: they can "
+        "then read the worker's files, signal its processes and reach its network",
+    )
+    p.add_argument(
+        "--container-image",
+        metavar="IMAGE",
+        help="the image of container and dagger batches (default: "
+        ".autonomous-pipeline/container.toml in the repository)",
+    )
+    p.add_argument(
+        "--container-runtime",
+        choices=[r.value for r in ContainerRuntime],
+        help="the container CLI (default: the first of podman, docker on PATH)",
+    )
+    p.add_argument(
         "--no-confine",
         dest="confine",
         action="store_false",
         default=None,
-        help="let agents and checks write outside their worktree (default: confined by Landlock)",
+        help="no Landlock inside the sandbox (default: writes only to the task's own places)",
     )
     p.add_argument("--claude-bin", metavar="PATH", help="the claude CLI (default: claude on PATH)")
     p.add_argument("--model", help="model for the claude backend")
@@ -181,7 +222,7 @@ def build_control_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("action", choices=["stop"])
     else:
         p.add_argument("workflow_id")
-    if command in ("retry", "skip", "approve", "reject"):
+    if command in ("retry", "skip", "approve", "reject", "approval-token"):
         p.add_argument("task")
     if command == "cancel":
         p.add_argument(
@@ -194,7 +235,7 @@ def build_control_parser(command: str) -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> Settings:
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
     try:
-        return Settings(**given)
+        return load_settings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
@@ -249,6 +290,7 @@ def run(argv: list[str]) -> int:
         for w in exc.warnings:
             print(f"{filename}:{w.line}: warning: {w.message}", file=sys.stderr)
         return EXIT_USAGE
+    plan = assign_sandboxes(plan, settings.sandbox, settings.override_execution_mode)
     if settings.dry_run:
         if settings.json_output:
             print(json.dumps(plan_json(plan), ensure_ascii=False))

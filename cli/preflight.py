@@ -83,9 +83,15 @@ def _checked_out_branches(repo: git.Repo) -> dict[str, str]:
     return out
 
 
-async def check_agents(agent: AgentConfig, reviewer: ReviewerConfig) -> None:
+async def check_agents(
+    agent: AgentConfig, reviewer: ReviewerConfig, isolated: bool = False, on_host: bool = True
+) -> None:
     """The configured agent and reviewer must exist and be usable: a missing one is an error, never
-    a substitution, and it is found before any task starts or any money is spent."""
+    a substitution, and it is found before any task starts or any money is spent.
+
+    `on_host`: some batch runs the worker's own programs (a worktree), so they must be here; in
+    a container they are the image's. `isolated`: the agents get credentials only from the
+    environment (a sandbox has a HOME of its own)."""
     # Built exactly as the worker builds them, so a bad option fails here and not mid-run.
     roles: list[tuple[str, str, list[str], Callable[[], AgentBackend | None]]] = [
         ("--agent", agent.backend, agent.command, lambda: make_agent(agent)),
@@ -104,9 +110,10 @@ async def check_agents(agent: AgentConfig, reviewer: ReviewerConfig) -> None:
                 raise UsageError(
                     f"{role} command needs {flag} 'PROGRAM ARGS...' ({{prompt_file}} is filled in)"
                 )
-            if shutil.which(command[0]) is None and not Path(command[0]).is_file():
+            found = shutil.which(command[0]) is not None or Path(command[0]).is_file()
+            if on_host and not found:
                 raise UsageError(f"{flag}: {command[0]!r} not found on PATH")
         if isinstance(backend, ClaudeCliAgent):
-            problem = await backend.preflight()
+            problem = await backend.preflight(isolated=isolated, on_host=on_host)
             if problem:
                 raise UsageError(f"{role} claude: {problem}")

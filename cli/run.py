@@ -19,10 +19,13 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from backends.sandboxes.policy import WorkerPolicy, weakenings
 from backends.secrets import env_names
+from cli.approval import approval_digests, approver_key
 from cli.connect import TASK_QUEUE, connect_client
 from cli.preflight import check_agents, check_repo, slug
 from cli.progress import ProgressView, is_terminal, print_summary, result_json
+from cli.sandbox import check_sandboxes, kinds_of, sandbox_config
 from cli.server import ensure_server
 from config import Settings
 from errors import UsageError
@@ -36,6 +39,7 @@ from models.run import (
     ReviewerConfig,
     RunOptions,
 )
+from models.sandbox import SandboxKind
 from workflows.plan import PlanWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,10 +110,13 @@ async def build_input(
         timeout_s=settings.agent_timeout,
         claude=claude,
         env=names,
-        confine=settings.confine,
     )
     reviewer = reviewer_config(settings, agent)
-    await check_agents(agent, reviewer)
+    sandbox = sandbox_config(settings, plan, facts.repo, facts.base_commit, agent, reviewer)
+    await check_sandboxes(sandbox, plan, settings.workspace)
+    # The agents' programs are the worker's own only where a batch runs in a worktree.
+    on_host = SandboxKind.WORKTREE in kinds_of(plan)
+    await check_agents(agent, reviewer, isolated=sandbox.isolated, on_host=on_host)
     run_key, workflow_id = run_identity(facts.repo, plan_bytes, settings, target)
     options = RunOptions(
         repo=facts.repo,
@@ -118,6 +125,7 @@ async def build_input(
         target_branch=target,
         agent=agent,
         reviewer=reviewer,
+        sandbox=sandbox,
         max_fix_rounds=settings.max_fix_rounds,
         approval=Approval(settings.approval),
         budget_usd=settings.budget_usd,
@@ -126,7 +134,14 @@ async def build_input(
         verify_timeout_s=settings.verify_timeout,
         heartbeat_timeout_s=settings.heartbeat_timeout,
     )
-    inp = PlanRunInput(run_key=run_key, plan_name=plan_name, plan=plan, options=options)
+    inp = PlanRunInput(
+        run_key=run_key,
+        plan_name=plan_name,
+        plan=plan,
+        options=options,
+        # Approvals count only from the operator: the digests of their tokens, never the tokens.
+        approval_digests=approval_digests(approver_key(), workflow_id, [t.id for t in plan.tasks]),
+    )
     check_input_size(inp, settings.plan)
     return inp, workflow_id
 
@@ -151,7 +166,6 @@ def reviewer_config(settings: Settings, agent: AgentConfig) -> ReviewerConfig:
         timeout_s=settings.agent_timeout,
         claude=claude,
         env=agent.env,
-        confine=agent.confine,
     )
 
 
@@ -236,9 +250,11 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
         )
     if link:
         print(f"Web UI: {link}", file=sys.stderr, flush=True)  # one line, never wrapped
+    # The embedded worker honours what this command asked for, for this run only.
+    weakened = bool(weakenings(inp.options.sandbox))
     if settings.detach:
         if target.embedded:
-            _spawn_worker(settings, target.address, workflow_id)
+            _spawn_worker(settings, target.address, workflow_id, weakened)
         print(
             json.dumps(
                 {
@@ -254,7 +270,8 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
     if target.embedded:
         from worker import make_worker
 
-        async with make_worker(target.client, settings.workspace):
+        policy = WorkerPolicy(frozenset({workflow_id}) if weakened else frozenset())
+        async with make_worker(target.client, settings.workspace, policy=policy):
             result = await follow(target.client, handle, err if settings.json_output else out)
     else:
         result = await follow(target.client, handle, err if settings.json_output else out)
@@ -275,7 +292,7 @@ def _details(inp: PlanRunInput) -> str:
     return "\n".join(lines)
 
 
-def _spawn_worker(settings: Settings, address: str, workflow_id: str) -> None:
+def _spawn_worker(settings: Settings, address: str, workflow_id: str, weakened: bool) -> None:
     """A detached run on the embedded server needs a worker that outlives this command."""
     log = (settings.workspace / "worker.log").open("ab")
     subprocess.Popen(
@@ -288,6 +305,7 @@ def _spawn_worker(settings: Settings, address: str, workflow_id: str) -> None:
             str(settings.workspace),
             "--until",
             workflow_id,
+            *(["--allow-weakened-run", workflow_id] if weakened else []),
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,

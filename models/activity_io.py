@@ -12,6 +12,7 @@ from models.plan import Task
 from models.results import CheckResult, Spend
 from models.review import Finding, Verdict
 from models.run import AgentConfig, ReviewerConfig
+from models.sandbox import SandboxConfig
 
 # Lists of paths in a result stop here; a count says how many there were.
 LIST_CAP = 200
@@ -45,6 +46,7 @@ class PrepareWorkspaceIn(BaseModel):
     task_id: str
     repo: str
     target_branch: str
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 
 class PrepareWorkspaceOut(BaseModel):
@@ -68,6 +70,7 @@ class RunAgentIn(BaseModel):
     # Where a fresh attempt starts: the base for the task itself, the task's commit for a fix round.
     start_commit: str | None = None
     agent: AgentConfig
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     fix: FixRequest | None = None
     # Chosen in workflow code, so every attempt and fix round of the task shares one session.
     session_id: str | None = None
@@ -95,6 +98,8 @@ class RunAgentOut(Spend):
     failure_kind: str | None = None  # auth | rate_limit | overloaded | max_turns | budget | other
     reset_at: float | None = None  # unix time a usage limit resets, when the agent said
     session_id: str | None = None
+    # What the agent asked for and was refused (claude's permission_denials), capped.
+    permission_denials: list[str] = Field(default_factory=list)
 
 
 class VerifyIn(BaseModel):
@@ -104,7 +109,7 @@ class VerifyIn(BaseModel):
     base_commit: str
     timeout_s: float = 600.0
     env: list[str] = Field(default_factory=list)  # as AgentConfig.env: checks run agent code
-    confine: bool = True
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 
 class VerifyOut(BaseModel):
@@ -118,6 +123,7 @@ class ReviewIn(BaseModel):
     base_commit: str
     commit: str
     reviewer: ReviewerConfig
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     checks: list[str] = Field(default_factory=list)  # verification commands that passed
 
 
@@ -154,7 +160,7 @@ class MergeIn(BaseModel):
     verify_timeout_s: float = 600.0
     attempts: int = 5
     env: list[str] = Field(default_factory=list)
-    confine: bool = True
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 
 class MergeOut(BaseModel):
@@ -171,6 +177,7 @@ class CleanupIn(BaseModel):
     run_key: str
     task_id: str
     delete_branch: bool = True
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 
 class CleanupOut(BaseModel):

@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.sandbox import SandboxKind
+
 
 class CheckKind(StrEnum):
     COMMAND = "command"  # a shell command run in the task's worktree
@@ -60,7 +62,10 @@ class Batch(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     # True when the plan gave no **Dependencies:** line and the batch follows the previous one.
     implicit_dependency: bool = False
-    execution_mode: str | None = None
+    execution_mode: str | None = None  # as the plan wrote it
+    # The sandbox its `**Execution Mode:**` names; the run fills in its own for batches naming
+    # none, so a run's input says where every batch runs.
+    sandbox: SandboxKind | None = None
     tasks: list[Task] = Field(default_factory=list)
     criteria: list[str] = Field(default_factory=list)
 

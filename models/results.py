@@ -77,6 +77,9 @@ class TaskResult(Spend):
     agent_runs: int = 0
     review_rounds: int = 0
     verdict: Verdict | None = None
+    # What the agent asked for and was refused (claude's permission_denials), capped.
+    permission_denials: list[str] = Field(default_factory=list)
+    sandbox: str | None = None  # where the task ran: worktree, container or dagger
 
 
 class PlanResult(BaseModel):

@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from models.plan import Plan, Task
+from models.sandbox import SandboxConfig
 
 
 class ClaudeOptions(BaseModel):
@@ -15,8 +16,9 @@ class ClaudeOptions(BaseModel):
     binary: str | None = None  # None: `claude` on PATH
     model: str | None = None
     max_turns: int | None = None
-    # Edits without prompting inside the task's own worktree; shell commands stay gated.
-    permission_mode: str = "acceptEdits"
+    # None: every permission inside a sandbox (bypassPermissions: the sandbox is the boundary),
+    # acceptEdits outside one (edits in the worktree, shell commands only for the task's checks).
+    permission_mode: str | None = None
     max_budget_usd: float | None = None  # per agent run
     extra_args: list[str] = Field(default_factory=list)
 
@@ -32,9 +34,6 @@ class AgentConfig(BaseModel):
     # Names of the worker's environment variables the agent gets beyond the base allow-list
     # (backends.secrets.BASE_ENV); the values are read on the worker and never recorded.
     env: list[str] = Field(default_factory=list)
-    # Writes only inside the task's worktree (Landlock), where the kernel supports it. The claude
-    # backend confines its own edits (permission modes) and keeps state in HOME: not confined.
-    confine: bool = True
 
 
 class ReviewerConfig(BaseModel):
@@ -43,7 +42,6 @@ class ReviewerConfig(BaseModel):
     timeout_s: float = 900.0
     claude: ClaudeOptions = Field(default_factory=lambda: ClaudeOptions(permission_mode="plan"))
     env: list[str] = Field(default_factory=list)  # as AgentConfig.env
-    confine: bool = True
 
 
 class Approval(StrEnum):
@@ -59,6 +57,8 @@ class RunOptions(BaseModel):
     target_branch: str
     agent: AgentConfig = Field(default_factory=AgentConfig)
     reviewer: ReviewerConfig = Field(default_factory=ReviewerConfig)
+    # Where agents, reviewers and checks run; a batch's `**Execution Mode:**` may choose the kind.
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     max_fix_rounds: int = 2
     approval: Approval = Approval.NEVER
     approval_max_files: int = 20
@@ -89,6 +89,9 @@ class PlanRunInput(BaseModel):
     options: RunOptions
     # Tasks a previous run of the same plan content merged: recorded results, not guesses.
     merged_before: list[str] = Field(default_factory=list)
+    # task id -> SHA-256 of the operator's approval token for it (cli.approval): approve and
+    # reject count only with the token. Empty: a run from before approvals had tokens.
+    approval_digests: dict[str, str] = Field(default_factory=dict)
 
 
 class Decision(BaseModel):
@@ -96,6 +99,7 @@ class Decision(BaseModel):
 
     approved: bool
     reason: str | None = None
+    token: str | None = None  # the operator's approval token for the task (cli.approval)
 
 
 class CancelRequest(BaseModel):
@@ -109,3 +113,11 @@ class TaskInput(BaseModel):
     options: RunOptions
     # Increases when the user retries a task by signal, so each try has its own workflow id.
     attempt: int = 1
+    # The sandbox of the task's batch; None (runs started before sandboxes): the run's own.
+    sandbox: SandboxConfig | None = None
+    # What the operator's approval token for this task hashes to (None: no token needed).
+    approval_digest: str | None = None
+
+    @property
+    def sandbox_config(self) -> SandboxConfig:
+        return self.sandbox or self.options.sandbox

@@ -7,6 +7,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from models.plan import Check, CheckKind, FileRef, PlanIssue
+from models.sandbox import EXECUTION_MODES, SandboxKind, sandbox_for_mode
 from plan_format.fields import (
     Field,
     batch_dependencies,
@@ -31,6 +32,7 @@ class Fields:
     depends_line: int = 0
     status_done: bool = False
     execution_mode: str | None = None
+    sandbox: SandboxKind | None = None  # what the execution mode names
     commit_message: str | None = None
     criteria: list[str] = field(default_factory=list)  # batch-level checklist items
     errors: list[PlanIssue] = field(default_factory=list)
@@ -121,6 +123,16 @@ def _inline(out: Fields, kind: Field, value: str, line: int, batch_level: bool) 
         out.status_done = out.status_done or status_is_done(value)
     elif kind is Field.EXECUTION_MODE and out.execution_mode is None:
         out.execution_mode = execution_mode(value)
+        if out.execution_mode is not None:
+            out.sandbox = sandbox_for_mode(out.execution_mode)
+            if out.sandbox is None:
+                known = ", ".join(EXECUTION_MODES)
+                out.errors.append(
+                    PlanIssue(
+                        line=line,
+                        message=f"unknown execution mode {out.execution_mode!r}: use one of {known}",
+                    )
+                )
     elif kind is Field.COMMIT and value and out.commit_message is None:
         out.commit_message = value.strip().strip("`").strip()
 

@@ -12,6 +12,7 @@ with workflow.unsafe.imports_passed_through():
     from models.activity_io import PrepareRunIn, PrepareRunOut
     from models.results import PlanResult, RunProgress, RunStatus, TaskResult, TaskStatus
     from models.run import CancelRequest, PlanRunInput, TaskInput
+    from models.sandbox import sandbox_of
     from workflows import policies
     from workflows.progress import details_markdown
     from workflows.schedule import Schedule
@@ -78,20 +79,22 @@ class PlanWorkflow:
         self.changed = True
 
     @workflow.signal
-    async def approve(self, task_id: str) -> None:
-        await self._decide(task_id, "approve")
+    async def approve(self, task_id: str, token: str | None = None) -> None:
+        await self._decide(task_id, "approve", [token] if token else [])
 
     @workflow.signal
-    async def reject(self, task_id: str) -> None:
-        await self._decide(task_id, "reject")
+    async def reject(self, task_id: str, token: str | None = None) -> None:
+        await self._decide(task_id, "reject", [None, token] if token else [])
 
-    async def _decide(self, raw: str, signal: str) -> None:
-        """Forward a person's decision to the task's own workflow, which is waiting for it."""
+    async def _decide(self, raw: str, signal: str, args: list[str | None]) -> None:
+        """Forward a person's decision to the task's own workflow, which is waiting for it (and
+        checks the operator's token)."""
         tid = next((t for t in self.child_ids if t.lower() == raw.lower()), None)
         if tid is None or tid not in self.running:
             workflow.logger.warning("%s: task %r is not running", signal, raw)
             return
-        await workflow.get_external_workflow_handle(self.child_ids[tid]).signal(signal)
+        handle = workflow.get_external_workflow_handle(self.child_ids[tid])
+        await handle.signal(signal, args=args)
 
     @workflow.query(name="status")
     def status_query(self) -> RunProgress:
@@ -211,12 +214,15 @@ class PlanWorkflow:
         assert self.inp is not None
         n = self.tries[tid] = self.tries.get(tid, 0) + 1
         self.results[tid].status = TaskStatus.RUNNING
+        task = sched.tasks[tid]
         task_input = TaskInput(
             run_key=self.inp.run_key,
             plan_title=self.inp.plan.title,
-            task=sched.tasks[tid],
+            task=task,
             options=self.inp.options,
             attempt=n,
+            sandbox=sandbox_of(self.inp.plan, task, self.inp.options.sandbox),
+            approval_digest=self.inp.approval_digests.get(tid),
         )
         self.running[tid] = asyncio.create_task(self._run_child(tid, task_input))
 

@@ -51,13 +51,14 @@ class TaskWorkflow(TaskSteps):
     def status(self) -> TaskResult | None:
         return self.result
 
+    # A decision counts only with the operator's token for the task (checked in _approved).
     @workflow.signal
-    def approve(self) -> None:
-        self.decision = Decision(approved=True)
+    def approve(self, token: str | None = None) -> None:
+        self.decision = Decision(approved=True, token=token)
 
     @workflow.signal
-    def reject(self, reason: str | None = None) -> None:
-        self.decision = Decision(approved=False, reason=reason)
+    def reject(self, reason: str | None = None, token: str | None = None) -> None:
+        self.decision = Decision(approved=False, reason=reason, token=token)
 
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskResult:
@@ -66,7 +67,11 @@ class TaskWorkflow(TaskSteps):
         started = workflow.now()
         label = f"Task {task.id}: {task.title}"
         res = self.result = TaskResult(
-            id=task.id, title=task.title, status=TaskStatus.RUNNING, phase="claim"
+            id=task.id,
+            title=task.title,
+            status=TaskStatus.RUNNING,
+            phase="claim",
+            sandbox=inp.sandbox_config.kind.value,
         )
         cancelled = False
         try:
@@ -115,7 +120,12 @@ class TaskWorkflow(TaskSteps):
         keep = res.status is TaskStatus.FAILED and inp.options.keep_failed_branches
         cleanup = self._act(
             "cleanup_workspace",
-            CleanupIn(run_key=inp.run_key, task_id=inp.task.id, delete_branch=not keep),
+            CleanupIn(
+                run_key=inp.run_key,
+                task_id=inp.task.id,
+                delete_branch=not keep,
+                sandbox=inp.sandbox_config,
+            ),
             CleanupOut,
             start_to_close_timeout=policies.GIT_TIMEOUT,
             heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
@@ -142,6 +152,7 @@ class TaskWorkflow(TaskSteps):
                 task_id=task.id,
                 repo=opts.repo,
                 target_branch=opts.target_branch,
+                sandbox=inp.sandbox_config,
             ),
             PrepareWorkspaceOut,
             start_to_close_timeout=policies.GIT_TIMEOUT,

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from models.review import Verdict
     from models.run import Approval, Decision, TaskInput
     from workflows import policies
+    from workflows.approval import from_operator
 
 
 def failure_message(exc: BaseException) -> str:
@@ -114,6 +115,7 @@ class TaskSteps:
                     fix=fix,
                     session_id=self.session_id,
                     resume=self.agent_ran,
+                    sandbox=inp.sandbox_config,
                 ),
                 RunAgentOut,
                 start_to_close_timeout=timedelta(seconds=opts.agent.timeout_s)
@@ -129,6 +131,10 @@ class TaskSteps:
             res.agent_runs += 1
             res.add(out)
             res.transcript = out.transcript
+            if out.permission_denials:
+                res.permission_denials = list(
+                    dict.fromkeys([*res.permission_denials, *out.permission_denials])
+                )[:50]
             if out.changed_files:
                 res.changed_files = out.changed_files
                 res.changed_total = max(out.changed_total, len(out.changed_files))
@@ -182,7 +188,7 @@ class TaskSteps:
                 base_commit=base,
                 timeout_s=inp.options.verify_timeout_s,
                 env=inp.options.agent.env,
-                confine=inp.options.agent.confine,
+                sandbox=inp.sandbox_config,
             ),
             VerifyOut,
             start_to_close_timeout=policies.verify_timeout(
@@ -215,6 +221,7 @@ class TaskSteps:
                 base_commit=base,
                 commit=commit,
                 reviewer=opts.reviewer,
+                sandbox=inp.sandbox_config,
                 checks=inp.task.commands,
             ),
             ReviewOut,
@@ -251,14 +258,24 @@ class TaskSteps:
                 f"({', '.join(examples)}{', ...' if unasked > len(examples) else ''}); {why}"
             )
         res.phase = f"awaiting approval: {why}"
+        parent = workflow.info().parent
+        run = parent.workflow_id if parent is not None else workflow.info().workflow_id
         # Shown on the task's page in the Web UI, where the person deciding will look.
         workflow.set_current_details(
-            f"**Awaiting approval** ({why}). `starter.py approve RUN {inp.task.id}` or `reject`."
+            f"**Awaiting approval** ({why}). `starter.py approve {run} {inp.task.id}` or `reject`."
         )
-        await workflow.wait_condition(lambda: self.decision is not None)
+        while True:
+            await workflow.wait_condition(lambda: self.decision is not None)
+            decision, self.decision = self.decision, None
+            assert decision is not None
+            if from_operator(inp.approval_digest, decision.token):
+                break
+            # Whoever sent it does not hold the operator's key: an agent, a script. Not a person.
+            workflow.logger.warning(
+                "task %s: a decision without the operator's approval token was ignored",
+                inp.task.id,
+            )
         workflow.set_current_details("")
-        decision, self.decision = self.decision, None
-        assert decision is not None
         if decision.approved:
             return True
         res.status = TaskStatus.FAILED
@@ -280,7 +297,7 @@ class TaskSteps:
                 verify_timeout_s=opts.verify_timeout_s,
                 attempts=opts.merge_attempts,
                 env=opts.agent.env,
-                confine=opts.agent.confine,
+                sandbox=inp.sandbox_config,
             ),
             MergeOut,
             start_to_close_timeout=policies.GIT_TIMEOUT

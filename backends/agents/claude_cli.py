@@ -10,17 +10,19 @@ one argument, or one starting with "-" (which the CLI would take for an option),
 The budget is the CLI's own: it checks it after each API response, so a run can end somewhat over
 it (limit $0.05, stopped at $0.0698 in tests/fixtures/claude/max_budget.jsonl).
 
-Permission mode `acceptEdits` (the default here): in `-p` mode nothing can be approved by hand, so
-the mode decides. acceptEdits lets the agent create and edit files in its working directory, the
-task's isolated worktree, without asking, and refuses anything else that needs approval: a Bash
-command comes back to the model as "This command requires approval" and is listed in the result's
-`permission_denials`. To let it run tests, allow them: `extra_args=["--allowedTools",
-"Bash(pytest:*)"]`. `bypassPermissions` runs anything (only in a throwaway sandbox); the CLI's
-other choices are `auto`, `default`, `dontAsk` and `plan` (read-only).
+Permissions: in `-p` mode nothing can be approved by hand, so the mode decides. Inside a sandbox
+(namespaces or a container, `request.isolated`) the default is `bypassPermissions`: the sandbox
+is the boundary, and the agent may run anything in it, the project's tests and installs too
+(IS_SANDBOX=1 tells the CLI so, which it asks before it runs with every permission as root).
+Without one the default is `acceptEdits`: edits in the task's worktree without asking, and Bash
+only for what `--allowedTools` allows, derived from the task's own verification commands
+(`allowed_tools`). What the CLI refused is reported from the result's `permission_denials`. The
+CLI's other modes are `auto`, `default`, `dontAsk` and `plan` (read-only, for reviewers).
 
 Sessions: the workflow passes a deterministic UUID. A first attempt uses `--session-id`, a retry
 `--resume` (the CLI keeps sessions under ~/.claude/projects/<workdir>/, so a resume needs the same
-HOME and the same worktree path). The CLI refuses `--session-id` for a session that exists
+HOME and the same worktree path: in a sandbox HOME is the task's own folder, which outlives a
+killed worker). The CLI refuses `--session-id` for a session that exists
 ("Session ID ... is already in use.") and `--resume` for one it does not have ("No conversation
 found with session ID: ..."); both fail before any API call, and the agent then retries once with
 the other flag.
@@ -41,6 +43,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -52,7 +55,7 @@ from typing import Any
 
 from backends._proc import ProcResult, run_process
 from backends.agents.claude_stream import ClaudeStream, FailureKind
-from backends.base import AgentOutcome, AgentRequest, Heartbeat, pgid_file
+from backends.base import AgentOutcome, AgentRequest, Exec, Heartbeat, Runner
 from backends.secrets import agent_env, redactor
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
@@ -62,6 +65,10 @@ NOT_FOUND = (
 NO_CREDENTIALS = (
     "claude CLI has no credentials: set ANTHROPIC_API_KEY, or CLAUDE_CODE_OAUTH_TOKEN (from "
     "`claude setup-token`), or log in once with `claude` as the worker's user"
+)
+NO_CREDENTIALS_ISOLATED = (
+    "claude runs in a sandbox, which has a HOME of its own: a login saved in the worker's HOME "
+    "is not there. Set ANTHROPIC_API_KEY, or CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`)"
 )
 # Linux refuses a single argument over 128 KiB; longer prompts go through stdin.
 PROMPT_ARG_MAX_BYTES = 100_000
@@ -98,7 +105,13 @@ _PROVIDER_ENV = {
 _FALSE = ("", "0", "false", "no", "off")
 
 
-def claude_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+# Where the CLI keeps its state on the worker: a sandbox gives it a HOME of its own instead.
+_HOST_STATE_ENV = ("CLAUDE_CONFIG_DIR", "XDG_CONFIG_HOME")
+
+
+def claude_env(
+    overrides: Mapping[str, str] | None = None, isolated: bool = False
+) -> dict[str, str]:
     """The agent's environment, from the worker's: see the module's docstring."""
     prefixes = list(_PASSED_PREFIXES)
     for switch, provider in _PROVIDER_ENV.items():
@@ -109,14 +122,55 @@ def claude_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         (k, v) for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith(tuple(prefixes))
     )
     env.setdefault("DISABLE_AUTOUPDATER", "1")
+    if isolated:
+        for name in _HOST_STATE_ENV:
+            env.pop(name, None)
+        env["IS_SANDBOX"] = "1"
     env.update(overrides or {})
     return env
 
 
+# A program name as the verification commands of plans start with it; `python -m X` is its own.
+_ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_COMMAND_SEPARATOR = re.compile(r"\n|&&|\|\||;|\|")
+_RUNNERS = {"python", "python3", "uv", "poetry", "npm", "npx", "pnpm", "yarn", "cargo", "go"}
+
+
+def allowed_tools(checks: list[str]) -> list[str]:
+    """`--allowedTools` rules that let an agent outside a sandbox run the task's own checks.
+
+    `pytest tests/x.py` allows `Bash(pytest:*)`; `python -m pytest -q` allows
+    `Bash(python -m pytest:*)`; `npm run test` allows `Bash(npm run test:*)`. A check whose words
+    cannot be read (quotes left open) allows nothing.
+    """
+    rules: list[str] = []
+    for check in checks:
+        for line in _COMMAND_SEPARATOR.split(check):
+            try:
+                words = shlex.split(line)
+            except ValueError:
+                continue
+            while words and _ENV_ASSIGNMENT.match(words[0]):
+                words.pop(0)
+            if not words or words[0] in ("cd", "export", "source", "."):
+                continue
+            take = 1
+            if words[0] in _RUNNERS and len(words) > 2 and words[1] in ("-m", "run", "exec"):
+                take = 3
+            rule = f"Bash({' '.join(words[:take])}:*)"
+            if rule not in rules:
+                rules.append(rule)
+    return rules
+
+
 def credentials_problem(
-    environ: Mapping[str, str] | None = None, home: Path | None = None
+    environ: Mapping[str, str] | None = None, home: Path | None = None, isolated: bool = False
 ) -> str | None:
-    """None when the CLI has some way to authenticate, else what to do. Reads files only."""
+    """None when the CLI has some way to authenticate, else what to do. Reads files only.
+
+    `isolated`: the CLI runs in a sandbox with a HOME of its own, where a login saved in the
+    worker's HOME is not: only the environment counts.
+    """
     environ = os.environ if environ is None else environ
     names = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
     if any(environ.get(n) for n in names):
@@ -124,6 +178,8 @@ def credentials_problem(
     providers = ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY")
     if any(environ.get(p, "").lower() not in _FALSE for p in providers):
         return None  # a cloud provider, with its own credentials
+    if isolated:
+        return NO_CREDENTIALS_ISOLATED
     home = Path(environ.get("HOME") or Path.home()) if home is None else home
     config_dir = Path(environ.get("CLAUDE_CONFIG_DIR") or home / ".claude")
     if (config_dir / ".credentials.json").is_file():  # `claude` /login on Linux
@@ -183,11 +239,11 @@ class ClaudeCliAgent:
         binary: str | None = None,
         model: str | None = None,
         max_turns: int | None = None,
-        permission_mode: str = "acceptEdits",
+        permission_mode: str | None = None,
         max_budget_usd: float | None = None,
         extra_args: list[str] | None = None,
     ) -> None:
-        if permission_mode not in PERMISSION_MODES:
+        if permission_mode is not None and permission_mode not in PERMISSION_MODES:
             raise ValueError(
                 f"permission_mode {permission_mode!r}: choose one of {', '.join(PERMISSION_MODES)}"
             )
@@ -198,7 +254,7 @@ class ClaudeCliAgent:
         self.binary = binary  # None: `claude` on PATH, looked up at each run
         self.model = model
         self.max_turns = max_turns
-        self.permission_mode = permission_mode
+        self.permission_mode = permission_mode  # None: chosen by whether a sandbox holds it
         self.max_budget_usd = max_budget_usd
         self.extra_args = list(extra_args or [])
 
@@ -211,7 +267,15 @@ class ClaudeCliAgent:
             raise ValueError(f"unknown claude option(s) {', '.join(unknown)}; known: {known}")
         return cls(**dict(options))
 
-    def resolve_binary(self) -> str | None:
+    def mode_for(self, isolated: bool) -> str:
+        if self.permission_mode is not None:
+            return self.permission_mode
+        return "bypassPermissions" if isolated else "acceptEdits"
+
+    def resolve_binary(self, runner: Runner | None = None) -> str | None:
+        """The CLI's path; in a container (whose programs are not the worker's) as named."""
+        if runner is not None and not runner.host_programs:
+            return self.binary or "claude"
         if self.binary is None:
             return shutil.which("claude")
         if os.sep in self.binary:
@@ -220,12 +284,21 @@ class ClaudeCliAgent:
         return shutil.which(self.binary)
 
     def argv(
-        self, binary: str, prompt: str | None, session_id: str | None, resume: bool
+        self,
+        binary: str,
+        prompt: str | None,
+        session_id: str | None,
+        resume: bool,
+        isolated: bool = True,
+        checks: list[str] | None = None,
     ) -> list[str]:
         """The command line; `prompt` None means it is given on stdin."""
         argv = [binary, "-p", *([prompt] if prompt is not None else [])]
         argv += ["--output-format", "stream-json", "--verbose"]
-        argv += ["--permission-mode", self.permission_mode]
+        mode = self.mode_for(isolated)
+        argv += ["--permission-mode", mode]
+        if mode == "acceptEdits" and (tools := allowed_tools(checks or [])):
+            argv += ["--allowedTools", *tools]
         if self.model:
             argv += ["--model", self.model]
         if self.max_turns is not None:
@@ -240,10 +313,11 @@ class ClaudeCliAgent:
         self,
         request: AgentRequest,
         heartbeat: Heartbeat,
+        runner: Runner,
         session_id: str | None = None,
         resume: bool = False,
     ) -> AgentOutcome:
-        binary = self.resolve_binary()
+        binary = self.resolve_binary(runner)
         if binary is None:
             return _failed(
                 NOT_FOUND if self.binary is None else f"claude CLI {self.binary!r} not found"
@@ -262,17 +336,24 @@ class ClaudeCliAgent:
             except ValueError:
                 return _failed(f"claude session id {session_id!r} is not a UUID")
         request.transcript.parent.mkdir(parents=True, exist_ok=True)
-        env = claude_env(request.env)
+        env = claude_env(request.env, request.isolated)
         redact = redactor(env)
         on_stdin = len(request.prompt.encode()) > PROMPT_ARG_MAX_BYTES or request.prompt.startswith(
             "-"
         )
         deadline = time.monotonic() + request.timeout_s
         for attempt in (1, 2):
-            argv = self.argv(binary, None if on_stdin else request.prompt, session_id, resume)
+            argv = self.argv(
+                binary,
+                None if on_stdin else request.prompt,
+                session_id,
+                resume,
+                request.isolated,
+                request.checks,
+            )
             try:
                 stream, result = await self._once(
-                    argv, request, env, heartbeat, deadline, on_stdin, redact
+                    argv, request, env, heartbeat, deadline, on_stdin, redact, runner
                 )
             except FileNotFoundError:
                 return _failed(f"claude CLI not found: {binary!r}")
@@ -299,6 +380,7 @@ class ClaudeCliAgent:
         deadline: float,
         on_stdin: bool,
         redact: Callable[[str], str],
+        runner: Runner,
     ) -> tuple[ClaudeStream, ProcResult | None]:
         """One CLI run: the stream, and the process's result (None: it was ended after its result)."""
         shown = list(argv)
@@ -311,15 +393,18 @@ class ClaudeCliAgent:
         progress.beat(force=True)
         ticker = asyncio.create_task(progress.tick())
         proc = asyncio.create_task(
-            run_process(
-                argv,
-                cwd=request.workdir,
-                env=env,
-                timeout_s=max(deadline - time.monotonic(), 0.1),
-                stdin=request.prompt.encode() if on_stdin else None,
-                transcript=request.transcript,
-                on_line=progress.on_line,
-                pgid_file=pgid_file(request.transcript),
+            runner.run(
+                Exec(
+                    argv=argv,
+                    env=env,
+                    timeout_s=max(deadline - time.monotonic(), 0.1),
+                    stdin=request.prompt.encode() if on_stdin else None,
+                    transcript=request.transcript,
+                    on_line=progress.on_line,
+                    # Outside a sandbox the CLI keeps its logins and sessions in the worker's
+                    # HOME, and its own permission mode keeps its edits in the worktree.
+                    confine=request.isolated,
+                )
             )
         )
         result_seen = asyncio.create_task(progress.result_seen.wait())
@@ -348,11 +433,14 @@ class ClaudeCliAgent:
         progress.beat(force=True)
         return stream, result
 
-    async def preflight(self) -> str | None:
+    async def preflight(self, isolated: bool = False, on_host: bool = True) -> str | None:
         """None when `claude --version` works and credentials are configured, else the problem.
 
-        No API call is made: a key that the API would refuse passes.
+        No API call is made: a key that the API would refuse passes. In a sandbox the CLI gets
+        credentials only from the environment; in a container its binary is the image's.
         """
+        if not on_host:
+            return credentials_problem(isolated=isolated)
         binary = self.resolve_binary()
         if binary is None:
             return NOT_FOUND if self.binary is None else f"claude CLI {self.binary!r} not found"
@@ -367,7 +455,7 @@ class ClaudeCliAgent:
             tail = " ".join(version.split())[-300:]
             how = "timed out" if result.timed_out else f"exited with code {result.exit_code}"
             return f"`{binary} --version` {how}" + (f": {tail}" if tail else "")
-        return credentials_problem()
+        return credentials_problem(isolated=isolated)
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:

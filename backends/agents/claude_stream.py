@@ -96,6 +96,19 @@ class _Message:
         return (tokens_in * inp + self.output_estimate * out) / 1_000_000
 
 
+def _denial(denial: dict[str, Any]) -> str:
+    """ "Bash: pytest -q" for a refused tool use: the tool, and what it was asked to do."""
+    asked = denial.get("tool_input")
+    detail = ""
+    if isinstance(asked, dict):
+        for key in ("command", "file_path", "path", "url", "pattern"):
+            if isinstance(asked.get(key), str):
+                detail = asked[key]
+                break
+    text = f"{denial['tool_name']}: {' '.join(detail.split())}" if detail else denial["tool_name"]
+    return text[:300]
+
+
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -114,7 +127,7 @@ class ClaudeStream:
         self.retrying: str | None = None  # "529 overloaded, attempt 2/10" while the CLI retries
         self.api_error: str | None = None  # the `error` of the CLI's message for an API failure
         self.limit_reset_at: float | None = None  # from a rejected rate_limit_event
-        self.denied_tools: list[str] = []
+        self.denials: list[str] = []  # "Bash: pytest -q", from the result's permission_denials
         self.result: dict[str, Any] | None = None
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)  # the last lines that were not events
         self._messages: dict[str, _Message] = {}
@@ -150,7 +163,7 @@ class ClaudeStream:
                 self.turns = event["num_turns"]
             for denial in event.get("permission_denials") or []:
                 if isinstance(denial, dict) and isinstance(denial.get("tool_name"), str):
-                    self.denied_tools.append(denial["tool_name"])
+                    self.denials.append(_denial(denial))
         return True
 
     def _system(self, event: dict[str, Any]) -> None:
@@ -284,6 +297,7 @@ class ClaudeStream:
             "tokens_in": tokens_in,
             "tokens_out": tokens_out,
             "session_id": self.session_id,
+            "permission_denials": list(dict.fromkeys(self.denials)),
         }
         if self.result is None:
             if exit_code is not None and exit_code < 0:

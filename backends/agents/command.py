@@ -2,10 +2,13 @@
 
 `AgentRequest.command` is a list of arguments. In each one these placeholders are replaced:
 
-    {prompt_file}  the prompt, written next to the transcript (outside the worktree, never committed)
+    {prompt_file}  the prompt, written in the task's TMPDIR (outside the worktree, never committed)
     {task_id}      the task's id, e.g. "2.1"
     {workdir}      the task's worktree, which is also the process's working directory
     {title}        the task's title
+
+Paths are as the process sees them inside its sandbox (a container mounts the worktree at
+/workspace).
 
 Anything else in braces is left as it is. Pass placeholders as their own arguments and let a shell
 wrapper read them as "$1", rather than pasting them into a `sh -c` script, so a title with quotes
@@ -22,8 +25,7 @@ cannot change the script.
 The outcome's `summary` is the output's last line, its `text` the output's tail (TEXT_CHARS at
 most: a reviewer prints its verdict there). The process gets `request.env` as its complete
 environment when it is non-empty, else the base allow-list of `backends.secrets` (PATH, HOME,
-locale, ...) without the worker's credentials. With `request.writable` it can write only there,
-and its TMPDIR is the first of those paths outside the worktree (the task's own).
+locale, ...) without the worker's credentials; the sandbox sets its TMPDIR and HOME.
 """
 
 from __future__ import annotations
@@ -34,9 +36,7 @@ import shlex
 import time
 from pathlib import Path
 
-from backends._proc import run_process
-from backends.base import AgentOutcome, AgentRequest, Heartbeat, pgid_file
-from backends.confine import with_tmpdir
+from backends.base import AgentOutcome, AgentRequest, Exec, Heartbeat, Runner
 from backends.secrets import agent_env, redactor
 
 PRESETS: dict[str, list[str]] = {
@@ -67,8 +67,9 @@ def render_argv(template: list[str], values: dict[str, str]) -> list[str]:
     return out
 
 
-def prompt_path(transcript: Path) -> Path:
-    return transcript.with_name(transcript.name + ".prompt.md")
+def prompt_path(tmp: Path, transcript: Path) -> Path:
+    """Where the prompt of the run writing `transcript` is put, in the task's TMPDIR `tmp`."""
+    return tmp / f"{transcript.name}.prompt.md"
 
 
 class _Progress:
@@ -106,30 +107,33 @@ class _Progress:
 class CommandAgent:
     name = "command"
 
-    async def run(self, request: AgentRequest, heartbeat: Heartbeat) -> AgentOutcome:
+    async def run(
+        self, request: AgentRequest, heartbeat: Heartbeat, runner: Runner
+    ) -> AgentOutcome:
         if not request.command:
             return AgentOutcome(succeeded=False, error="command agent: the argv template is empty")
         if not request.workdir.is_dir():
             return AgentOutcome(succeeded=False, error=f"worktree {request.workdir} does not exist")
-        prompt_file = prompt_path(request.transcript)
-        if prompt_file.resolve().is_relative_to(request.workdir.resolve()):
+        if request.transcript.resolve().is_relative_to(request.workdir.resolve()):
             return AgentOutcome(
                 succeeded=False,
                 error=f"transcript {request.transcript} is inside the worktree; "
                 "the prompt and output would be committed",
             )
+        request.transcript.parent.mkdir(parents=True, exist_ok=True)
+        prompt_file = prompt_path(runner.host.tmp, request.transcript)
         prompt_file.parent.mkdir(parents=True, exist_ok=True)
         prompt_file.write_text(request.prompt, encoding="utf-8")
         argv = render_argv(
             request.command,
             {
-                "prompt_file": str(prompt_file),
+                "prompt_file": str(runner.inside.tmp / prompt_file.name),
                 "task_id": request.task_id,
-                "workdir": str(request.workdir),
+                "workdir": str(runner.inside.workdir),
                 "title": request.title,
             },
         )
-        env = with_tmpdir(request.env or agent_env(), request.writable, request.workdir)
+        env = request.env or agent_env()
         redact = redactor(env)
         with request.transcript.open("a", encoding="utf-8") as fh:
             fh.write(redact(f"$ {shlex.join(argv)}\n"))
@@ -138,16 +142,15 @@ class CommandAgent:
         progress.beat()
         ticker = asyncio.create_task(progress.tick())
         try:
-            result = await run_process(
-                argv,
-                cwd=request.workdir,
-                env=env,
-                timeout_s=request.timeout_s,
-                transcript=request.transcript,
-                on_line=progress.on_line,
-                pgid_file=pgid_file(request.transcript),
-                tail_chars=TEXT_CHARS,
-                confine=request.writable,
+            result = await runner.run(
+                Exec(
+                    argv=argv,
+                    env=env,
+                    timeout_s=request.timeout_s,
+                    transcript=request.transcript,
+                    on_line=progress.on_line,
+                    tail_chars=TEXT_CHARS,
+                )
             )
         except FileNotFoundError:
             return AgentOutcome(succeeded=False, error=f"agent executable not found: {argv[0]!r}")
@@ -175,6 +178,9 @@ class CommandAgent:
                 if code is not None and code < 0
                 else f"agent exited with code {code}"
             )
+            if code is not None and 128 < code < 128 + 65:
+                # What a sandbox (or a shell) reports for a process a signal ended.
+                error += f" (128 + {code - 128}: killed by signal {code - 128})"
         if error and tail:
             error += f"; last output:\n{tail}"
         return AgentOutcome(

@@ -14,7 +14,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.base import AgentOutcome, AgentRequest, Heartbeat
+from backends.base import AgentOutcome, AgentRequest, Heartbeat, Runner
 from plan_format.lines import Line, scan
 
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
@@ -138,7 +138,10 @@ def safe_target(workdir: Path, rel: str) -> Path:
 class LiteralAgent:
     name = "literal"
 
-    async def run(self, request: AgentRequest, heartbeat: Heartbeat) -> AgentOutcome:
+    async def run(
+        self, request: AgentRequest, heartbeat: Heartbeat, runner: Runner | None = None
+    ) -> AgentOutcome:
+        # The pipeline's own code writes the files: nothing of the plan runs, so no sandbox.
         blocks = named_blocks(request.instructions)
         if not request.workdir.is_dir():
             return _fail(request, f"worktree {request.workdir} does not exist")

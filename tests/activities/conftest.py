@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.sandboxes.policy import WorkerPolicy
+from backends.sandboxes.registry import Sandboxes
+from backends.workspace.layout import TaskRef
+from backends.workspace.tasks import Workspaces
 from models.plan import Task
 from tests.gitutil import isolate_git, make_user_repo, sh
 
@@ -33,9 +36,14 @@ class Workspace:
         self.tmp = tmp
         self.repo = make_user_repo(tmp)
         self.main = sh(self.repo, "rev-parse", "main")
-        self.sb = GitWorktreeSandbox(tmp / "ws")
+        self.sb = Workspaces(tmp / "ws")
+        # Every configuration a test asks for is honoured: the policy has its own tests.
+        self.sandboxes = Sandboxes(self.sb, WorkerPolicy(None))
         self.stub_env = tmp / "stub.env"
-        self.stub_log = tmp / "stub.log"
+        # Written by the stub from inside its sandbox: the one place outside it that it may write.
+        self.logs = tmp / "logs"
+        self.logs.mkdir()
+        self.stub_log = self.logs / "stub.log"
         bin_dir = tmp / "bin"
         bin_dir.mkdir()
         claude = bin_dir / "claude"
@@ -64,10 +72,14 @@ class Workspace:
 
     async def prepare(self, task_id: str = "1.1") -> tuple[str, Path]:
         await self.sb.prepare_run(str(self.repo), self.main, TARGET)
-        return await self.sb.prepare(RUN, task_id, str(self.repo), TARGET)
+        base, co = await self.sb.prepare(TaskRef(RUN, task_id), str(self.repo), TARGET)
+        return base, co.path
 
     def wt(self, task_id: str = "1.1") -> Path:
-        return self.sb.worktree_dir(RUN, task_id)
+        return self.sb.layout.worktree_dir(TaskRef(RUN, task_id))
+
+    def transcript(self, task_id: str = "1.1") -> Path:
+        return self.sb.layout.transcript_path(TaskRef(RUN, task_id))
 
 
 @pytest.fixture
@@ -75,6 +87,7 @@ def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
     isolate_git(monkeypatch, tmp_path)
     workspace = Workspace(tmp_path)
     monkeypatch.setenv("PATH", f"{workspace.bin}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PIPELINE_AGENT_WRITABLE", str(workspace.logs))
     return workspace
 
 

@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.agent import AUTH_ERROR, AgentActivities
 from backends.registry import make_agent
+from backends.workspace.layout import TaskRef
 from models.activity_io import FixRequest, RunAgentIn, RunAgentOut
 from models.review import Finding
 from models.run import AgentConfig
@@ -31,7 +32,7 @@ def agent_in(base: str, agent: AgentConfig = CLAUDE, **fields: object) -> RunAge
 
 
 async def run(ws: Workspace, inp: RunAgentIn, attempt: int = 1) -> RunAgentOut:
-    acts = AgentActivities(ws.sb, make_agent)
+    acts = AgentActivities(ws.sandboxes, make_agent)
     return await activity_env(attempt).run(acts.run_agent, inp)
 
 
@@ -52,7 +53,8 @@ async def test_first_attempt_starts_the_session_and_reports_exact_costs(ws: Work
     assert not (wt / "stale.txt").exists()
     (argv,) = ws.stub_calls()
     assert session_flags(argv) == [f"--session-id {SID}"]
-    assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"
+    # In its sandbox the agent may run anything: the sandbox is the boundary.
+    assert argv[argv.index("--permission-mode") + 1] == "bypassPermissions"
 
 
 async def test_a_retry_resumes_the_session_in_the_worktree_as_it_was(ws: Workspace) -> None:
@@ -134,7 +136,8 @@ async def test_a_fix_round_commits_on_top_of_the_task_commit(ws: Workspace) -> N
     assert out.changed_files == ["hello.py"]  # measured from the task's base
     assert (wt / "hello.py").read_text().endswith("# fixed\n")
     assert sh(wt, "log", "-1", "--format=%s") == "Task 1.1: Say hello (fix round)"
-    prompt = next(ws.sb.transcript_path(RUN, "1.1").parent.glob("*.prompt.md")).read_text()
+    tmp = ws.sb.layout.tmp_dir(TaskRef(RUN, "1.1"))  # the task's TMPDIR, outside the worktree
+    prompt = next(tmp.glob("*.prompt.md")).read_text()
     assert "## Fix round" in prompt and "`pytest -q` fails" in prompt
 
 

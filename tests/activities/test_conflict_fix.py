@@ -10,10 +10,12 @@ from activities.agent import AgentActivities
 from activities.sandbox import SandboxActivities
 from backends.merge import merge_task
 from backends.registry import make_agent
+from backends.workspace.layout import TaskRef
 from models.activity_io import ConflictFixIn, ConflictFixOut, FixRequest, MergeOut, RunAgentIn
 from models.run import AgentConfig
 from tests.activities.conftest import RUN, TARGET, Workspace, activity_env, task
 from tests.gitutil import commit_file, push_outside, sh
+from tests.sandboxes import PLAIN, base_runner
 
 RESOLVED = "one\nTASK TWO and OUTSIDE TWO\nthree\n"
 # A fix agent that finds the markers where they should be and resolves them.
@@ -37,7 +39,7 @@ async def conflicting_task(ws: Workspace) -> tuple[str, str, str]:
 
 
 async def prepare(ws: Workspace, base: str, commit: str) -> ConflictFixOut:
-    acts = SandboxActivities(ws.sb)
+    acts = SandboxActivities(ws.sandboxes)
     inp = ConflictFixIn(
         run_key=RUN,
         task_id="1.1",
@@ -87,7 +89,7 @@ async def test_conflict_fix_round_trip(ws: Workspace) -> None:
         session_id="0b7d5c3e-8f21-4a6b-9c4d-1e2f3a4b5c6d",
         resume=True,
     )
-    out = await activity_env().run(AgentActivities(ws.sb, make_agent).run_agent, inp)
+    out = await activity_env().run(AgentActivities(ws.sandboxes, make_agent).run_agent, inp)
     assert out.succeeded, out.error
     assert out.commit is not None and sorted(out.changed_files) == ["a.txt", "new.txt"]
     assert sh(wt, "rev-parse", "HEAD^") == tip
@@ -117,7 +119,9 @@ async def test_a_lost_worktree_is_rebuilt_from_the_record(ws: Workspace) -> None
         fix=FixRequest(conflicts=prep.conflict_paths),
         resume=True,
     )
-    out = await activity_env(attempt=2).run(AgentActivities(ws.sb, make_agent).run_agent, inp)
+    out = await activity_env(attempt=2).run(
+        AgentActivities(ws.sandboxes, make_agent).run_agent, inp
+    )
     assert out.succeeded, out.error
     assert sh(ws.wt(), "rev-parse", "HEAD^") == tip
     assert (ws.wt() / "a.txt").read_text() == RESOLVED
@@ -134,10 +138,12 @@ async def test_a_change_that_applies_cleanly_has_no_conflicts(ws: Workspace) -> 
 
 
 async def merge(ws: Workspace, base: str, commit: str) -> MergeOut:
+    sandbox = ws.sandboxes.get(PLAIN)
+    task = TaskRef(RUN, "1.1")
     return await merge_task(
         ws.sb,
-        run_key=RUN,
-        task_id="1.1",
+        sandbox,
+        task=task,
         repo=str(ws.repo),
         target_branch=TARGET,
         base_commit=base,
@@ -145,4 +151,6 @@ async def merge(ws: Workspace, base: str, commit: str) -> MergeOut:
         commands=[],
         verify_timeout_s=30,
         attempts=2,
+        env={},
+        base_runner=lambda tip: lambda: base_runner(ws.sb, sandbox, task, tip),
     )

@@ -26,7 +26,8 @@ def test_make_agent_builds_claude_from_the_run_options() -> None:
     assert (agent.permission_mode, agent.max_budget_usd) == ("bypassPermissions", 3.5)
     assert agent.extra_args == ["--allowedTools", "Bash(pytest:*)"]
     default = make_agent(AgentConfig(backend="claude"))
-    assert isinstance(default, ClaudeCliAgent) and default.permission_mode == "acceptEdits"
+    # No mode chosen: the backend picks by whether a sandbox holds it.
+    assert isinstance(default, ClaudeCliAgent) and default.permission_mode is None
 
 
 def test_make_agent_by_name_and_bad_options() -> None:

@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 from activities.agent import AUTH_ERROR
 from activities.review import MODIFIED, REVIEWER_ERROR, ReviewActivities, diff_counts
 from backends.registry import make_reviewer_agent
+from backends.workspace.layout import TaskRef
 from models.activity_io import ReviewIn, ReviewOut
 from models.review import Severity
 from models.run import ClaudeOptions, ReviewerConfig
@@ -44,7 +45,7 @@ def review_in(base: str, commit: str, reviewer: ReviewerConfig) -> ReviewIn:
 
 
 async def review(ws: Workspace, inp: ReviewIn) -> ReviewOut:
-    acts = ReviewActivities(ws.sb, make_reviewer_agent)
+    acts = ReviewActivities(ws.sandboxes, make_reviewer_agent)
     return await activity_env().run(acts.review_task, inp)
 
 
@@ -118,7 +119,7 @@ async def test_what_a_reviewer_changes_is_discarded(ws: Workspace, tmp_path: Pat
     assert sh(wt, "status", "--porcelain", "--untracked-files=all") == ""
     assert (wt / "a.txt").read_text() == "one\nTHREE\n"
     assert sh(wt, "rev-parse", "HEAD") == commit
-    assert sh(wt, "symbolic-ref", "HEAD") == f"refs/heads/{ws.sb.task_branch(RUN, '1.1')}"
+    assert sh(wt, "symbolic-ref", "HEAD") == f"refs/heads/{TaskRef(RUN, '1.1').branch}"
 
 
 async def test_a_reviewer_that_leaves_things_alone_gets_no_finding(

@@ -33,14 +33,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else sys.executable
 
 # The fake coding agent. argv: LOG SLEEP_S TASK_ID [--fail=ID,ID] [--helper]
-#  - appends "<task_id> <pid> <start_ts>" to LOG.started as soon as it runs,
+#  - appends "<task_id> <pid> <start_ts> <ticks>" to LOG.started as soon as it runs,
 #  - with --helper, starts a grandchild (as a real agent's tool call would) that stays in the
-#    agent's process group and does not die with the worker; logs "<task_id> <pid>" of it to
-#    LOG.helpers, and kills it itself when done,
+#    agent's process group and does not die with the worker; logs "<task_id> <pid> <ticks>" of
+#    it to LOG.helpers, and kills it itself when done,
 #  - sleeps, writes out/<task_id>.txt in its working directory (the task's worktree),
-#  - appends "<task_id> <pid> <start_ts> <end_ts>" to LOG when it is done,
+#  - appends "<task_id> <pid> <start_ts> <end_ts> <ticks>" to LOG when it is done,
 #  - exits 1 (after logging) when TASK_ID is one of the --fail ids.
 # Each line is one write() on an O_APPEND descriptor, so parallel agents never interleave.
+# In a sandbox's PID namespace a pid means nothing outside it; <ticks>, when the process
+# started (clock ticks since boot), is the same inside and out: `AgentRun.host_pid` finds it.
 AGENT_SCRIPT = """\
 import os, subprocess, sys, time
 
@@ -57,15 +59,20 @@ def append(path, line):
         os.close(fd)
 
 
+def ticks(pid="self"):
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[19]
+
+
 start = time.time()
-append(log + ".started", f"{task_id} {os.getpid()} {start:.6f}")
+append(log + ".started", f"{task_id} {os.getpid()} {start:.6f} {ticks()}")
 helper = None
 if "--helper" in flags:
     helper = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(120)"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    append(log + ".helpers", f"{task_id} {helper.pid}")
+    append(log + ".helpers", f"{task_id} {helper.pid} {ticks(helper.pid)}")
 print(f"agent {task_id} working", flush=True)
 time.sleep(sleep_s)
 os.makedirs("out", exist_ok=True)
@@ -75,18 +82,67 @@ if helper is not None:
     helper.kill()
     helper.wait()
 end = time.time()
-append(log, f"{task_id} {os.getpid()} {start:.6f} {end:.6f}")
+append(log, f"{task_id} {os.getpid()} {start:.6f} {end:.6f} {ticks()}")
 print(f"agent {task_id} done", flush=True)
 sys.exit(1 if task_id in fail else 0)
 """
 
 
+def processes_with(*markers: str) -> list[int]:
+    """Host pids of live processes whose command line holds every one of `markers`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+                cmdline = (entry / "cmdline").read_bytes()
+                if all(m.encode() in cmdline for m in markers):
+                    found.append(int(entry.name))
+    return found
+
+
+def find_process(ticks: str, *markers: bytes) -> int | None:
+    """The host pid of the live process that started at `ticks` with `markers` in its command."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if stat[19] == ticks and stat[0] != "Z":
+                cmdline = (entry / "cmdline").read_bytes()
+                if all(m in cmdline for m in markers):
+                    return int(entry.name)
+    return None
+
+
 @dataclass(frozen=True)
 class AgentRun:
     task_id: str
-    pid: int
+    pid: int  # as the agent saw it: inside a sandbox, its PID namespace's
     start: float
     end: float | None  # None: started, never finished (killed)
+    ticks: str = ""
+
+    def host_pid(self) -> int | None:
+        return find_process(self.ticks, b"fake_agent.py", self.task_id.encode())
+
+    def alive(self) -> bool:
+        return self.host_pid() is not None
+
+
+@dataclass(frozen=True)
+class Helper:
+    """A grandchild a fake agent started (--helper)."""
+
+    task_id: str
+    ticks: str
+
+    def host_pid(self) -> int | None:
+        return find_process(self.ticks, b"time.sleep(120)")
+
+    def alive(self) -> bool:
+        return self.host_pid() is not None
 
 
 # Agents are confined to their worktree (backends.confine); the fake agent's logs live outside
@@ -119,27 +175,30 @@ def agent_command(
     return shlex.join(argv)
 
 
-def helper_pids(log: Path) -> dict[int, str]:
-    """pid -> task id of every grandchild the fake agents started (with --helper)."""
+def helpers(log: Path) -> list[Helper]:
+    """Every grandchild the fake agents started (with --helper)."""
     path = Path(str(log) + ".helpers")
     if not path.exists():
-        return {}
-    return {int(pid): tid for tid, pid in (ln.split() for ln in path.read_text().splitlines())}
+        return []
+    return [
+        Helper(tid, ticks)
+        for tid, _pid, ticks in (ln.split() for ln in path.read_text().splitlines())
+    ]
 
 
 def agent_runs(log: Path) -> list[AgentRun]:
     """Every agent process that started, with its end time when it finished."""
-    ended: dict[int, float] = {}
+    ended: dict[tuple[str, str], float] = {}
     if log.exists():
         for line in log.read_text().splitlines():
-            _tid, pid, _start, end = line.split()
-            ended[int(pid)] = float(end)
+            tid, _pid, _start, end, ticks = line.split()
+            ended[(tid, ticks)] = float(end)
     runs = []
     started = Path(str(log) + ".started")
     if started.exists():
         for line in started.read_text().splitlines():
-            tid, pid, start = line.split()
-            runs.append(AgentRun(tid, int(pid), float(start), ended.get(int(pid))))
+            tid, pid, start, ticks = line.split()
+            runs.append(AgentRun(tid, int(pid), float(start), ended.get((tid, ticks)), ticks))
     return runs
 
 
@@ -157,18 +216,17 @@ def finished_runs(log: Path) -> int:
 def kill_stray_agents(log: Path) -> list[int]:
     """Teardown: SIGKILL any fake agent (or its helper) of `log` still running; their pids."""
     stray = []
-    for pid, marker in [(r.pid, b"fake_agent.py") for r in agent_runs(log)] + [
-        (pid, b"time.sleep(120)") for pid in helper_pids(log)
-    ]:
-        with contextlib.suppress(OSError):
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes() and pid_alive(pid):
+    for found in [*agent_runs(log), *helpers(log)]:
+        pid = found.host_pid()
+        if pid is not None:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
                 stray.append(pid)
     return stray
 
 
 def assert_no_agent_alive(log: Path) -> None:
-    alive = [r for r in agent_runs(log) if pid_alive(r.pid)]
+    alive = [r for r in agent_runs(log) if r.alive()]
     assert not alive, f"agents outlived their run: {alive}"
 
 

@@ -22,13 +22,14 @@ from tests.conftest import ROOT, md
 from tests.integration.helpers import (
     DevServer,
     Procs,
+    agent_log_path,
     assert_untouched,
     assert_workspace_clean,
     fsck,
     git,
     make_dirty_user_repo,
-    pid_alive,
     process_env,
+    processes_with,
     repo_snapshot,
     run_key_of,
     start_worker,
@@ -71,6 +72,8 @@ if review:
 else:
     os.environ["STUB_CLAUDE_FIXTURE"] = {agent_fixture!r}
 os.environ["STUB_CLAUDE_DELAY"] = "0" if review else "0.5"
+# Sessions live where the CLI keeps them, in HOME: in the sandbox, the task's own.
+os.environ["STUB_CLAUDE_SESSIONS"] = "home"
 if not review:
     os.environ["STUB_CLAUDE_WRITE"] = "hello.py"
 os.execv(sys.executable, [sys.executable, {stub!r}, *argv])
@@ -92,14 +95,15 @@ def session_flag(argv: list[str]) -> tuple[str, str] | None:
 
 def test_killed_worker_resumes_the_claude_session(tmp_path: Path, procs: Procs) -> None:
     env = process_env(tmp_path) | {"ANTHROPIC_API_KEY": "sk-test-not-a-real-key"}
-    log = tmp_path / "claude-calls.jsonl"
+    # Written from inside the sandbox: the one place outside it the agents may write.
+    log = agent_log_path(tmp_path, "claude-calls.jsonl")
     claude = tmp_path / "bin" / "claude"
     claude.parent.mkdir()
     claude.write_text(
         WRAPPER.format(
             python=sys.executable,
             log=str(log),
-            counter=str(tmp_path / "reviews"),
+            counter=str(log.with_name("reviews")),
             reject_fixture=str(FIXTURES / "review_verdict.jsonl"),
             approve_fixture=str(FIXTURES / "review_approved.jsonl"),
             agent_fixture=str(FIXTURES / "success.jsonl"),
@@ -133,9 +137,13 @@ def test_killed_worker_resumes_the_claude_session(tmp_path: Path, procs: Procs) 
     time.sleep(1.5)
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
-    killed_pid = invocations(log)[0]["pid"]
+    # Its pid is its sandbox's: look for it on the host by what it runs, its session.
+    (_, sid) = session_flag(invocations(log)[0]["argv"]) or ("", "none")
     wait_for(
-        lambda: not pid_alive(killed_pid), 10, "the killed worker's claude to die", on_fail=logs
+        lambda: not processes_with(str(FIXTURES / "stub_claude.py"), sid),
+        10,
+        "the killed worker's claude to die",
+        on_fail=logs,
     )
 
     start_worker(procs, server.address, workspace, tmp_path / "worker-2.log", env)
@@ -151,9 +159,16 @@ def test_killed_worker_resumes_the_claude_session(tmp_path: Path, procs: Procs) 
     assert first_flag is not None and first_flag[0] == "--session-id"
     assert second_flag == ("--resume", first_flag[1]), agent_calls
     # killed run, its resumed retry, one fix round after the first review's finding (same session)
-    assert [session_flag(c["argv"]) for c in agent_calls[1:]] == [("--resume", first_flag[1])] * 2
+    assert [session_flag(c["argv"]) for c in agent_calls[1:]] == [
+        ("--resume", first_flag[1])
+    ] * 2, f"{result}\n{logs()}"
     assert len(agent_calls) == 3 and len(review_calls) == 2
     assert session_flag(review_calls[0]["argv"]) is None  # the reviewer has a session of its own
+    # The resumed runs found the session the killed one saved, in the task's own HOME, and the
+    # agent ran with every permission its sandbox gives it.
+    modes = {c["argv"][c["argv"].index("--permission-mode") + 1] for c in agent_calls}
+    assert modes == {"bypassPermissions"}
+    assert {c["cwd"] for c in agent_calls} == {agent_calls[0]["cwd"]}
 
     (task,) = result["tasks"]
     assert result["status"] == "completed" and task["status"] == "merged", f"{result}\n{logs()}"

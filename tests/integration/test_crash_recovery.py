@@ -30,9 +30,8 @@ from tests.integration.helpers import (
     assert_workspace_clean,
     fsck,
     git,
-    helper_pids,
+    helpers,
     make_dirty_user_repo,
-    pid_alive,
     process_env,
     repo_snapshot,
     run_key_of,
@@ -162,25 +161,20 @@ def test_worker_killed_mid_agent_is_replaced_and_the_run_completes(scene: Scene)
     killed_tasks = {r.task_id for r in killed}
     assert killed_tasks == {"1.1", "1.2", "1.3"}, f"running at the kill: {agent_runs(scene.log)}"
 
-    # The agents die with their worker (parent-death signal), without waiting for a new worker.
+    # The agents die with their worker, without waiting for a new worker: and with them
+    # everything they started (their helpers), since their sandbox's PID namespace dies too.
+    orphans = [h for h in helpers(scene.log) if h.task_id in killed_tasks]
+    assert len(orphans) == 3, orphans
     wait_for(
-        lambda: not [r.pid for r in killed if pid_alive(r.pid)],
+        lambda: not [r for r in [*killed, *orphans] if r.alive()],
         10,
-        "the killed worker's agents to die",
+        "the killed worker's agents and their helpers to die",
         on_fail=scene.logs,
     )
-    # Their grandchildren (the agents' helpers) do not die with the worker: the retry kills them
-    # from the process group recorded in the workspace.
-    orphans = {pid: tid for pid, tid in helper_pids(scene.log).items() if tid in killed_tasks}
-    assert orphans and all(pid_alive(p) for p in orphans), orphans
 
     scene.worker("worker-2")
     result = scene.wait_finished(wid)
     scene.check_outcome(result, wid)
-
-    assert not [p for p in orphans if pid_alive(p)], (
-        f"a killed attempt's process group outlived the retry: {orphans}\n{scene.logs()}"
-    )
     # Exactly once: one agent run per task, two for a task whose agent was killed mid-run.
     expected = {t: 2 if t in killed_tasks else 1 for t in IDS}
     assert runs_per_task(scene.log) == expected, scene.logs()
@@ -208,4 +202,4 @@ def test_server_restart_mid_run_and_the_worker_carries_on(scene: Scene) -> None:
     runs = runs_per_task(scene.log)
     assert set(runs) == set(IDS) and all(1 <= n <= 2 for n in runs.values()), runs
     assert_no_agent_alive(scene.log)
-    assert not [p for p in helper_pids(scene.log) if pid_alive(p)]
+    assert not [h for h in helpers(scene.log) if h.alive()]

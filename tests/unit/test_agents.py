@@ -16,6 +16,7 @@ from backends.agents.command import PRESETS, CommandAgent, prompt_path, render_a
 from backends.agents.literal import LiteralAgent, named_blocks
 from backends.base import AgentRequest
 from tests.conftest import md
+from tests.sandboxes import run_with
 
 TASK = md(
     """
@@ -84,7 +85,7 @@ class Beats(list[str]):
 async def test_literal_writes_the_named_blocks(tmp_path: Path) -> None:
     req = request(tmp_path, TASK)
     beats = Beats()
-    out = await LiteralAgent().run(req, beats)
+    out = await run_with(LiteralAgent(), req, beats)
     assert out.succeeded, out.error
     wt = req.workdir
     assert (wt / "test-artifacts/hello.py").read_text() == (
@@ -140,10 +141,10 @@ def test_block_naming_rules() -> None:
 async def test_literal_appends_and_refuses_diffs(tmp_path: Path) -> None:
     req = request(tmp_path, "Append to `notes.md`:\n```\nmore\n```\n")
     (req.workdir / "notes.md").write_text("first\n")
-    assert (await LiteralAgent().run(req, Beats())).succeeded
+    assert (await run_with(LiteralAgent(), req, Beats())).succeeded
     assert (req.workdir / "notes.md").read_text() == "first\nmore\n"
     diff = request(tmp_path, "Update `a.py`:\n```diff\n-x\n+y\n```\n")
-    out = await LiteralAgent().run(diff, Beats())
+    out = await run_with(LiteralAgent(), diff, Beats())
     assert not out.succeeded and "a.py" in (out.error or "")
     assert not (req.workdir / "a.py").exists()
 
@@ -152,7 +153,7 @@ async def test_literal_appends_and_refuses_diffs(tmp_path: Path) -> None:
 async def test_literal_refuses_paths_that_leave_the_worktree(tmp_path: Path, path: str) -> None:
     text = f"Create `ok.txt`:\n```\nfine\n```\n\nCreate `{path}`:\n```\nevil\n```\n"
     req = request(tmp_path, text)
-    out = await LiteralAgent().run(req, Beats())
+    out = await run_with(LiteralAgent(), req, Beats())
     assert not out.succeeded
     assert path in (out.error or "")
     assert not (tmp_path / "escape.txt").exists()
@@ -162,7 +163,7 @@ async def test_literal_refuses_paths_that_leave_the_worktree(tmp_path: Path, pat
 async def test_literal_refuses_an_absolute_path(tmp_path: Path) -> None:
     target = tmp_path / "outside" / "abs.txt"
     req = request(tmp_path, f"Create `{target}`:\n```\nevil\n```\n")
-    out = await LiteralAgent().run(req, Beats())
+    out = await run_with(LiteralAgent(), req, Beats())
     assert not out.succeeded
     assert str(target) in (out.error or "")
     assert not target.exists()
@@ -176,7 +177,7 @@ async def test_literal_refuses_symlinks_that_point_outside(tmp_path: Path) -> No
     (req.workdir / "file.txt").symlink_to(outside / "target.txt")
     for path, victim in (("link/evil.txt", "evil.txt"), ("file.txt", "target.txt")):
         req = request(tmp_path, f"Create `{path}`:\n```\nevil\n```\n")
-        out = await LiteralAgent().run(req, Beats())
+        out = await run_with(LiteralAgent(), req, Beats())
         assert not out.succeeded
         assert path in (out.error or "")
         assert not (outside / victim).exists()
@@ -184,7 +185,7 @@ async def test_literal_refuses_symlinks_that_point_outside(tmp_path: Path) -> No
 
 async def test_literal_without_blocks_succeeds_and_writes_nothing(tmp_path: Path) -> None:
     req = request(tmp_path, "Refactor the module.\n\n```bash\npytest\n```\n")
-    out = await LiteralAgent().run(req, Beats())
+    out = await run_with(LiteralAgent(), req, Beats())
     assert out.succeeded
     assert out.summary == "no code blocks to apply"
     assert list(req.workdir.iterdir()) == []
@@ -215,11 +216,11 @@ async def test_command_substitutes_placeholders_and_keeps_the_prompt_outside(
     template += ["{workdir}", "t={title}", '{"json": {braces}}']
     req = request(tmp_path, command=template, prompt="Write hello.\n")
     beats = Beats()
-    out = await CommandAgent().run(req, beats)
+    out = await run_with(CommandAgent(), req, beats)
     assert out.succeeded, out.error
     assert out.exit_code == 0
     report = json.loads(out.summary)
-    pf = prompt_path(req.transcript)
+    pf = prompt_path(req.workdir.parent / f"{req.workdir.name}.tmp", req.transcript)
     assert report["argv"] == [
         str(pf),
         "1.2",
@@ -239,7 +240,7 @@ async def test_command_substitutes_placeholders_and_keeps_the_prompt_outside(
 async def test_command_nonzero_exit_fails_with_output_and_redacts(tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"], "EXIT_CODE": "7", "API_KEY": "sk-very-secret-value"}
     cmd = [sys.executable, str(agent_script(tmp_path)), "{prompt_file}", "{task_id}"]
-    out = await CommandAgent().run(request(tmp_path, command=cmd, env=env), Beats())
+    out = await run_with(CommandAgent(), request(tmp_path, command=cmd, env=env), Beats())
     assert not out.succeeded
     assert out.exit_code == 7
     assert "exited with code 7" in (out.error or "")
@@ -254,7 +255,7 @@ async def test_command_timeout_kills_the_tree(
     pidfile = tmp_path / "pids"
     script = f'trap "" TERM; sleep 100 & echo $! > {pidfile}; echo started; wait'
     req = request(tmp_path, command=["bash", "-c", script], timeout_s=0.8)
-    out = await CommandAgent().run(req, Beats())
+    out = await run_with(CommandAgent(), req, Beats())
     assert not out.succeeded and out.timed_out
     assert "timed out after 0.8 s; its process group was killed" in (out.error or "")
     pid = int(pidfile.read_text())
@@ -277,7 +278,7 @@ def _alive(pid: int) -> bool:
 async def test_command_missing_executable_or_empty_template(
     tmp_path: Path, template: list[str]
 ) -> None:
-    out = await CommandAgent().run(request(tmp_path, command=template), Beats())
+    out = await run_with(CommandAgent(), request(tmp_path, command=template), Beats())
     assert not out.succeeded
     assert ("not found" if template else "empty") in (out.error or "")
 
@@ -285,7 +286,7 @@ async def test_command_missing_executable_or_empty_template(
 async def test_command_refuses_a_transcript_inside_the_worktree(tmp_path: Path) -> None:
     req = request(tmp_path, command=["true"])
     req = req.model_copy(update={"transcript": req.workdir / "t.log"})
-    out = await CommandAgent().run(req, Beats())
+    out = await run_with(CommandAgent(), req, Beats())
     assert not out.succeeded and "inside the worktree" in (out.error or "")
     assert list(req.workdir.iterdir()) == []
 
@@ -296,7 +297,7 @@ async def test_command_heartbeats_are_throttled(
     monkeypatch.setattr(command_mod, "HEARTBEAT_EVERY_S", 0.2)
     script = "for i in $(seq 1 2000); do echo line $i; done; sleep 0.5; echo done"
     beats = Beats()
-    out = await CommandAgent().run(request(tmp_path, command=["sh", "-c", script]), beats)
+    out = await run_with(CommandAgent(), request(tmp_path, command=["sh", "-c", script]), beats)
     assert out.succeeded and out.summary == "done"
     assert 2 <= len(beats) < 20  # not one per line, but still while the agent is silent
     assert any(b.startswith("output lines: ") and "last: line " in b for b in beats)

@@ -1,4 +1,4 @@
-"""Which leftovers of an agent become the task's change (backends.sandboxes.changes)."""
+"""Which leftovers of an agent become the task's change (backends.workspace.changes)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from backends.sandboxes.changes import (
-    escaping_symlink,
+from backends.workspace.changes import (
+    bad_symlink,
+    is_dot_git,
     junk_pathspecs,
     junk_reason,
     named_by,
@@ -73,20 +74,40 @@ def test_unwanted_nested_repos_and_huge_files(tmp_path: Path) -> None:
     assert not unwanted("small.txt", "100644", tmp_path, [])
 
 
-def test_escaping_symlinks(tmp_path: Path) -> None:
+def test_symlinks_out_of_the_repository_or_into_git_are_refused(tmp_path: Path) -> None:
     wt = tmp_path / "wt"
     (wt / "sub").mkdir(parents=True)
     (wt / "a.txt").write_text("a")
+    (wt / ".git").write_text("gitdir: /elsewhere\n")
     links = {
         "inside": "a.txt",
         "sub/up_inside": "../a.txt",
+        "dangling_inside": "not-yet.txt",
         "up": "../..",
         "abs": "/etc/passwd",
+        "abs_inside": str(wt / "a.txt"),  # right here, but not in the user's checkout
         "sub/dangling_out": "../../nowhere",
+        "x": ".git/config",
+        "y": ".git",
+        "sub/z": "../.GIT/hooks",
+        "ntfs": ".git./config",
+        "hfs": ".g\u200cit",
     }
     for name, target in links.items():
         os.symlink(target, wt / name)
-    (wt / "hop").symlink_to(wt / "up")  # inside, but leads to a link that leads out
-    escaping = {name for name in [*links, "hop"] if escaping_symlink(wt, name) is not None}
-    assert escaping == {"up", "abs", "sub/dangling_out", "hop"}
-    assert escaping_symlink(wt, "a.txt") is None
+    (wt / "hop").symlink_to("up")  # inside, but leads to a link that leads out
+    (wt / "hop_git").symlink_to("y")  # inside, but leads to a link into .git
+    refused = {n for n in [*links, "hop", "hop_git"] if bad_symlink(wt, n) is not None}
+    assert refused == set(links) - {"inside", "sub/up_inside", "dangling_inside"} | {
+        "hop",
+        "hop_git",
+    }
+    assert bad_symlink(wt, "a.txt") is None
+    assert "into .git" in (bad_symlink(wt, "x") or "")
+
+
+def test_dot_git_names_of_every_filesystem() -> None:
+    for name in (".git", ".GIT", ".Git.", ".git ", "git~1", ".g\u200dit"):
+        assert is_dot_git(name), name
+    for name in ("git", ".gitignore", ".github", "x.git"):
+        assert not is_dot_git(name), name

@@ -37,6 +37,7 @@ from backends.agents.claude_cli import (
     NO_CREDENTIALS,
     NOT_FOUND,
     ClaudeCliAgent,
+    allowed_tools,
     claude_env,
     credentials_problem,
 )
@@ -50,6 +51,7 @@ from backends.agents.claude_stream import (
 )
 from backends.base import AgentOutcome, AgentRequest
 from backends.registry import agent_backend
+from tests.sandboxes import run_with
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "claude"
 STUB = FIXTURES / "stub_claude.py"
@@ -316,7 +318,7 @@ def stub_log(tmp_path: Path) -> list[dict[str, object]]:
 
 async def test_run_replays_the_stream_and_reports_costs(stub_path: Path, tmp_path: Path) -> None:
     req = request(tmp_path, STUB_CLAUDE_WRITE="src/hello.py")
-    out = await ClaudeCliAgent().run(req, Beats(), session_id=SID)
+    out = await run_with(ClaudeCliAgent(), req, Beats(), session_id=SID)
     assert out.succeeded, out.error
     assert (out.cost_usd, out.tokens_in, out.tokens_out) == (0.09495555, 75062, 407)
     assert out.session_id == SID and out.exit_code == 0
@@ -332,8 +334,8 @@ async def test_argv_first_attempt_and_retry(stub_path: Path, tmp_path: Path) -> 
     agent = ClaudeCliAgent(model="sonnet", max_turns=30, max_budget_usd=2.5, extra_args=["--x-y"])
     req = request(tmp_path)
     sid = str(uuid.uuid4())
-    assert (await agent.run(req, Beats(), session_id=sid)).succeeded
-    assert (await agent.run(req, Beats(), session_id=sid, resume=True)).succeeded
+    assert (await run_with(agent, req, Beats(), session_id=sid)).succeeded
+    assert (await run_with(agent, req, Beats(), session_id=sid, resume=True)).succeeded
     first, retry = (entry["argv"] for entry in stub_log(tmp_path))
     assert first == [
         "-p",
@@ -342,7 +344,7 @@ async def test_argv_first_attempt_and_retry(stub_path: Path, tmp_path: Path) -> 
         "stream-json",
         "--verbose",
         "--permission-mode",
-        "acceptEdits",
+        "bypassPermissions",  # the request runs in a sandbox: the sandbox is the boundary
         "--model",
         "sonnet",
         "--max-turns",
@@ -356,7 +358,11 @@ async def test_argv_first_attempt_and_retry(stub_path: Path, tmp_path: Path) -> 
     assert isinstance(retry, list) and retry[retry.index("--resume") + 1] == sid
     assert "--session-id" not in retry
     default = ClaudeCliAgent().argv("claude", "hi", None, False)
-    assert default == [
+    assert default[-2:] == ["--permission-mode", "bypassPermissions"]
+    # Outside a sandbox: edits only, and Bash for the task's own checks.
+    checks = ["pytest -q tests/x.py", "python -m mypy src && ruff check .", "cd web; npm run test"]
+    bare = ClaudeCliAgent().argv("claude", "hi", None, False, isolated=False, checks=checks)
+    assert bare == [
         "claude",
         "-p",
         "hi",
@@ -365,7 +371,27 @@ async def test_argv_first_attempt_and_retry(stub_path: Path, tmp_path: Path) -> 
         "--verbose",
         "--permission-mode",
         "acceptEdits",
+        "--allowedTools",
+        "Bash(pytest:*)",
+        "Bash(python -m mypy:*)",
+        "Bash(ruff:*)",
+        "Bash(npm run test:*)",
     ]
+    # A mode the run chose is kept, in a sandbox or not.
+    chosen = ClaudeCliAgent(permission_mode="plan").argv("claude", "hi", None, False, True)
+    assert chosen[-2:] == ["--permission-mode", "plan"]
+
+
+def test_allowed_tools_from_checks() -> None:
+    assert allowed_tools(["FOO=1 pytest -x", "pytest tests/y.py", "echo 'unclosed"]) == [
+        "Bash(pytest:*)"
+    ]
+    assert allowed_tools(["uv run pytest", "make test | tee log"]) == [
+        "Bash(uv run pytest:*)",
+        "Bash(make:*)",
+        "Bash(tee:*)",
+    ]
+    assert allowed_tools([]) == []
 
 
 @pytest.mark.parametrize("prompt", ["x" * (claude_cli.PROMPT_ARG_MAX_BYTES + 1), "--help me"])
@@ -373,7 +399,7 @@ async def test_long_or_dash_prompts_go_through_stdin(
     stub_path: Path, tmp_path: Path, prompt: str
 ) -> None:
     req = request(tmp_path).model_copy(update={"prompt": prompt})
-    out = await ClaudeCliAgent().run(req, Beats())
+    out = await run_with(ClaudeCliAgent(), req, Beats())
     assert out.succeeded, out.error
     (entry,) = stub_log(tmp_path)
     assert entry["stdin"] == prompt
@@ -387,10 +413,10 @@ async def test_session_flag_falls_back_when_the_cli_refuses_it(
     req = request(tmp_path, STUB_CLAUDE_SESSIONS=str(sessions))
     sid = str(uuid.uuid4())
     # A retry of an attempt that died before its session was saved: --resume is refused.
-    out = await ClaudeCliAgent().run(req, Beats(), session_id=sid, resume=True)
+    out = await run_with(ClaudeCliAgent(), req, Beats(), session_id=sid, resume=True)
     assert out.succeeded, out.error
     # A first attempt whose session exists after all: --session-id is refused.
-    out = await ClaudeCliAgent().run(req, Beats(), session_id=sid, resume=False)
+    out = await run_with(ClaudeCliAgent(), req, Beats(), session_id=sid, resume=False)
     assert out.succeeded, out.error
     flags = [
         [a for a in e["argv"] if a in ("--resume", "--session-id")] for e in stub_log(tmp_path)
@@ -401,10 +427,10 @@ async def test_session_flag_falls_back_when_the_cli_refuses_it(
 async def test_a_session_id_must_be_a_uuid_and_a_prompt_not_empty(
     stub_path: Path, tmp_path: Path
 ) -> None:
-    out = await ClaudeCliAgent().run(request(tmp_path), Beats(), session_id="task-1.2")
+    out = await run_with(ClaudeCliAgent(), request(tmp_path), Beats(), session_id="task-1.2")
     assert not out.succeeded and "is not a UUID" in (out.error or "")
     empty = request(tmp_path).model_copy(update={"prompt": " \n"})
-    assert (await ClaudeCliAgent().run(empty, Beats())).error == "other: the prompt is empty"
+    assert (await run_with(ClaudeCliAgent(), empty, Beats())).error == "other: the prompt is empty"
     assert stub_log(tmp_path) == []
 
 
@@ -421,7 +447,7 @@ async def test_a_session_id_must_be_a_uuid_and_a_prompt_not_empty(
 async def test_failures_through_the_process(
     stub_path: Path, tmp_path: Path, fixture: str, kind: FailureKind
 ) -> None:
-    out = await ClaudeCliAgent().run(request(tmp_path, fixture), Beats())
+    out = await run_with(ClaudeCliAgent(), request(tmp_path, fixture), Beats())
     assert not out.succeeded and out.exit_code == 1 and out.error
     assert parse_failure(out.error)[0] is kind
 
@@ -431,7 +457,7 @@ async def test_heartbeat_notes_carry_turns_cost_and_tool(
 ) -> None:
     monkeypatch.setattr(claude_cli, "HEARTBEAT_EVERY_S", 0.01)
     beats = Beats()
-    out = await ClaudeCliAgent().run(request(tmp_path, STUB_CLAUDE_DELAY="0.03"), beats)
+    out = await run_with(ClaudeCliAgent(), request(tmp_path, STUB_CLAUDE_DELAY="0.03"), beats)
     assert out.succeeded
     assert beats[0].startswith("claude running for")
     assert any(b.startswith("turn 1, ~$0.0") and b.endswith("last tool: Read") for b in beats)
@@ -445,7 +471,7 @@ async def test_crash_without_a_result_line(stub_path: Path, tmp_path: Path) -> N
     broken.write_text("\n".join([*fixture_lines("success")[:2], "Error: boom sk-ant-secret-123"]))
     req = request(tmp_path, None, STUB_CLAUDE_FIXTURE=str(broken), STUB_CLAUDE_EXIT="3")
     req.env["ANTHROPIC_API_KEY"] = "sk-ant-secret-123"
-    out = await ClaudeCliAgent().run(req, Beats())
+    out = await run_with(ClaudeCliAgent(), req, Beats())
     assert not out.succeeded and out.exit_code == 3
     assert (out.error or "").startswith("other: claude exited with code 3 without a result line")
     assert "Error: boom ***" in (out.error or "")
@@ -476,7 +502,7 @@ async def test_timeout_kills_the_process_group(
     partial.write_text("\n".join(fixture_lines("success")[:4]) + "\n")
     req = request(tmp_path, None, STUB_CLAUDE_FIXTURE=str(partial), STUB_CLAUDE_HANG="1")
     req = req.model_copy(update={"timeout_s": 1.5})
-    out = await ClaudeCliAgent().run(req, Beats(), session_id=SID)
+    out = await run_with(ClaudeCliAgent(), req, Beats(), session_id=SID)
     assert not out.succeeded and out.timed_out and out.exit_code is None
     assert (out.error or "").startswith(
         "other: claude timed out after 1.5 s; its process group was killed (at turn 1, ~$0.06"
@@ -485,7 +511,6 @@ async def test_timeout_kills_the_process_group(
     entries = stub_log(tmp_path)
     stub_pid, child = int(entries[0]["pid"]), int(entries[1]["child"])  # type: ignore[call-overload]
     assert _wait_dead(stub_pid) and _wait_dead(child)
-    assert not claude_cli.pgid_file(req.transcript).exists()
 
 
 async def test_cancelling_the_run_kills_the_process_group(
@@ -495,7 +520,7 @@ async def test_cancelling_the_run_kills_the_process_group(
     partial = tmp_path / "partial.jsonl"
     partial.write_text("\n".join(fixture_lines("success")[:4]) + "\n")
     req = request(tmp_path, None, STUB_CLAUDE_FIXTURE=str(partial), STUB_CLAUDE_HANG="1")
-    task = asyncio.create_task(ClaudeCliAgent().run(req, Beats()))
+    task = asyncio.create_task(run_with(ClaudeCliAgent(), req, Beats()))
     deadline = time.monotonic() + 10
     while len(stub_log(tmp_path)) < 2 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -504,7 +529,6 @@ async def test_cancelling_the_run_kills_the_process_group(
         await task
     child = int(stub_log(tmp_path)[1]["child"])  # type: ignore[call-overload]
     assert _wait_dead(child)
-    assert not claude_cli.pgid_file(req.transcript).exists()
 
 
 async def test_a_cli_that_lingers_after_its_result_is_ended_and_believed(
@@ -512,7 +536,7 @@ async def test_a_cli_that_lingers_after_its_result_is_ended_and_believed(
 ) -> None:
     monkeypatch.setattr(claude_cli, "RESULT_GRACE_S", 0.3)
     monkeypatch.setattr(_proc, "KILL_GRACE_S", 0.3)
-    out = await ClaudeCliAgent().run(request(tmp_path, STUB_CLAUDE_HANG="1"), Beats())
+    out = await run_with(ClaudeCliAgent(), request(tmp_path, STUB_CLAUDE_HANG="1"), Beats())
     assert out.succeeded and not out.timed_out and out.exit_code is None
     assert out.cost_usd == 0.09495555
     child = int(stub_log(tmp_path)[1]["child"])  # type: ignore[call-overload]
@@ -522,14 +546,14 @@ async def test_a_cli_that_lingers_after_its_result_is_ended_and_believed(
 
 async def test_missing_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    out = await ClaudeCliAgent().run(request(tmp_path), Beats())
+    out = await run_with(ClaudeCliAgent(), request(tmp_path), Beats())
     assert not out.succeeded and out.error == f"other: {NOT_FOUND}"
     assert NOT_FOUND == (
         "claude CLI not found on PATH (npm install -g @anthropic-ai/claude-code, or pass its path)"
     )
     assert await ClaudeCliAgent().preflight() == NOT_FOUND
-    out = await ClaudeCliAgent(binary=str(tmp_path / "nope" / "claude")).run(
-        request(tmp_path), Beats()
+    out = await run_with(
+        ClaudeCliAgent(binary=str(tmp_path / "nope" / "claude")), request(tmp_path), Beats()
     )
     assert "not found" in (out.error or "")
 
@@ -537,7 +561,7 @@ async def test_missing_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 async def test_transcript_inside_the_worktree_is_refused(stub_path: Path, tmp_path: Path) -> None:
     req = request(tmp_path)
     req = req.model_copy(update={"transcript": req.workdir / "t.log"})
-    out = await ClaudeCliAgent().run(req, Beats())
+    out = await run_with(ClaudeCliAgent(), req, Beats())
     assert not out.succeeded and "inside the worktree" in (out.error or "")
     assert list(req.workdir.iterdir()) == []
 
@@ -614,7 +638,9 @@ def test_env_is_minimal_plus_what_claude_reads(monkeypatch: pytest.MonkeyPatch) 
 def test_registry_and_options() -> None:
     agent = agent_backend("claude")
     assert isinstance(agent, ClaudeCliAgent) and agent.name == "claude"
-    assert agent.permission_mode == "acceptEdits" and agent.binary is None
+    # None: bypassPermissions in a sandbox, acceptEdits outside one (mode_for).
+    assert agent.permission_mode is None and agent.binary is None
+    assert (agent.mode_for(True), agent.mode_for(False)) == ("bypassPermissions", "acceptEdits")
     built = ClaudeCliAgent.from_options(
         {"model": "opus", "max_turns": 5, "permission_mode": "plan", "extra_args": ["--bare"]}
     )

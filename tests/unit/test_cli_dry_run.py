@@ -82,7 +82,7 @@ def test_json_contract(plan_file: Path) -> None:
     assert set(data) == {"title", "batches", "done_elsewhere", "warnings"}
     assert data["title"] == "Tiny"
     b1, b2 = data["batches"]
-    assert set(b1) == {"id", "title", "line", "depends_on", "execution_mode", "tasks"}
+    assert set(b1) == {"id", "title", "line", "depends_on", "execution_mode", "sandbox", "tasks"}
     assert (b1["id"], b1["line"], b1["depends_on"], b1["execution_mode"]) == ("1", 3, [], "local")
     assert b2["depends_on"] == ["1"]
     t11, t12 = b1["tasks"]

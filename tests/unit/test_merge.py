@@ -10,7 +10,8 @@ import pytest
 
 from backends.git import GitError, PushResult
 from backends.merge import merge_task
-from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.workspace.layout import TaskRef
+from backends.workspace.tasks import Workspaces
 from models.activity_io import MergeOut
 from tests.gitutil import (
     commit_file,
@@ -23,6 +24,7 @@ from tests.gitutil import (
     sh,
     snapshot,
 )
+from tests.sandboxes import base_runner, sandbox
 
 TARGET = "pipeline/out"
 
@@ -32,25 +34,36 @@ class Env:
         self.tmp = tmp
         self.repo = make_user_repo(tmp)
         self.main = sh(self.repo, "rev-parse", "main")
-        self.sb = GitWorktreeSandbox(tmp / "ws")
+        self.sb = Workspaces(tmp / "ws")
+        self.sandbox = sandbox(self.sb)
 
-    async def task(self, task_id: str, files: dict[str, str]) -> tuple[str, str]:
+    async def task(
+        self, task_id: str, files: dict[str, str], target: str = TARGET
+    ) -> tuple[str, str]:
         """Prepare a task, let a pretend agent write `files`, commit: (base, commit)."""
-        await self.sb.prepare_run(str(self.repo), self.main, TARGET)
-        base, wt = await self.sb.prepare("r1", task_id, str(self.repo), TARGET)
+        await self.sb.prepare_run(str(self.repo), self.main, target)
+        base, co = await self.sb.prepare(TaskRef("r1", task_id), str(self.repo), target)
         for path, text in files.items():
-            (wt / path).parent.mkdir(parents=True, exist_ok=True)
-            (wt / path).write_text(text)
-        commit = (await self.sb.commit_all("r1", task_id, base, f"Task {task_id}")).commit
+            (co.path / path).parent.mkdir(parents=True, exist_ok=True)
+            (co.path / path).write_text(text)
+        commit = (await self.sb.collect(TaskRef("r1", task_id), base, f"Task {task_id}")).commit
         assert commit is not None
         return base, commit
 
-    async def merge(self, task_id: str, base: str, commit: str, **kw: Any) -> MergeOut:
+    async def merge(
+        self, task_id: str, base: str, commit: str, target: str = TARGET, **kw: Any
+    ) -> MergeOut:
         args: dict[str, Any] = {"commands": [], "verify_timeout_s": 30, "attempts": 5} | kw
+        task = TaskRef("r1", task_id)
         return await merge_task(
-            self.sb, run_key="r1", task_id=task_id, repo=str(self.repo),
-            target_branch=TARGET, base_commit=base, commit=commit, **args,
+            self.sb, self.sandbox, task=task, repo=str(self.repo),
+            target_branch=target, base_commit=base, commit=commit, env={"PATH": "/usr/bin:/bin"},
+            base_runner=lambda tip: lambda: base_runner(self.sb, self.sandbox, task, tip),
+            **args,
         )  # fmt: skip
+
+    def wt(self, task_id: str) -> Path:
+        return self.sb.layout.worktree_dir(TaskRef("r1", task_id))
 
     def target(self) -> str:
         return sh(self.repo, "rev-parse", f"refs/heads/{TARGET}")
@@ -73,10 +86,10 @@ async def test_round_trip_leaves_a_dirty_user_checkout_byte_for_byte(env: Env) -
     assert (out.merged, out.commit, out.already_merged, out.attempts) == (True, commit, False, 1)
     assert env.target() == commit and env.show("hello.txt") == "hello"
     assert snapshot(env.repo) == before
-    assert await env.sb.remove("r1", "1.1", delete_branch=True) == (True, True)
+    assert await env.sb.remove(TaskRef("r1", "1.1"), delete_branch=True) == (True, True)
     assert snapshot(env.repo) == before
     fsck(env.repo)
-    fsck(env.sb.clone_dir(str(env.repo)))
+    fsck(env.sb.layout.clone_dir(str(env.repo)))
 
 
 async def test_parallel_tasks_both_merge_exactly_once(env: Env) -> None:
@@ -98,14 +111,14 @@ async def test_parallel_tasks_both_merge_exactly_once(env: Env) -> None:
     assert body.count("Pipeline-Task: r1/1.1") == 1 and body.count("Pipeline-Task: r1/1.2") == 1
     assert snapshot(env.repo) == before
     fsck(env.repo)
-    fsck(env.sb.clone_dir(str(env.repo)))
+    fsck(env.sb.layout.clone_dir(str(env.repo)))
 
 
 async def test_target_moving_between_fetch_and_push_is_retried(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base, commit = await env.task("1.1", {"hello.txt": "hello\n"})
-    real = env.sb.push_target
+    real = env.sb.clones.push_target
     outside: list[str] = []
 
     async def racing_push(repo: str, new: str, branch: str, expected: str) -> PushResult:
@@ -113,7 +126,7 @@ async def test_target_moving_between_fetch_and_push_is_retried(
             outside.append(push_outside(env.repo, TARGET, "theirs.txt", "theirs\n", env.tmp))
         return await real(repo, new, branch, expected)
 
-    monkeypatch.setattr(env.sb, "push_target", racing_push)
+    monkeypatch.setattr(env.sb.clones, "push_target", racing_push)
     out = await env.merge("1.1", base, commit, commands=["test -f hello.txt"])
     assert out.merged and out.attempts == 2 and out.commit != commit
     assert out.checks and out.checks[0].passed  # re-verified on the new base
@@ -125,13 +138,13 @@ async def test_a_target_that_keeps_moving_runs_out_of_attempts(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base, commit = await env.task("1.1", {"hello.txt": "hello\n"})
-    real = env.sb.push_target
+    real = env.sb.clones.push_target
 
     async def always_raced(repo: str, new: str, branch: str, expected: str) -> PushResult:
         push_outside(env.repo, TARGET, "theirs.txt", f"{new}\n", env.tmp)
         return await real(repo, new, branch, expected)
 
-    monkeypatch.setattr(env.sb, "push_target", always_raced)
+    monkeypatch.setattr(env.sb.clones, "push_target", always_raced)
     out = await env.merge("1.1", base, commit, attempts=2)
     assert (out.merged, out.error, out.attempts) == (False, "target kept moving", 2)
     assert "Pipeline-Task: r1/1.1" not in sh(env.repo, "log", "--format=%B", TARGET)
@@ -145,7 +158,7 @@ async def test_conflict_returns_paths_and_leaves_the_target(env: Env) -> None:
     out = await env.merge("1.2", b2, c2)
     assert (out.merged, out.conflict_paths) == (False, ["a.txt"])
     assert env.target() == first.commit
-    wt = env.sb.worktree_dir("r1", "1.2")
+    wt = env.wt("1.2")
     assert sh(wt, "rev-parse", "HEAD") == c2  # back where it was, no rebase in progress
     assert sh(wt, "status", "--porcelain") == ""
 
@@ -193,7 +206,7 @@ async def test_a_failure_already_on_the_new_base_does_not_block(env: Env) -> Non
 
 async def test_a_push_that_is_not_a_fast_forward_is_refused(env: Env) -> None:
     base, _ = await env.task("1.1", {"hello.txt": "hello\n"})
-    wt = env.sb.worktree_dir("r1", "1.1")
+    wt = env.wt("1.1")
     sh(wt, "checkout", "-q", "--detach", f"{base}~1")
     side = commit_file(wt, "side.txt", "side\n", "unrelated")
     with pytest.raises(GitError, match="not a fast-forward"):
@@ -205,14 +218,7 @@ async def test_a_branch_checked_out_by_the_user_is_never_pushed(env: Env) -> Non
     # With updateInstead, git itself would accept the push and rewrite the user's files.
     sh(env.repo, "config", "receive.denyCurrentBranch", "updateInstead")
     before = snapshot(env.repo)
-    await env.sb.prepare_run(str(env.repo), env.main, "main")
-    base, wt = await env.sb.prepare("r1", "1.1", str(env.repo), "main")
-    (wt / "hello.txt").write_text("hello\n")
-    commit = (await env.sb.commit_all("r1", "1.1", base, "Task 1.1")).commit
-    assert commit is not None
+    base, commit = await env.task("1.1", {"hello.txt": "hello\n"}, target="main")
     with pytest.raises(GitError, match="checked out"):
-        await merge_task(
-            env.sb, run_key="r1", task_id="1.1", repo=str(env.repo), target_branch="main",
-            base_commit=base, commit=commit, commands=[], verify_timeout_s=30, attempts=2,
-        )  # fmt: skip
+        await env.merge("1.1", base, commit, target="main", attempts=2)
     assert snapshot(env.repo) == before

@@ -55,7 +55,25 @@ def test_redactor_masks_text_bytes_and_json_escaped_forms() -> None:
     mask = Redactor(['pa"ss\\word-123', "abc12345"])
     assert mask("x abc12345 y") == "x *** y"
     assert mask.bytes(json.dumps({"v": 'pa"ss\\word-123'}).encode()) == b'{"v": "***"}'
-    assert not Redactor([]) and Redactor(["abcdefgh"]).overlap == 7
+    # A secret split across two chunks is found if its longest form (hex) is held back.
+    assert not Redactor([]) and Redactor(["abcdefgh"]).overlap == 15
+
+
+def test_encoded_secrets_are_masked_and_found_at_any_alignment() -> None:
+    import base64
+
+    mask = Redactor([TOKEN])
+    for prefix in (b"", b"a", b"ab", b"abc"):
+        encoded = base64.b64encode(prefix + TOKEN.encode() + b" tail").decode()
+        assert mask.found(encoded.encode()), prefix
+        assert TOKEN not in mask(encoded) and "***" in mask(encoded)
+    assert mask(f"hex {TOKEN.encode().hex()} end") == "hex *** end"
+    assert not mask.found(base64.b64encode(b"nothing secret here at all"))
+
+
+def test_plain_words_are_not_taken_for_secrets() -> None:
+    environ = {"POSTGRES_PASSWORD": "postgres", "API_KEY": "changeme", "DB_PASSWORD": "s3cr3t-pw"}
+    assert secret_values(environ) == ["s3cr3t-pw"]
 
 
 async def test_process_output_is_masked_across_chunks_lines_and_the_transcript(

@@ -13,7 +13,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from backends.git import GitError, git, is_ancestor, rev_parse, split_z
+from backends.git import GitError, git, rev_parse, split_z
+from backends.workspace.checkout import Checkout
 
 _SUBJECT = "pipeline conflict fix"
 
@@ -68,26 +69,26 @@ async def squash(clone: Path, base: str, commit: str) -> str:
     return made.output.strip()
 
 
-async def apply_change(wt: Path, change: str) -> list[str]:
-    """Apply `change` uncommitted onto the clean worktree's HEAD: the conflicting paths."""
-    res = await git("cherry-pick", "--no-commit", change, cwd=wt, check=False)
+async def apply_change(co: Checkout, change: str) -> list[str]:
+    """Apply `change` uncommitted onto the clean checkout's HEAD: the conflicting paths."""
+    res = await co.git("cherry-pick", "--no-commit", change, check=False)
     if res.ok:
         return []
-    unmerged = await git("diff", "--name-only", "-z", "--diff-filter=U", cwd=wt, check=False)
+    unmerged = await co.git("diff", "--name-only", "-z", "--diff-filter=U", check=False)
     # The conflict stays in the files and the index; the cherry-pick itself is forgotten.
-    await git("cherry-pick", "--quit", cwd=wt, check=False)
+    await co.git("cherry-pick", "--quit", check=False)
     paths = sorted(set(split_z(unmerged.output)))
     if not paths:
-        raise GitError(f"applying {change} in {wt} failed", argv=res.argv, output=res.output)
+        raise GitError(f"applying {change} in {co.path} failed", argv=res.argv, output=res.output)
     return paths
 
 
-async def holds_change(wt: Path, tip: str) -> bool:
-    """The worktree is as prepared on `tip`, or past it: a resolution is under way or committed."""
-    head = await rev_parse("HEAD", wt)
+async def holds_change(co: Checkout, tip: str) -> bool:
+    """The checkout is as prepared on `tip`, or past it: a resolution is under way or committed."""
+    head = await co.head()
     if head is None:
         return False
     if head != tip:
-        return await is_ancestor(tip, head, wt)
-    status = await git("status", "--porcelain", "--untracked-files=all", cwd=wt)
+        return await co.is_ancestor(tip, head)
+    status = await co.git("status", "--porcelain", "--untracked-files=all")
     return bool(status.output.strip())

@@ -1,4 +1,4 @@
-"""The task sandbox on real repositories: clone, worktrees, commits, reset and removal."""
+"""Host-side workspaces on real repositories: clone, checkouts, commits, reset and removal."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from backends.git import GitError, git, redact, repo_lock, rev_parse, with_trailer
-from backends.sandboxes.git_worktree import GitWorktreeSandbox
+from backends.workspace.clones import Clones
+from backends.workspace.collect import Committed
+from backends.workspace.layout import TaskRef
+from backends.workspace.tasks import Workspaces
 from tests.gitutil import IDENTITY, commit_file, isolate_git, make_user_repo, push_outside, sh
 
 TARGET = "pipeline/out"
@@ -22,15 +25,19 @@ class Env:
         self.tmp = tmp
         self.repo = make_user_repo(tmp)
         self.main = sh(self.repo, "rev-parse", "main")
-        self.sb = GitWorktreeSandbox(tmp / "ws")
+        self.sb = Workspaces(tmp / "ws")
 
     async def task(self, task_id: str = "1.1", run_key: str = "r1") -> tuple[str, Path]:
         await self.sb.prepare_run(str(self.repo), self.main, TARGET)
-        return await self.sb.prepare(run_key, task_id, str(self.repo), TARGET)
+        base, co = await self.sb.prepare(TaskRef(run_key, task_id), str(self.repo), TARGET)
+        return base, co.path
+
+    async def collect(self, base: str, message: str = "Task 1.1", task: str = "1.1") -> Committed:
+        return await self.sb.collect(TaskRef("r1", task), base, message)
 
     @property
     def clone(self) -> Path:
-        return self.sb.clone_dir(str(self.repo))
+        return self.sb.layout.clone_dir(str(self.repo))
 
 
 @pytest.fixture
@@ -63,15 +70,18 @@ async def test_prepare_run_creates_the_target_once(env: Env) -> None:
 
 
 async def test_two_workers_sharing_a_workspace(env: Env) -> None:
-    # Two sandbox objects on one workspace, racing to create the target: one creates it.
-    w1, w2 = GitWorktreeSandbox(env.tmp / "ws"), GitWorktreeSandbox(env.tmp / "ws")
+    # Two workspace objects on one workspace, racing to create the target: one creates it.
+    w1, w2 = Workspaces(env.tmp / "ws"), Workspaces(env.tmp / "ws")
     runs = await asyncio.gather(
         *(w.prepare_run(str(env.repo), env.main, TARGET) for w in (w1, w2, w1, w2))
     )
     assert {tip for tip, _ in runs} == {env.main}
     assert sum(created for _, created in runs) == 1
     preps = await asyncio.gather(
-        *(w.prepare("r1", t, str(env.repo), TARGET) for w, t in ((w1, "1"), (w2, "2"), (w2, "1")))
+        *(
+            w.prepare(TaskRef("r1", t), str(env.repo), TARGET)
+            for w, t in ((w1, "1"), (w2, "2"), (w2, "1"))
+        )
     )
     assert preps[0] == preps[2] and preps[0][1] != preps[1][1]
     assert len(worktrees(env.clone)) == 3
@@ -113,10 +123,11 @@ async def test_a_base_reachable_only_from_a_tag(env: Env) -> None:
 async def test_prepare_twice_reuses_the_worktree_and_its_base(env: Env) -> None:
     base, wt = await env.task()
     assert base == env.main
-    assert wt == env.sb.worktree_dir("r1", "1.1") and wt.is_dir()
+    assert wt == env.sb.layout.worktree_dir(TaskRef("r1", "1.1")) and wt.is_dir()
     (wt / "work.txt").write_text("in progress\n")
     push_outside(env.repo, TARGET, "b.txt", "b\n", env.tmp)  # the target moves meanwhile
-    assert await env.sb.prepare("r1", "1.1", str(env.repo), TARGET) == (base, wt)
+    again, co = await env.sb.prepare(TaskRef("r1", "1.1"), str(env.repo), TARGET)
+    assert (again, co.path) == (base, wt)
     assert (wt / "work.txt").read_text() == "in progress\n"
     branch = sh(wt, "symbolic-ref", "HEAD")
     assert branch == "refs/heads/pipeline/r1/task-1.1"
@@ -128,8 +139,10 @@ async def test_prepare_twice_reuses_the_worktree_and_its_base(env: Env) -> None:
 async def test_parallel_prepares_get_distinct_worktrees(env: Env) -> None:
     await env.sb.prepare_run(str(env.repo), env.main, TARGET)
     ids = ["1.1", "1.2", "1.3", "2.1"]
-    out = await asyncio.gather(*(env.sb.prepare("r1", t, str(env.repo), TARGET) for t in ids))
-    paths = [wt for _, wt in out]
+    out = await asyncio.gather(
+        *(env.sb.prepare(TaskRef("r1", t), str(env.repo), TARGET) for t in ids)
+    )
+    paths = [co.path for _, co in out]
     assert len(set(paths)) == len(ids)
     assert {base for base, _ in out} == {env.main}
     listed = {Path(p).resolve() for p in worktrees(env.clone)}
@@ -139,11 +152,11 @@ async def test_parallel_prepares_get_distinct_worktrees(env: Env) -> None:
 
 async def test_nothing_changed_is_a_no_op(env: Env) -> None:
     base, wt = await env.task()
-    assert (await env.sb.commit_all("r1", "1.1", base, "Task 1.1")).commit is None
+    assert (await env.collect(base)).commit is None
     # Changes that cancel out are no change either.
     agent_commit(wt, "a.txt", "changed\n")
     agent_commit(wt, "a.txt", "one\ntwo\nthree\n")
-    assert (await env.sb.commit_all("r1", "1.1", base, "Task 1.1")).commit is None
+    assert (await env.collect(base)).commit is None
 
 
 async def test_commit_all_commits_everything_once(env: Env) -> None:
@@ -152,7 +165,7 @@ async def test_commit_all_commits_everything_once(env: Env) -> None:
     (wt / "new dir" / "ünï.txt").write_text("new\n")
     (wt / "a.txt").write_text("edited\n")
     (wt / "src" / "lib.py").unlink()
-    first = await env.sb.commit_all("r1", "1.1", base, "Task 1.1: do it")
+    first = await env.collect(base, "Task 1.1: do it")
     head, files = first.commit, first.changed
     assert head is not None and head != base
     assert sorted(files) == ["a.txt", "new dir/ünï.txt", "src/lib.py"]
@@ -163,14 +176,14 @@ async def test_commit_all_commits_everything_once(env: Env) -> None:
         "Autonomous Pipeline <pipeline@autonomous-pipeline.invalid>"
     )
     assert sh(env.clone, "rev-parse", "refs/heads/pipeline/r1/task-1.1") == head
-    assert await env.sb.commit_all("r1", "1.1", base, "Task 1.1: do it") == first
+    assert await env.collect(base, "Task 1.1: do it") == first
 
 
 async def test_agent_commits_are_accepted_with_leftovers_on_top(env: Env) -> None:
     base, wt = await env.task()
     own = agent_commit(wt, "agent.txt", "by the agent\n")
     (wt / "leftover.txt").write_text("not committed\n")
-    done = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    done = await env.collect(base)
     head, files = done.commit, done.changed
     assert head is not None and sh(wt, "rev-parse", f"{head}^") == own
     assert sorted(files) == ["agent.txt", "leftover.txt"]
@@ -180,19 +193,19 @@ async def test_agent_commits_are_accepted_with_leftovers_on_top(env: Env) -> Non
 async def test_agent_commits_alone_get_a_marker_commit(env: Env) -> None:
     base, wt = await env.task()
     own = agent_commit(wt, "agent.txt", "by the agent\n")
-    done = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    done = await env.collect(base)
     head, files = done.commit, done.changed
     assert head is not None and head != own and sh(wt, "rev-parse", f"{head}^") == own
     assert "Pipeline-Task: r1/1.1" in sh(wt, "show", "-s", "--format=%B", head)
     assert files == ["agent.txt"]
-    assert await env.sb.commit_all("r1", "1.1", base, "Task 1.1") == done
+    assert await env.collect(base) == done
 
 
 async def test_agent_on_another_branch_becomes_the_task_branch(env: Env) -> None:
     base, wt = await env.task()
     sh(wt, "checkout", "-q", "-b", "agent-branch")
     agent_commit(wt, "x.txt", "x\n")
-    done = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    done = await env.collect(base)
     head, files = done.commit, done.changed
     assert files == ["x.txt"]
     assert sh(wt, "symbolic-ref", "HEAD") == "refs/heads/pipeline/r1/task-1.1"
@@ -203,7 +216,7 @@ async def test_history_rewrite_is_detected(env: Env) -> None:
     base, wt = await env.task()
     sh(wt, "reset", "-q", "--hard", "HEAD~1")
     agent_commit(wt, "x.txt", "x\n")
-    done = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    done = await env.collect(base)
     assert done.commit is None and "rewrote history" in (done.rejected or "")
 
 
@@ -215,7 +228,7 @@ async def test_reset_cleans_a_dirty_worktree(env: Env) -> None:
     (wt / "build").mkdir()
     (wt / "build" / "out.o").write_text("ignored\n")
     sh(wt / "build", "init", "-q", "nested")  # an agent that cloned something
-    assert await env.sb.reset("r1", "1.1", base) == wt
+    assert (await env.sb.reset(TaskRef("r1", "1.1"), base)).path == wt
     assert sh(wt, "rev-parse", "HEAD") == base
     assert sh(wt, "status", "--porcelain", "--ignored") == ""
     assert sh(wt, "symbolic-ref", "HEAD") == "refs/heads/pipeline/r1/task-1.1"
@@ -225,63 +238,88 @@ async def test_reset_recreates_a_worktree_whose_git_file_was_deleted(env: Env) -
     base, wt = await env.task()
     (wt / ".git").unlink()
     (wt / "junk.txt").write_text("junk\n")
-    done = await env.sb.commit_all("r1", "1.1", base, "Task 1.1")
+    done = await env.collect(base)
     assert done.commit is None and ".git" in (done.rejected or "")
-    assert await env.sb.reset("r1", "1.1", base) == wt
+    assert (await env.sb.reset(TaskRef("r1", "1.1"), base)).path == wt
     assert not (wt / "junk.txt").exists()
     assert sh(wt, "rev-parse", "HEAD") == base
     assert (wt / "a.txt").read_text() == "one\ntwo\nthree\n"
-    # A fresh sandbox object (another worker process) finds the task through its refs.
-    other = GitWorktreeSandbox(env.tmp / "ws")
+    # A fresh workspace object (another worker process) finds the task through its refs.
+    other = Workspaces(env.tmp / "ws")
     (wt / "new.txt").write_text("n\n")
-    done = await other.commit_all("r1", "1.1", base, "Task 1.1")
+    done = await other.collect(TaskRef("r1", "1.1"), base, "Task 1.1")
     assert done.commit is not None and done.changed == ["new.txt"]
 
 
 async def test_remove_is_idempotent_and_leaves_nothing_behind(env: Env) -> None:
     await env.task("1.1")
     await env.task("1.2")
-    assert await env.sb.remove("r1", "1.1", delete_branch=True) == (True, True)
-    assert await env.sb.remove("r1", "1.1", delete_branch=True) == (False, False)
-    assert await env.sb.remove("r1", "1.2", delete_branch=False) == (True, False)
-    assert await env.sb.remove("r1", "1.2", delete_branch=True) == (False, True)
-    assert await env.sb.remove("r1", "1.2", delete_branch=True) == (False, False)
+    t1, t2 = TaskRef("r1", "1.1"), TaskRef("r1", "1.2")
+    assert await env.sb.remove(t1, delete_branch=True) == (True, True)
+    assert await env.sb.remove(t1, delete_branch=True) == (False, False)
+    assert await env.sb.remove(t2, delete_branch=False) == (True, False)
+    assert await env.sb.remove(t2, delete_branch=True) == (False, True)
+    assert await env.sb.remove(t2, delete_branch=True) == (False, False)
     assert [Path(p).resolve() for p in worktrees(env.clone)] == [env.clone.resolve()]
     assert sh(env.clone, "for-each-ref", "refs/heads/pipeline", "refs/pipeline-base") == ""
     assert not (env.tmp / "ws" / "worktrees" / "r1").exists()
-    assert await env.sb.remove("never", "9.9", delete_branch=True) == (False, False)
+    assert await env.sb.remove(TaskRef("never", "9.9"), delete_branch=True) == (False, False)
 
 
-async def test_checkout_detached_is_temporary(env: Env) -> None:
-    await env.sb.ensure_clone(str(env.repo))
-    first = sh(env.repo, "rev-list", "--max-parents=0", "main")
-    async with env.sb.checkout_detached(str(env.repo), first) as d:
-        assert (d / "README.md").exists() and not (d / "a.txt").exists()
-        assert sh(d, "rev-parse", "HEAD") == first
-    assert not d.exists()
-    assert len(worktrees(env.clone)) == 1
-
-
-async def test_worktree_repo_finds_the_clone_even_without_git_file(env: Env) -> None:
+async def test_a_detached_checkout_is_temporary_and_needs_no_git_file(env: Env) -> None:
     base, wt = await env.task()
-    fresh = GitWorktreeSandbox(env.tmp / "ws")  # another worker: no cache
-    assert Path(fresh.worktree_repo("r1", "1.1")) == env.clone
-    (wt / ".git").unlink()
-    assert Path(fresh.worktree_repo("r1", "1.1")) == env.clone
-    async with fresh.checkout_detached(fresh.worktree_repo("r1", "1.1"), base) as d:
-        assert sh(d, "rev-parse", "HEAD") == base
+    first = sh(env.repo, "rev-list", "--max-parents=0", "main")
+    (wt / ".git").unlink()  # the agent broke its own pointer: the task's refs still say where
+    fresh = Workspaces(env.tmp / "ws")  # another worker: no cache
+    async with fresh.detached(TaskRef("r1", "1.1"), first) as co:
+        assert (co.path / "README.md").exists() and not (co.path / "a.txt").exists()
+        assert await co.head() == first
+    assert not co.path.exists()
+    assert str(co.path) not in worktrees(env.clone)
     with pytest.raises(GitError):
-        fresh.worktree_repo("r1", "9.9")
+        async with fresh.detached(TaskRef("r1", "9.9"), base):
+            pass
+
+
+async def test_host_git_never_follows_a_rewritten_git_pointer(env: Env) -> None:
+    # An agent points its checkout's .git at a git directory of its own whose config runs a
+    # program (core.fsmonitor) for any status or add. Host-side git must not read it.
+    base, wt = await env.task()
+    evil = env.tmp / "evil"
+    sh(env.tmp, "init", "-q", "--bare", str(evil))
+    ran = env.tmp / "ran"
+    hook = env.tmp / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    hook.chmod(0o755)
+    sh(evil, "config", "core.fsmonitor", str(hook))
+    (wt / ".git").write_text(f"gitdir: {evil}\n")
+    (wt / "a.txt").write_text("changed\n")
+    done = await env.collect(base)
+    assert done.commit is None and ".git" in (done.rejected or "")
+    co = await env.sb.reset(TaskRef("r1", "1.1"), base)
+    assert await co.head() == base and not (wt / "a.txt").read_text().startswith("changed")
+    await co.git("status", "--porcelain")
+    assert not ran.exists()
+
+
+async def test_a_sandbox_sees_the_clone_config_without_its_remote(env: Env) -> None:
+    url_repo = "https://bot:ghp_secret123@example.com/org/repo.git"
+    sh(env.repo, "remote", "add", "upstream", url_repo)  # the user's own remotes stay theirs
+    await env.task()
+    shown = Clones.sandbox_config(env.clone).read_text()
+    assert "bare = true" in shown and "remote" not in shown and str(env.repo) not in shown
+    assert "ghp_secret123" not in shown
 
 
 async def test_names_and_paths(env: Env) -> None:
-    t = env.sb.transcript_path("r1", "1.1")
+    layout = env.sb.layout
+    t = layout.transcript_path(TaskRef("r1", "1.1"))
     assert t == env.tmp / "ws" / "transcripts" / "r1" / "1.1.log" and t.parent.is_dir()
     for bad in ("../x", "a b", "a..b", ".hidden", "x.lock", ""):
         with pytest.raises(ValueError):
-            env.sb.worktree_dir("r1", bad)
-    assert env.sb.clone_dir("git@github.com:org/My Repo.git").name.startswith("My_Repo-")
-    assert env.sb.clone_dir("/a/b/") == env.sb.clone_dir("/a/b")
+            TaskRef("r1", bad)
+    assert layout.clone_dir("git@github.com:org/My Repo.git").name.startswith("My_Repo-")
+    assert layout.clone_dir("/a/b/") == layout.clone_dir("/a/b")
 
 
 async def test_git_helpers(env: Env) -> None:

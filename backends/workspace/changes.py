@@ -1,11 +1,11 @@
 """What of an agent's leftovers becomes the task's change, and what makes a change unacceptable.
 
-Pure rules, applied by `GitWorktreeSandbox.commit_all`:
+Pure rules, applied by `backends.workspace.collect`:
 - untracked junk (caches, build output, editor swap files, huge files, nested repositories) is
   left out of the commit unless the task names it: `junk_pathspecs` for `git add`, `unwanted`
   for what only shows once staged;
-- a symlink that leads out of the worktree rejects the change: merged, it would let later tools
-  write outside the repository;
+- a symlink that leads out of the repository or into `.git` rejects the change: merged, it
+  would let later tools write outside the repository or rewrite its settings;
 - deletions of files the task does not name are counted, so that many of them need approval.
 """
 
@@ -104,18 +104,44 @@ def unwanted(path: str, mode: str, workdir: Path, named: Iterable[str]) -> bool:
         return False
 
 
-def escaping_symlink(workdir: Path, path: str) -> str | None:
-    """The target of `path` when it is a symlink that leads out of `workdir`, else None."""
+# Characters git ignores when it compares a name with ".git" on HFS+ (and that a checkout on such
+# a disk would ignore too): a link to ".g\u200cit" is a link into .git there.
+_IGNORABLE = dict.fromkeys(
+    [0x200C, 0x200D, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF]
+)
+
+
+def is_dot_git(part: str) -> bool:
+    """`part` names the .git folder on some filesystem: any case, NTFS's trailing dots and
+    spaces and its short name, HFS+'s ignorable characters."""
+    name = part.translate(_IGNORABLE).lower().rstrip(". ")
+    return name in (".git", "git~1")
+
+
+def bad_symlink(workdir: Path, path: str) -> str | None:
+    """Why `path` is a symlink the pipeline must not merge, or None (not a link, or harmless).
+
+    Merged, a link is followed by every tool in every checkout of the branch: the user's too.
+    So it must stay inside the repository, and never lead into a `.git` folder (a link to
+    `.git/config` or to `.git` itself would let the next tool rewrite the repository's settings
+    or hooks). Absolute targets are refused: they name this machine's layout, not the repository.
+    """
     full = workdir / path
     if not full.is_symlink():
         return None
     target = os.readlink(full)
+    if os.path.isabs(target):
+        return f"{path} is a symlink to the absolute path {target}"
     root = workdir.resolve()
-    resolved = Path(os.path.normpath(full.parent / target))
-    # Resolved as far as it exists: a link to a link outside is just as bad.
-    with_links = full.resolve(strict=False)
-    if not (resolved.is_relative_to(workdir) or resolved.is_relative_to(root)) or not (
-        with_links.is_relative_to(root)
-    ):
-        return target
+    lexical = Path(os.path.normpath(full.parent / target))
+    if not lexical.is_relative_to(workdir):
+        return f"{path} is a symlink to {target}, outside the repository"
+    if any(is_dot_git(p) for p in lexical.relative_to(workdir).parts):
+        return f"{path} is a symlink to {target}, into .git"
+    # Followed as far as it exists: a link to a link that leads out is just as bad.
+    followed = full.resolve(strict=False)
+    if not followed.is_relative_to(root):
+        return f"{path} is a symlink to {target}, which leads outside the repository"
+    if any(is_dot_git(p) for p in followed.relative_to(root).parts):
+        return f"{path} is a symlink to {target}, which leads into .git"
     return None

@@ -1,0 +1,69 @@
+"""The bubblewrap command line of the worktree sandbox. Pure: paths in, argv out.
+
+What the process gets, in this order (later mounts win over earlier ones):
+- its own user, PID, IPC, UTS, cgroup and network namespaces, no capabilities, a new session
+  (so it cannot push keys into the worker's terminal), and death with its parent;
+- the host's filesystem read-only, a /proc of its own PID namespace (it sees and signals only
+  its own processes: not the worker, not its environment) and a minimal /dev;
+- hidden (an empty tmpfs, or /dev/null over a file): the workspace's control plane (server
+  state, database, other tasks' checkouts), the user's repository, credentials in HOME, the
+  pipeline's configuration, /run and the sockets in /tmp (a Unix socket connects through a
+  read-only mount: a container engine's socket is root on the host);
+- read-only again: what it needs from inside hidden folders (the clone's objects, with a config
+  that names no remote);
+- writable: the checkout, the task's TMPDIR and HOME, and what the worker adds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.sandbox import AgentNetwork
+
+BWRAP = "bwrap"
+
+
+@dataclass(frozen=True)
+class Mounts:
+    workdir: Path
+    writable: list[Path]  # bound read-write at their own path (the workdir among them)
+    hidden_dirs: list[Path] = field(default_factory=list)
+    hidden_files: list[Path] = field(default_factory=list)
+    # (source, destination) bound read-only after hiding: what it needs from hidden places.
+    readonly: list[tuple[Path, Path]] = field(default_factory=list)
+
+
+def bwrap_argv(
+    mounts: Mounts,
+    network: AgentNetwork,
+    command: list[str],
+    info_fd: int | None = None,
+    block_fd: int | None = None,
+) -> list[str]:
+    argv = [
+        BWRAP,
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-all",
+        *(["--share-net"] if network is AgentNetwork.HOST else []),
+        "--cap-drop", "ALL",
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--tmpfs", "/dev/shm",
+    ]  # fmt: skip
+    for folder in mounts.hidden_dirs:
+        argv += ["--tmpfs", str(folder)]
+    for file in mounts.hidden_files:
+        argv += ["--ro-bind", "/dev/null", str(file)]
+    for source, dest in mounts.readonly:
+        argv += ["--ro-bind", str(source), str(dest)]
+    for path in mounts.writable:
+        argv += ["--bind", str(path), str(path)]
+    argv += ["--chdir", str(mounts.workdir)]
+    if info_fd is not None:
+        argv += ["--info-fd", str(info_fd)]
+    if block_fd is not None:
+        argv += ["--block-fd", str(block_fd)]
+    return [*argv, "--", *command]

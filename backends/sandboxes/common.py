@@ -1,0 +1,62 @@
+"""What every sandbox shares: the task's checkout (host-side git), its private folders, and
+the records of what runs for it, so that a dead attempt's leftovers can be killed."""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from backends._proc import kill_recorded_group
+from backends.base import Runner, View
+from backends.workspace.checkout import Checkout
+from backends.workspace.collect import Committed
+from backends.workspace.layout import TaskRef
+from backends.workspace.tasks import Workspaces
+from models.sandbox import SandboxConfig, SandboxKind
+
+
+class GitSandbox(ABC):
+    """The parts of `SandboxBackend` that are git bookkeeping: the same for every sandbox."""
+
+    kind: SandboxKind
+
+    @abstractmethod
+    def runner(self, task: TaskRef, checkout: Checkout) -> Runner: ...
+
+    @abstractmethod
+    async def preflight(self) -> str | None: ...
+
+    def __init__(self, workspaces: Workspaces, config: SandboxConfig) -> None:
+        self.workspaces = workspaces
+        self.layout = workspaces.layout
+        self.config = config
+
+    async def prepare(self, task: TaskRef, repo: str, target_branch: str) -> tuple[str, Checkout]:
+        return await self.workspaces.prepare(task, repo, target_branch)
+
+    async def reset(self, task: TaskRef, commit: str) -> Checkout:
+        return await self.workspaces.reset(task, commit)
+
+    async def collect(
+        self, task: TaskRef, base_commit: str, message: str, named: list[str]
+    ) -> Committed:
+        return await self.workspaces.collect(task, base_commit, message, named)
+
+    async def reap(self, task: TaskRef) -> int:
+        folder = self.layout.procs_dir(task)
+        return sum(kill_recorded_group(record) for record in sorted(folder.glob("*.pid")))
+
+    async def destroy(self, task: TaskRef, delete_branch: bool) -> tuple[bool, bool]:
+        await self.reap(task)
+        return await self.workspaces.remove(task, delete_branch)
+
+    def host_view(self, task: TaskRef, checkout: Checkout) -> View:
+        tmp, home = self.layout.tmp_dir(task), self.layout.home_dir(task)
+        for folder in (tmp, home):
+            folder.mkdir(parents=True, exist_ok=True)
+        return View(workdir=checkout.path, tmp=tmp, home=home)
+
+    def record(self, task: TaskRef) -> Path:
+        """Where one process of the task is recorded while it runs."""
+        return self.layout.procs_dir(task) / f"{uuid.uuid4().hex[:12]}.pid"

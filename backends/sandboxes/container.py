@@ -1,0 +1,241 @@
+"""The `container` sandbox: every step of a task in an OCI container, through the podman or docker
+CLI (`container_argv` says what the container gets).
+
+Timeouts and cancellation end the CLI and then remove the container by name; a worker killed
+outright cannot, so every container carries labels naming its task, its workspace and its worker:
+the task's next attempt removes what an attempt before it left (`reap`), a worker starting on the
+workspace removes what dead workers left (`sweep`), and podman's own `--timeout` ends a container
+that nobody is left to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shlex
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+from backends._proc import ProcResult, run_process, start_time
+from backends.base import Exec, View
+from backends.git import repo_lock
+from backends.sandboxes.common import GitSandbox
+from backends.sandboxes.container_argv import (
+    HOME,
+    TASK_LABEL,
+    TMPDIR,
+    WORKDIR,
+    WORKER_LABEL,
+    WORKSPACE_LABEL,
+    ContainerStep,
+    run_argv,
+)
+from backends.workspace.checkout import Checkout
+from backends.workspace.clones import Clones
+from backends.workspace.layout import TaskRef
+from models.sandbox import ContainerRuntime, ContainerSpec, SandboxKind
+
+RUN_ARGS_SETTING = "PIPELINE_CONTAINER_RUN_ARGS"
+# What the container CLI itself needs of the worker's environment.
+_CLI_ENV = ("PATH", "HOME", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
+            "DOCKER_HOST", "DOCKER_CONFIG", "CONTAINER_HOST", "CONTAINERS_CONF",
+            "CONTAINERS_STORAGE_CONF", "TMPDIR")  # fmt: skip
+_QUICK_S = 120.0
+
+
+def worker_label() -> str:
+    """This worker, as a container's label names it: host, pid and the pid's start time."""
+    return f"{socket.gethostname()}/{os.getpid()}/{start_time(os.getpid())}"
+
+
+def worker_alive(label: str) -> bool:
+    host, _, rest = label.partition("/")
+    pid, _, started = rest.partition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's worker: not ours to judge
+    return start_time(int(pid)) == started and started != ""
+
+
+def run_args(environ: os._Environ[str] | dict[str, str] | None = None) -> list[str]:
+    """Extra `run` flags for unusual hosts (another OCI runtime, rlimits), shell-split."""
+    environ = os.environ if environ is None else environ
+    return shlex.split(environ.get(RUN_ARGS_SETTING, ""))
+
+
+def runtime_binary(runtime: ContainerRuntime) -> str | None:
+    return shutil.which(runtime.value)
+
+
+class ContainerSandbox(GitSandbox):
+    kind = SandboxKind.CONTAINER
+
+    @property
+    def spec(self) -> ContainerSpec:
+        if self.config.container is None:
+            raise OSError("the container sandbox has no image: the run names none")
+        return self.config.container
+
+    @property
+    def binary(self) -> str:
+        found = runtime_binary(self.spec.runtime)
+        if found is None:
+            raise OSError(f"{self.spec.runtime.value} is not installed on this worker")
+        return found
+
+    def workspace_label(self) -> str:
+        return hashlib.sha256(str(self.layout.root).encode()).hexdigest()[:16]
+
+    def runner(self, task: TaskRef, checkout: Checkout) -> ContainerRunner:
+        return ContainerRunner(self, task, checkout)
+
+    async def cli(self, *args: str, timeout_s: float = _QUICK_S) -> ProcResult:
+        """The container CLI, for bookkeeping (never a step of the task)."""
+        return await run_process(
+            [self.binary, *args],
+            cwd=self.layout.root if self.layout.root.is_dir() else Path("/"),
+            env=cli_env(),
+            timeout_s=timeout_s,
+            die_with_parent=False,
+        )
+
+    async def preflight(self) -> str | None:
+        try:
+            spec, binary = self.spec, self.binary
+        except OSError as exc:
+            return f"{exc} (--container-runtime podman|docker, or install one)"
+        if not await self.image_present(spec.image):
+            return (
+                f"image {spec.image!r} is not in {spec.runtime.value}'s local storage "
+                f"({binary} image ls); build or pull it first"
+            )
+        return None
+
+    async def image_present(self, image: str) -> bool:
+        if self.spec.runtime is ContainerRuntime.PODMAN:
+            return (await self.cli("image", "exists", image)).ok
+        return (await self.cli("image", "inspect", image)).ok
+
+    async def image(self) -> str:
+        """The image steps run from: the spec's, or one made from it by the setup commands."""
+        spec = self.spec
+        if not spec.setup:
+            return spec.image
+        digest = hashlib.sha256("\0".join([spec.image, *spec.setup]).encode()).hexdigest()[:16]
+        tag = f"localhost/autonomous-pipeline-env:{digest}"
+        lock = self.layout.sandbox_dir() / f"image-{digest}.lock"
+        async with repo_lock(lock):
+            if await self.image_present(tag):
+                return tag
+            name = f"ap-setup-{digest}-{uuid.uuid4().hex[:6]}"
+            script = "set -e\n" + "\n".join(spec.setup)
+            made = await self.cli(
+                "run", "--name", name, *run_args(), spec.image, "sh", "-c", script,
+                timeout_s=3600,
+            )  # fmt: skip
+            try:
+                if not made.ok:
+                    raise OSError(f"the image's setup failed (exit {made.exit_code}): "
+                                  f"{made.output[-1500:]}")  # fmt: skip
+                committed = await self.cli("commit", name, tag)
+                if not committed.ok:
+                    raise OSError(f"could not keep the set-up image: {committed.output[-500:]}")
+            finally:
+                await self.cli("rm", "-f", name)
+        return tag
+
+    async def remove(self, *names: str) -> None:
+        if names:
+            await self.cli("rm", "-f", "-t", "0", *names)
+
+    async def _labelled(self, label: str, value: str) -> list[tuple[str, str]]:
+        listing = await self.cli(
+            "ps", "-a", "--filter", f"label={label}={value}",
+            "--format", f'{{{{.ID}}}}\t{{{{index .Labels "{WORKER_LABEL}"}}}}',
+        )  # fmt: skip
+        rows = [line.split("\t", 1) for line in listing.output.splitlines() if line.strip()]
+        return [(row[0], row[1] if len(row) > 1 else "") for row in rows]
+
+    async def reap(self, task: TaskRef) -> int:
+        killed = await super().reap(task)
+        if self.config.container is None or runtime_binary(self.spec.runtime) is None:
+            return killed
+        found = [cid for cid, _ in await self._labelled(TASK_LABEL, str(task))]
+        await self.remove(*found)
+        return killed + len(found)
+
+    async def sweep(self) -> int:
+        """Remove the containers that dead workers of this workspace left behind."""
+        rows = await self._labelled(WORKSPACE_LABEL, self.workspace_label())
+        dead = [cid for cid, worker in rows if not worker_alive(worker)]
+        await self.remove(*dead)
+        return len(dead)
+
+
+def cli_env(values: dict[str, str] | None = None) -> dict[str, str]:
+    """The container CLI's environment: what it needs, and the values the step forwards."""
+    env = {k: os.environ[k] for k in _CLI_ENV if k in os.environ}
+    return {**env, **(values or {})}
+
+
+class ContainerRunner:
+    host_programs = False  # the image's programs, not the worker's
+
+    def __init__(self, sandbox: ContainerSandbox, task: TaskRef, checkout: Checkout) -> None:
+        self.sandbox, self.task, self.checkout = sandbox, task, checkout
+        self.host = sandbox.host_view(task, checkout)
+        self.inside = View(WORKDIR, TMPDIR, HOME)
+
+    def _step(self, image: str, job: Exec) -> ContainerStep:
+        sandbox, spec = self.sandbox, self.sandbox.spec
+        key = hashlib.sha256(str(self.task).encode()).hexdigest()[:10]
+        return ContainerStep(
+            runtime=spec.runtime,
+            binary=sandbox.binary,
+            image=image,
+            name=f"ap-{key}-{uuid.uuid4().hex[:8]}",
+            checkout=self.host.workdir,
+            tmp=self.host.tmp,
+            home=self.host.home,
+            clone=self.checkout.clone,
+            clone_config=Clones.sandbox_config(self.checkout.clone),
+            network=sandbox.config.network,
+            labels={
+                TASK_LABEL: str(self.task),
+                WORKSPACE_LABEL: sandbox.workspace_label(),
+                WORKER_LABEL: worker_label(),
+            },
+            env_names=sorted(job.env),
+            env_values=dict(spec.env),
+            stdin=job.stdin is not None,
+            uid=os.getuid(),
+            gid=os.getgid(),
+            timeout_s=job.timeout_s,
+            extra=run_args(),
+        )
+
+    async def run(self, job: Exec) -> ProcResult:
+        step = self._step(await self.sandbox.image(), job)
+        finished = False
+        try:
+            res = await run_process(
+                run_argv(step, job.argv),
+                cwd=self.host.workdir,
+                env=cli_env(job.env),
+                timeout_s=job.timeout_s,
+                stdin=job.stdin,
+                transcript=job.transcript,
+                on_line=job.on_line,
+                tail_chars=job.tail_chars,
+                record=self.sandbox.record(self.task),
+            )
+            finished = not res.timed_out
+            return res
+        finally:
+            if not finished:
+                # Ending the CLI does not end the container: it is removed by name.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.sandbox.remove(step.name))

@@ -1,0 +1,93 @@
+"""The `podman run` / `docker run` command line of a container step. Pure: facts in, argv out.
+
+One container per step (an agent run, a review, a check): when the step ends, whatever it
+started ends with its container, so a daemon an agent leaves cannot touch the files its checks
+then read. The task's checkout is mounted read-write at /workspace (the working directory), its
+TMPDIR at /tmp and its HOME at /home/pipeline; the pipeline's clone is mounted read-only at its
+own path (the checkout's `.git` names it there) with a config that names no remote. Nothing else
+of the host is mounted. Environment values cross by name (`--env NAME`, the value read from the
+CLI's own environment), so a secret never appears on a command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.sandbox import AgentNetwork, ContainerRuntime
+
+WORKDIR = Path("/workspace")
+TMPDIR = Path("/tmp")
+HOME = Path("/home/pipeline")
+LABEL = "autonomous-pipeline"
+TASK_LABEL = f"{LABEL}.task"
+WORKSPACE_LABEL = f"{LABEL}.workspace"
+WORKER_LABEL = f"{LABEL}.worker"
+# The worker's own variables: the image has its own PATH, and HOME and TMPDIR are the mounts.
+NOT_FORWARDED = frozenset({"PATH", "HOME", "TMPDIR", "SHELL", "USER", "LOGNAME", "PWD"})
+
+
+@dataclass(frozen=True)
+class ContainerStep:
+    runtime: ContainerRuntime
+    binary: str  # the runtime's CLI
+    image: str
+    name: str
+    checkout: Path
+    tmp: Path
+    home: Path
+    clone: Path
+    clone_config: Path  # what the container sees as the clone's config
+    network: AgentNetwork
+    labels: dict[str, str]
+    env_names: list[str]  # forwarded by name from the CLI's environment
+    env_values: dict[str, str] = field(default_factory=dict)  # literal, from the image's spec
+    stdin: bool = False
+    uid: int = 0
+    gid: int = 0
+    timeout_s: float | None = None  # podman's own limit on the container's life
+    extra: list[str] = field(default_factory=list)  # PIPELINE_CONTAINER_RUN_ARGS
+
+
+def network_flag(runtime: ContainerRuntime, network: AgentNetwork) -> str:
+    if network is AgentNetwork.NONE:
+        return "none"
+    if network is AgentNetwork.HOST:
+        return "host"
+    if runtime is ContainerRuntime.PODMAN:
+        return "slirp4netns:allow_host_loopback=false"
+    return "bridge"
+
+
+def run_argv(step: ContainerStep, command: list[str]) -> list[str]:
+    argv = [step.binary, "run", "--rm", "--name", step.name]
+    if step.stdin:
+        argv.append("-i")
+    for key, value in sorted(step.labels.items()):
+        argv += ["--label", f"{key}={value}"]
+    argv += ["--network", network_flag(step.runtime, step.network)]
+    argv += [
+        "-v", f"{step.checkout}:{WORKDIR}:rw",
+        "-v", f"{step.tmp}:{TMPDIR}:rw",
+        "-v", f"{step.home}:{HOME}:rw",
+        "-v", f"{step.clone}:{step.clone}:ro",
+        "-v", f"{step.clone_config}:{step.clone / 'config'}:ro",
+        "-w", str(WORKDIR),
+        "--env", f"HOME={HOME}",
+        "--env", f"TMPDIR={TMPDIR}",
+    ]  # fmt: skip
+    for key, value in sorted(step.env_values.items()):
+        argv += ["--env", f"{key}={value}"]
+    for key in step.env_names:
+        if key not in NOT_FORWARDED and key not in step.env_values:
+            argv += ["--env", key]
+    if step.uid != 0:
+        # Files the agent makes belong to the worker's user on the host afterwards.
+        if step.runtime is ContainerRuntime.PODMAN:
+            argv.append("--userns=keep-id")
+        else:
+            argv += ["--user", f"{step.uid}:{step.gid}"]
+    if step.timeout_s is not None and step.runtime is ContainerRuntime.PODMAN:
+        # If nobody is left to stop it (the worker was killed), conmon does.
+        argv += ["--timeout", str(int(step.timeout_s) + 60)]
+    return [*argv, *step.extra, step.image, *command]

@@ -1,0 +1,34 @@
+"""The sandbox backends of a worker: one per configuration, all sharing its workspaces."""
+
+from __future__ import annotations
+
+from backends.base import SandboxBackend
+from backends.sandboxes.common import GitSandbox
+from backends.sandboxes.policy import WorkerPolicy
+from backends.sandboxes.worktree import WorktreeSandbox
+from backends.workspace.tasks import Workspaces
+from models.sandbox import SandboxConfig, SandboxKind
+
+
+class Sandboxes:
+    def __init__(self, workspaces: Workspaces, policy: WorkerPolicy | None = None) -> None:
+        self.workspaces = workspaces
+        self.policy = policy or WorkerPolicy()
+        self._made: dict[str, SandboxBackend] = {}
+
+    def get(self, config: SandboxConfig) -> SandboxBackend:
+        key = config.model_dump_json()
+        if key not in self._made:
+            self._made[key] = self._make(config)
+        return self._made[key]
+
+    def _make(self, config: SandboxConfig) -> GitSandbox:
+        if config.kind is SandboxKind.CONTAINER:
+            from backends.sandboxes.container import ContainerSandbox
+
+            return ContainerSandbox(self.workspaces, config)
+        if config.kind is SandboxKind.DAGGER:
+            from backends.sandboxes.dagger import DaggerSandbox
+
+            return DaggerSandbox(self.workspaces, config)
+        return WorktreeSandbox(self.workspaces, config)
