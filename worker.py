@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -26,6 +27,7 @@ from activities.review import ReviewActivities
 from activities.sandbox import SandboxActivities
 from activities.verify import VerifyActivities
 from backends.registry import make_agent, make_reviewer_agent
+from backends.sandboxes.container import sweep_workspace
 from backends.sandboxes.policy import WorkerPolicy
 from backends.sandboxes.registry import Sandboxes
 from backends.workspace.tasks import Workspaces
@@ -51,7 +53,8 @@ def make_worker(
     carries a claimed task's steps, which need this machine's worktree. `policy` says which runs
     may weaken their agents' isolation (by default none).
     """
-    sandboxes = Sandboxes(Workspaces(workspace), policy)
+    workspaces = Workspaces(workspace)
+    sandboxes = Sandboxes(workspaces, policy)
     sandbox_acts = SandboxActivities(sandboxes)
     agent_acts = AgentActivities(sandboxes, make_agent)
     local_queue = workspace_queue(task_queue, workspace)
@@ -84,6 +87,9 @@ def make_worker(
 
     @contextlib.asynccontextmanager
     async def both() -> AsyncIterator[None]:
+        # Containers a killed worker of this workspace left running end before new work starts.
+        if swept := await sweep_workspace(workspaces):
+            logging.getLogger(__name__).warning("removed %d containers of dead workers", swept)
         async with shared, local:
             yield
 

@@ -37,7 +37,8 @@ from backends.sandboxes.container_argv import (
 from backends.workspace.checkout import Checkout
 from backends.workspace.clones import Clones
 from backends.workspace.layout import TaskRef
-from models.sandbox import ContainerRuntime, ContainerSpec, SandboxKind
+from backends.workspace.tasks import Workspaces
+from models.sandbox import ContainerRuntime, ContainerSpec, SandboxConfig, SandboxKind
 
 RUN_ARGS_SETTING = "PIPELINE_CONTAINER_RUN_ARGS"
 # What the container CLI itself needs of the worker's environment.
@@ -156,6 +157,8 @@ class ContainerSandbox(GitSandbox):
             "ps", "-a", "--filter", f"label={label}={value}",
             "--format", f'{{{{.ID}}}}\t{{{{index .Labels "{WORKER_LABEL}"}}}}',
         )  # fmt: skip
+        if not listing.ok:  # no engine behind the CLI (docker without its daemon): nothing ours
+            return []
         rows = [line.split("\t", 1) for line in listing.output.splitlines() if line.strip()]
         return [(row[0], row[1] if len(row) > 1 else "") for row in rows]
 
@@ -239,3 +242,17 @@ class ContainerRunner:
                 # Ending the CLI does not end the container: it is removed by name.
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.sandbox.remove(step.name))
+
+
+async def sweep_workspace(workspaces: Workspaces) -> int:
+    """At a worker's start: remove what dead workers of this workspace left running, with
+    every container CLI this machine has."""
+    removed = 0
+    for runtime in ContainerRuntime:
+        if runtime_binary(runtime) is None:
+            continue
+        spec = ContainerSpec(image="", runtime=runtime)
+        config = SandboxConfig(kind=SandboxKind.CONTAINER, container=spec)
+        with contextlib.suppress(OSError):
+            removed += await ContainerSandbox(workspaces, config).sweep()
+    return removed

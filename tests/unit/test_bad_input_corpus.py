@@ -44,6 +44,12 @@ def _user_repo(tmp: Path) -> list[str]:
 
 
 PLANS = [
+    Case(
+        "unknown execution mode",
+        "## Batch 1: b\n**Execution Mode:** kubernetes\n### Task 1.1: t\n",
+        expect=("unknown execution mode 'kubernetes'", "local", "container", "dagger"),
+        line=2,
+    ),
     Case("empty file", "", expect=("no batches found",), line=1),
     Case("prose only", "# Title\n\nJust words.\n", expect=("no batches found",), line=1),
     Case(
@@ -312,6 +318,46 @@ RUNS = [
         args=("--agent", "literal", "--agent-command", "x"),
         expect=("--agent-command is for --agent command",),
         dry=False,
+    ),
+    Case(
+        "container image without a container",
+        GOOD,
+        args=("--agent", "literal", "--container-image", "localhost/x:1"),
+        expect=("--container-image is for batches that run in a container",),
+        dry=False,
+        setup=_user_repo,
+    ),
+    Case(
+        "container batch without an image",
+        GOOD,
+        args=("--agent", "literal", "--sandbox", "container"),
+        expect=("no image is named", "--container-image", "container.toml"),
+        dry=False,
+        setup=_user_repo,
+    ),
+    Case(
+        "an image the runtime does not have",
+        GOOD,
+        args=("--agent", "literal", "--sandbox", "container", "--container-image", "nope:0"),
+        expect=("--sandbox container:",),
+        dry=False,
+        setup=_user_repo,
+    ),
+    Case(
+        "no isolation where no batch runs in a worktree",
+        GOOD,
+        args=("--agent", "literal", "--sandbox", "container", "--no-isolation"),
+        expect=("--no-isolation is for the worktree sandbox",),
+        dry=False,
+        setup=_user_repo,
+    ),
+    Case(
+        "a dagger batch here",
+        GOOD.replace("**Dependencies:** None", "**Dependencies:** None\n**Execution Mode:** dagger"),
+        args=("--agent", "literal", "--container-image", "localhost/x:1"),
+        expect=("--sandbox dagger:",),
+        dry=False,
+        setup=_user_repo,
     ),
     Case(
         "reviewer command for another reviewer",
