@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from examples.make_demo_repo import make_demo_repo
 from tests.gitutil import IDENTITY
+from tests.images import run_args as container_run_args
 from tests.temporal_env import dev_server_path
 
 T = TypeVar("T")
@@ -308,6 +309,8 @@ def process_env(tmp: Path) -> dict[str, str]:
         "HOME": str(tmp / "home"),
         "XDG_CACHE_HOME": str(tmp / "cache"),
         "PIPELINE_AGENT_WRITABLE": str(AGENT_LOG_ROOT),
+        # What this machine's podman needs (tests/images.py); harmless where no test uses it.
+        "PIPELINE_CONTAINER_RUN_ARGS": container_run_args(),
     }
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
+from cli.approval import approval_digests, approval_token
 from models.results import RunProgress, RunStatus, TaskResult, TaskStatus
 from models.run import AgentConfig, Approval, ClaudeOptions, ReviewerConfig
 from tests.conftest import md
 from tests.workflows.conftest import Harness, plan_input
 from tests.workflows.fakes import Script
+from workflows.plan import PlanWorkflow
 
 PLAN = md(
     """
@@ -199,3 +202,37 @@ async def test_task_budget_spans_fix_rounds(running: Harness) -> None:
     runs = [i for i in running.fakes.agent_inputs if i.task.id == "1.1"]
     # Each run is given what is left of the task's budget; none starts once it is spent.
     assert [i.agent.claude.max_budget_usd for i in runs] == [1.5, 0.45]
+
+
+async def test_a_decision_counts_only_with_the_operators_token(running: Harness) -> None:
+    # Attack 2 at the control plane itself: whoever reaches it (an agent that got out, a script)
+    # sends approve without the operator's token, or with one that is not the task's.
+    key = b"k" * 32
+    inp = plan_input(PLAN, approval=Approval.ALWAYS)
+    wid = f"plan-{uuid.uuid4().hex[:8]}"
+    inp.approval_digests = approval_digests(key, wid, ["1.1", "1.2"])
+    handle = await running.client.start_workflow(
+        PlanWorkflow.run, inp, id=wid, task_queue=running.queue
+    )
+    await _wait_phase(handle, "1.1", "awaiting approval", running.client)
+    await _wait_phase(handle, "1.2", "awaiting approval", running.client)
+    child = running.client.get_workflow_handle(f"{wid}/task-1.1")
+    await handle.signal("approve", args=["1.1"])
+    await handle.signal("approve", args=["1.1", approval_token(key, wid, "1.2")])
+    await handle.signal("approve", args=["1.1", approval_token(b"x" * 32, wid, "1.1")])
+    await child.signal("approve")  # straight to the task, past the run
+    await handle.signal("reject", args=["1.2", approval_token(key, wid, "1.2")])
+    for _ in range(300):
+        progress = await handle.query("status", result_type=RunProgress)
+        if {t.id: t.status for t in progress.tasks}["1.2"] is TaskStatus.FAILED:
+            break
+        await asyncio.sleep(0.05)
+    for _ in range(20):  # whatever reached 1.1 by now was ignored: it still waits
+        status = await child.query("status", result_type=TaskResult)
+        assert status is not None and status.phase.startswith("awaiting approval")
+        await asyncio.sleep(0.05)
+    assert ("merge_task", "1.1") not in running.fakes.calls
+    await handle.signal("approve", args=["1.1", approval_token(key, wid, "1.1")])
+    t = tasks(await handle.result())
+    assert t["1.1"].status is TaskStatus.MERGED
+    assert t["1.2"].status is TaskStatus.FAILED and t["1.2"].error == "rejected"
