@@ -353,7 +353,9 @@ RUNS = [
     ),
     Case(
         "a dagger batch here",
-        GOOD.replace("**Dependencies:** None", "**Dependencies:** None\n**Execution Mode:** dagger"),
+        GOOD.replace(
+            "**Dependencies:** None", "**Dependencies:** None\n**Execution Mode:** dagger"
+        ),
         args=("--agent", "literal", "--container-image", "localhost/x:1"),
         expect=("--sandbox dagger:",),
         dry=False,
