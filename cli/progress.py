@@ -122,6 +122,8 @@ def result_json(result: PlanResult) -> dict[str, Any]:
                 "agent_runs": t.agent_runs,
                 "review_rounds": t.review_rounds,
                 "verdict": t.verdict.model_dump(mode="json") if t.verdict else None,
+                "sandbox": t.sandbox,
+                "permission_denials": t.permission_denials,
             }
             for t in result.tasks
         ],

@@ -417,12 +417,18 @@ class DevServer:
 
 
 def start_worker(
-    procs: Procs, address: str, workspace: Path, log: Path, env: dict[str, str]
+    procs: Procs,
+    address: str,
+    workspace: Path,
+    log: Path,
+    env: dict[str, str],
+    *extra: str,
 ) -> subprocess.Popen:
     """A `worker.py` process; returns once it says it is serving."""
     log.parent.mkdir(parents=True, exist_ok=True)
     offset = log.stat().st_size if log.exists() else 0
     argv = [PYTHON, str(ROOT / "worker.py"), "--address", address, "--workspace", str(workspace)]
+    argv += extra
     proc = procs.spawn(argv, log, env, ROOT)
 
     def serving() -> bool:

@@ -50,6 +50,8 @@ TASK_KEYS = {
     "agent_runs",
     "review_rounds",
     "verdict",
+    "sandbox",
+    "permission_denials",
 }
 
 
@@ -148,6 +150,8 @@ def check_contract(data: dict[str, Any], target: str, task_ids: list[str]) -> No
         assert isinstance(t["attempts"], int) and not isinstance(t["attempts"], bool)
         assert isinstance(t["duration_s"], int | float) and t["duration_s"] >= 0
         assert t["error"] is None or isinstance(t["error"], str)
+        assert t["sandbox"] in (None, "worktree", "container", "dagger")
+        assert isinstance(t["permission_denials"], list)
 
 
 def test_parallel_run_merges_every_task_once_and_leaves_the_checkout_alone(
