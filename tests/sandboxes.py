@@ -14,8 +14,8 @@ from backends.base import AgentOutcome, AgentRequest, Exec, Runner, SandboxBacke
 from backends.sandboxes.registry import Sandboxes
 from backends.workspace.layout import TaskRef
 from backends.workspace.tasks import Workspaces
-from tests.images import in_ci
 from models.sandbox import AgentNetwork, SandboxConfig
+from tests.images import in_ci
 
 # The host view without namespaces or Landlock: for tests that are not about the boundary.
 PLAIN = SandboxConfig(isolation=False, confine=False)
