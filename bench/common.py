@@ -80,6 +80,28 @@ def bench_env(tmp: Path) -> dict[str, str]:
     return process_env(tmp) | {"PIPELINE_AGENT_WRITABLE": str(agent_logs(tmp))}
 
 
+SANDBOXES = ("worktree", "no-isolation", "container")
+
+
+def sandbox_setup(kind: str, tmp: Path, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Starter flags and environment for running a bench's tasks in `kind` of sandbox.
+
+    worktree: the default (namespaces and Landlock); no-isolation: Landlock alone; container:
+    the Debian test image (bash and python3, tests/images.py), a container per step, the agent
+    log folder mounted so the fake agents can log from inside.
+    """
+    if kind == "worktree":
+        return [], env
+    if kind == "no-isolation":
+        return ["--no-isolation"], env
+    from tests.images import debian_image, run_args
+
+    logs = agent_logs(tmp)
+    mounts = f"{run_args()} -v {logs}:{logs}:rw".strip()
+    flags = ["--sandbox", "container", "--container-image", debian_image()]
+    return flags, env | {"PIPELINE_CONTAINER_RUN_ARGS": mounts}
+
+
 def git(repo: Path, env: dict[str, str], *args: str) -> str:
     res = subprocess.run(
         ["git", *args], cwd=repo, env=env | IDENTITY, capture_output=True, text=True, check=False

@@ -29,7 +29,8 @@ Diagnostics: --py-spy profiles the worker for the whole run; --git-trace records
 which no task changes state for --stall-timeout seconds fails with the worker's stacks.
 
 .venv/bin/python bench/overhead.py [--tasks 200] [--files 5000] [--commits 200] \
-    [--max-concurrent 8] [--agent command|literal] [--no-verify] [--py-spy OUT.svg|OUT.txt] \
+    [--max-concurrent 8] [--agent command|literal] [--sandbox worktree|no-isolation|container]
+    [--no-verify] [--py-spy OUT.svg|OUT.txt] \
     [--git-trace FILE] [--stall-timeout 180] [--keep]
 """
 
@@ -50,6 +51,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository root is not on 
 
 from bench.common import (  # noqa: E402
     PYTHON,
+    SANDBOXES,
     Sampler,
     activity_breakdown,
     agent_logs,
@@ -65,6 +67,7 @@ from bench.common import (  # noqa: E402
     percentile,
     py_spy,
     rounded,
+    sandbox_setup,
     server_address,
     server_pid,
     stall_report,
@@ -159,15 +162,20 @@ def run(
         *("--max-concurrent", str(args.max_concurrent), "--json"),
     ]
     if args.agent == "command":
-        script = tmp / "agent.sh"
+        script = agent_logs(tmp) / "agent.sh"  # beside its log: a container sees that folder
         script.write_text(AGENT_SH)
         command = shlex.join(["bash", str(script), str(agent_log), "{task_id}"])
         argv += ["--agent", "command", "--agent-command", command]
     else:
         argv += ["--agent", "literal"]
+    flags, env = sandbox_setup(args.sandbox, tmp, env)
+    argv += flags
     out_path, err_path = tmp / "starter.out", tmp / "starter.err"
     trace = Path(args.git_trace).resolve() if args.git_trace else None
-    log(f"running {args.tasks} tasks, --max-concurrent {args.max_concurrent}, agent {args.agent}")
+    log(
+        f"running {args.tasks} tasks, --max-concurrent {args.max_concurrent}, agent "
+        f"{args.agent}, sandbox {args.sandbox}"
+    )
     try:
         with out_path.open("wb") as out, err_path.open("wb") as err:
             t0 = time.monotonic()
@@ -235,6 +243,7 @@ def run(
     p50 = percentile(overhead, 50)
     return {
         "tasks": args.tasks,
+        "sandbox": args.sandbox,
         "merged": len(merged),
         "failures": failures,
         "files": args.files,
@@ -278,6 +287,13 @@ def main() -> None:
     ap.add_argument("--commits", type=int, default=200, help="commits in the generated repository")
     ap.add_argument("--max-concurrent", type=int, default=8)
     ap.add_argument("--agent", choices=["command", "literal"], default="command")
+    ap.add_argument(
+        "--sandbox",
+        choices=SANDBOXES,
+        default="worktree",
+        help="where the tasks run: the worktree sandbox (namespaces), without namespaces "
+        "(--no-isolation), or a container per step (the Debian test image)",
+    )
     ap.add_argument("--no-verify", action="store_true", help="tasks without a verification step")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds the run may take")
     ap.add_argument(

@@ -27,7 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: examples/ and tests/ are not installed packages
     sys.path.insert(0, str(ROOT))
 
-from bench.common import PYTHON, agent_logs, bench_env, git, stop_server  # noqa: E402
+from bench.common import (  # noqa: E402
+    PYTHON,
+    SANDBOXES,
+    agent_logs,
+    bench_env,
+    git,
+    sandbox_setup,
+    stop_server,
+)
 from examples.make_demo_repo import make_demo_repo  # noqa: E402
 from tests.integration.helpers import agent_command, agent_runs, write_agent  # noqa: E402
 
@@ -68,18 +76,21 @@ def check_files(repo: Path, env: dict[str, str], ref: str, ids: list[str], mode:
 
 
 def run_pipeline(
-    tmp: Path, env: dict[str, str], ids: list[str], concurrency: int, agent_s: float
+    tmp: Path, env: dict[str, str], ids: list[str], concurrency: int, agent_s: float, sandbox: str
 ) -> dict[str, Any]:
     repo = make_demo_repo(tmp / "repo")
     plan = tmp / "parallel-bench.md"
     plan.write_text(generate(ids))
     log = agent_logs(tmp) / "pipeline-agents.log"
-    command = agent_command(write_agent(tmp), log, agent_s)
+    # The agent beside its log: a container sees that folder; there its interpreter is python3.
+    python = "python3" if sandbox == "container" else sys.executable
+    command = agent_command(write_agent(agent_logs(tmp)), log, agent_s, python=python)
+    flags, env = sandbox_setup(sandbox, tmp, env)
     argv = [
         *(PYTHON, str(ROOT / "starter.py")),
         *("--plan", str(plan), "--repo", str(repo), "--workspace", str(tmp / "workspace")),
         *("--agent", "command", "--agent-command", command),
-        *("--max-concurrent", str(concurrency), "--json"),
+        *("--max-concurrent", str(concurrency), "--json", *flags),
     ]
     t0 = time.monotonic()
     res = subprocess.run(
@@ -152,6 +163,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=16)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--agent-seconds", type=float, default=5.0)
+    ap.add_argument("--sandbox", choices=SANDBOXES, default="worktree")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = ap.parse_args()
     if args.tasks < 1 or args.concurrency < 1 or args.agent_seconds < 0:
@@ -160,7 +172,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-parallel-")).resolve()
     env = bench_env(tmp)
     try:
-        pipe = run_pipeline(tmp, env, ids, args.concurrency, args.agent_seconds)
+        pipe = run_pipeline(tmp, env, ids, args.concurrency, args.agent_seconds, args.sandbox)
         sequential = run_sequential(tmp, env, ids, args.agent_seconds)
     finally:
         stop_server(tmp / "workspace", env)
@@ -175,6 +187,7 @@ def main() -> None:
         json.dumps(
             {
                 "tasks": args.tasks,
+                "sandbox": args.sandbox,
                 "concurrency": args.concurrency,
                 "agent_s": args.agent_seconds,
                 "makespan_s": round(makespan, 3),

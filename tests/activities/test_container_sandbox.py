@@ -134,7 +134,8 @@ def start_leftover(image: str, labels: dict[str, str]) -> str:
     """A container as a killed worker leaves it: running, labelled, nobody waiting on it."""
     flags = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
     out = subprocess.run(
-        [podman(), "run", "-d", *run_args().split(), *flags, image, "sleep", "300"],
+        [podman(), "run", "-d", "--network", "none", *run_args().split(), *flags, image,
+         "sleep", "300"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return out.stdout.strip()

@@ -241,3 +241,24 @@ async def test_symlinks_into_git_are_never_merged(ws: Workspace) -> None:
     assert "into .git" in (out.error or "")
     assert sh(wt, "rev-parse", "HEAD") == base
     assert not processes_with(str(wt))
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a shared mount needs root")
+async def test_a_sandboxs_network_leaves_the_hosts_mounts_alone(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    # podman keeps its containers' network namespaces under a shared mount (/run/netns); a
+    # sandbox whose network tore down the host's mounts there broke every running container.
+    shared, inner = tmp_path / "shared", tmp_path / "shared" / "inner"
+    inner.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(shared), str(shared)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(inner)], check=True)
+        base, _ = await ws.prepare()
+        out = await run(ws, "echo x > x.txt", base, INTERNET)
+        assert out.succeeded, out.error
+        mounted = Path("/proc/self/mountinfo").read_text()
+        assert f" {inner} " in mounted, "the host lost a mount to the sandbox"
+    finally:
+        subprocess.run(["umount", "-R", str(shared)], check=False)

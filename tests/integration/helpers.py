@@ -165,10 +165,16 @@ def write_agent(tmp: Path) -> Path:
 
 
 def agent_command(
-    agent: Path, log: Path, sleep_s: float, fail: tuple[str, ...] = (), helper: bool = False
+    agent: Path,
+    log: Path,
+    sleep_s: float,
+    fail: tuple[str, ...] = (),
+    helper: bool = False,
+    python: str = sys.executable,
 ) -> str:
-    """The `--agent-command` template running the fake agent (placeholders left for the product)."""
-    argv = [sys.executable, str(agent), str(log), f"{sleep_s:g}", "{task_id}"]
+    """The `--agent-command` template running the fake agent (placeholders left for the product).
+    `python`: the interpreter, as the agent's sandbox knows it (an image's own, in a container)."""
+    argv = [python, str(agent), str(log), f"{sleep_s:g}", "{task_id}"]
     if fail:
         argv.append("--fail=" + ",".join(fail))
     if helper:
