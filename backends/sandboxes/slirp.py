@@ -56,9 +56,12 @@ class Internet:
         pid = await asyncio.wait_for(asyncio.to_thread(_read_info, self.info_r), READY_TIMEOUT_S)
         ready_r, ready_w = os.pipe()
         exit_r, self._exit_w = os.pipe()
-        # No --enable-sandbox: slirp4netns then detaches its old root, and where the host has
-        # shared mounts (podman's /run/netns) the unmounts reached the host's own.
-        argv = [SLIRP, "--configure", "--mtu=65520", "--disable-host-loopback"]
+        # slirp4netns reads what the agent sends, as the worker's user: it confines itself
+        # (--enable-sandbox, --enable-seccomp). Its sandbox detaches its old root, so it runs in a
+        # mount namespace of its own made private first: the host's shared mounts (podman's
+        # /run/netns) would otherwise be unmounted with it.
+        argv = ["unshare", "--mount", "--propagation", "private", SLIRP, "--configure"]
+        argv += ["--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp"]
         if os.getuid() != 0:  # the namespace belongs to the sandbox's user namespace
             argv.append(f"--userns-path=/proc/{pid}/ns/user")
         argv += ["--ready-fd", str(ready_w), "--exit-fd", str(exit_r), str(pid), "tap0"]
