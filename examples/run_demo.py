@@ -47,6 +47,16 @@ def main() -> int:
         [sys.executable, str(ROOT / "starter.py"), "--plan", str(plan), "--dry-run"]
     )
     step("running it: literal agent, one worktree per task, verify, merge")
+    sandbox = []
+    if shutil.which("bwrap") is None:
+        # The demo's checks are its own unit tests, and the literal agent runs nothing: said
+        # out loud, on the command line, as the starter requires for running without namespaces.
+        print(
+            "bubblewrap is not installed (apt-get install bubblewrap): the demo runs its checks "
+            "with --no-isolation (Landlock only)",
+            flush=True,
+        )
+        sandbox = ["--no-isolation"]
     run = [
         sys.executable,
         str(ROOT / "starter.py"),
@@ -58,6 +68,7 @@ def main() -> int:
         "literal",
         "--workspace",
         str(workspace),
+        *sandbox,
     ]
     try:
         code = subprocess.call(run)

@@ -108,17 +108,21 @@ class ContainerSandbox(GitSandbox):
             spec, binary = self.spec, self.binary
         except OSError as exc:
             return f"{exc} (--container-runtime podman|docker, or install one)"
-        if not await self.image_present(spec.image):
+        found = await self._inspect(spec.image)
+        if not found.ok:
+            # The CLI's own words say whether the image is missing or the engine unreachable.
+            said = " ".join(found.output.split())[-300:]
             return (
-                f"image {spec.image!r} is not in {spec.runtime.value}'s local storage "
-                f"({binary} image ls); build or pull it first"
+                f"image {spec.image!r} is not available to {spec.runtime.value} "
+                f"({binary} image ls){': ' + said if said else ''}; build, import or pull it first"
             )
         return None
 
+    async def _inspect(self, image: str) -> ProcResult:
+        return await self.cli("image", "inspect", "--format", "{{.Id}}", image)
+
     async def image_present(self, image: str) -> bool:
-        if self.spec.runtime is ContainerRuntime.PODMAN:
-            return (await self.cli("image", "exists", image)).ok
-        return (await self.cli("image", "inspect", image)).ok
+        return (await self._inspect(image)).ok
 
     async def image(self) -> str:
         """The image steps run from: the spec's, or one made from it by the setup commands."""
@@ -150,7 +154,9 @@ class ContainerSandbox(GitSandbox):
 
     async def remove(self, *names: str) -> None:
         if names:
-            await self.cli("rm", "-f", "-t", "0", *names)
+            # podman refuses the whole list when one of them is gone already; docker goes on.
+            ignore = ["--ignore"] if self.spec.runtime is ContainerRuntime.PODMAN else []
+            await self.cli("rm", "-f", "-t", "0", *ignore, *names)
 
     async def _labelled(self, label: str, value: str) -> list[tuple[str, str]]:
         listing = await self.cli(

@@ -344,6 +344,23 @@ RUNS = [
         setup=_user_repo,
     ),
     Case(
+        "a runtime that is missing or has no engine",
+        GOOD,
+        args=(
+            "--agent",
+            "literal",
+            "--sandbox",
+            "container",
+            "--container-image",
+            "x:1",
+            "--container-runtime",
+            "docker",
+        ),  # fmt: skip
+        expect=("--sandbox container:", "docker"),
+        dry=False,
+        setup=_user_repo,
+    ),
+    Case(
         "no isolation where no batch runs in a worktree",
         GOOD,
         args=("--agent", "literal", "--sandbox", "container", "--no-isolation"),

@@ -172,3 +172,15 @@ def test_origin_url_is_read_as_text(tmp_path: Path) -> None:
     )
     assert origin_url(tmp_path) == "/src/app"
     assert origin_url(tmp_path / "none") is None
+
+
+async def test_without_bubblewrap_preflight_says_so_and_how_to_run_anyway(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from backends.sandboxes import worktree
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap, no slirp4netns on it
+    none = await worktree._try_namespaces(AgentNetwork.NONE)
+    assert none is not None and "bubblewrap" in none and "--no-isolation" in none
+    net = await worktree._try_namespaces(AgentNetwork.INTERNET)
+    assert net is not None and "slirp4netns" in net and "--no-isolation" in net
