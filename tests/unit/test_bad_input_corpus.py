@@ -355,7 +355,7 @@ RUNS = [
             "x:1",
             "--container-runtime",
             "docker",
-        ),  # fmt: skip
+        ),
         expect=("--sandbox container:", "docker"),
         dry=False,
         setup=_user_repo,
