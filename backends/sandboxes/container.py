@@ -2,10 +2,11 @@
 CLI (`container_argv` says what the container gets).
 
 Timeouts and cancellation end the CLI and then remove the container by name; a worker killed
-outright cannot, so every container carries labels naming its task, its workspace and its worker:
-the task's next attempt removes what an attempt before it left (`reap`), a worker starting on the
-workspace removes what dead workers left (`sweep`), and podman's own `--timeout` ends a container
-that nobody is left to stop.
+outright cannot, so every container is recorded (its name, in the workspace, before it starts)
+and carries labels naming its task, its workspace and its worker: the task's next attempt removes
+what its record names (`reap`: no listing of containers, which waits on the engine's locks), a
+worker starting on the workspace removes what dead workers left by label (`sweep`), and podman's
+own `--timeout` ends a container that nobody is left to stop.
 """
 
 from __future__ import annotations
@@ -170,11 +171,12 @@ class ContainerSandbox(GitSandbox):
 
     async def reap(self, task: TaskRef) -> int:
         killed = await super().reap(task)
-        if self.config.container is None or runtime_binary(self.spec.runtime) is None:
-            return killed
-        found = [cid for cid, _ in await self._labelled(TASK_LABEL, str(task))]
-        await self.remove(*found)
-        return killed + len(found)
+        records = sorted(self.layout.procs_dir(task).glob("*.container"))
+        if records and self.config.container is not None and runtime_binary(self.spec.runtime):
+            await self.remove(*(r.stem for r in records))
+        for record in records:
+            record.unlink(missing_ok=True)
+        return killed + len(records)
 
     async def sweep(self) -> int:
         """Remove the containers that dead workers of this workspace left behind."""
@@ -228,6 +230,10 @@ class ContainerRunner:
 
     async def run(self, job: Exec) -> ProcResult:
         step = self._step(await self.sandbox.image(), job)
+        # Named before it exists: a worker killed now leaves a record the next attempt reads.
+        record = self.sandbox.layout.procs_dir(self.task) / f"{step.name}.container"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.touch()
         finished = False
         try:
             res = await run_process(
@@ -248,6 +254,7 @@ class ContainerRunner:
                 # Ending the CLI does not end the container: it is removed by name.
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.sandbox.remove(step.name))
+            record.unlink(missing_ok=True)
 
 
 async def sweep_workspace(workspaces: Workspaces) -> int:

@@ -20,6 +20,7 @@ from activities.verify import VerifyActivities
 from backends.registry import make_agent
 from backends.sandboxes.container import ContainerSandbox, worker_label
 from backends.sandboxes.container_argv import TASK_LABEL, WORKER_LABEL, WORKSPACE_LABEL
+from backends.workspace.layout import TaskRef
 from models.activity_io import RunAgentIn, RunAgentOut, VerifyIn
 from models.run import AgentConfig
 from models.sandbox import AgentNetwork, ContainerSpec, SandboxConfig, SandboxKind
@@ -130,9 +131,10 @@ async def test_a_cancelled_step_leaves_no_container(ws: Workspace, container_hos
     assert labelled(f"{RUN}/1.1") == []
 
 
-def start_leftover(image: str, labels: dict[str, str]) -> str:
+def start_leftover(image: str, labels: dict[str, str], name: str | None = None) -> str:
     """A container as a killed worker leaves it: running, labelled, nobody waiting on it."""
     flags = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    flags += ["--name", name] if name else []
     out = subprocess.run(
         [podman(), "run", "-d", "--network", "none", *run_args().split(), *flags, image,
          "sleep", "300"],
@@ -145,7 +147,12 @@ async def test_the_next_attempt_removes_a_dead_attempts_container(
     ws: Workspace, container_host: str
 ) -> None:
     base, _ = await ws.prepare()
-    start_leftover(container_host, {TASK_LABEL: f"{RUN}/1.1"})
+    # As a runner leaves it when its worker is killed: named in the task's records, running.
+    name = f"ap-test-{os.getpid()}"
+    records = ws.sb.layout.procs_dir(TaskRef(RUN, "1.1"))
+    records.mkdir(parents=True, exist_ok=True)
+    (records / f"{name}.container").touch()
+    start_leftover(container_host, {TASK_LABEL: f"{RUN}/1.1"}, name)
     assert len(labelled(f"{RUN}/1.1")) == 1
     out = await run(ws, "echo again > again.txt", base, config(container_host))
     assert out.succeeded and labelled(f"{RUN}/1.1") == []
