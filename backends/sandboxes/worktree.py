@@ -34,6 +34,7 @@ from backends.workspace.layout import TaskRef
 from models.sandbox import AgentNetwork, SandboxKind
 
 log = logging.getLogger(__name__)
+SHM = Path("/dev/shm")
 
 
 class WorktreeSandbox(GitSandbox):
@@ -79,7 +80,9 @@ class WorktreeRunner:
     def _writable(self) -> list[Path]:
         own = [self.host.workdir, self.host.tmp]
         if self.sandbox.config.isolation:
-            own.append(self.host.home)
+            # Its HOME, and its own /dev/shm (a tmpfs of the sandbox's: semaphores, shared
+            # memory; multiprocessing and test runners need it).
+            own += [self.host.home, SHM]
         return [*own, *confine.extra_writable()]
 
     async def run(self, job: Exec) -> ProcResult:
@@ -135,7 +138,8 @@ class WorktreeRunner:
         readonly = [(clone, clone), (Clones.sandbox_config(clone), clone / "config")]
         if internet:
             readonly.append((self.sandbox.resolv_conf(), Path("/etc/resolv.conf")))
-        existing = [p for p in writable if p.exists()]
+        # /dev/shm is a tmpfs of the sandbox's own (bwrap_argv): never the host's, bound.
+        existing = [p for p in writable if p.exists() and p != SHM]
         return Mounts(self.host.workdir, existing, hidden.dirs, hidden.files, readonly)
 
 

@@ -262,3 +262,18 @@ async def test_a_sandboxs_network_leaves_the_hosts_mounts_alone(
         assert f" {inner} " in mounted, "the host lost a mount to the sandbox"
     finally:
         subprocess.run(["umount", "-R", str(shared)], check=False)
+
+
+async def test_what_an_agent_may_do_inside(ws: Workspace) -> None:
+    # The wall is what lets the agent have everything inside it.
+    base, wt = await ws.prepare()
+    script = """
+        echo t > "$TMPDIR/t" && echo tmp >> can.txt
+        echo h > "$HOME/h" && echo home >> can.txt
+        python3 -c 'import multiprocessing as m; m.Lock()' && echo semaphores >> can.txt
+        git status --porcelain >/dev/null && git log -1 --format=%s >/dev/null && echo git >> can.txt
+        git commit -q --allow-empty -m mine 2>/dev/null || echo no-commit >> can.txt
+        """
+    out = await run(ws, script, base)
+    assert out.succeeded, out.error
+    assert (wt / "can.txt").read_text().split() == ["tmp", "home", "semaphores", "git", "no-commit"]
