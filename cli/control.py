@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli.approval import approval_token, approver_key
+from cli.approval import approver_key, sign_decision
 from cli.progress import print_summary, result_json
 from cli.run import live_progress, open_target
 from cli.server import stop_server
 from config import Settings
 from errors import UsageError
-from models.results import PlanResult, RunProgress
+from models.results import PlanResult, RunProgress, TaskResult, TaskStatus
 from models.run import CancelRequest
 
 SIGNALS = {"pause", "resume", "cancel", "retry", "skip", "approve", "reject"}
@@ -23,10 +23,6 @@ SIGNALS = {"pause", "resume", "cancel", "retry", "skip", "approve", "reject"}
 async def control(
     command: str, workflow_id: str, task: str | None, now: bool, settings: Settings
 ) -> int:
-    if command == "approval-token":
-        # For `temporal workflow signal --name approve --input '["TASK", "TOKEN"]'`.
-        print(approval_token(approver_key(), workflow_id, task or ""))
-        return 0
     if command == "server":
         stopped = stop_server(settings.workspace)
         print(
@@ -44,6 +40,11 @@ async def control(
             raise UsageError(f"no run {workflow_id!r} on {target.address}") from None
         raise
     running = desc.status == WorkflowExecutionStatus.RUNNING
+    if command == "approval-token":
+        # For `temporal workflow signal --name approve --input '"TASK"' --input '"TOKEN"'`.
+        _, token = await _signed_decision(target.client, handle, task or "", not now)
+        print(token)
+        return 0
     if command == "status":
         if running:
             progress = await live_progress(target.client, handle)
@@ -67,9 +68,13 @@ async def control(
         if not task:
             raise UsageError(f"{command} needs a task id: starter.py {command} WORKFLOW_ID TASK")
         if command in ("approve", "reject"):
-            # A person's decision: it carries the operator's token for this task.
-            token = approval_token(approver_key(), workflow_id, task)
+            # A person's decision: signed with the operator's key, for the commit waiting.
+            commit, token = await _signed_decision(
+                target.client, handle, task, command == "approve"
+            )
             await handle.signal(command, args=[task, token])
+            print(f"{command} of task {task} at {commit[:12]} sent to {workflow_id}")
+            return 0
         else:
             await handle.signal(command, task)
     elif command == "cancel":
@@ -78,6 +83,28 @@ async def control(
         await handle.signal(command)
     print(f"sent {command} to {workflow_id}" + (f" for task {task}" if task else ""))
     return 0
+
+
+async def _signed_decision(
+    client: Client, handle: WorkflowHandle, task: str, approved: bool
+) -> tuple[str, str]:
+    """(the commit waiting for approval, the operator's signature of the decision on it)."""
+    progress: RunProgress = await handle.query("status", result_type=RunProgress)
+    found = next((t for t in progress.tasks if t.id.lower() == task.lower()), None)
+    if found is None:
+        raise UsageError(f"run {handle.id} has no task {task!r}")
+    waiting = None
+    if found.workflow_id is not None and found.status is TaskStatus.RUNNING:
+        live = await client.get_workflow_handle(found.workflow_id).query(
+            "status", result_type=TaskResult
+        )
+        waiting = live.approval_commit if live is not None else None
+    if waiting is None:
+        raise UsageError(
+            f"task {found.id} is not waiting for approval (it is {found.status.value})"
+        )
+    key = approver_key()
+    return waiting, sign_decision(key, approved, handle.id, found.id, waiting)
 
 
 def _progress_text(p: RunProgress) -> str:

@@ -228,6 +228,9 @@ def build_control_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument(
             "--now", action="store_true", help="also cancel running tasks, killing their agents"
         )
+    if command == "approval-token":
+        # Parsed as `now`: False signs a rejection.
+        p.add_argument("--reject", dest="now", action="store_true", help="the token of a rejection")
     _common(p)
     return p
 

@@ -80,6 +80,9 @@ class TaskResult(Spend):
     # What the agent asked for and was refused (claude's permission_denials), capped.
     permission_denials: list[str] = Field(default_factory=list)
     sandbox: str | None = None  # where the task ran: worktree, container or dagger
+    # The commit waiting for a person's approval, while it waits (a decision signs it).
+    approval_commit: str | None = None
+    workflow_id: str | None = None  # the task's own workflow (its latest try)
 
 
 class PlanResult(BaseModel):

@@ -1,17 +1,47 @@
-"""Whether a decision comes from the operator: its token against the digest the run recorded.
-Pure (hashing is deterministic), so workflow code may call it."""
+"""Whether a decision is the operator's: its signature, over what it decides, against the public
+key the run recorded (cli.approval). Pure: a signature check is computation, so workflow code may
+make it, and replaying it gives the same answer.
+
+Workflow code imports this module passed through the sandbox (see `_load_native_errors`)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 
-def from_operator(digest: str | None, token: str | None) -> bool:
-    """True when the run recorded no digest (it started before approvals had tokens) or the
-    token hashes to it."""
-    if digest is None:
+def decision_message(approved: bool, workflow_id: str, task_id: str, commit: str) -> bytes:
+    """What a signature covers: the decision, the run, the task (any case) and its commit."""
+    decision = "approve" if approved else "reject"
+    return f"{decision}\0{workflow_id}\0{task_id.lower()}\0{commit}".encode()
+
+
+def from_operator(
+    approver: str | None, token: str | None, approved: bool, run: str, task_id: str, commit: str
+) -> bool:
+    """True when the run recorded no approver (it started before decisions were signed), or
+    `token` is the approver's signature of this decision on this commit."""
+    if approver is None:
         return True
     if not token:
         return False
-    return hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), digest)
+    try:
+        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(approver))
+        public.verify(bytes.fromhex(token), decision_message(approved, run, task_id, commit))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _load_native_errors() -> None:
+    """The library's native code looks InvalidSignature up through the import system the first
+    time it raises it, and keeps it. Done inside the workflow sandbox that lookup fails and the
+    native side aborts the whole worker; so it is raised once here, when the module is imported,
+    which workflow code does passed through (outside the sandbox)."""
+    try:  # noqa: SIM105 (workflow modules import only what is deterministic)
+        Ed25519PrivateKey.from_private_bytes(bytes(32)).public_key().verify(bytes(64), b"")
+    except InvalidSignature:
+        pass
+
+
+_load_native_errors()

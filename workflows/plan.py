@@ -222,7 +222,7 @@ class PlanWorkflow:
             options=self.inp.options,
             attempt=n,
             sandbox=sandbox_of(self.inp.plan, task, self.inp.options.sandbox),
-            approval_digest=self.inp.approval_digests.get(tid),
+            approver=self.inp.approver,
         )
         self.running[tid] = asyncio.create_task(self._run_child(tid, task_input))
 
@@ -232,6 +232,7 @@ class PlanWorkflow:
             f"/try-{task_input.attempt}" if task_input.attempt > 1 else ""
         )
         self.child_ids[tid] = child_id
+        self.results[tid].workflow_id = child_id  # where `status` and a person's decision go
         task = task_input.task
         previous = self.results[tid]
         previous_attempts = previous.attempts
@@ -254,6 +255,7 @@ class PlanWorkflow:
                 status=TaskStatus.FAILED,
                 error=failure_message(exc.cause or exc),
             )
+        res.workflow_id = child_id
         res.attempts += previous_attempts
         res.add(previous)  # what earlier tries of the task spent counts too
         res.agent_runs += previous.agent_runs

@@ -199,7 +199,7 @@ class TaskWorkflow(TaskSteps):
                 commit = fixed.commit or commit
                 continue
 
-            if not await self._approved(inp, label):
+            if not await self._approved(inp, label, commit):
                 return
             res.phase = "merge"
             await self._tell_parent("task_merging")

@@ -238,7 +238,7 @@ class TaskSteps:
         self.diff_size = (review.files_changed, review.lines_deleted)
         return review.verdict
 
-    async def _approved(self, inp: TaskInput, label: str) -> bool:
+    async def _approved(self, inp: TaskInput, label: str, commit: str) -> bool:
         """Wait for a person when the run asks for it. False: rejected (the task has failed)."""
         opts, res = inp.options, self.result
         assert res is not None
@@ -258,6 +258,7 @@ class TaskSteps:
                 f"({', '.join(examples)}{', ...' if unasked > len(examples) else ''}); {why}"
             )
         res.phase = f"awaiting approval: {why}"
+        res.approval_commit = commit  # what a person approves; what the decision must sign
         parent = workflow.info().parent
         run = parent.workflow_id if parent is not None else workflow.info().workflow_id
         # Shown on the task's page in the Web UI, where the person deciding will look.
@@ -268,14 +269,18 @@ class TaskSteps:
             await workflow.wait_condition(lambda: self.decision is not None)
             decision, self.decision = self.decision, None
             assert decision is not None
-            if from_operator(inp.approval_digest, decision.token):
+            if from_operator(
+                inp.approver, decision.token, decision.approved, run, inp.task.id, commit
+            ):
                 break
             # Whoever sent it does not hold the operator's key: an agent, a script. Not a person.
             workflow.logger.warning(
-                "task %s: a decision without the operator's approval token was ignored",
+                "task %s: a decision the operator did not sign for %s was ignored",
                 inp.task.id,
+                commit[:12],
             )
         workflow.set_current_details("")
+        res.approval_commit = None
         if decision.approved:
             return True
         res.status = TaskStatus.FAILED

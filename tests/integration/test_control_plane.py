@@ -143,7 +143,7 @@ def test_an_agent_cannot_start_a_run_nor_approve_its_own_change(
         lambda: task_phase(cluster, wid, tmp_path).startswith("awaiting approval"),
         60,
         "the task to wait for approval",
-        on_fail=cluster.logs,
+        on_fail=lambda: json.dumps(status(cluster, wid, tmp_path))[:3000] + "\n" + cluster.logs(),
     )
     report = json.loads((logdir / "report.json").read_text())
     # The workspace's control files are not there, and the frontend is out of reach.

@@ -18,9 +18,8 @@ ALLOWED_ROOTS = {
     "temporalio",
     "models",
     "workflows",
-    # Deterministic: an approval's token is checked against the digest the run recorded.
-    "hashlib",
-    "hmac",
+    # Deterministic computation: a decision's signature, checked against the run's public key.
+    "cryptography",
 }
 FORBIDDEN_CALLS = {"open", "print", "input"}
 

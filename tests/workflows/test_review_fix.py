@@ -6,8 +6,9 @@ import asyncio
 import uuid
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cli.approval import approval_digests, approval_token
+from cli.approval import public_key, sign_decision
 from models.results import RunProgress, RunStatus, TaskResult, TaskStatus
 from models.run import AgentConfig, Approval, ClaudeOptions, ReviewerConfig
 from tests.conftest import md
@@ -204,24 +205,37 @@ async def test_task_budget_spans_fix_rounds(running: Harness) -> None:
     assert [i.agent.claude.max_budget_usd for i in runs] == [1.5, 0.45]
 
 
-async def test_a_decision_counts_only_with_the_operators_token(running: Harness) -> None:
+async def test_a_decision_counts_only_when_the_operator_signed_it_for_that_commit(
+    running: Harness,
+) -> None:
     # Attack 2 at the control plane itself: whoever reaches it (an agent that got out, a script)
-    # sends approve without the operator's token, or with one that is not the task's.
-    key = b"k" * 32
+    # sends approve unsigned, signed with another key, or with a signature it saw used before.
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    raw = key.private_bytes_raw()
     inp = plan_input(PLAN, approval=Approval.ALWAYS)
     wid = f"plan-{uuid.uuid4().hex[:8]}"
-    inp.approval_digests = approval_digests(key, wid, ["1.1", "1.2"])
+    inp.approver = public_key(raw)
     handle = await running.client.start_workflow(
         PlanWorkflow.run, inp, id=wid, task_queue=running.queue
     )
     await _wait_phase(handle, "1.1", "awaiting approval", running.client)
     await _wait_phase(handle, "1.2", "awaiting approval", running.client)
     child = running.client.get_workflow_handle(f"{wid}/task-1.1")
+    waiting = await child.query("status", result_type=TaskResult)
+    assert waiting is not None and waiting.approval_commit is not None
+    commit = waiting.approval_commit
     await handle.signal("approve", args=["1.1"])
-    await handle.signal("approve", args=["1.1", approval_token(key, wid, "1.2")])
-    await handle.signal("approve", args=["1.1", approval_token(b"x" * 32, wid, "1.1")])
+    await handle.signal("approve", args=["1.1", sign_decision(raw, True, wid, "1.2", commit)])
+    await handle.signal("approve", args=["1.1", sign_decision(raw, True, wid, "1.1", "f" * 40)])
+    await handle.signal("approve", args=["1.1", sign_decision(raw, False, wid, "1.1", commit)])
+    forged = other.private_bytes_raw()
+    await handle.signal("approve", args=["1.1", sign_decision(forged, True, wid, "1.1", commit)])
     await child.signal("approve")  # straight to the task, past the run
-    await handle.signal("reject", args=["1.2", approval_token(key, wid, "1.2")])
+    other_commit = (await running.client.get_workflow_handle(f"{wid}/task-1.2").query(
+        "status", result_type=TaskResult
+    )).approval_commit  # fmt: skip
+    assert other_commit is not None
+    await handle.signal("reject", args=["1.2", sign_decision(raw, False, wid, "1.2", other_commit)])
     for _ in range(300):
         progress = await handle.query("status", result_type=RunProgress)
         if {t.id: t.status for t in progress.tasks}["1.2"] is TaskStatus.FAILED:
@@ -232,7 +246,7 @@ async def test_a_decision_counts_only_with_the_operators_token(running: Harness)
         assert status is not None and status.phase.startswith("awaiting approval")
         await asyncio.sleep(0.05)
     assert ("merge_task", "1.1") not in running.fakes.calls
-    await handle.signal("approve", args=["1.1", approval_token(key, wid, "1.1")])
+    await handle.signal("approve", args=["1.1", sign_decision(raw, True, wid, "1.1", commit)])
     t = tasks(await handle.result())
     assert t["1.1"].status is TaskStatus.MERGED
     assert t["1.2"].status is TaskStatus.FAILED and t["1.2"].error == "rejected"
