@@ -31,6 +31,7 @@ from backends.sandboxes.container import sweep_workspace
 from backends.sandboxes.policy import WorkerPolicy
 from backends.sandboxes.registry import Sandboxes
 from backends.workspace.tasks import Workspaces
+from cli.approval import existing_key
 from cli.connect import TASK_QUEUE, connect_client
 from cli.logs import configure_logging
 from config import default_workspace
@@ -54,7 +55,8 @@ def make_worker(
     may weaken their agents' isolation (by default none).
     """
     workspaces = Workspaces(workspace)
-    sandboxes = Sandboxes(workspaces, policy)
+    frontend = client.service_client.config.target_host.rsplit(":", 1)[0].strip("[]")
+    sandboxes = Sandboxes(workspaces, policy, control_plane=(frontend,))
     sandbox_acts = SandboxActivities(sandboxes)
     agent_acts = AgentActivities(sandboxes, make_agent)
     local_queue = workspace_queue(task_queue, workspace)
@@ -141,22 +143,15 @@ def main() -> int:
         "--allow-weakened-isolation",
         action="store_true",
         help="run agents as a run asks even when that weakens their isolation (--no-isolation, "
-        "--agent-network host, --no-confine); by default such runs are refused",
-    )
-    ap.add_argument(
-        "--allow-weakened-run",
-        action="append",
-        default=[],
-        metavar="WORKFLOW_ID",
-        help="the same, for this run only (repeatable)",
+        "--agent-network host, --no-confine); by default only runs this user's approval key "
+        "granted may",
     )
     args = ap.parse_args()
     workspace = (
         Path(args.workspace).expanduser().resolve() if args.workspace else default_workspace()
     )
-    policy = WorkerPolicy(
-        None if args.allow_weakened_isolation else frozenset(args.allow_weakened_run)
-    )
+    # Runs the operator's key granted may weaken: this user's key, where there is one.
+    policy = WorkerPolicy(args.allow_weakened_isolation, existing_key())
     try:
         return asyncio.run(serve(args.address, args.namespace, workspace, args.until, policy))
     except Exception as exc:

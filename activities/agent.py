@@ -10,11 +10,18 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from activities.sandboxing import sandbox_failures, sandbox_for
 from backends.agents.claude_stream import FailureKind, parse_failure
-from backends.base import AgentBackend, AgentOutcome, AgentRequest, SandboxBackend, SessionAgent
+from backends.base import (
+    AgentBackend,
+    AgentOutcome,
+    AgentRequest,
+    Role,
+    SandboxBackend,
+    SessionAgent,
+)
 from backends.prompt import build_prompt
 from backends.review import fix_prompt
-from backends.sandboxes.policy import WEAKENED_REFUSED
 from backends.sandboxes.registry import Sandboxes
 from backends.secrets import agent_env
 from backends.workspace.checkout import Checkout
@@ -72,14 +79,6 @@ def failure_of(outcome: AgentOutcome) -> tuple[FailureKind, float | None]:
     if kind is FailureKind.AUTH and not named:
         kind = FailureKind.OTHER
     return kind, reset_at
-
-
-def sandbox_for(sandboxes: Sandboxes, config: SandboxConfig) -> SandboxBackend:
-    """The sandbox of an activity's task, if this worker agrees to run it as configured."""
-    refusal = sandboxes.policy.refusal(config, activity.info().workflow_id or "")
-    if refusal is not None:
-        raise ApplicationError(refusal, type=WEAKENED_REFUSED, non_retryable=True)
-    return sandboxes.get(config)
 
 
 def for_image(config: C, sandbox: SandboxConfig) -> C:
@@ -141,7 +140,7 @@ class AgentActivities:
         task = inp.task
         ref = TaskRef(inp.run_key, task.id)
         attempt = activity.info().attempt
-        sandbox = sandbox_for(self.sandboxes, inp.sandbox)
+        sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)
         backend = self.agents(for_image(inp.agent, inp.sandbox))
         sessions = has_sessions(backend) and inp.session_id is not None
         transcript = self.workspaces.layout.transcript_path(ref)
@@ -170,13 +169,16 @@ class AgentActivities:
             isolated=inp.sandbox.isolated,
             checks=task.commands,
         )
-        runner = sandbox.runner(ref, co)
+        runner = sandbox.runner(ref, co, Role.AGENT)
         what = "fix" if inp.fix is not None else "agent"
         started = time.monotonic()
-        async with heartbeating(
-            f"{inp.agent.backend} {what} starting (attempt {attempt}"
-            + (", resuming its session)" if resume else ")")
-        ) as note:
+        async with (
+            heartbeating(
+                f"{inp.agent.backend} {what} starting (attempt {attempt}"
+                + (", resuming its session)" if resume else ")")
+            ) as note,
+            sandbox_failures(),
+        ):
             if sessions:
                 outcome = await cast(SessionAgent, backend).run(
                     request, note, runner, session_id=inp.session_id, resume=resume

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.agent import sandbox_for
 from activities.heartbeat import heartbeating
+from activities.sandboxing import sandbox_failures, sandbox_for
 from activities.verify import base_runner
 from backends.merge import merge_task
 from backends.sandboxes.registry import Sandboxes
@@ -21,9 +21,9 @@ class MergeActivities:
     @activity.defn(name="merge_task")
     async def merge_task(self, inp: MergeIn) -> MergeOut:
         task = TaskRef(inp.run_key, inp.task_id)
-        sandbox = sandbox_for(self.sandboxes, inp.sandbox)
+        sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)
         workspaces = self.sandboxes.workspaces
-        async with heartbeating(f"merging into {inp.target_branch}") as note:
+        async with heartbeating(f"merging into {inp.target_branch}") as note, sandbox_failures():
             return await merge_task(
                 workspaces,
                 sandbox,

@@ -17,13 +17,14 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.agent import failure_of, for_image, raise_if_auth, sandbox_for
+from activities.agent import failure_of, for_image, raise_if_auth
 from activities.heartbeat import heartbeating
-from backends.base import AgentBackend, AgentOutcome, AgentRequest
+from activities.sandboxing import sandbox_failures, sandbox_for
+from backends.base import AgentBackend, AgentOutcome, AgentRequest, Role
 from backends.review import parse_verdict, review_prompt
 from backends.sandboxes.registry import Sandboxes
 from backends.secrets import agent_env
-from backends.workspace.checkout import Checkout
+from backends.workspace.checkout import Checkout, scrub_special_files
 from backends.workspace.layout import TaskRef
 from models.activity_io import ReviewIn, ReviewOut
 from models.review import Finding, Severity, Verdict
@@ -57,6 +58,7 @@ def review_transcript(transcript: Path) -> Path:
 async def _state(co: Checkout) -> tuple[str | None, str, str, bool]:
     """What reviewing must leave as it found: HEAD, the branch, the status of every file, and
     the `.git` pointer."""
+    scrub_special_files(co.path)  # what a reviewer left must not block git status
     status = await co.git("status", "--porcelain", "-z", "--untracked-files=all")
     return await co.head(), await co.current_branch(), status.output, co.pointer_intact()
 
@@ -103,7 +105,7 @@ class ReviewActivities:
                 raise ApplicationError(
                     "the command reviewer has no command", type=REVIEWER_ERROR, non_retryable=True
                 )
-            sandbox = sandbox_for(self.sandboxes, inp.sandbox)
+            sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)
             stat = await co.git("diff", *opts, "--stat", *span)
             diff = await co.git("diff", *opts, *span)
             transcript = self.workspaces.layout.transcript_path(ref)
@@ -128,7 +130,9 @@ class ReviewActivities:
                 # A fresh conversation every time (the claude backend gets no session id), and
                 # for claude the read-only "plan" permission mode unless the run chose another.
                 # Its edits are discarded afterwards; the sandbox keeps it out of everything else.
-                outcome = await backend.run(request, note, sandbox.runner(ref, co))
+                async with sandbox_failures():
+                    runner = sandbox.runner(ref, co, Role.REVIEWER)
+                    outcome = await backend.run(request, note, runner)
             finally:
                 modified = await self._discard_changes(inp, co, before)
         out.transcript = str(log)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.agent import sandbox_for
 from activities.heartbeat import heartbeating
+from activities.sandboxing import sandbox_for
 from backends.sandboxes.registry import Sandboxes
 from backends.workspace.layout import TaskRef
 from models.activity_io import (
@@ -39,7 +39,7 @@ class SandboxActivities:
         # Heartbeats, like every step of a task: a worker killed here is noticed in seconds, not
         # when the step's whole time limit has run out.
         task = TaskRef(inp.run_key, inp.task_id)
-        sandbox = sandbox_for(self.sandboxes, inp.sandbox)
+        sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)
         async with heartbeating(f"preparing the worktree of task {inp.task_id}"):
             base, _ = await sandbox.prepare(task, inp.repo, inp.target_branch)
         return PrepareWorkspaceOut(base_commit=base, branch=task.branch)

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 from temporalio import activity
 
-from activities.agent import sandbox_for
 from activities.heartbeat import heartbeating
-from backends.base import Runner, SandboxBackend
+from activities.sandboxing import sandbox_failures, sandbox_for
+from backends.base import Role, Runner, SandboxBackend
 from backends.git import GitError
 from backends.sandboxes.registry import Sandboxes
 from backends.secrets import agent_env
@@ -27,7 +27,7 @@ def base_runner(
     @contextlib.asynccontextmanager
     async def opened() -> AsyncIterator[Runner]:
         async with workspaces.detached(task, commit) as co:
-            yield sandbox.runner(task, co)
+            yield sandbox.runner(task, co, Role.CHECK)
 
     return opened()
 
@@ -39,19 +39,20 @@ class VerifyActivities:
     @activity.defn(name="verify_task")
     async def verify_task(self, inp: VerifyIn) -> VerifyOut:
         task = TaskRef(inp.run_key, inp.task_id)
-        sandbox = sandbox_for(self.sandboxes, inp.sandbox)
+        sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)
         workspaces = self.sandboxes.workspaces
         co = await workspaces.checkout(task)
         if co is None:
             raise GitError(f"task {inp.task_id} has no intact worktree to verify")
         async with heartbeating(f"verifying: {len(inp.commands)} command(s)"):
             await sandbox.reap(task)
-            results = await run_checks(
-                sandbox.runner(task, co),
-                inp.commands,
-                timeout_s=inp.timeout_s,
-                env=agent_env(inp.env),
-                # A failure is compared with the same command on the base commit.
-                base=lambda: base_runner(workspaces, sandbox, task, inp.base_commit),
-            )
+            async with sandbox_failures():  # a check that never ran has not failed
+                results = await run_checks(
+                    sandbox.runner(task, co, Role.CHECK),
+                    inp.commands,
+                    timeout_s=inp.timeout_s,
+                    env=agent_env(inp.env),
+                    # A failure is compared with the same command on the base commit.
+                    base=lambda: base_runner(workspaces, sandbox, task, inp.base_commit),
+                )
         return VerifyOut(passed=checks_passed(results), checks=results)

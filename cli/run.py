@@ -19,9 +19,9 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from backends.sandboxes.policy import WorkerPolicy, weakenings
+from backends.sandboxes.policy import WorkerPolicy, sandbox_grant, weakenings
 from backends.secrets import env_names
-from cli.approval import approval_digests, approver_key
+from cli.approval import approver_key, public_key
 from cli.connect import TASK_QUEUE, connect_client
 from cli.preflight import check_agents, check_repo, slug
 from cli.progress import ProgressView, is_terminal, print_summary, result_json
@@ -118,6 +118,9 @@ async def build_input(
     on_host = SandboxKind.WORKTREE in kinds_of(plan)
     await check_agents(agent, reviewer, isolated=sandbox.isolated, on_host=on_host)
     run_key, workflow_id = run_identity(facts.repo, plan_bytes, settings, target)
+    if any(weakenings(sandbox.model_copy(update={"kind": k})) for k in kinds_of(plan)):
+        # What this command line weakens, signed: workers holding the key will honour it.
+        sandbox.grant = sandbox_grant(approver_key(), run_key, sandbox)
     options = RunOptions(
         repo=facts.repo,
         base_ref=facts.base_ref,
@@ -139,8 +142,8 @@ async def build_input(
         plan_name=plan_name,
         plan=plan,
         options=options,
-        # Approvals count only from the operator: the digests of their tokens, never the tokens.
-        approval_digests=approval_digests(approver_key(), workflow_id, [t.id for t in plan.tasks]),
+        # Approvals count only when the operator's key signed them: its public half.
+        approver=public_key(approver_key()),
     )
     check_input_size(inp, settings.plan)
     return inp, workflow_id
@@ -250,11 +253,9 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
         )
     if link:
         print(f"Web UI: {link}", file=sys.stderr, flush=True)  # one line, never wrapped
-    # The embedded worker honours what this command asked for, for this run only.
-    weakened = bool(weakenings(inp.options.sandbox))
     if settings.detach:
         if target.embedded:
-            _spawn_worker(settings, target.address, workflow_id, weakened)
+            _spawn_worker(settings, target.address, workflow_id)
         print(
             json.dumps(
                 {
@@ -270,7 +271,8 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
     if target.embedded:
         from worker import make_worker
 
-        policy = WorkerPolicy(frozenset({workflow_id}) if weakened else frozenset())
+        # It honours what the operator's key granted (this command, if it weakened the sandbox).
+        policy = WorkerPolicy(operator_key=approver_key())
         async with make_worker(target.client, settings.workspace, policy=policy):
             result = await follow(target.client, handle, err if settings.json_output else out)
     else:
@@ -292,7 +294,7 @@ def _details(inp: PlanRunInput) -> str:
     return "\n".join(lines)
 
 
-def _spawn_worker(settings: Settings, address: str, workflow_id: str, weakened: bool) -> None:
+def _spawn_worker(settings: Settings, address: str, workflow_id: str) -> None:
     """A detached run on the embedded server needs a worker that outlives this command."""
     log = (settings.workspace / "worker.log").open("ab")
     subprocess.Popen(
@@ -305,7 +307,6 @@ def _spawn_worker(settings: Settings, address: str, workflow_id: str, weakened: 
             str(settings.workspace),
             "--until",
             workflow_id,
-            *(["--allow-weakened-run", workflow_id] if weakened else []),
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,

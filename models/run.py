@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from models.plan import Plan, Task
 from models.sandbox import SandboxConfig
@@ -81,6 +82,20 @@ class RunOptions(BaseModel):
     # Keep the branch of a task that failed, for inspection (worktrees are always removed).
     keep_failed_branches: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sandbox_of_older_runs(cls, data: Any) -> Any:
+        """A run started before sandboxes has none recorded: its agents keep what they had (a
+        claude agent its API, writes confined as its `confine` said)."""
+        if not isinstance(data, dict) or "sandbox" in data:
+            return data
+        agent, reviewer = data.get("agent"), data.get("reviewer")
+        roles = [r if isinstance(r, dict) else r.model_dump() for r in (agent, reviewer) if r]
+        claude = any(r.get("backend") == "claude" for r in roles)
+        confine = all(r.get("confine", True) for r in roles)
+        network = "internet" if claude else "none"
+        return {**data, "sandbox": {"network": network, "confine": confine}}
+
 
 class PlanRunInput(BaseModel):
     run_key: str  # short, filesystem-safe name of the run (worktrees, transcripts)
@@ -89,9 +104,9 @@ class PlanRunInput(BaseModel):
     options: RunOptions
     # Tasks a previous run of the same plan content merged: recorded results, not guesses.
     merged_before: list[str] = Field(default_factory=list)
-    # task id -> SHA-256 of the operator's approval token for it (cli.approval): approve and
-    # reject count only with the token. Empty: a run from before approvals had tokens.
-    approval_digests: dict[str, str] = Field(default_factory=dict)
+    # The operator's public key (cli.approval): approve and reject count only when it signed
+    # them. None: a run from before decisions were signed.
+    approver: str | None = None
 
 
 class Decision(BaseModel):
@@ -99,7 +114,7 @@ class Decision(BaseModel):
 
     approved: bool
     reason: str | None = None
-    token: str | None = None  # the operator's approval token for the task (cli.approval)
+    token: str | None = None  # the operator's signature of this decision (cli.approval)
 
 
 class CancelRequest(BaseModel):
@@ -115,8 +130,8 @@ class TaskInput(BaseModel):
     attempt: int = 1
     # The sandbox of the task's batch; None (runs started before sandboxes): the run's own.
     sandbox: SandboxConfig | None = None
-    # What the operator's approval token for this task hashes to (None: no token needed).
-    approval_digest: str | None = None
+    # The operator's public key, as the run recorded it (None: decisions need no signature).
+    approver: str | None = None
 
     @property
     def sandbox_config(self) -> SandboxConfig:

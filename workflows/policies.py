@@ -15,6 +15,8 @@ NON_RETRYABLE = [
     "AgentAuthError",
     "BackendLoadError",
     "ConflictStateLost",
+    "SandboxError",
+    "WeakenedIsolationRefused",
 ]
 
 # Git and bookkeeping: quick, idempotent, retried patiently (a server restart, a lock held).

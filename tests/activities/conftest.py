@@ -38,14 +38,15 @@ class Workspace:
         self.main = sh(self.repo, "rev-parse", "main")
         self.sb = Workspaces(tmp / "ws")
         # Every configuration a test asks for is honoured: the policy has its own tests.
-        self.sandboxes = Sandboxes(self.sb, WorkerPolicy(None))
-        self.stub_env = tmp / "stub.env"
+        self.sandboxes = Sandboxes(self.sb, WorkerPolicy(any_run=True))
+        # Beside the wrapper: the sandbox shows the folder of the program it runs, not the rest.
+        self.stub_env = tmp / "bin" / "stub.env"
         # Written by the stub from inside its sandbox: the one place outside it that it may write.
         self.logs = tmp / "logs"
         self.logs.mkdir()
         self.stub_log = self.logs / "stub.log"
         bin_dir = tmp / "bin"
-        bin_dir.mkdir()
+        bin_dir.mkdir(exist_ok=True)
         claude = bin_dir / "claude"
         claude.write_text(
             "#!/bin/sh\n"
