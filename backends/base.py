@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +26,21 @@ from models.sandbox import SandboxKind
 
 # Called with a short progress note whenever the agent shows signs of life.
 Heartbeat = Callable[[str], None]
+
+
+class SandboxError(OSError):
+    """The sandbox could not run the process at all (its wall failed to go up, its engine said
+    no). Never the process's own failure: a check that never ran has not failed, nor passed."""
+
+
+class Role(StrEnum):
+    """Who a runner runs processes for. The agent keeps its HOME and TMPDIR from one run to the
+    next (its sessions live there); a check or a reviewer gets fresh ones, so nothing the agent
+    left there (a usercustomize.py, an .npmrc, a reviewer's settings) reaches them."""
+
+    AGENT = "agent"
+    CHECK = "check"
+    REVIEWER = "reviewer"
 
 
 @dataclass(frozen=True)
@@ -75,7 +91,7 @@ class SandboxBackend(Protocol):
         """The checkout back at `commit` with nothing else in it."""
         ...
 
-    def runner(self, task: TaskRef, checkout: Checkout) -> Runner:
+    def runner(self, task: TaskRef, checkout: Checkout, role: Role) -> Runner:
         """Run processes in `checkout` (the task's, or a throwaway one of the same task)."""
         ...
 

@@ -12,17 +12,19 @@ from `.autonomous-pipeline/container.toml` in the repository at the run's base c
     PYTHONDONTWRITEBYTECODE = "1"
 
 That file can choose an image and set values; it cannot loosen anything (network, isolation,
-the worker's variables): those are the operator's, on the command line.
+the worker's variables), nor set credentials, proxies or what decides which program runs: those
+are the operator's, on the command line. `--container-image` replaces the file whole.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from backends.sandboxes.registry import Sandboxes
 from backends.workspace.tasks import Workspaces
@@ -42,6 +44,17 @@ CONTAINER_FILE = ".autonomous-pipeline/container.toml"
 _IMAGED = (SandboxKind.CONTAINER, SandboxKind.DAGGER)
 
 
+# Names a repository's file may not set: they carry or redirect credentials (a committed
+# ANTHROPIC_BASE_URL would send the worker's key elsewhere), or change what runs.
+_RESERVED_ENV = re.compile(
+    r"^(ANTHROPIC_|CLAUDE_|AWS_|GOOGLE_|AZURE_|OPENAI_|GIT_|SSH_|GPG_|LD_|DYLD_|PIPELINE_)"
+    r"|^(PATH|HOME|TMPDIR|SHELL|USER|NODE_OPTIONS|NODE_EXTRA_CA_CERTS|PYTHONPATH|PYTHONSTARTUP"
+    r"|PYTHONHOME|PERL5OPT|RUBYOPT|BASH_ENV|ENV|[A-Z_]*PROXY)$"
+    r"|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|DSN",
+    re.IGNORECASE,
+)
+
+
 class ContainerFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -49,6 +62,17 @@ class ContainerFile(BaseModel):
     setup: list[str] = []
     env: dict[str, str] = {}
     claude_bin: str | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _harmless(cls, env: dict[str, str]) -> dict[str, str]:
+        taken = sorted(k for k in env if _RESERVED_ENV.search(k))
+        if taken:
+            raise ValueError(
+                f"{', '.join(taken)}: a repository's file may not set credentials, proxies or "
+                "what decides which program runs; give them to the run with --agent-env"
+            )
+        return env
 
 
 def assign_sandboxes(plan: Plan, default: SandboxKind, override: bool) -> Plan:
@@ -136,11 +160,20 @@ def sandbox_config(
             runtime=_runtime(settings),
             setup=file.setup if file else [],
             env=file.env if file else {},
-            claude_bin=(file.claude_bin if file else None) or settings.claude_bin,
+            # The command line wins over the repository's file.
+            claude_bin=settings.claude_bin or (file.claude_bin if file else None),
         )
+    network = settings.agent_network or default_network(agent, reviewer)
+    if settings.no_isolation and SandboxKind.WORKTREE in kinds:
+        if settings.agent_network not in (None, AgentNetwork.HOST):
+            raise UsageError(
+                f"--agent-network {network.value} cannot be kept with --no-isolation: without "
+                "namespaces the agents have the host's network"
+            )
+        network = AgentNetwork.HOST  # what they get: said in the run's input, honestly
     return SandboxConfig(
         kind=settings.sandbox,
-        network=settings.agent_network or default_network(agent, reviewer),
+        network=network,
         isolation=not settings.no_isolation,
         confine=settings.confine,
         container=container,

@@ -62,6 +62,9 @@ class SandboxConfig(BaseModel):
     # Landlock: writes only beneath the checkout, the task's TMPDIR and HOME, inside or not.
     confine: bool = True
     container: ContainerSpec | None = None
+    # The operator's signature on what this sandbox weakens (backends.sandboxes.policy); None
+    # for a sandbox that weakens nothing.
+    grant: str | None = None
 
     @property
     def isolated(self) -> bool:

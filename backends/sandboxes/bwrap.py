@@ -1,6 +1,7 @@
 """The bubblewrap command line of the worktree sandbox. Pure: paths in, argv out.
 
-What the process gets, in this order (later mounts win over earlier ones):
+What the process gets (mounts are applied shallowest path first, so the deeper one wins; at one
+depth, in this order):
 - its own user, PID, IPC, UTS, cgroup and network namespaces, no capabilities, a new session
   (so it cannot push keys into the worker's terminal), and death with its parent;
 - the host's filesystem read-only, a /proc of its own PID namespace (it sees and signals only
@@ -34,6 +35,21 @@ class Mounts:
     readonly: list[tuple[Path, Path]] = field(default_factory=list)
 
 
+def mount_args(mounts: Mounts) -> list[str]:
+    """The mounts, shallowest path first: a mount covers what was mounted below it before, so
+    the deeper one must come later to count. A folder shown again inside a hidden one must not
+    bring back what is hidden inside it (a workspace in a clone shown from /tmp), nor may a
+    hidden folder cover the checkout bound inside it."""
+    ops: list[tuple[Path, list[str]]] = []
+    ops += [(d, ["--tmpfs", str(d)]) for d in mounts.hidden_dirs]
+    ops += [(f, ["--ro-bind", "/dev/null", str(f)]) for f in mounts.hidden_files]
+    ops += [(dest, ["--ro-bind", str(src), str(dest)]) for src, dest in mounts.readonly]
+    ops += [(p, ["--bind", str(p), str(p)]) for p in mounts.writable]
+    # Stable: at one depth, hiding comes before showing, and showing before writing.
+    ops.sort(key=lambda op: len(op[0].parts))
+    return [arg for _, args in ops for arg in args]
+
+
 def bwrap_argv(
     mounts: Mounts,
     network: AgentNetwork,
@@ -53,14 +69,7 @@ def bwrap_argv(
         "--proc", "/proc",
         "--tmpfs", "/dev/shm",
     ]  # fmt: skip
-    for folder in mounts.hidden_dirs:
-        argv += ["--tmpfs", str(folder)]
-    for file in mounts.hidden_files:
-        argv += ["--ro-bind", "/dev/null", str(file)]
-    for source, dest in mounts.readonly:
-        argv += ["--ro-bind", str(source), str(dest)]
-    for path in mounts.writable:
-        argv += ["--bind", str(path), str(path)]
+    argv += mount_args(mounts)
     argv += ["--chdir", str(mounts.workdir)]
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]

@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from backends._proc import kill_recorded_group
-from backends.base import Runner, View
+from backends.base import Role, Runner, View
 from backends.workspace.checkout import Checkout
 from backends.workspace.collect import Committed
 from backends.workspace.layout import TaskRef
@@ -22,15 +22,19 @@ class GitSandbox(ABC):
     kind: SandboxKind
 
     @abstractmethod
-    def runner(self, task: TaskRef, checkout: Checkout) -> Runner: ...
+    def runner(self, task: TaskRef, checkout: Checkout, role: Role) -> Runner: ...
 
     @abstractmethod
     async def preflight(self) -> str | None: ...
 
-    def __init__(self, workspaces: Workspaces, config: SandboxConfig) -> None:
+    def __init__(
+        self, workspaces: Workspaces, config: SandboxConfig, control_plane: tuple[str, ...] = ()
+    ) -> None:
         self.workspaces = workspaces
         self.layout = workspaces.layout
         self.config = config
+        # Hosts of the worker's Temporal frontend: out of every sandbox's reach.
+        self.control_plane = control_plane
 
     async def prepare(self, task: TaskRef, repo: str, target_branch: str) -> tuple[str, Checkout]:
         return await self.workspaces.prepare(task, repo, target_branch)
@@ -51,8 +55,14 @@ class GitSandbox(ABC):
         await self.reap(task)
         return await self.workspaces.remove(task, delete_branch)
 
-    def host_view(self, task: TaskRef, checkout: Checkout) -> View:
-        tmp, home = self.layout.tmp_dir(task), self.layout.home_dir(task)
+    def host_view(self, task: TaskRef, checkout: Checkout, role: Role) -> View:
+        """The agent's own TMPDIR and HOME (kept: its sessions), or fresh ones for a check or a
+        reviewer (removed with the task)."""
+        if role is Role.AGENT:
+            tmp, home = self.layout.tmp_dir(task), self.layout.home_dir(task)
+        else:
+            step = self.layout.steps_dir(task) / f"{role.value}-{uuid.uuid4().hex[:8]}"
+            tmp, home = step / "tmp", step / "home"
         for folder in (tmp, home):
             folder.mkdir(parents=True, exist_ok=True)
         return View(workdir=checkout.path, tmp=tmp, home=home)

@@ -11,9 +11,15 @@ from models.sandbox import SandboxConfig, SandboxKind
 
 
 class Sandboxes:
-    def __init__(self, workspaces: Workspaces, policy: WorkerPolicy | None = None) -> None:
+    def __init__(
+        self,
+        workspaces: Workspaces,
+        policy: WorkerPolicy | None = None,
+        control_plane: tuple[str, ...] = (),
+    ) -> None:
         self.workspaces = workspaces
         self.policy = policy or WorkerPolicy()
+        self.control_plane = control_plane  # the frontend's hosts: never reachable from a sandbox
         self._made: dict[str, SandboxBackend] = {}
 
     def get(self, config: SandboxConfig) -> SandboxBackend:
@@ -26,9 +32,9 @@ class Sandboxes:
         if config.kind is SandboxKind.CONTAINER:
             from backends.sandboxes.container import ContainerSandbox
 
-            return ContainerSandbox(self.workspaces, config)
+            return ContainerSandbox(self.workspaces, config, self.control_plane)
         if config.kind is SandboxKind.DAGGER:
             from backends.sandboxes.dagger import DaggerSandbox
 
-            return DaggerSandbox(self.workspaces, config)
-        return WorktreeSandbox(self.workspaces, config)
+            return DaggerSandbox(self.workspaces, config, self.control_plane)
+        return WorktreeSandbox(self.workspaces, config, self.control_plane)

@@ -6,90 +6,162 @@ network stack as ordinary connections: the outside world answers, but with
 anything else the worker's machine serves locally). The namespace's DNS server is slirp's own,
 10.0.2.3, which forwards to the host's resolver.
 
-bubblewrap starts the sandbox blocked (`--block-fd`) and says its child's pid (`--info-fd`);
-the network is attached to that child's namespace, then the sandbox is let go. slirp4netns exits
-when the write end of its exit pipe closes: when `close()` is called, or when the worker dies.
+The host's own addresses are "the outside" to slirp too: a service the worker's machine serves
+on 0.0.0.0 would answer there, and so would a Temporal frontend on another machine. So, before
+the sandbox starts, the namespace gets firewall rules (iptables, set from outside it; the agent
+has no capability to change them) that refuse those addresses: the host's, and the ones the
+worker names as its control plane.
+
+bubblewrap starts the sandbox blocked (`--block-fd`); once its child's pid is known the network
+is attached to that child's namespace, then the sandbox is let go. slirp4netns exits when the
+write end of its exit pipe closes: when `close()` is called, or when the worker dies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import ipaddress
 import json
+import logging
 import os
 import shutil
+import socket
+import subprocess
 
+log = logging.getLogger(__name__)
 SLIRP = "slirp4netns"
 RESOLV_CONF = "nameserver 10.0.2.3\n"
 READY_TIMEOUT_S = 10.0
+_NS_GET_USERNS = 0xB701  # ioctl: the user namespace that owns a namespace
 
 
-def _read_info(fd: int) -> int:
-    data = b""
-    while True:
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-        with contextlib.suppress(ValueError):
-            return int(json.loads(data)["child-pid"])
-    raise OSError("the sandbox ended before it said its pid")
+def _owning_userns(pid: int) -> int:
+    """An fd of the user namespace that owns `pid`'s network namespace. Unprivileged, bubblewrap
+    nests the sandbox's user namespace inside the one that owns its network: slirp4netns must
+    join that one, not the process's own."""
+    net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fcntl.ioctl(net, _NS_GET_USERNS)
+    finally:
+        os.close(net)
+
+
+def host_addresses() -> list[str]:
+    """The IPv4 addresses of this machine's interfaces, but loopback (slirp has no IPv6 here)."""
+    try:
+        listing = json.loads(
+            subprocess.run(
+                ["ip", "-j", "-4", "addr"], capture_output=True, text=True, timeout=10
+            ).stdout
+        )
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+    found = {
+        a["local"]
+        for link in listing
+        for a in link.get("addr_info", [])
+        if a.get("family") == "inet" and not ipaddress.ip_address(a["local"]).is_loopback
+    }
+    return sorted(found)
+
+
+def resolve(hosts: list[str]) -> list[str]:
+    """IPv4 addresses of host names (a Temporal frontend's), best effort."""
+    found: set[str] = set()
+    for host in hosts:
+        with contextlib.suppress(OSError, UnicodeError):
+            found |= {str(info[4][0]) for info in socket.getaddrinfo(host, None, socket.AF_INET)}
+    return sorted(a for a in found if not ipaddress.ip_address(a).is_loopback)
+
+
+def refusal_rules(addresses: list[str]) -> str:
+    """iptables-restore input: reject every packet to these addresses, whatever the port."""
+    lines = ["*filter", ":OUTPUT ACCEPT [0:0]"]
+    lines += [
+        f"-A OUTPUT -d {a}/32 -j REJECT --reject-with icmp-port-unreachable" for a in addresses
+    ]
+    return "\n".join([*lines, "COMMIT", ""])
 
 
 class Internet:
-    """One sandbox's network: `fds()` for bwrap, `attach(pid)` once it runs, then `close()`."""
+    """One sandbox's network: `block_fd` for bwrap, `attach(pid)` once its child runs, then
+    `close()`. `refused`: addresses the sandbox must not reach (the host's own, the control
+    plane's)."""
 
-    def __init__(self) -> None:
-        self.info_r, self.info_w = os.pipe()
+    def __init__(self, refused: list[str] | None = None) -> None:
+        self.refused = list(refused or [])
         self.block_r, self.block_w = os.pipe()
         self._exit_w: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
 
-    def child_fds(self) -> tuple[int, int]:
-        """(info fd, block fd) for bwrap, inherited by it."""
-        return self.info_w, self.block_r
+    @property
+    def block_fd(self) -> int:
+        return self.block_r
 
-    async def attach(self, _bwrap_pid: int) -> None:
-        os.close(self.info_w)
+    async def attach(self, pid: int) -> None:
         os.close(self.block_r)
-        self.info_w = self.block_r = -1
-        pid = await asyncio.wait_for(asyncio.to_thread(_read_info, self.info_r), READY_TIMEOUT_S)
+        self.block_r = -1
         ready_r, ready_w = os.pipe()
         exit_r, self._exit_w = os.pipe()
-        # slirp4netns reads what the agent sends, as the worker's user: it confines itself
-        # (--enable-sandbox, --enable-seccomp). Its sandbox detaches its old root, so it runs in a
-        # mount namespace of its own made private first: the host's shared mounts (podman's
-        # /run/netns) would otherwise be unmounted with it.
-        argv = ["unshare", "--mount", "--propagation", "private", SLIRP, "--configure"]
-        argv += ["--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp"]
-        if os.getuid() != 0:  # the namespace belongs to the sandbox's user namespace
-            argv.append(f"--userns-path=/proc/{pid}/ns/user")
+        keep = [ready_w, exit_r]
+        argv = [SLIRP, "--configure", "--mtu=65520", "--disable-host-loopback"]
+        # slirp4netns reads what the agent sends: it confines itself (--enable-sandbox,
+        # --enable-seccomp). Its sandbox detaches its old root; as root that would unmount the
+        # host's shared mounts too (podman's /run/netns), so it gets a private mount namespace
+        # first. Unprivileged, the kernel makes those mounts slaves by itself.
+        argv += ["--enable-sandbox", "--enable-seccomp"]
+        if os.getuid() == 0:
+            argv = ["unshare", "--mount", "--propagation", "private", *argv]
+        else:
+            userns = _owning_userns(pid)
+            keep.append(userns)
+            argv.append(f"--userns-path=/proc/self/fd/{userns}")
         argv += ["--ready-fd", str(ready_w), "--exit-fd", str(exit_r), str(pid), "tap0"]
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
-                pass_fds=(ready_w, exit_r),
+                pass_fds=keep,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
         finally:
-            os.close(ready_w)
-            os.close(exit_r)
+            for fd in keep:
+                os.close(fd)
         try:
             ready = await asyncio.wait_for(asyncio.to_thread(os.read, ready_r, 1), READY_TIMEOUT_S)
         finally:
             os.close(ready_r)
         if not ready:
             raise OSError("slirp4netns could not attach the sandbox's network")
+        if self.refused:
+            await self._refuse(pid)
         os.write(self.block_w, b"1")  # the sandbox may start
 
+    async def _refuse(self, pid: int) -> None:
+        """The firewall rules, set in the sandbox's network namespace from outside it."""
+        enter = ["nsenter", f"--target={pid}", "--net"]
+        if os.getuid() != 0:
+            enter += ["--user", "--preserve-credentials"]
+        proc = await asyncio.create_subprocess_exec(
+            *enter, "iptables-restore",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate(refusal_rules(self.refused).encode())
+        if proc.returncode != 0:
+            # Not started, rather than started with the host's own services in reach.
+            raise OSError(f"the sandbox's firewall could not be set: {err.decode()[-300:]}")
+
     async def close(self) -> None:
-        for fd in (self.info_r, self.info_w, self.block_r, self.block_w, self._exit_w):
+        for fd in (self.block_r, self.block_w, self._exit_w):
             if fd is not None and fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self.info_r = self.info_w = self.block_r = self.block_w = -1
+        self.block_r = self.block_w = -1
         self._exit_w = None
         if self._proc is not None:
             with contextlib.suppress(TimeoutError, ProcessLookupError):
@@ -101,7 +173,10 @@ class Internet:
 
 
 def available() -> str | None:
-    """None when slirp4netns is installed; else what to do."""
+    """None when slirp4netns and what sets the firewall are installed; else what to do."""
     if shutil.which(SLIRP) is None:
         return "--agent-network internet needs slirp4netns (Debian: apt-get install slirp4netns)"
+    for tool, package in (("iptables-restore", "iptables"), ("nsenter", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"--agent-network internet needs {tool} (Debian: apt-get install {package})"
     return None
