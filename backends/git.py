@@ -29,6 +29,14 @@ _CONFIG = (
     *("-c", "rebase.autoSquash=false"),
     *("-c", "rebase.autoStash=false"),
     *("-c", "rebase.updateRefs=false"),
+    # A repository an agent made inside its checkout (at a submodule's path, say) has a config of
+    # its own: git must never step into it, nor run what a config names. Options given with -c
+    # reach git's child processes too.
+    *("-c", "core.fsmonitor=false"),
+    *("-c", "diff.ignoreSubmodules=all"),
+    *("-c", "status.submoduleSummary=false"),
+    *("-c", "submodule.recurse=false"),
+    *("-c", "fetch.recurseSubmodules=false"),
 )
 # Inherited from a calling hook or shell, these would point git at the user's repository instead.
 _REPO_ENV = (

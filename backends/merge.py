@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from backends.base import Runner, SandboxBackend
+from backends.base import Role, Runner, SandboxBackend
 from backends.git import GitError, git, grep_pattern, is_ancestor, rev_parse, split_z, task_trailer
 from backends.verify import BaseRunner, checks_passed, run_checks
 from backends.workspace.checkout import Checkout
@@ -98,7 +98,7 @@ async def merge_task(
                 new = rebased
                 if commands:
                     beat(f"re-verifying on {tip[:12]}")
-                    runner: Runner = sandbox.runner(task, co)
+                    runner: Runner = sandbox.runner(task, co, Role.CHECK)
                     checks = await run_checks(
                         runner, commands, timeout_s=verify_timeout_s, env=env,
                         base=base_runner(tip),

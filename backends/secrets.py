@@ -94,16 +94,19 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def encoded_forms(secret: str) -> set[str]:
-    """How `secret` may look once an agent encodes it: hex, and base64 at each of the three
-    alignments it can have inside a longer encoded text (only the characters that depend on the
-    secret's bytes alone, so the form is found whatever surrounds it)."""
+    """How `secret` may look once an agent encodes it: reversed, hex, and base64 and base32 at
+    each alignment it can have inside a longer encoded text (only the characters that depend on
+    the secret's bytes alone, so the form is found whatever surrounds it). What is compressed,
+    encrypted or cut in pieces is not found: no scan can find everything an agent that holds a
+    secret can do with it; this finds what an agent does by accident or by habit."""
     raw = secret.encode()
-    forms = {raw.hex(), raw.hex().upper()}
-    for pad in range(3):
-        full = base64.b64encode(b"\0" * pad + raw).decode()
-        start, end = -(-8 * pad // 6), 8 * (pad + len(raw)) // 6
-        if end - start >= MIN_NAMED:
-            forms.add(full[start:end])
+    forms = {secret[::-1], raw.hex(), raw.hex().upper()}
+    for encode, group, bits in ((base64.b64encode, 3, 6), (base64.b32encode, 5, 5)):
+        for pad in range(group):
+            full = encode(b"\0" * pad + raw).decode()
+            start, end = -(-8 * pad // bits), 8 * (pad + len(raw)) // bits
+            if end - start >= MIN_NAMED:
+                forms.add(full[start:end])
     return forms
 
 

@@ -22,7 +22,8 @@ SHELL = (
     "sh",
     "-c",
     'if command -v bash >/dev/null 2>&1; then exec bash -o pipefail -c "$1"; fi\n'
-    'set -o pipefail 2>/dev/null; eval "$1"',
+    # In dash, `set` refusing an option ends the shell: try it in a subshell first.
+    '(set -o pipefail) 2>/dev/null && set -o pipefail; eval "$1"',
     "sh",
 )
 

@@ -55,7 +55,7 @@ from typing import Any
 
 from backends._proc import ProcResult, run_process
 from backends.agents.claude_stream import ClaudeStream, FailureKind
-from backends.base import AgentOutcome, AgentRequest, Exec, Heartbeat, Runner
+from backends.base import AgentOutcome, AgentRequest, Exec, Heartbeat, Runner, SandboxError
 from backends.secrets import agent_env, redactor
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
@@ -355,6 +355,8 @@ class ClaudeCliAgent:
                 stream, result = await self._once(
                     argv, request, env, heartbeat, deadline, on_stdin, redact, runner
                 )
+            except SandboxError:
+                raise  # the sandbox's failure, not the agent's: the step fails and says so
             except FileNotFoundError:
                 return _failed(f"claude CLI not found: {binary!r}")
             except PermissionError:

@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
+import tempfile
 import time
 from pathlib import Path
 
-from backends.base import AgentOutcome, AgentRequest, Exec, Heartbeat, Runner
+from backends.base import AgentOutcome, AgentRequest, Exec, Heartbeat, Runner, SandboxError
 from backends.secrets import agent_env, redactor
 
 PRESETS: dict[str, list[str]] = {
@@ -67,9 +69,16 @@ def render_argv(template: list[str], values: dict[str, str]) -> list[str]:
     return out
 
 
-def prompt_path(tmp: Path, transcript: Path) -> Path:
-    """Where the prompt of the run writing `transcript` is put, in the task's TMPDIR `tmp`."""
-    return tmp / f"{transcript.name}.prompt.md"
+def write_prompt(tmp: Path, transcript: Path, prompt: str) -> Path:
+    """The prompt, in a new file of the agent's TMPDIR `tmp` (named after its transcript).
+
+    The agent can write there: a fixed name would let it plant a link that the worker then
+    writes through. A fresh name, created exclusively and never through a link, cannot be.
+    """
+    fd, name = tempfile.mkstemp(dir=tmp, prefix=f"{transcript.name}.", suffix=".prompt.md")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(prompt)
+    return Path(name)
 
 
 class _Progress:
@@ -121,9 +130,7 @@ class CommandAgent:
                 "the prompt and output would be committed",
             )
         request.transcript.parent.mkdir(parents=True, exist_ok=True)
-        prompt_file = prompt_path(runner.host.tmp, request.transcript)
-        prompt_file.parent.mkdir(parents=True, exist_ok=True)
-        prompt_file.write_text(request.prompt, encoding="utf-8")
+        prompt_file = write_prompt(runner.host.tmp, request.transcript, request.prompt)
         argv = render_argv(
             request.command,
             {
@@ -152,6 +159,8 @@ class CommandAgent:
                     tail_chars=TEXT_CHARS,
                 )
             )
+        except SandboxError:
+            raise  # the sandbox's failure, not the agent's: the step fails and says so
         except FileNotFoundError:
             return AgentOutcome(succeeded=False, error=f"agent executable not found: {argv[0]!r}")
         except PermissionError:

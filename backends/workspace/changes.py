@@ -93,11 +93,12 @@ def junk_reason(path: str, workdir: Path | None = None) -> str:
 
 
 def unwanted(path: str, mode: str, workdir: Path, named: Iterable[str]) -> bool:
-    """A staged new file that is no work of the task's: a nested repository or a huge file."""
-    if named_by(path, named):
-        return False
+    """A staged new file that is no work of the task's: a nested repository (never, named or
+    not: it would be a link to a repository nobody else has), or a huge file not named."""
     if mode == "160000":
         return True
+    if named_by(path, named):
+        return False
     try:
         return (workdir / path).lstat().st_size > MAX_UNNAMED_BYTES
     except OSError:

@@ -10,6 +10,8 @@ the host never reads it; it only checks, as text, that the pointer is still what
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,13 +47,11 @@ class Checkout:
 
     def pointer_intact(self) -> bool:
         """The worktree's `.git` file still points where git made it point."""
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            text = (self.path / ".git").read_text().strip()
-            if not text.startswith("gitdir: "):
-                return False
-            points_to = Path(text.removeprefix("gitdir: "))
-            return points_to.resolve() == self.admin.resolve() and (self.admin / "HEAD").is_file()
-        return False
+        text = read_small(self.path / ".git")
+        if text is None or not text.startswith("gitdir: "):
+            return False
+        points_to = Path(text.strip().removeprefix("gitdir: "))
+        return points_to.resolve() == self.admin.resolve() and (self.admin / "HEAD").is_file()
 
     async def head(self) -> str | None:
         return await self.rev_parse("HEAD")
@@ -61,15 +61,35 @@ class Checkout:
         return res.output.strip()
 
 
+def read_small(path: Path, limit: int = 4096) -> str | None:
+    """The text of a small regular file the agent could have replaced, or None. Never follows a
+    link, never waits on a FIFO, never reads a huge file: all of which an agent can leave."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        return os.read(fd, limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def admin_dir(clone: Path, wt: Path) -> Path | None:
     """The clone's administrative folder of worktree `wt`, found by the back-pointer git wrote.
 
-    The clone is read-only to every sandbox, so these pointers are git's own.
+    The clone is read-only to every sandbox, so these pointers are git's own. The checkout's own
+    `.git` is never resolved: the agent may have made it a link (to itself, say).
     """
-    wanted = (wt / ".git").resolve()
+    wanted = wt.resolve() / ".git"
     for pointer in (clone / "worktrees").glob("*/gitdir"):
         with contextlib.suppress(OSError):
-            if Path(pointer.read_text().strip()).resolve() == wanted:
+            named = Path(pointer.read_text().strip())
+            if named.parent.resolve() / named.name == wanted:
                 return pointer.parent
     return None
 
@@ -98,9 +118,40 @@ async def new_worktree(clone: Path, wt: Path, branch: str | None, commit: str) -
 
 async def reset_checkout(co: Checkout, branch: str, commit: str) -> None:
     """An intact checkout on `branch` at `commit` with nothing else in it."""
+    scrub_special_files(co.path)  # a FIFO an agent left would block git clean
     # Leftovers of an interrupted rebase or cherry-pick would survive a plain reset.
     await co.git("rebase", "--quit", check=False)
     await co.git("cherry-pick", "--quit", check=False)
     await co.git("checkout", "--quiet", "--force", "-B", branch, commit)
     await co.git("reset", "--quiet", "--hard", commit)
     await co.git("clean", "-ffdxq")  # -ff: nested repositories an agent made go too
+
+
+def scrub_special_files(root: Path) -> list[str]:
+    """Remove what is neither a file, a folder nor a link (FIFOs, sockets, device nodes) from
+    an agent's checkout, outside git's own folders: host-side git would block on a FIFO, and
+    none of them can be committed. The paths removed, relative to `root`."""
+    removed: list[str] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if folder == root and entry.name == ".git":
+                continue  # the checkout's own pointer: checked as text elsewhere
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode):
+                stack.append(Path(entry.path))
+            elif not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    continue
+                removed.append(os.path.relpath(entry.path, root))
+    return sorted(removed)

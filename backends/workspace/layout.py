@@ -4,8 +4,9 @@
 <workspace>/worktrees/<run>/<task>/         a task's checkout
 <workspace>/worktrees/_detached/<id>/       a throwaway checkout (a check on the base)
 <workspace>/transcripts/<run>/<task>.log    what the agent printed (and the reviews beside it)
-<workspace>/tmp/<run>/<task>/               the task's private TMPDIR
-<workspace>/home/<run>/<task>/              the task's HOME inside a sandbox (agent sessions)
+<workspace>/tmp/<run>/<task>/               the agent's private TMPDIR (its prompt file)
+<workspace>/home/<run>/<task>/              the agent's HOME inside a sandbox (its sessions)
+<workspace>/steps/<run>/<task>/<step>/      a check's or a reviewer's own TMPDIR and HOME
 <workspace>/procs/<run>/<task>/             what runs for the task (a dead attempt's leftovers)
 <workspace>/server.json, temporal.db, ...   the control plane: never visible to an agent
 """
@@ -87,6 +88,10 @@ class Layout:
     def home_dir(self, task: TaskRef) -> Path:
         return self.root / "home" / task.run_key / task.task_id
 
+    def steps_dir(self, task: TaskRef) -> Path:
+        """Fresh TMPDIRs and HOMEs of the task's checks and reviews, one per runner."""
+        return self.root / "steps" / task.run_key / task.task_id
+
     def procs_dir(self, task: TaskRef) -> Path:
         """Records of the processes running for the task; never visible to a sandbox."""
         return self.root / "procs" / task.run_key / task.task_id
@@ -97,4 +102,4 @@ class Layout:
 
     def private_dirs(self, task: TaskRef) -> list[Path]:
         """The task's own folders besides its checkout, made on demand, removed at cleanup."""
-        return [self.tmp_dir(task), self.home_dir(task), self.procs_dir(task)]
+        return [self.tmp_dir(task), self.home_dir(task), self.steps_dir(task), self.procs_dir(task)]

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from backends.git import GitError, drop_worktree, git, rev_parse
 from backends.workspace import conflict
-from backends.workspace.checkout import Checkout, new_worktree, open_checkout, reset_checkout
+from backends.workspace.checkout import (
+    Checkout,
+    new_worktree,
+    open_checkout,
+    reset_checkout,
+    scrub_special_files,
+)
 from backends.workspace.clones import Clones
 from backends.workspace.collect import Committed, collect
 from backends.workspace.layout import Layout, TaskRef
@@ -83,6 +89,7 @@ class Workspaces:
         (junk the commit left out) may stay. Cheaper than `reset` when it is already there."""
         co = await self.checkout(task)
         if co is not None:
+            scrub_special_files(co.path)  # checks ran there: a FIFO would block git status
             head = await co.git("rev-parse", "HEAD", "--symbolic-full-name", "HEAD", check=False)
             if head.output.split() == [commit, f"refs/heads/{task.branch}"]:
                 dirty = await co.git("status", "--porcelain", "--untracked-files=no")
