@@ -22,10 +22,11 @@ import uuid
 from pathlib import Path
 
 from backends._proc import ProcResult, run_process, start_time
-from backends.base import Exec, View
+from backends.base import Exec, Role, SandboxError, View
 from backends.git import repo_lock
 from backends.sandboxes.common import GitSandbox
 from backends.sandboxes.container_argv import (
+    HARDENING,
     HOME,
     TASK_LABEL,
     TMPDIR,
@@ -33,6 +34,7 @@ from backends.sandboxes.container_argv import (
     WORKER_LABEL,
     WORKSPACE_LABEL,
     ContainerStep,
+    network_flag,
     run_argv,
 )
 from backends.workspace.checkout import Checkout
@@ -42,6 +44,8 @@ from backends.workspace.tasks import Workspaces
 from models.sandbox import ContainerRuntime, ContainerSpec, SandboxConfig, SandboxKind
 
 RUN_ARGS_SETTING = "PIPELINE_CONTAINER_RUN_ARGS"
+# What `podman run` and `docker run` exit with when the failure is theirs, not the command's.
+ENGINE_FAILED = 125
 # What the container CLI itself needs of the worker's environment.
 _CLI_ENV = ("PATH", "HOME", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
             "DOCKER_HOST", "DOCKER_CONFIG", "CONTAINER_HOST", "CONTAINERS_CONF",
@@ -91,8 +95,8 @@ class ContainerSandbox(GitSandbox):
     def workspace_label(self) -> str:
         return hashlib.sha256(str(self.layout.root).encode()).hexdigest()[:16]
 
-    def runner(self, task: TaskRef, checkout: Checkout) -> ContainerRunner:
-        return ContainerRunner(self, task, checkout)
+    def runner(self, task: TaskRef, checkout: Checkout, role: Role) -> ContainerRunner:
+        return ContainerRunner(self, task, checkout, role)
 
     async def cli(self, *args: str, timeout_s: float = _QUICK_S) -> ProcResult:
         """The container CLI, for bookkeeping (never a step of the task)."""
@@ -126,11 +130,16 @@ class ContainerSandbox(GitSandbox):
         return (await self._inspect(image)).ok
 
     async def image(self) -> str:
-        """The image steps run from: the spec's, or one made from it by the setup commands."""
+        """The image steps run from: the spec's, or one made from it by the setup commands
+        (kept per base image id and commands: a rebuilt base is set up again)."""
         spec = self.spec
         if not spec.setup:
             return spec.image
-        digest = hashlib.sha256("\0".join([spec.image, *spec.setup]).encode()).hexdigest()[:16]
+        found = await self._inspect(spec.image)
+        if not found.ok:
+            raise SandboxError(f"image {spec.image!r} is not available to {spec.runtime.value}")
+        base_id = found.output.strip()
+        digest = hashlib.sha256("\0".join([base_id, *spec.setup]).encode()).hexdigest()[:16]
         tag = f"localhost/autonomous-pipeline-env:{digest}"
         lock = self.layout.sandbox_dir() / f"image-{digest}.lock"
         async with repo_lock(lock):
@@ -138,17 +147,23 @@ class ContainerSandbox(GitSandbox):
                 return tag
             name = f"ap-setup-{digest}-{uuid.uuid4().hex[:6]}"
             script = "set -e\n" + "\n".join(spec.setup)
+            labels = [f"--label={WORKSPACE_LABEL}={self.workspace_label()}",
+                      f"--label={WORKER_LABEL}={worker_label()}"]  # fmt: skip
+            network = network_flag(spec.runtime, self.config.network)
             made = await self.cli(
-                "run", "--name", name, *run_args(), spec.image, "sh", "-c", script,
+                "run", "--pull=never", "--name", name, "--network", network, *labels, *HARDENING, *run_args(),
+                spec.image, "sh", "-c", script,
                 timeout_s=3600,
             )  # fmt: skip
             try:
                 if not made.ok:
-                    raise OSError(f"the image's setup failed (exit {made.exit_code}): "
-                                  f"{made.output[-1500:]}")  # fmt: skip
+                    raise SandboxError(f"the image's setup failed (exit {made.exit_code}): "
+                                       f"{made.output[-1500:]}")  # fmt: skip
                 committed = await self.cli("commit", name, tag)
                 if not committed.ok:
-                    raise OSError(f"could not keep the set-up image: {committed.output[-500:]}")
+                    raise SandboxError(
+                        f"could not keep the set-up image: {committed.output[-500:]}"
+                    )
             finally:
                 await self.cli("rm", "-f", name)
         return tag
@@ -195,9 +210,11 @@ def cli_env(values: dict[str, str] | None = None) -> dict[str, str]:
 class ContainerRunner:
     host_programs = False  # the image's programs, not the worker's
 
-    def __init__(self, sandbox: ContainerSandbox, task: TaskRef, checkout: Checkout) -> None:
+    def __init__(
+        self, sandbox: ContainerSandbox, task: TaskRef, checkout: Checkout, role: Role
+    ) -> None:
         self.sandbox, self.task, self.checkout = sandbox, task, checkout
-        self.host = sandbox.host_view(task, checkout)
+        self.host = sandbox.host_view(task, checkout, role)
         self.inside = View(WORKDIR, TMPDIR, HOME)
 
     def _step(self, image: str, job: Exec) -> ContainerStep:
@@ -248,13 +265,21 @@ class ContainerRunner:
                 record=self.sandbox.record(self.task),
             )
             finished = not res.timed_out
-            return res
         finally:
-            if not finished:
-                # Ending the CLI does not end the container: it is removed by name.
+            if finished:
+                record.unlink(missing_ok=True)
+            else:
+                # Ending the CLI does not end the container: it is removed by name, and the
+                # record goes only once it is gone (a later reap tries again otherwise).
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.sandbox.remove(step.name))
-            record.unlink(missing_ok=True)
+                    record.unlink(missing_ok=True)
+        if res.exit_code == ENGINE_FAILED:
+            # The engine's own failure (no such image, a runtime that cannot start it): no
+            # command ran, so none failed, nor passed.
+            said = " ".join(res.output.split())[-500:]
+            raise SandboxError(f"{step.runtime.value} could not run the step: {said}")
+        return res
 
 
 async def sweep_workspace(workspaces: Workspaces) -> int:

@@ -25,6 +25,9 @@ WORKSPACE_LABEL = f"{LABEL}.workspace"
 WORKER_LABEL = f"{LABEL}.worker"
 # The worker's own variables: the image has its own PATH, and HOME and TMPDIR are the mounts.
 NOT_FORWARDED = frozenset({"PATH", "HOME", "TMPDIR", "SHELL", "USER", "LOGNAME", "PWD"})
+# Root in the container may do what root in a container may, but never gain more (a setuid
+# binary), nor fork without end.
+HARDENING = ("--security-opt", "no-new-privileges", "--pids-limit", "4096")
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,13 @@ def network_flag(runtime: ContainerRuntime, network: AgentNetwork) -> str:
 
 
 def run_argv(step: ContainerStep, command: list[str]) -> list[str]:
-    argv = [step.binary, "run", "--rm", "--name", step.name]
+    # Only images already here: a step never waits on, or trusts, a registry.
+    argv = [step.binary, "run", "--rm", "--pull=never", "--name", step.name]
     if step.stdin:
         argv.append("-i")
     for key, value in sorted(step.labels.items()):
         argv += ["--label", f"{key}={value}"]
-    argv += ["--network", network_flag(step.runtime, step.network)]
+    argv += ["--network", network_flag(step.runtime, step.network), *HARDENING]
     argv += [
         "-v", f"{step.checkout}:{WORKDIR}:rw",
         "-v", f"{step.tmp}:{TMPDIR}:rw",
@@ -76,11 +80,13 @@ def run_argv(step: ContainerStep, command: list[str]) -> list[str]:
         "--env", f"HOME={HOME}",
         "--env", f"TMPDIR={TMPDIR}",
     ]  # fmt: skip
+    forwarded = [k for k in step.env_names if k not in NOT_FORWARDED]
+    # The operator's variables win over the image's literal ones (a repository's file).
     for key, value in sorted(step.env_values.items()):
-        argv += ["--env", f"{key}={value}"]
-    for key in step.env_names:
-        if key not in NOT_FORWARDED and key not in step.env_values:
-            argv += ["--env", key]
+        if key not in forwarded:
+            argv += ["--env", f"{key}={value}"]
+    for key in forwarded:
+        argv += ["--env", key]
     if step.uid != 0:
         # Files the agent makes belong to the worker's user on the host afterwards.
         if step.runtime is ContainerRuntime.PODMAN:

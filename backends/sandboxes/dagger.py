@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import stat
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from backends._proc import ProcResult
-from backends.base import Exec, View
+from backends.base import Exec, Role, View
 from backends.sandboxes.common import GitSandbox
 from backends.sandboxes.container_argv import HOME, TMPDIR, WORKDIR
 from backends.sandboxes.dagger_step import DaggerStep, plan_step
@@ -56,8 +57,8 @@ def engine_problem() -> str | None:
 class DaggerSandbox(GitSandbox):
     kind = SandboxKind.DAGGER
 
-    def runner(self, task: TaskRef, checkout: Checkout) -> DaggerRunner:
-        return DaggerRunner(self, task, checkout)
+    def runner(self, task: TaskRef, checkout: Checkout, role: Role) -> DaggerRunner:
+        return DaggerRunner(self, task, checkout, role)
 
     async def preflight(self) -> str | None:
         if self.config.container is None:
@@ -87,9 +88,11 @@ async def _try_connect() -> str | None:
 class DaggerRunner:
     host_programs = False
 
-    def __init__(self, sandbox: DaggerSandbox, task: TaskRef, checkout: Checkout) -> None:
+    def __init__(
+        self, sandbox: DaggerSandbox, task: TaskRef, checkout: Checkout, role: Role
+    ) -> None:
         self.sandbox, self.task = sandbox, task
-        self.host = sandbox.host_view(task, checkout)
+        self.host = sandbox.host_view(task, checkout, role)
         self.inside = View(WORKDIR, TMPDIR, HOME)
 
     async def run(self, job: Exec) -> ProcResult:
@@ -160,23 +163,37 @@ async def _export(directory: Any, host: Path, keep: tuple[str, ...]) -> None:
         await asyncio.to_thread(shutil.rmtree, staging, True)
 
 
+def _is_real_dir(path: Path) -> bool:
+    """A directory, not a link to one: the host never follows a link the container made."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _drop(path: Path) -> None:
+    """Remove `path` itself (a link is removed, never what it points to)."""
+    if _is_real_dir(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
 def _mirror(source: Path, target: Path, keep: tuple[str, ...]) -> None:
-    for entry in list(target.iterdir()):
-        if entry.name in keep:
-            continue
-        if not (source / entry.name).exists() and not (source / entry.name).is_symlink():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-    for entry in source.iterdir():
-        dest = target / entry.name
-        if entry.is_dir() and not entry.is_symlink():
-            if dest.exists() and not dest.is_dir():
-                dest.unlink()
-            dest.mkdir(exist_ok=True)
-            _mirror(entry, dest, ())
+    """Make `target` hold what `source` holds. Nothing is followed on either side: a link in
+    `target` (the agent's, left there by an earlier step) is replaced, never written through."""
+    names = {entry.name for entry in os.scandir(source)}
+    for entry in os.scandir(target):
+        if entry.name not in keep and entry.name not in names:
+            _drop(Path(entry.path))
+    for name in sorted(names):
+        src, dest = source / name, target / name
+        if _is_real_dir(src):
+            if not _is_real_dir(dest):
+                _drop(dest)
+                dest.mkdir()
+            _mirror(src, dest, ())
         else:
-            if dest.is_dir() and not dest.is_symlink():
+            if _is_real_dir(dest):
                 shutil.rmtree(dest)
-            os.replace(entry, dest)
+            os.replace(src, dest)  # a link in dest is replaced by rename, not followed

@@ -51,13 +51,16 @@ def plan_step(
         Mount(tmp, TMPDIR),
         Mount(home, HOME),
     ]
-    env = {**env_values, "HOME": str(HOME), "TMPDIR": str(TMPDIR)}
+    named = [n for n in sorted(forwarded) if n not in NOT_FORWARDED]
+    # The operator's variables win over the image's literal ones (a repository's file).
+    literal = {k: v for k, v in env_values.items() if k not in named}
+    env = {**literal, "HOME": str(HOME), "TMPDIR": str(TMPDIR)}
     return DaggerStep(
         image=image,
         setup=list(setup),
         mounts=mounts,
         env=env,
-        secrets=[n for n in sorted(forwarded) if n not in NOT_FORWARDED and n not in env],
+        secrets=named,
         argv=list(argv),
         stdin=stdin.decode("utf-8", "replace") if stdin is not None else None,
         exports=mounts,

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from temporalio.exceptions import ApplicationError
 
 from activities.agent import AgentActivities
 from activities.verify import VerifyActivities
@@ -209,7 +210,12 @@ async def test_setup_env_and_named_variables(
 
 async def test_a_missing_image_fails_the_task_with_the_runtimes_word(ws: Workspace) -> None:
     base, wt = await ws.prepare()
-    out = await run(ws, "echo x > x.txt", base, config("localhost/no-such-image:0"))
-    assert not out.succeeded and out.commit is None
-    assert "no-such-image" in (out.error or "")
+    # No command ran, so none failed: the step fails for good with the engine's words, and
+    # no registry is asked for the image.
+    with pytest.raises(ApplicationError) as failed:
+        await run(ws, "echo x > x.txt", base, config("localhost/no-such-image:0"))
+    assert failed.value.type == "SandboxError" and failed.value.non_retryable
+    said = str(failed.value)
+    assert "podman could not run the step" in said and "no-such-image" in said
+    assert "registry" not in said
     assert sh(wt, "status", "--porcelain") == ""
