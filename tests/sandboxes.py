@@ -10,7 +10,7 @@ import pytest
 
 from activities.verify import base_runner as base_runner  # the product's, for tests
 from backends._proc import ProcResult, run_process
-from backends.base import AgentOutcome, AgentRequest, Exec, Runner, SandboxBackend, View
+from backends.base import AgentOutcome, AgentRequest, Exec, Role, Runner, SandboxBackend, View
 from backends.sandboxes.registry import Sandboxes
 from backends.workspace.layout import TaskRef
 from backends.workspace.tasks import Workspaces
@@ -42,7 +42,7 @@ async def runner_of(workspaces: Workspaces, task: TaskRef, config: SandboxConfig
     """A runner in the task's checkout, which must exist."""
     co = await workspaces.checkout(task)
     assert co is not None, f"task {task} has no checkout"
-    return sandboxes(workspaces).get(config).runner(task, co)
+    return sandboxes(workspaces).get(config).runner(task, co, Role.AGENT)
 
 
 class HostRunner:

@@ -9,10 +9,12 @@ worker; read the worker's secrets from /proc and committed them; planted symlink
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ from models.sandbox import AgentNetwork, SandboxConfig
 from tests.activities.conftest import RUN, Workspace, activity_env, task
 from tests.activities.test_misbehaving_agents import processes_with, wait_gone
 from tests.gitutil import sh
+from tests.outside import outside_host
 from tests.sandboxes import ISOLATED, needs_bwrap
 
 pytestmark = needs_bwrap
@@ -84,8 +87,8 @@ def frontend() -> Iterator[Listener]:
     listener.close()
 
 
-def outside_address() -> str | None:
-    """An address of this machine that is not loopback: what "the outside" looks like here."""
+def own_address() -> str | None:
+    """An address of this machine that is not loopback (a service on 0.0.0.0 answers there)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.connect(("192.0.2.123", 9))  # nothing is sent: it only picks a route
@@ -93,6 +96,15 @@ def outside_address() -> str | None:
         except OSError:
             return None
     return None if address.startswith("127.") else address
+
+
+OUTSIDE_SERVER = """
+import socket, sys
+s = socket.create_server((sys.argv[1], 8080))
+print("ready", flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(b"HTTP/1.0 200 OK\\r\\n\\r\\nhello"); c.close()
+"""
 
 
 PROBE = """
@@ -118,7 +130,8 @@ def connect(host, port):
 out["loopback"] = connect("127.0.0.1", port)
 out["via slirp"] = connect("10.0.2.2", port)
 if len(sys.argv) > 4:
-    out["outside"] = connect(sys.argv[3], int(sys.argv[4]))
+    out["own address"] = connect(sys.argv[3], int(sys.argv[4]))
+    out["outside"] = connect(sys.argv[5], 8080)
 json.dump(out, open("probe.json", "w"))
 """
 
@@ -130,28 +143,36 @@ async def test_the_control_plane_is_out_of_reach(
     # Attack 1: read the embedded server's address from the workspace, connect, start a run.
     base, wt = await ws.prepare()
     (ws.tmp / "ws" / "server.json").write_text(json.dumps({"port": frontend.port}))
-    (ws.tmp / "probe.py").write_text(PROBE)
+    (ws.logs / "probe.py").write_text(PROBE)  # where the sandbox can read it
     args = [str(ws.tmp / "ws"), str(frontend.port)]
-    outside = outside_address() if network is AgentNetwork.INTERNET else None
-    world = Listener(outside) if outside else None
-    if world is not None:
-        args += [outside or "", str(world.port)]
-    try:
-        script = f"python3 {ws.tmp}/probe.py {' '.join(args)}"
+    with contextlib.ExitStack() as stack:
+        here = own_address() if network is AgentNetwork.INTERNET else None
+        if here is not None:
+            mine = Listener("0.0.0.0")  # a service of this machine's, on every address
+            stack.callback(mine.close)
+            far = stack.enter_context(outside_host())
+            server = subprocess.Popen(
+                far.argv(sys.executable, "-c", OUTSIDE_SERVER, far.address),
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            stack.callback(server.kill)
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            args += [here, str(mine.port), far.address]
+        script = f"python3 {ws.logs}/probe.py {' '.join(args)}"
         out = await run(ws, script, base, ISOLATED.model_copy(update={"network": network}))
-    finally:
-        if world is not None:
-            world.close()
-    assert out.succeeded, out.error
-    seen = json.loads((wt / "probe.json").read_text())
-    # The workspace's control files are not there at all, and its loopback is its own.
-    assert {seen[n] for n in ("server.json", "temporal.db", "worker.log")} == {"FileNotFoundError"}
-    assert not seen["loopback"].startswith("connected") and frontend.accepted == 0
-    assert not seen["via slirp"].startswith("connected")
-    if world is not None:
-        # ... while `internet` does reach the world outside the host's loopback.
-        assert seen["outside"] == "connected: HTTP/1.0 200 OK\r\n\r\nhello"
-        assert world.accepted == 1
+        assert out.succeeded, out.error
+        seen = json.loads((wt / "probe.json").read_text())
+        # The workspace's control files are not there at all, and its loopback is its own.
+        assert {seen[n] for n in ("server.json", "temporal.db", "worker.log")} == {
+            "FileNotFoundError"
+        }
+        assert not seen["loopback"].startswith("connected") and frontend.accepted == 0
+        assert not seen["via slirp"].startswith("connected")
+        if here is not None:
+            # Nor this machine's own services on its other addresses ...
+            assert not seen["own address"].startswith("connected") and mine.accepted == 0
+            # ... while `internet` does reach a host outside.
+            assert seen["outside"] == "connected: HTTP/1.0 200 OK\r\n\r\nhello"
 
 
 @pytest.mark.parametrize("timeout", [False, True], ids=["finished", "timed-out"])

@@ -1,8 +1,8 @@
 """The real Claude Code CLI (2.1.197) as the agent, against a local stand-in for the Messages API.
 
 Nothing here is a recording: the CLI runs for real in the task's sandbox, reaches the stand-in
-through the sandbox's `internet` network (the stand-in listens on a non-loopback address: the
-host's loopback is out of reach by design), runs its Bash tool there, and reports its cost. In a
+through the sandbox's `internet` network (the stand-in listens on a host outside this machine:
+a network namespace of the test's own; this machine's addresses are out of reach by design), runs its Bash tool there, and reports its cost. In a
 sandbox it runs with every permission; outside one (--no-isolation) it keeps acceptEdits, may
 run only the task's own checks, and what it was refused is reported.
 
@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.activities.test_sandbox_attacks import outside_address
 from tests.conftest import ROOT, md
 from tests.images import missing
 from tests.integration.helpers import (
@@ -36,6 +36,7 @@ from tests.integration.helpers import (
     wait_finished,
     wait_for,
 )
+from tests.outside import Outside, outside_host
 
 pytestmark = pytest.mark.integration
 CLI_VERSION = "2.1.197"
@@ -71,17 +72,18 @@ def claude_binary() -> str:
 
 
 class Api:
-    def __init__(self, procs: Procs, tmp: Path, host: str, command: str) -> None:
+    def __init__(self, procs: Procs, tmp: Path, far: Outside, command: str) -> None:
         self.log = tmp / "api.jsonl"
         out = tmp / "api.out"
-        self.proc = procs.spawn([PYTHON, str(API), host, "0", str(self.log), command], out, {}, tmp)
+        argv = far.argv(PYTHON, str(API), far.address, "0", str(self.log), command)
+        self.proc = procs.spawn(argv, out, {}, tmp)
         wait_for(
             lambda: out.exists() and out.read_text().startswith("ready"),
             10,
             "the Messages API stand-in",
             on_fail=lambda: tail(out),
         )
-        self.url = f"http://{host}:{out.read_text().split()[1]}"
+        self.url = f"http://{far.address}:{out.read_text().split()[1]}"
 
     def requests(self) -> list[dict[str, Any]]:
         return (
@@ -89,20 +91,23 @@ class Api:
         )
 
 
+@pytest.fixture
+def far() -> Iterator[Outside]:
+    """Where the API stand-in listens: a host outside this machine, as the real API is."""
+    with outside_host() as host:
+        yield host
+
+
 def run_plan(
     tmp: Path,
     procs: Procs,
+    far: Outside,
     *flags: str,
     worker_flags: tuple[str, ...] = (),
     command: str = COMMAND,
 ) -> tuple[dict[str, Any], Path, Api]:
-    host = outside_address()
-    if host is None:
-        pytest.skip(
-            "this machine has no address but loopback: a sandbox's internet has nothing to reach"
-        )
     binary = claude_binary()
-    api = Api(procs, tmp, host, command)
+    api = Api(procs, tmp, far, command)
     env = process_env(tmp) | {
         "ANTHROPIC_API_KEY": "sk-test-not-a-real-key",
         "ANTHROPIC_BASE_URL": api.url,
@@ -129,10 +134,12 @@ def run_plan(
     return wait_finished(wid, server.address, env, tmp, 180, logs), repo, api
 
 
-def test_the_real_cli_does_the_task_in_its_sandbox(tmp_path: Path, procs: Procs) -> None:
-    result, repo, api = run_plan(tmp_path, procs)
+def test_the_real_cli_does_the_task_in_its_sandbox(
+    tmp_path: Path, procs: Procs, far: Outside
+) -> None:
+    result, repo, api = run_plan(tmp_path, procs, far)
     (task,) = result["tasks"]
-    assert task["status"] == "merged", result
+    assert task["status"] == "merged", json.dumps(task)[:3000]
     assert git(repo, "show", "pipeline/real-plan:hello.py") == 'print("hello")'
     # Its Bash tool ran in the sandbox (no permission to ask for: the sandbox is the boundary).
     results = [
@@ -148,10 +155,13 @@ def test_the_real_cli_does_the_task_in_its_sandbox(tmp_path: Path, procs: Procs)
     assert task["cost_usd"] > 0 and task["tokens_in"] > 0  # what the CLI itself reported
 
 
-def test_outside_a_sandbox_the_cli_runs_only_the_tasks_checks(tmp_path: Path, procs: Procs) -> None:
+def test_outside_a_sandbox_the_cli_runs_only_the_tasks_checks(
+    tmp_path: Path, procs: Procs, far: Outside
+) -> None:
     result, _repo, _api = run_plan(
         tmp_path,
         procs,
+        far,
         "--no-isolation",
         worker_flags=("--allow-weakened-isolation",),
         command="npm install left-pad",

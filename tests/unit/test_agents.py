@@ -12,7 +12,7 @@ import pytest
 
 from backends import _proc
 from backends.agents import command as command_mod
-from backends.agents.command import PRESETS, CommandAgent, prompt_path, render_argv
+from backends.agents.command import PRESETS, CommandAgent, render_argv
 from backends.agents.literal import LiteralAgent, named_blocks
 from backends.base import AgentRequest
 from tests.conftest import md
@@ -220,9 +220,11 @@ async def test_command_substitutes_placeholders_and_keeps_the_prompt_outside(
     assert out.succeeded, out.error
     assert out.exit_code == 0
     report = json.loads(out.summary)
-    pf = prompt_path(req.workdir.parent / f"{req.workdir.name}.tmp", req.transcript)
-    assert report["argv"] == [
-        str(pf),
+    pf = Path(report["argv"][0])
+    # In the agent's TMPDIR, under a name of its own (never one the agent could have planted).
+    assert pf.parent == req.workdir.parent / f"{req.workdir.name}.tmp"
+    assert pf.name.startswith("1.2.log.") and pf.name.endswith(".prompt.md")
+    assert report["argv"][1:] == [
         "1.2",
         str(req.workdir),
         "t=Create Python Script",

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from backends.sandboxes import dagger as dagger_mod
-from backends.sandboxes.bwrap import Mounts, bwrap_argv
+from backends.sandboxes.bwrap import Mounts, bwrap_argv, mount_args
 from backends.sandboxes.container_argv import ContainerStep, network_flag, run_argv
 from backends.sandboxes.dagger_step import plan_step
 from backends.sandboxes.hidden import hidden_paths, origin_url
-from backends.sandboxes.policy import WorkerPolicy, weakenings
+from backends.sandboxes.policy import WorkerPolicy, sandbox_grant, weakenings
 from models.sandbox import AgentNetwork, ContainerRuntime, SandboxConfig, SandboxKind
 
 
@@ -40,6 +41,26 @@ def test_bwrap_hides_then_binds_and_drops_every_capability() -> None:
     assert "--share-net" in host and host[host.index("--info-fd") + 1] == "5"
 
 
+def test_a_folder_shown_again_does_not_bring_back_what_is_hidden_inside_it() -> None:
+    # The pipeline cloned under /tmp (hidden whole) is shown again; its demo workspace, inside
+    # it, stays hidden, and the checkout inside that stays writable.
+    m = Mounts(
+        workdir=Path("/tmp/clone/.demo/ws/worktrees/1.1"),
+        writable=[Path("/tmp/clone/.demo/ws/worktrees/1.1")],
+        hidden_dirs=[Path("/tmp/clone/.demo/ws"), Path("/tmp")],
+        readonly=[(Path("/tmp/clone"), Path("/tmp/clone"))],
+    )
+    ops = mount_args(m)
+    order = [ops[i + 1] if ops[i] == "--tmpfs" else ops[i + 2] for i in range(len(ops))
+             if ops[i] in ("--tmpfs", "--bind", "--ro-bind")]  # fmt: skip
+    assert order == [
+        "/tmp",
+        "/tmp/clone",
+        "/tmp/clone/.demo/ws",
+        "/tmp/clone/.demo/ws/worktrees/1.1",
+    ]
+
+
 def step(**kw: object) -> ContainerStep:
     values: dict[str, object] = {
         "runtime": ContainerRuntime.PODMAN,
@@ -53,23 +74,25 @@ def step(**kw: object) -> ContainerStep:
         "clone_config": Path("/ws/repos/a.git.sandbox-config"),
         "network": AgentNetwork.NONE,
         "labels": {"k": "v"},
-        "env_names": ["PATH", "HOME", "API_TOKEN", "MODE"],
-        "env_values": {"MODE": "test"},
+        "env_names": ["PATH", "HOME", "API_TOKEN"],
+        "env_values": {"MODE": "test", "API_TOKEN": "from-the-image"},
     }
     return ContainerStep(**(values | kw))  # type: ignore[arg-type]
 
 
 def test_container_steps_mount_the_checkout_and_forward_values_by_name_only() -> None:
     argv = run_argv(step(timeout_s=30), ["sh", "-c", "true"])
-    assert argv[:5] == ["/usr/bin/podman", "run", "--rm", "--name", "ap-x"]
+    assert argv[:6] == ["/usr/bin/podman", "run", "--rm", "--pull=never", "--name", "ap-x"]
     joined = " ".join(argv)
     for mount in ("/ws/wt:/workspace:rw", "/ws/tmp:/tmp:rw", "/ws/home:/home/pipeline:rw",
                   "/ws/repos/a.git:/ws/repos/a.git:ro",
                   "/ws/repos/a.git.sandbox-config:/ws/repos/a.git/config:ro"):  # fmt: skip
         assert f"-v {mount}" in joined
     envs = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
-    # The worker's PATH and HOME stay out; a secret crosses by name; literals by value.
+    # The worker's PATH and HOME stay out; a secret crosses by name (and wins over a literal
+    # of the same name); literals by value.
     assert envs == ["HOME=/home/pipeline", "TMPDIR=/tmp", "MODE=test", "API_TOKEN"]
+    assert "--security-opt" in argv and "--pids-limit" in argv
     assert argv[argv.index("--timeout") + 1] == "90" and argv[-4:] == ["img:1", "sh", "-c", "true"]
     docker = run_argv(step(runtime=ContainerRuntime.DOCKER, uid=1000, gid=1000), ["x"])
     assert "--timeout" not in docker and docker[docker.index("--user") + 1] == "1000:1000"
@@ -92,7 +115,8 @@ def test_container_networks(runtime: ContainerRuntime, network: AgentNetwork, fl
 def test_a_dagger_step_copies_in_without_the_git_pointer_and_keeps_secrets_secret() -> None:
     s = plan_step(
         "img:1", ["pip install x"], Path("/wt"), Path("/t"), Path("/h"),
-        {"MODE": "a"}, ["PATH", "API_TOKEN", "MODE"], ["claude", "-p"], stdin=b"prompt",
+        {"MODE": "a", "API_TOKEN": "from-the-image"}, ["PATH", "API_TOKEN"], ["claude", "-p"],
+        stdin=b"prompt",
     )  # fmt: skip
     assert [(m.host, str(m.inside), m.exclude) for m in s.mounts] == [
         (Path("/wt"), "/workspace", (".git",)),
@@ -131,39 +155,71 @@ def test_the_policy_refuses_weakening_unless_the_operator_allowed_it() -> None:
     weak = SandboxConfig(isolation=False, network=AgentNetwork.HOST, confine=False)
     assert weakenings(weak) == ["--no-isolation", "--agent-network host", "--no-confine"]
     assert weakenings(SandboxConfig(kind=SandboxKind.CONTAINER, isolation=False)) == []
-    strict = WorkerPolicy()
-    assert strict.refusal(SandboxConfig(), "pipeline-a/task-1.1") is None
-    assert "--allow-weakened-isolation" in (strict.refusal(weak, "pipeline-a/task-1.1") or "")
-    scoped = WorkerPolicy(frozenset({"pipeline-a"}))
-    assert scoped.refusal(weak, "pipeline-a/task-1.1/try-2") is None
-    assert scoped.refusal(weak, "pipeline-b/task-1.1") is not None
-    assert WorkerPolicy(None).refusal(weak, "anything") is None
+    key = b"k" * 32
+    strict = WorkerPolicy(operator_key=key)
+    assert strict.refusal(SandboxConfig(), "pipeline-a") is None
+    assert "--allow-weakened-isolation" in (strict.refusal(weak, "pipeline-a") or "")
+    granted = weak.model_copy(update={"grant": sandbox_grant(key, "pipeline-a", weak)})
+    assert strict.refusal(granted, "pipeline-a") is None
+    # A grant seen in one run's history does not carry to another run, nor to more weakening,
+    # nor past a worker that holds another key (or none).
+    assert strict.refusal(granted, "pipeline-b") is not None
+    net_only = SandboxConfig(network=AgentNetwork.HOST)
+    reused = net_only.model_copy(update={"grant": sandbox_grant(key, "pipeline-a", net_only)})
+    more = reused.model_copy(update={"isolation": False})
+    assert strict.refusal(reused, "pipeline-a") is None
+    assert strict.refusal(more, "pipeline-a") is not None
+    assert WorkerPolicy(operator_key=b"o" * 32).refusal(granted, "pipeline-a") is not None
+    assert WorkerPolicy().refusal(granted, "pipeline-a") is not None
+    assert WorkerPolicy(any_run=True).refusal(weak, "anything") is None
 
 
 def test_what_a_sandbox_hides(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    for d in (".ssh", ".aws", ".config/autonomous-pipeline"):
-        (home / d).mkdir(parents=True)
-    (home / ".netrc").write_text("machine x password y\n")
-    repo, ws = tmp_path / "repo", tmp_path / "ws"
-    repo.mkdir()
-    ws.mkdir()
-    sock_dir = Path("/tmp") / f"ap-test-{os.getpid()}"
-    sock_dir.mkdir(exist_ok=True)
-    s = socket.socket(socket.AF_UNIX)
-    s.bind(str(sock_dir / "agent.sock"))
+    # A HOME outside /tmp (which is hidden whole, with everything in it).
+    home = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="ap-home-"))
     try:
-        hidden = hidden_paths(ws, str(repo), home, hide_run=True)
+        for d in (".ssh", ".aws", ".config/autonomous-pipeline", "work/.agent"):
+            (home / d).mkdir(parents=True)
+        (home / ".netrc").write_text("machine x password y\n")
+        (home / "dotfiles").mkdir()
+        (home / "dotfiles" / "gitconfig").write_text("[credential]\n")
+        (home / ".gitconfig").symlink_to(home / "dotfiles" / "gitconfig")
+        repo, ws = tmp_path / "repo", tmp_path / "ws"
+        (repo / ".git").mkdir(parents=True)
+        ws.mkdir()
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(home / "work" / ".agent" / "agent.sock"))
+        try:
+            hidden = hidden_paths(ws, f"file://{repo}/.git", home, hide_run=True)
+        finally:
+            s.close()
+        dirs, files = set(hidden.dirs), set(hidden.files)
+        assert {home / ".ssh", home / ".aws", Path("/run"), Path("/tmp"), repo.resolve()} <= dirs
+        assert ws.resolve().is_relative_to(Path("/tmp")) and repo.is_relative_to(Path("/tmp"))
+        assert home / ".netrc" in files and home / "work" / ".agent" / "agent.sock" in files
+        # A dotfile kept elsewhere and linked: what it points at is what is hidden.
+        assert home / "dotfiles" / "gitconfig" in files
+        # What a command line names comes back from scratch space only: not the workspace,
+        # not the user's repository, not a credential.
+        script = tmp_path / "agent.py"
+        script.write_text("print(1)\n")
+        (repo / "tool.py").write_text("print(2)\n")
+        keep = (script, ws, repo / "tool.py", home / ".netrc", home / ".ssh")
+        named = hidden_paths(ws, f"file://{repo}/.git", home, True, keep=keep).shown
+        assert script.resolve() in named
+        assert not {ws.resolve(), (repo / "tool.py").resolve(), home / ".netrc"} & set(named)
+        assert home / ".ssh" not in named
+        # The pipeline's own code and interpreter stay visible: not hidden, or shown again.
+        root = Path(__file__).resolve().parents[2]
+        assert root in hidden.shown or not any(root.is_relative_to(d) for d in dirs)
     finally:
-        s.close()
-        (sock_dir / "agent.sock").unlink()
-        sock_dir.rmdir()
-    dirs = set(hidden.dirs)
-    assert {ws, repo, home / ".ssh", home / ".aws", Path("/run")} <= dirs
-    assert home / ".netrc" in hidden.files and sock_dir / "agent.sock" in hidden.files
-    # The pipeline's own code and interpreter are never hidden, whatever holds them.
-    root = Path(__file__).resolve().parents[2]
-    assert not any(root.is_relative_to(d) for d in dirs)
+        shutil.rmtree(home)
+    outside = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="ap-repo-"))
+    try:  # the repository's working tree, named by its .git, is hidden whole
+        (outside / ".git").mkdir()
+        assert outside in hidden_paths(ws, str(outside / ".git"), home, True).dirs
+    finally:
+        shutil.rmtree(outside)
 
 
 def test_origin_url_is_read_as_text(tmp_path: Path) -> None:
@@ -182,5 +238,7 @@ async def test_without_bubblewrap_preflight_says_so_and_how_to_run_anyway(
     monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap, no slirp4netns on it
     none = await worktree._try_namespaces(AgentNetwork.NONE)
     assert none is not None and "bubblewrap" in none and "--no-isolation" in none
+    (tmp_path / "bwrap").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "bwrap").chmod(0o755)  # bubblewrap present now, slirp4netns still missing
     net = await worktree._try_namespaces(AgentNetwork.INTERNET)
     assert net is not None and "slirp4netns" in net and "--no-isolation" in net
