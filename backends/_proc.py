@@ -57,6 +57,7 @@ async def run_process(
     die_with_parent: bool = True,
     pass_fds: Sequence[int] = (),
     on_spawn: Callable[[int], Awaitable[None]] | None = None,
+    mask: bool = True,
 ) -> ProcResult:
     """Run `argv`, stream its output, and return when it exits or its timeout kills it.
 
@@ -72,7 +73,9 @@ async def run_process(
 
     With `confine`, the process and its descendants can write only beneath those paths
     (`backends.confine`). Secret values (`backends.secrets`) are masked in everything this returns
-    or writes: the transcript, the output's tail and the lines given to `on_line`.
+    or writes: the transcript, the output's tail and the lines given to `on_line`. `mask=False`
+    is for output that is data, not a message (git's lists of paths, which are checked for
+    secrets themselves): the caller masks what it says.
 
     `pass_fds` are inherited by the child; `on_spawn(pid)` runs once it exists and before its
     output is read (a sandbox attaches its network then).
@@ -100,7 +103,7 @@ async def run_process(
         start_new_session=True,  # its own process group: killpg reaches grandchildren
         pass_fds=tuple(pass_fds),
     )
-    redact = redactor(env)
+    redact = redactor(env) if mask else None
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(f"{proc.pid} {start_time(proc.pid)}")

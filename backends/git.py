@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Literal
 
+from backends import secrets
 from backends._proc import ProcResult, run_process
 from errors import PipelineError
 
@@ -74,8 +75,9 @@ class GitError(PipelineError):
 
 
 def redact(text: str) -> str:
-    """Hide the credentials of URLs like https://user:token@host/repo (errors reach the Web UI)."""
-    return _USERINFO.sub(r"\1***@", text)
+    """Hide the worker's secrets, and the credentials of URLs like https://user:token@host/repo
+    (errors reach the Web UI)."""
+    return _USERINFO.sub(r"\1***@", secrets.redact(text))
 
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -116,6 +118,9 @@ async def git(
         # Short-lived, and an orphan only finishes its one command: no parent-death signal,
         # which would cost a slow fork of the whole worker for every git call.
         die_with_parent=False,
+        # Its output is data (paths, refs), checked for secrets where it matters (collect);
+        # masked, a path holding a secret would read as another path. Errors are masked.
+        mask=False,
     )
     if check and not res.ok:
         what = f"timed out after {timeout_s:g}s" if res.timed_out else f"exit {res.exit_code}"

@@ -151,21 +151,22 @@ def _refusal(workdir: Path, paths: list[str], named: list[str]) -> str | None:
     """Why these paths cannot be committed: a bad symlink, a secret, a file too large."""
     mask = redactor()
     for path in paths:
-        if (why := bad_symlink(workdir, path)) is not None:
-            return why
         full = workdir / path
         try:
             info = os.lstat(full)
         except OSError:
             continue  # deleted: nothing to read
+        # First: the reasons below name the path and a link's target, which may hold it.
+        if mask and _holds_secret(full, path, info, mask):
+            # The value is never said, nor its variable: the file is what the person must read.
+            return f"{shown(mask(path))} holds the value of one of the worker's secrets " + (
+                "(plain or encoded)"
+            )
+        if (why := bad_symlink(workdir, path)) is not None:
+            return why
         if info.st_size > MAX_UNNAMED_BYTES and not named_by(path, named):
             mb = info.st_size // (1024 * 1024)
             return f"{shown(path)} is {mb} MB: too large to commit unless the task names it"
-        if mask and _holds_secret(full, path, info, mask):
-            # The value is never said, nor its variable: the file is what the person must read.
-            return (
-                f"{shown(path)} holds the value of one of the worker's secrets (plain or encoded)"
-            )
     return None
 
 
