@@ -82,15 +82,6 @@ def extra_writable(environ: Mapping[str, str] | None = None) -> list[Path]:
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
-def with_tmpdir(
-    env: Mapping[str, str], writable: list[Path] | None, workdir: Path
-) -> dict[str, str]:
-    """`env` with TMPDIR on the first writable path outside `workdir` (the task's own): /tmp
-    itself is out of reach of a confined process."""
-    own = [p for p in writable or [] if not p.is_relative_to(workdir)]
-    return {**env, "TMPDIR": str(own[0])} if own else dict(env)
-
-
 def handled_rights(abi: int) -> int:
     rights = _WRITES_V1
     if abi >= 2:

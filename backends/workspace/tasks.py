@@ -194,10 +194,6 @@ class Workspaces:
             await reset_checkout(co, task.branch, tip)
         return await conflict.apply_change(co, change)
 
-    async def reset_to(self, co: Checkout, task: TaskRef, commit: str) -> None:
-        """Put `co` back on the task branch at `commit` with nothing else in it."""
-        await reset_checkout(co, task.branch, commit)
-
     @contextlib.asynccontextmanager
     async def detached(self, task: TaskRef, commit: str) -> AsyncIterator[Checkout]:
         """A throwaway checkout at `commit` of the task's clone (a check on the base), removed
