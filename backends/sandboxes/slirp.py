@@ -76,12 +76,17 @@ def resolve(hosts: list[str]) -> list[str]:
     return sorted(a for a in found if not ipaddress.ip_address(a).is_loopback)
 
 
+# Never reached from `internet`, wherever the worker runs: link-local, where clouds serve an
+# instance's credentials (169.254.169.254), and Alibaba's metadata address.
+ALWAYS_REFUSED = ("169.254.0.0/16", "100.100.100.200/32")
+
+
 def refusal_rules(addresses: list[str]) -> str:
-    """iptables-restore input: reject every packet to these addresses, whatever the port."""
+    """iptables-restore input: reject every packet to these addresses or networks, whatever
+    the port."""
     lines = ["*filter", ":OUTPUT ACCEPT [0:0]"]
-    lines += [
-        f"-A OUTPUT -d {a}/32 -j REJECT --reject-with icmp-port-unreachable" for a in addresses
-    ]
+    nets = [a if "/" in a else f"{a}/32" for a in addresses]
+    lines += [f"-A OUTPUT -d {n} -j REJECT --reject-with icmp-port-unreachable" for n in nets]
     return "\n".join([*lines, "COMMIT", ""])
 
 

@@ -64,8 +64,10 @@ class WorktreeSandbox(GitSandbox):
 
     @functools.cached_property
     def refused(self) -> list[str]:
-        """What `internet` must not reach: this machine's own addresses and the frontend's."""
-        return sorted({*slirp.host_addresses(), *slirp.resolve(list(self.control_plane))})
+        """What `internet` must not reach: this machine's own addresses, the frontend's, and
+        the cloud's metadata services."""
+        own = {*slirp.host_addresses(), *slirp.resolve(list(self.control_plane))}
+        return [*sorted(own), *slirp.ALWAYS_REFUSED]
 
     def resolv_conf(self) -> Path:
         path = self.layout.sandbox_dir() / "resolv.conf"

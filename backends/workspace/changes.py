@@ -140,7 +140,10 @@ def bad_symlink(workdir: Path, path: str) -> str | None:
     if any(is_dot_git(p) for p in lexical.relative_to(workdir).parts):
         return f"{path} is a symlink to {target}, into .git"
     # Followed as far as it exists: a link to a link that leads out is just as bad.
-    followed = full.resolve(strict=False)
+    try:
+        followed = full.resolve(strict=False)
+    except (RuntimeError, OSError):  # a loop of links (RuntimeError before Python 3.13)
+        return f"{path} is a symlink to {target}, which never leads to a file (a loop)"
     if not followed.is_relative_to(root):
         return f"{path} is a symlink to {target}, which leads outside the repository"
     if any(is_dot_git(p) for p in followed.relative_to(root).parts):

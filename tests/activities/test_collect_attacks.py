@@ -85,3 +85,11 @@ async def test_a_huge_file_is_left_out_unless_the_task_names_it(ws: Workspace) -
     assert out.succeeded, out.error
     assert committed(wt) == ["work.txt"]
     assert any(line.startswith("dump.bin") for line in out.left_out), out.left_out
+
+
+async def test_a_loop_of_links_is_refused_not_a_crash(ws: Workspace) -> None:
+    base, wt = await ws.prepare()
+    out = await run(ws, "ln -s b a; ln -s a b; echo work > work.txt", base)
+    assert not out.succeeded and out.commit is None
+    assert "a loop" in (out.error or ""), out.error
+    assert sh(wt, "rev-parse", "HEAD") == base

@@ -132,6 +132,7 @@ out["via slirp"] = connect("10.0.2.2", port)
 if len(sys.argv) > 4:
     out["own address"] = connect(sys.argv[3], int(sys.argv[4]))
     out["outside"] = connect(sys.argv[5], 8080)
+    out["metadata"] = connect("169.254.169.254", 80)
 json.dump(out, open("probe.json", "w"))
 """
 
@@ -173,6 +174,8 @@ async def test_the_control_plane_is_out_of_reach(
             assert not seen["own address"].startswith("connected") and mine.accepted == 0
             # ... while `internet` does reach a host outside.
             assert seen["outside"] == "connected: HTTP/1.0 200 OK\r\n\r\nhello"
+            # Nor a cloud's metadata service (an instance's credentials): refused at once.
+            assert seen["metadata"] == "ConnectionRefusedError"
 
 
 @pytest.mark.parametrize("timeout", [False, True], ids=["finished", "timed-out"])
