@@ -3,10 +3,11 @@
 The filesystem is visible read-only, which keeps writes out but not reads, and a Unix socket
 connects through a read-only mount. So these are hidden (an empty folder, /dev/null over a
 file): the workspace (the server's address and database, other tasks' checkouts, transcripts),
-the user's repository (its untracked `.env`), credentials in HOME, the pipeline's configuration
-(the operator's approval key), /run (engine and bus sockets) and the sockets under /tmp (an
-ssh-agent, a tmux server). What the pipeline runs from, and the programs an agent's command line
-names, are shown again inside, read-only.
+the user's repository (its untracked `.env`), the worker's HOME whole (credentials of tools no
+list names), the machine's secrets, the pipeline's configuration (the operator's approval key),
+/run (engine and bus sockets), /tmp and /var/tmp whole, and the sockets where services keep them
+(/var, /srv, /opt). What the pipeline runs from, the toolchains in HOME and the programs an
+agent's command line names are shown again inside, read-only.
 """
 
 from __future__ import annotations
@@ -36,10 +37,24 @@ HOME_FILES = (
     ".terraformrc", ".boto", ".s3cfg", ".my.cnf",
     ".bash_history", ".zsh_history", ".python_history", ".psql_history", ".env",
 )  # fmt: skip
+# Programs in a HOME, shown again when HOME is hidden.
+HOME_TOOLCHAINS = (
+    ".local/bin", ".local/lib", ".local/share/pipx", ".local/pipx", ".local/share/uv",
+    ".nvm", ".volta", ".bun", ".deno", ".npm-global", ".pyenv", ".rbenv", ".nodenv", ".asdf",
+    ".rustup", ".cargo/bin", "go/bin", ".sdkman", ".dotnet", ".ghcup", ".opam", ".elan",
+    ".juliaup", "miniconda3", "anaconda3", "miniforge3", ".conda",
+)  # fmt: skip
 # The machine's own secrets: a root worker's sandbox would read them (it keeps uid 0, without
 # capabilities, and root owns them).
-SYSTEM_DIRS = ("/etc/ssh", "/root/.ssh", "/var/lib/containers", "/var/lib/docker")
-SYSTEM_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
+SYSTEM_DIRS = (
+    "/etc/ssh", "/root", "/var/lib/containers", "/var/lib/docker", "/etc/ssl/private",
+    "/etc/wireguard", "/etc/letsencrypt", "/etc/NetworkManager/system-connections",
+    "/etc/credstore", "/etc/credstore.encrypted", "/var/lib/sss", "/etc/sudoers.d",
+)  # fmt: skip
+SYSTEM_FILES = (
+    "/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/security/opasswd",
+    "/var/cache/debconf/passwords.dat", "/etc/sudoers",
+)  # fmt: skip
 _ROOT = Path(__file__).resolve().parents[2]
 # Hidden whole: other users' and tools' files, and sockets made at any time (an ssh-agent's).
 SCRATCH = (Path("/tmp"), Path("/var/tmp"))
@@ -68,16 +83,34 @@ def _needed() -> list[Path]:
     return [p.resolve() for p in {_ROOT, Path(sys.prefix), Path(sys.base_prefix)}]
 
 
-def _sockets_under(top: Path, depth: int = 2) -> list[Path]:
+def _sockets_under(top: Path, depth: int = 2, skip: frozenset[Path] = frozenset()) -> list[Path]:
+    """Unix sockets beneath `top` (not in `skip`), from the directory entries' types: only
+    what is neither a folder, a file nor a link costs a stat."""
     found: list[Path] = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(top):
+    with contextlib.suppress(OSError), os.scandir(top) as entries:
+        for entry in entries:
             with contextlib.suppress(OSError):
-                mode = entry.stat(follow_symlinks=False).st_mode
-                if stat.S_ISSOCK(mode):
+                if entry.is_dir(follow_symlinks=False):
+                    if depth > 1 and Path(entry.path) not in skip:
+                        found += _sockets_under(Path(entry.path), depth - 1, skip)
+                elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                    continue
+                elif stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
                     found.append(Path(entry.path))
-                elif stat.S_ISDIR(mode) and depth > 1:
-                    found += _sockets_under(Path(entry.path), depth - 1)
+    return found
+
+
+def _toolchains(home: Path) -> list[Path]:
+    """What of a hidden HOME is programs, shown again: the usual toolchain folders and the
+    folders of PATH that are in it (the operator put them there to be run)."""
+    listed = [home / t for t in HOME_TOOLCHAINS]
+    on_path = [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if os.path.isabs(p)]
+    found = []
+    for folder in [*listed, *on_path]:
+        with contextlib.suppress(OSError):
+            real = folder.resolve()
+            if real.is_dir() and real.is_relative_to(home) and real != home:
+                found.append(real)
     return found
 
 
@@ -85,8 +118,8 @@ def hidden_paths(
     workspace: Path, repo: str | None, home: Path, hide_run: bool, keep: tuple[Path, ...] = ()
 ) -> Hidden:
     """What to hide, and what to show again inside it, read-only: the pipeline's code and
-    interpreter, and what of `keep` (the agent's program, the scripts its command line names) is
-    in scratch space."""
+    interpreter, the toolchains in HOME, and what of `keep` (the agent's program, the scripts
+    its command line names) is in scratch space or HOME but not among its credentials."""
     candidates = [workspace, config_dir(), *SCRATCH]
     local = repo.removeprefix("file://") if repo else None
     if local and os.path.isabs(local) and Path(local).is_dir():
@@ -94,6 +127,12 @@ def hidden_paths(
         path = Path(local)
         candidates.append(path.parent if path.name == ".git" else path)
     candidates += [home / d for d in HOME_DIRS] + [Path(d) for d in SYSTEM_DIRS]
+    with contextlib.suppress(OSError):
+        # The worker's HOME, whole: a list of credential folders is never complete (token
+        # stores of tools not named above). Not when it is the root of everything.
+        home = home.resolve()
+        if home.is_dir() and len(home.parts) > 1:
+            candidates.append(home)
     if hide_run:
         candidates.append(Path("/run"))
     dirs: list[Path] = []
@@ -102,23 +141,31 @@ def hidden_paths(
             real = folder.resolve()
             if real.is_dir():
                 dirs.append(real)
-    files: list[Path] = []
+    credentials: list[Path] = []
     for name in [*(home / f for f in HOME_FILES), *map(Path, SYSTEM_FILES)]:
         with contextlib.suppress(OSError):
             real = name.resolve()  # a dotfile linked from elsewhere: its target is what to hide
-            if real.is_file() and not any(real.is_relative_to(d) for d in dirs):
-                files.append(real)
-    # A Unix socket connects through a read-only mount: HOME's, and /run's where /run itself
-    # stays (the host network: the worker's engine sockets). /tmp and /var/tmp are hidden whole.
-    for place in [home, *([] if hide_run else [Path("/run")])]:
-        for sock in _sockets_under(place, depth=3):
+            if real.is_file():
+                credentials.append(real)
+    files = [f for f in credentials if not any(f.is_relative_to(d) for d in dirs)]
+    # A Unix socket connects through a read-only mount: a container engine's, a database's, an
+    # ssh-agent's. /tmp, /var/tmp and HOME are hidden whole; elsewhere, where services keep them.
+    places = [(Path("/var"), 4), (Path("/srv"), 3), (Path("/opt"), 3)]
+    if not hide_run:  # the host network: /run's sockets stay out of reach all the same
+        places.append((Path("/run"), 3))
+    skip = frozenset(dirs)
+    for place, depth in places:
+        for sock in _sockets_under(place, depth, skip):
             if not any(sock.is_relative_to(d) for d in dirs):
                 files.append(sock)
-    # What a command line names is shown again only from scratch space: naming the workspace,
-    # the user's repository or a credential does not bring it back.
-    scratch = {p.resolve() for p in SCRATCH}
-    secret = [d for d in dirs if d not in scratch]
+    # What a command line names is shown again only from scratch space and HOME: naming the
+    # workspace, the user's repository or a credential does not bring it back.
+    open_ = {p.resolve() for p in SCRATCH} | {home}
+    secret = [d for d in dirs if d not in open_]
     named = [p.resolve() for p in keep if p.exists()]
-    named = [p for p in named if p not in files and not any(p.is_relative_to(d) for d in secret)]
-    shown = sorted({n for n in [*_needed(), *named] if any(n.is_relative_to(d) for d in dirs)})
+    named = [p for p in named if p not in credentials and p not in files
+             and not any(p.is_relative_to(d) for d in secret)]  # fmt: skip
+    toolchains = [t for t in _toolchains(home) if not any(t.is_relative_to(d) for d in secret)]
+    again = [*_needed(), *named, *toolchains]
+    shown = sorted({n for n in again if any(n.is_relative_to(d) for d in dirs)})
     return Hidden(sorted(set(dirs)), sorted(set(files)), shown)

@@ -68,7 +68,8 @@ async def collect(
     removed = [f"{shown(p)} (not a file: removed)" for p in scrub_special_files(co.path)]
     plan = await _plan(co, head, named)
     committed = await co.git("diff", "--name-only", "--no-renames", "-z", base_commit, head)
-    if why := _refusal(co.path, sorted({*plan.paths, *split_z(committed.output)}), named):
+    paths = sorted({*plan.paths, *split_z(committed.output)})
+    if why := _refusal(co.path, paths, named, await _encodings(co, paths)):
         return Committed(rejected=why, left_out=removed)
     await _stage(co, head, plan)
     left = await co.git("ls-files", "--others", "--exclude-standard", "--directory", "-z")
@@ -147,7 +148,24 @@ async def _stage(co: Checkout, head: str, plan: _Plan) -> None:
         await co.git_paths("rm", "--cached", "-q", "-r", paths=drop)
 
 
-def _refusal(workdir: Path, paths: list[str], named: list[str]) -> str | None:
+async def _encodings(co: Checkout, paths: list[str]) -> dict[str, str]:
+    """The paths whose `working-tree-encoding` attribute (set by any .gitattributes, the
+    agent's too) makes `git add` re-encode them: a secret written as UTF-16 is stored as UTF-8."""
+    if not paths:
+        return {}
+    listing = b"".join(os.fsencode(p) + b"\0" for p in paths)
+    res = await co.git("check-attr", "-z", "--stdin", "working-tree-encoding", stdin=listing)
+    fields = split_z(res.output)  # path, attribute, value, ...
+    return {
+        path: value
+        for path, value in zip(fields[::3], fields[2::3], strict=False)
+        if value not in ("unspecified", "unset", "set")
+    }
+
+
+def _refusal(
+    workdir: Path, paths: list[str], named: list[str], encodings: dict[str, str]
+) -> str | None:
     """Why these paths cannot be committed: a bad symlink, a secret, a file too large."""
     mask = redactor()
     for path in paths:
@@ -157,6 +175,16 @@ def _refusal(workdir: Path, paths: list[str], named: list[str]) -> str | None:
         except OSError:
             continue  # deleted: nothing to read
         # First: the reasons below name the path and a link's target, which may hold it.
+        if mask and (encoding := encodings.get(path)) and stat.S_ISREG(info.st_mode):
+            # Scanned as git will store it, too.
+            try:
+                stored = full.read_bytes().decode(encoding).encode()
+            except (LookupError, ValueError, OSError):
+                return f"{shown(mask(path))} is declared {mask(encoding)}, which cannot be read"
+            if mask.found(stored):
+                return f"{shown(mask(path))} holds the value of one of the worker's secrets " + (
+                    f"(in {mask(encoding)})"
+                )
         if mask and _holds_secret(full, path, info, mask):
             # The value is never said, nor its variable: the file is what the person must read.
             return f"{shown(mask(path))} holds the value of one of the worker's secrets " + (

@@ -57,7 +57,9 @@ async def test_a_fifo_or_socket_cannot_hang_the_collection(ws: Workspace) -> Non
     assert not (wt / ".gitignore").exists() and not (wt / "sock").exists()
 
 
-@pytest.mark.parametrize("where", ["name", "link", "chunk boundary", "newline name"])
+@pytest.mark.parametrize(
+    "where", ["name", "link", "chunk boundary", "newline name", "working-tree-encoding"]
+)
 async def test_a_secret_is_found_wherever_it_hides(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -70,6 +72,9 @@ async def test_a_secret_is_found_wherever_it_hides(
         "link": 'ln -s "/nowhere/$DEPLOY_TOKEN" inside-link',
         "chunk boundary": f'{{ head -c {boundary} /dev/zero; printf %s "$DEPLOY_TOKEN"; }} > big.bin',
         "newline name": 'printf %s "$DEPLOY_TOKEN" > "$(printf "a\\nb.txt")"',
+        # git add would store the UTF-16 file as UTF-8: the bytes on disk never hold the value.
+        "working-tree-encoding": "echo 'c.txt working-tree-encoding=UTF-16LE' > .gitattributes; "
+        'printf %s "$DEPLOY_TOKEN" | iconv -f UTF-8 -t UTF-16LE > c.txt',
     }[where]
     base, wt = await ws.prepare()
     out = await run(ws, f"{script}; echo work > work.txt", base, env=["DEPLOY_TOKEN"])

@@ -12,9 +12,11 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -240,6 +242,34 @@ async def test_secrets_of_the_worker_are_not_there_to_read(
     transcript = Path(out.transcript or "").read_text()
     assert secret not in transcript and base64.b64encode(secret.encode()).decode() not in transcript
     assert secret not in sh(wt, "log", "-p", "-1")
+
+
+async def test_the_workers_home_is_not_there_to_read(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The token stores of tools no list names (a Copilot login, glab's config), a socket in
+    # HOME: the worker's HOME is hidden whole, and only its toolchains come back.
+    home = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="ap-home-"))
+    try:
+        (home / ".config/github-copilot").mkdir(parents=True)
+        (home / ".config/github-copilot/hosts.json").write_text('{"oauth_token": "gho_x"}')
+        (home / ".local/bin").mkdir(parents=True)
+        (home / ".local/bin/tool").write_text("#!/bin/sh\necho tool-ran\n")
+        (home / ".local/bin/tool").chmod(0o755)
+        monkeypatch.setenv("HOME", str(home))
+        base, wt = await ws.prepare()
+        script = f"""
+            cat {home}/.config/github-copilot/hosts.json > got.txt 2>/dev/null
+            ls -A {home} >> got.txt
+            {home}/.local/bin/tool >> got.txt
+            """
+        out = await run(ws, script, base)
+    finally:
+        shutil.rmtree(home)
+    assert out.succeeded, out.error
+    got = (wt / "got.txt").read_text().split()
+    assert "gho_x" not in " ".join(got) and ".config" not in got
+    assert "tool-ran" in got
 
 
 @pytest.mark.parametrize("encode", ["plain", "base64", "hex"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -174,39 +175,41 @@ def test_the_policy_refuses_weakening_unless_the_operator_allowed_it() -> None:
     assert WorkerPolicy(any_run=True).refusal(weak, "anything") is None
 
 
-def test_what_a_sandbox_hides(tmp_path: Path) -> None:
+def test_what_a_sandbox_hides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A HOME outside /tmp (which is hidden whole, with everything in it).
-    home = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="ap-home-"))
+    home = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="ap-home-")).resolve()
+    dots = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="ap-dots-")).resolve()
     try:
-        for d in (".ssh", ".aws", ".config/autonomous-pipeline", "work/.agent"):
+        for d in (".ssh", ".config/some-tool", ".local/bin", "tools/bin", "scripts"):
             (home / d).mkdir(parents=True)
         (home / ".netrc").write_text("machine x password y\n")
-        (home / "dotfiles").mkdir()
-        (home / "dotfiles" / "gitconfig").write_text("[credential]\n")
-        (home / ".gitconfig").symlink_to(home / "dotfiles" / "gitconfig")
+        (home / ".config/some-tool/hosts.json").write_text('{"token": "t"}')
+        (dots / "gitconfig").write_text("[credential]\n")
+        (home / ".gitconfig").symlink_to(dots / "gitconfig")
+        monkeypatch.setenv("PATH", f"{home / 'tools/bin'}:/usr/bin:/bin")
         repo, ws = tmp_path / "repo", tmp_path / "ws"
         (repo / ".git").mkdir(parents=True)
         ws.mkdir()
-        s = socket.socket(socket.AF_UNIX)
-        s.bind(str(home / "work" / ".agent" / "agent.sock"))
-        try:
-            hidden = hidden_paths(ws, f"file://{repo}/.git", home, hide_run=True)
-        finally:
-            s.close()
+        hidden = hidden_paths(ws, f"file://{repo}/.git", home, hide_run=True)
         dirs, files = set(hidden.dirs), set(hidden.files)
-        assert {home / ".ssh", home / ".aws", Path("/run"), Path("/tmp"), repo.resolve()} <= dirs
+        # HOME whole: the token store of a tool no list names is not there to read.
+        assert {home, Path("/run"), Path("/tmp"), repo.resolve()} <= dirs
         assert ws.resolve().is_relative_to(Path("/tmp")) and repo.is_relative_to(Path("/tmp"))
-        assert home / ".netrc" in files and home / "work" / ".agent" / "agent.sock" in files
         # A dotfile kept elsewhere and linked: what it points at is what is hidden.
-        assert home / "dotfiles" / "gitconfig" in files
-        # What a command line names comes back from scratch space only: not the workspace,
-        # not the user's repository, not a credential.
+        assert dots / "gitconfig" in files
+        # Its toolchains come back: the usual folders, and PATH's folders in HOME.
+        assert {home / ".local/bin", home / "tools/bin"} <= set(hidden.shown)
+        assert not any(p.is_relative_to(home / ".config") for p in hidden.shown)
+        # What a command line names comes back from scratch space and HOME only: not the
+        # workspace, not the user's repository, not a credential.
         script = tmp_path / "agent.py"
         script.write_text("print(1)\n")
+        (home / "scripts/agent.sh").write_text("echo 1\n")
         (repo / "tool.py").write_text("print(2)\n")
-        keep = (script, ws, repo / "tool.py", home / ".netrc", home / ".ssh")
+        keep = (script, home / "scripts/agent.sh", ws, repo / "tool.py", home / ".netrc",
+                home / ".ssh")  # fmt: skip
         named = hidden_paths(ws, f"file://{repo}/.git", home, True, keep=keep).shown
-        assert script.resolve() in named
+        assert {script.resolve(), home / "scripts/agent.sh"} <= set(named)
         assert not {ws.resolve(), (repo / "tool.py").resolve(), home / ".netrc"} & set(named)
         assert home / ".ssh" not in named
         # The pipeline's own code and interpreter stay visible: not hidden, or shown again.
@@ -214,12 +217,27 @@ def test_what_a_sandbox_hides(tmp_path: Path) -> None:
         assert root in hidden.shown or not any(root.is_relative_to(d) for d in dirs)
     finally:
         shutil.rmtree(home)
+        shutil.rmtree(dots)
     outside = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="ap-repo-"))
     try:  # the repository's working tree, named by its .git, is hidden whole
         (outside / ".git").mkdir()
         assert outside in hidden_paths(ws, str(outside / ".git"), home, True).dirs
     finally:
         shutil.rmtree(outside)
+
+
+@pytest.mark.skipif(not os.access("/var/lib", os.W_OK), reason="needs to write in /var/lib")
+def test_a_services_socket_is_hidden_where_services_keep_them(tmp_path: Path) -> None:
+    # A database's or an engine's socket under /var/lib: a read-only mount still connects.
+    place = Path(tempfile.mkdtemp(dir="/var/lib", prefix="ap-test-"))
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(str(place / "engine.sock"))
+        hidden = hidden_paths(tmp_path, None, tmp_path, hide_run=True)
+        assert place / "engine.sock" in hidden.files
+    finally:
+        s.close()
+        shutil.rmtree(place)
 
 
 def test_origin_url_is_read_as_text(tmp_path: Path) -> None:
