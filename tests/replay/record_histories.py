@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from cli.approval import public_key, sign_decision
 from models.results import PlanResult, RunProgress, TaskResult, TaskStatus
 from models.run import Approval, CancelRequest, ReviewerConfig
 from tests.conftest import md
@@ -29,7 +33,7 @@ from workflows.plan import PlanWorkflow
 from workflows.task import TaskWorkflow
 
 # Raise this with every change to a workflow's commands; each version keeps its own histories.
-VERSION = "v3"
+VERSION = "v4"
 OUT = Path(__file__).resolve().parent / "histories" / VERSION
 PLAN = md(
     """
@@ -56,19 +60,23 @@ async def _wait_for(handle, tid: str, status: TaskStatus) -> None:
     raise TimeoutError(f"task {tid} never reached {status}")
 
 
-async def _wait_phase(client: Client, handle, tid: str) -> None:
+async def _wait_phase(client: Client, handle, tid: str) -> str:
+    """The commit waiting for approval, once task `tid` waits."""
     for _ in range(500):
         with contextlib.suppress(Exception):
             res = await client.get_workflow_handle(f"{handle.id}/task-{tid}").query(
                 "status", result_type=TaskResult
             )
             if res is not None and res.phase.startswith("awaiting approval"):
-                return
+                assert res.approval_commit is not None
+                return res.approval_commit
         await asyncio.sleep(0.02)
     raise TimeoutError(f"task {tid} never waited for approval")
 
 
-async def scenario(client: Client, name: str, script: Script, steer=None, **options) -> None:
+async def scenario(
+    client: Client, name: str, script: Script, steer=None, approver: str | None = None, **options
+) -> None:
     queue = f"record-{name}"
     fakes = FakeActivities(script, queue)
     async with Worker(
@@ -79,9 +87,9 @@ async def scenario(client: Client, name: str, script: Script, steer=None, **opti
         max_heartbeat_throttle_interval=timedelta(seconds=0.2),
     ):
         wf_id = f"replay-{name}"
-        handle = await client.start_workflow(
-            PlanWorkflow.run, plan_input(PLAN, **options), id=wf_id, task_queue=queue
-        )
+        inp = plan_input(PLAN, **options)
+        inp.approver = approver
+        handle = await client.start_workflow(PlanWorkflow.run, inp, id=wf_id, task_queue=queue)
         if steer:
             await steer(handle)
         result: PlanResult = await handle.result()
@@ -140,13 +148,26 @@ async def main() -> None:
         )
         await scenario(c, "budget-spent", Script(agent_cost=1.0), budget_usd=0.5, max_concurrent=1)
 
-        async def approve(handle) -> None:
-            for tid in ("1.1", "1.2"):
-                await _wait_phase(client=c, handle=handle, tid=tid)
-            await handle.signal("approve", "1.1")
-            await handle.signal("reject", "1.2")
+        # Decisions signed by the operator's key, for the commit waiting (and one unsigned,
+        # ignored).
+        key = Ed25519PrivateKey.generate().private_bytes_raw()
 
-        await scenario(c, "approval", Script(), approve, approval=Approval.ALWAYS)
+        async def approve(handle) -> None:
+            commits = {}
+            for tid in ("1.1", "1.2"):
+                commits[tid] = await _wait_phase(client=c, handle=handle, tid=tid)
+            await handle.signal("approve", args=["1.1"])
+            sign = functools.partial(sign_decision, key, workflow_id=handle.id)
+            await handle.signal(
+                "approve", args=["1.1", sign(True, task_id="1.1", commit=commits["1.1"])]
+            )
+            await handle.signal(
+                "reject", args=["1.2", sign(False, task_id="1.2", commit=commits["1.2"])]
+            )
+
+        await scenario(
+            c, "approval", Script(), approve, approver=public_key(key), approval=Approval.ALWAYS
+        )
 
         async def pause_skip(handle) -> None:
             await handle.signal("pause")
@@ -162,3 +183,4 @@ async def main() -> None:
 if __name__ == "__main__":
     asyncio.run(main())
     sys.stdout.flush()
+    os._exit(0)  # the SDK's threads can crash the interpreter's exit
