@@ -3,12 +3,14 @@ the records of what runs for it, so that a dead attempt's leftovers can be kille
 
 from __future__ import annotations
 
+import functools
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from backends._proc import kill_recorded_group
 from backends.base import Role, Runner, View
+from backends.sandboxes import slirp
 from backends.workspace.checkout import Checkout
 from backends.workspace.collect import Committed
 from backends.workspace.layout import TaskRef
@@ -35,6 +37,13 @@ class GitSandbox(ABC):
         self.config = config
         # Hosts of the worker's Temporal frontend: out of every sandbox's reach.
         self.control_plane = control_plane
+
+    @functools.cached_property
+    def refused(self) -> list[str]:
+        """What `internet` must not reach: this machine's own addresses, the frontend's, and
+        the cloud's metadata services."""
+        own = {*slirp.host_addresses(), *slirp.resolve(list(self.control_plane))}
+        return [*sorted(own), *slirp.ALWAYS_REFUSED]
 
     async def prepare(self, task: TaskRef, repo: str, target_branch: str) -> tuple[str, Checkout]:
         return await self.workspaces.prepare(task, repo, target_branch)

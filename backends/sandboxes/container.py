@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shlex
@@ -24,6 +25,7 @@ from pathlib import Path
 from backends._proc import ProcResult, run_process, start_time
 from backends.base import Exec, Role, SandboxError, View
 from backends.git import repo_lock
+from backends.sandboxes import slirp
 from backends.sandboxes.common import GitSandbox
 from backends.sandboxes.container_argv import (
     HARDENING,
@@ -41,7 +43,13 @@ from backends.workspace.checkout import Checkout
 from backends.workspace.clones import Clones
 from backends.workspace.layout import TaskRef
 from backends.workspace.tasks import Workspaces
-from models.sandbox import ContainerRuntime, ContainerSpec, SandboxConfig, SandboxKind
+from models.sandbox import (
+    AgentNetwork,
+    ContainerRuntime,
+    ContainerSpec,
+    SandboxConfig,
+    SandboxKind,
+)
 
 RUN_ARGS_SETTING = "PIPELINE_CONTAINER_RUN_ARGS"
 # What `podman run` and `docker run` exit with when the failure is theirs, not the command's.
@@ -121,6 +129,8 @@ class ContainerSandbox(GitSandbox):
                 f"image {spec.image!r} is not available to {spec.runtime.value} "
                 f"({binary} image ls){': ' + said if said else ''}; build, import or pull it first"
             )
+        if _own_network(self.config.network, spec.runtime):
+            return slirp.available()  # its network is the worker's own, firewalled
         return None
 
     async def _inspect(self, image: str) -> ProcResult:
@@ -247,6 +257,17 @@ class ContainerRunner:
 
     async def run(self, job: Exec) -> ProcResult:
         step = self._step(await self.sandbox.image(), job)
+        if not firewalled(step):
+            return await self._run(step, job)
+        # podman's own slirp4netns mode keeps the host's loopback out, not its other addresses
+        # nor the cloud's metadata service: the container joins a namespace of ours instead.
+        try:
+            async with slirp.namespace(self.sandbox.refused) as netns:
+                return await self._run(dataclasses.replace(step, netns=netns), job)
+        except OSError as exc:
+            raise SandboxError(f"the container's network could not be set up: {exc}") from exc
+
+    async def _run(self, step: ContainerStep, job: Exec) -> ProcResult:
         # Named before it exists: a worker killed now leaves a record the next attempt reads.
         record = self.sandbox.layout.procs_dir(self.task) / f"{step.name}.container"
         record.parent.mkdir(parents=True, exist_ok=True)
@@ -280,6 +301,17 @@ class ContainerRunner:
             said = " ".join(res.output.split())[-500:]
             raise SandboxError(f"{step.runtime.value} could not run the step: {said}")
         return res
+
+
+def firewalled(step: ContainerStep) -> bool:
+    """Whether the step's `internet` is a namespace of the worker's, with its firewall: podman
+    as root (rootless podman cannot join a namespace its user does not own; docker cannot)."""
+    return _own_network(step.network, step.runtime)
+
+
+def _own_network(network: AgentNetwork, runtime: ContainerRuntime) -> bool:
+    internet = network is AgentNetwork.INTERNET
+    return internet and runtime is ContainerRuntime.PODMAN and os.getuid() == 0
 
 
 async def sweep_workspace(workspaces: Workspaces) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.sandboxes.slirp import DNS
 from models.sandbox import AgentNetwork, ContainerRuntime
 
 WORKDIR = Path("/workspace")
@@ -50,6 +51,8 @@ class ContainerStep:
     gid: int = 0
     timeout_s: float | None = None  # podman's own limit on the container's life
     extra: list[str] = field(default_factory=list)  # PIPELINE_CONTAINER_RUN_ARGS
+    # `internet` in a namespace of the worker's, with its firewall (slirp.namespace)
+    netns: Path | None = None
 
 
 def network_flag(runtime: ContainerRuntime, network: AgentNetwork) -> str:
@@ -69,7 +72,10 @@ def run_argv(step: ContainerStep, command: list[str]) -> list[str]:
         argv.append("-i")
     for key, value in sorted(step.labels.items()):
         argv += ["--label", f"{key}={value}"]
-    argv += ["--network", network_flag(step.runtime, step.network), *HARDENING]
+    if step.netns is not None:
+        argv += ["--network", f"ns:{step.netns}", "--dns", DNS, *HARDENING]
+    else:
+        argv += ["--network", network_flag(step.runtime, step.network), *HARDENING]
     argv += [
         "-v", f"{step.checkout}:{WORKDIR}:rw",
         "-v", f"{step.tmp}:{TMPDIR}:rw",

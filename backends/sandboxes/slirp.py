@@ -29,10 +29,15 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 SLIRP = "slirp4netns"
-RESOLV_CONF = "nameserver 10.0.2.3\n"
+DNS = "10.0.2.3"  # slirp's own resolver, which forwards to the host's
+RESOLV_CONF = f"nameserver {DNS}\n"
+_SPAWN = Path(__file__).resolve().parents[1] / "spawn.py"
 READY_TIMEOUT_S = 10.0
 _NS_GET_USERNS = 0xB701  # ioctl: the user namespace that owns a namespace
 
@@ -105,7 +110,9 @@ class Internet:
     def block_fd(self) -> int:
         return self.block_r
 
-    async def attach(self, pid: int) -> None:
+    async def attach(self, pid: int, let_go: bool = True) -> None:
+        """Give `pid`'s namespace the network and its firewall; with `let_go`, then release
+        the sandbox waiting on `block_fd`."""
         os.close(self.block_r)
         self.block_r = -1
         ready_r, ready_w = os.pipe()
@@ -143,7 +150,8 @@ class Internet:
             raise OSError("slirp4netns could not attach the sandbox's network")
         if self.refused:
             await self._refuse(pid)
-        os.write(self.block_w, b"1")  # the sandbox may start
+        if let_go:
+            os.write(self.block_w, b"1")  # the sandbox may start
 
     async def _refuse(self, pid: int) -> None:
         """The firewall rules, set in the sandbox's network namespace from outside it."""
@@ -175,6 +183,43 @@ class Internet:
                 with contextlib.suppress(ProcessLookupError):
                     self._proc.kill()
                 await self._proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def namespace(refused: list[str]) -> AsyncIterator[Path]:
+    """A network namespace with `internet` and its firewall, for a container engine to join
+    (`podman run --network ns:PATH`): held by a process that dies with the worker, as does
+    slirp4netns."""
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-S", str(_SPAWN), "--parent", str(os.getpid()), "--",
+        "unshare", "--net", "sleep", "infinity",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    net = Internet(refused)
+    try:
+        await _own_namespace(holder.pid)
+        await net.attach(holder.pid, let_go=False)  # nothing waits: the engine joins later
+        yield Path(f"/proc/{holder.pid}/ns/net")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            holder.kill()
+        await holder.wait()
+        await net.close()
+
+
+async def _own_namespace(pid: int) -> None:
+    """Until `pid` has left the worker's network namespace (unshare has run)."""
+    mine = os.readlink("/proc/self/ns/net")
+    for _ in range(5000):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/net") != mine:
+                return
+        except OSError as exc:
+            raise OSError("the network namespace's holder died before it was made") from exc
+        await asyncio.sleep(0.001)
+    raise OSError("the network namespace was not made within 5 s")
 
 
 def available() -> str | None:

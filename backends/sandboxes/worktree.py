@@ -62,13 +62,6 @@ class WorktreeSandbox(GitSandbox):
             return False
         return True
 
-    @functools.cached_property
-    def refused(self) -> list[str]:
-        """What `internet` must not reach: this machine's own addresses, the frontend's, and
-        the cloud's metadata services."""
-        own = {*slirp.host_addresses(), *slirp.resolve(list(self.control_plane))}
-        return [*sorted(own), *slirp.ALWAYS_REFUSED]
-
     def resolv_conf(self) -> Path:
         path = self.layout.sandbox_dir() / "resolv.conf"
         if not path.is_file() or path.read_text() != slirp.RESOLV_CONF:

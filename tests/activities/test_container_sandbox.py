@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -26,8 +27,10 @@ from models.activity_io import RunAgentIn, RunAgentOut, VerifyIn
 from models.run import AgentConfig
 from models.sandbox import AgentNetwork, ContainerSpec, SandboxConfig, SandboxKind
 from tests.activities.conftest import RUN, Workspace, activity_env, task
+from tests.activities.test_sandbox_attacks import OUTSIDE_SERVER, Listener, own_address
 from tests.gitutil import sh
 from tests.images import MARKER, busybox_image, podman, run_args
+from tests.outside import outside_host
 
 
 @pytest.fixture(autouse=True)
@@ -219,3 +222,41 @@ async def test_a_missing_image_fails_the_task_with_the_runtimes_word(ws: Workspa
     assert "podman could not run the step" in said and "no-such-image" in said
     assert "registry" not in said
     assert sh(wt, "status", "--porcelain") == ""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="the firewalled network is podman's as root")
+async def test_internet_in_a_container_reaches_out_but_not_the_host_nor_the_metadata_service(
+    ws: Workspace, container_host: str
+) -> None:
+    # podman's slirp4netns mode keeps only the host's loopback out; a service of this machine
+    # on 0.0.0.0 answers on its other addresses, and clouds serve credentials at 169.254.169.254.
+    here = own_address()
+    if here is None:
+        pytest.skip("this machine has no address but loopback")
+    mine = Listener("0.0.0.0")
+    try:
+        with outside_host() as far:
+            server = subprocess.Popen(
+                far.argv(sys.executable, "-c", OUTSIDE_SERVER, far.address),
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            try:
+                assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+                base, wt = await ws.prepare()
+                script = f"""
+                    nc -w 3 {here} {mine.port} </dev/null > own.txt 2>&1; echo $? >> own.txt
+                    nc -w 3 169.254.169.254 80 </dev/null > meta.txt 2>&1; echo $? >> meta.txt
+                    nc -w 3 {far.address} 8080 </dev/null > far.txt 2>&1
+                    """
+                internet = config(container_host).model_copy(
+                    update={"network": AgentNetwork.INTERNET}
+                )
+                out = await run(ws, script, base, internet)
+            finally:
+                server.kill()
+    finally:
+        mine.close()
+    assert out.succeeded, out.error
+    assert "hello" in (wt / "far.txt").read_text()  # the outside answers
+    assert mine.accepted == 0 and "hello" not in (wt / "own.txt").read_text()
+    assert (wt / "meta.txt").read_text().split()[-1] != "0"

@@ -113,6 +113,12 @@ def test_container_networks(runtime: ContainerRuntime, network: AgentNetwork, fl
     assert network_flag(runtime, network) == flag
 
 
+def test_a_container_joins_the_workers_firewalled_namespace_with_slirps_resolver() -> None:
+    argv = run_argv(step(netns=Path("/proc/42/ns/net")), ["x"])
+    assert argv[argv.index("--network") + 1] == "ns:/proc/42/ns/net"
+    assert argv[argv.index("--dns") + 1] == "10.0.2.3"
+
+
 def test_a_dagger_step_copies_in_without_the_git_pointer_and_keeps_secrets_secret() -> None:
     s = plan_step(
         "img:1", ["pip install x"], Path("/wt"), Path("/t"), Path("/h"),
