@@ -39,10 +39,15 @@ class GitSandbox(ABC):
         self.control_plane = control_plane
 
     @functools.cached_property
+    def _control_plane_addresses(self) -> list[str]:
+        return slirp.resolve(list(self.control_plane))
+
+    @property
     def refused(self) -> list[str]:
-        """What `internet` must not reach: this machine's own addresses, the frontend's, and
-        the cloud's metadata services."""
-        own = {*slirp.host_addresses(), *slirp.resolve(list(self.control_plane))}
+        """What `internet` must not reach: this machine's own addresses (read for each step:
+        an interface that came up since counts), the frontend's, the cloud's metadata
+        services."""
+        own = {*slirp.host_addresses(), *self._control_plane_addresses}
         return [*sorted(own), *slirp.ALWAYS_REFUSED]
 
     async def prepare(self, task: TaskRef, repo: str, target_branch: str) -> tuple[str, Checkout]:

@@ -124,7 +124,8 @@ class WorktreeRunner:
         # program's own folder (an npm CLI's modules) and the files it is given.
         named = [program.parent, *(Path(a) for a in job.argv[1:] if os.path.isabs(a))]
         # Inside the sandbox, through the exec wrapper: a keyring of its own, and Landlock.
-        launch = Launch(cfg.network, self.sandbox.refused)
+        internet = cfg.network is AgentNetwork.INTERNET
+        launch = Launch(cfg.network, self.sandbox.refused if internet else None)
         wrapper = [sys.executable, "-I", "-S", str(SPAWN), "--new-keyring"]
         wrapper += ["--ready-fd", str(launch.ready_w)]
         if landlock is not None:
