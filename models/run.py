@@ -107,6 +107,9 @@ class PlanRunInput(BaseModel):
     # The operator's public key (cli.approval): approve and reject count only when it signed
     # them. None: a run from before decisions were signed.
     approver: str | None = None
+    # Runs started when approvals carried a token: each task's token's SHA-256. Kept so that
+    # they still refuse an approval without it.
+    approval_digests: dict[str, str] = Field(default_factory=dict)
 
 
 class Decision(BaseModel):
@@ -132,6 +135,8 @@ class TaskInput(BaseModel):
     sandbox: SandboxConfig | None = None
     # The operator's public key, as the run recorded it (None: decisions need no signature).
     approver: str | None = None
+    # Runs started when approvals carried a token: the SHA-256 of this task's token.
+    approval_digest: str | None = None
 
     @property
     def sandbox_config(self) -> SandboxConfig:

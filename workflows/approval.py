@@ -6,6 +6,9 @@ Workflow code imports this module passed through the sandbox (see `_load_native_
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -17,12 +20,22 @@ def decision_message(approved: bool, workflow_id: str, task_id: str, commit: str
 
 
 def from_operator(
-    approver: str | None, token: str | None, approved: bool, run: str, task_id: str, commit: str
+    approver: str | None,
+    token: str | None,
+    approved: bool,
+    run: str,
+    task_id: str,
+    commit: str,
+    digest: str | None = None,
 ) -> bool:
-    """True when the run recorded no approver (it started before decisions were signed), or
-    `token` is the approver's signature of this decision on this commit."""
+    """True when `token` is the approver's signature of this decision on this commit; for a
+    run from before decisions were signed, when the token hashes to the task's recorded
+    `digest`, or the run recorded neither (it started before approvals had tokens)."""
     if approver is None:
-        return True
+        if digest is None:
+            return True
+        sent = hashlib.sha256((token or "").encode()).hexdigest()
+        return bool(token) and hmac.compare_digest(sent, digest)
     if not token:
         return False
     try:

@@ -223,6 +223,7 @@ class PlanWorkflow:
             attempt=n,
             sandbox=sandbox_of(self.inp.plan, task, self.inp.options.sandbox),
             approver=self.inp.approver,
+            approval_digest=self.inp.approval_digests.get(tid),
         )
         self.running[tid] = asyncio.create_task(self._run_child(tid, task_input))
 

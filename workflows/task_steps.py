@@ -270,8 +270,9 @@ class TaskSteps:
             decision, self.decision = self.decision, None
             assert decision is not None
             if from_operator(
-                inp.approver, decision.token, decision.approved, run, inp.task.id, commit
-            ):
+                inp.approver, decision.token, decision.approved, run, inp.task.id, commit,
+                inp.approval_digest,
+            ):  # fmt: skip
                 break
             # Whoever sent it does not hold the operator's key: an agent, a script. Not a person.
             workflow.logger.warning(
