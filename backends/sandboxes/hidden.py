@@ -39,7 +39,7 @@ HOME_FILES = (
 )  # fmt: skip
 # Programs in a HOME, shown again when HOME is hidden.
 HOME_TOOLCHAINS = (
-    ".local/bin", ".local/lib", ".local/share/pipx", ".local/pipx", ".local/share/uv",
+    ".local/bin", ".local/lib", ".local/share/pipx", ".local/share/claude", ".local/pipx", ".local/share/uv",
     ".nvm", ".volta", ".bun", ".deno", ".npm-global", ".pyenv", ".rbenv", ".nodenv", ".asdf",
     ".rustup", ".cargo/bin", "go/bin", ".sdkman", ".dotnet", ".ghcup", ".opam", ".elan",
     ".juliaup", "miniconda3", "anaconda3", "miniforge3", ".conda",
@@ -85,18 +85,24 @@ def _needed() -> list[Path]:
 
 def _sockets_under(top: Path, depth: int = 2, skip: frozenset[Path] = frozenset()) -> list[Path]:
     """Unix sockets beneath `top` (not in `skip`), from the directory entries' types: only
-    what is neither a folder, a file nor a link costs a stat."""
-    found: list[Path] = []
+    what is neither a folder, a file nor a link costs a stat. Strings, not Paths, inside: a
+    walk of /var makes thousands."""
+    skipped = {str(p) for p in skip}
+    return [Path(p) for p in _walk(str(top), depth, skipped)]
+
+
+def _walk(top: str, depth: int, skip: set[str]) -> list[str]:
+    found: list[str] = []
     with contextlib.suppress(OSError), os.scandir(top) as entries:
         for entry in entries:
             with contextlib.suppress(OSError):
                 if entry.is_dir(follow_symlinks=False):
-                    if depth > 1 and Path(entry.path) not in skip:
-                        found += _sockets_under(Path(entry.path), depth - 1, skip)
+                    if depth > 1 and entry.path not in skip:
+                        found += _walk(entry.path, depth - 1, skip)
                 elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
                     continue
                 elif stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
-                    found.append(Path(entry.path))
+                    found.append(entry.path)
     return found
 
 
@@ -133,8 +139,9 @@ def hidden_paths(
         home = home.resolve()
         if home.is_dir() and len(home.parts) > 1:
             candidates.append(home)
-    if hide_run:
-        candidates.append(Path("/run"))
+    # /run whole, or on the host network (its bus sockets) at least each user's session
+    # sockets: a podman's, a gpg-agent's.
+    candidates.append(Path("/run") if hide_run else Path("/run/user"))
     dirs: list[Path] = []
     for folder in candidates:
         with contextlib.suppress(OSError):
@@ -147,10 +154,12 @@ def hidden_paths(
             real = name.resolve()  # a dotfile linked from elsewhere: its target is what to hide
             if real.is_file():
                 credentials.append(real)
-    files = [f for f in credentials if not any(f.is_relative_to(d) for d in dirs)]
+    # Covered wherever they are, hidden folders included: a folder shown again or writable
+    # inside them (PIPELINE_AGENT_WRITABLE=~/.cargo) must not bring them back.
+    files = list(credentials)
     # A Unix socket connects through a read-only mount: a container engine's, a database's, an
     # ssh-agent's. /tmp, /var/tmp and HOME are hidden whole; elsewhere, where services keep them.
-    places = [(Path("/var"), 4), (Path("/srv"), 3), (Path("/opt"), 3)]
+    places = [(Path("/var"), 6), (Path("/srv"), 4), (Path("/opt"), 4)]
     if not hide_run:  # the host network: /run's sockets stay out of reach all the same
         places.append((Path("/run"), 3))
     skip = frozenset(dirs)
@@ -163,7 +172,9 @@ def hidden_paths(
     open_ = {p.resolve() for p in SCRATCH} | {home}
     secret = [d for d in dirs if d not in open_]
     named = [p.resolve() for p in keep if p.exists()]
-    named = [p for p in named if p not in credentials and p not in files
+    # Never a hidden folder itself (a program in HOME named its folder: HOME), which would
+    # show it whole again.
+    named = [p for p in named if p not in credentials and p not in files and p not in dirs
              and not any(p.is_relative_to(d) for d in secret)]  # fmt: skip
     toolchains = [t for t in _toolchains(home) if not any(t.is_relative_to(d) for d in secret)]
     again = [*_needed(), *named, *toolchains]

@@ -122,7 +122,11 @@ class WorktreeRunner:
         program = Path(shutil.which(job.argv[0], path=env.get("PATH")) or job.argv[0])
         # What the command line names stays visible (read-only) inside hidden folders: the
         # program's own folder (an npm CLI's modules) and the files it is given.
-        named = [program.parent, *(Path(a) for a in job.argv[1:] if os.path.isabs(a))]
+        # The program itself, and its real location (a link in ~/.local/bin to an install
+        # elsewhere), with its folders; never a folder that is hidden whole (hidden_paths).
+        real = program.resolve()
+        named = [program, program.parent, real, real.parent]
+        named += [Path(a) for a in job.argv[1:] if os.path.isabs(a)]
         # Inside the sandbox, through the exec wrapper: a keyring of its own, and Landlock.
         internet = cfg.network is AgentNetwork.INTERNET
         launch = Launch(cfg.network, self.sandbox.refused if internet else None)

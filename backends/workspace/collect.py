@@ -65,7 +65,8 @@ async def collect(
             f"{base_commit[:12]}: the agent rewrote history (amend, reset or rebase)"
         )
     named = list(named)
-    removed = [f"{shown(p)} (not a file: removed)" for p in scrub_special_files(co.path)]
+    mask = redactor()  # what it says is written to the transcript: a name may hold a secret
+    removed = [f"{shown(mask(p))} (not a file: removed)" for p in scrub_special_files(co.path)]
     plan = await _plan(co, head, named)
     committed = await co.git("diff", "--name-only", "--no-renames", "-z", base_commit, head)
     paths = sorted({*plan.paths, *split_z(committed.output)})
@@ -73,7 +74,9 @@ async def collect(
         return Committed(rejected=why, left_out=removed)
     await _stage(co, head, plan)
     left = await co.git("ls-files", "--others", "--exclude-standard", "--directory", "-z")
-    left_out = removed + [f"{shown(p)} ({junk_reason(p, co.path)})" for p in split_z(left.output)]
+    left_out = removed + [
+        f"{shown(mask(p))} ({junk_reason(p, co.path)})" for p in split_z(left.output)
+    ]
     staged = await co.git("diff", "--cached", "--name-only", "--no-renames", "-z", head)
     trailer = task_trailer(task.run_key, task.task_id)
     msg = with_trailer(message, trailer)

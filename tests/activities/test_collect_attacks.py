@@ -84,6 +84,21 @@ async def test_a_secret_is_found_wherever_it_hides(
     assert sh(wt, "rev-parse", "HEAD") == base
 
 
+async def test_a_secret_in_the_name_of_what_is_left_out_is_masked(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Left out, never committed: but the list of what was left out goes into the transcript.
+    secret = "dpl-" + os.urandom(10).hex()
+    monkeypatch.setenv("DEPLOY_TOKEN", secret)
+    script = 'git init -q "repo-$DEPLOY_TOKEN"; mkfifo "fifo-$DEPLOY_TOKEN"; echo w > w.txt'
+    base, wt = await ws.prepare()
+    out = await run(ws, script, base, env=["DEPLOY_TOKEN"])
+    assert out.succeeded, out.error
+    assert committed(wt) == ["w.txt"]
+    assert secret not in " ".join(out.left_out) and len(out.left_out) == 2, out.left_out
+    assert secret not in Path(out.transcript or "").read_text()
+
+
 async def test_a_huge_file_is_left_out_unless_the_task_names_it(ws: Workspace) -> None:
     base, wt = await ws.prepare()
     out = await run(ws, "head -c 11000000 /dev/zero > dump.bin; echo work > work.txt", base)

@@ -218,6 +218,11 @@ def test_what_a_sandbox_hides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         assert {script.resolve(), home / "scripts/agent.sh"} <= set(named)
         assert not {ws.resolve(), (repo / "tool.py").resolve(), home / ".netrc"} & set(named)
         assert home / ".ssh" not in named
+        # A program kept in HOME itself names HOME as its folder: never shown whole again.
+        assert home not in hidden_paths(ws, None, home, True, keep=(home, Path("/tmp"))).shown
+        # Credentials stay covered inside what is hidden, or made writable, around them.
+        assert home / ".netrc" in files
+        assert Path("/run/user") in hidden_paths(ws, None, home, hide_run=False).dirs
         # The pipeline's own code and interpreter stay visible: not hidden, or shown again.
         root = Path(__file__).resolve().parents[2]
         assert root in hidden.shown or not any(root.is_relative_to(d) for d in dirs)
