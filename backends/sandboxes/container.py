@@ -159,12 +159,18 @@ class ContainerSandbox(GitSandbox):
             script = "set -e\n" + "\n".join(spec.setup)
             labels = [f"--label={WORKSPACE_LABEL}={self.workspace_label()}",
                       f"--label={WORKER_LABEL}={worker_label()}"]  # fmt: skip
-            network = network_flag(spec.runtime, self.config.network)
-            made = await self.cli(
-                "run", "--pull=never", "--name", name, "--network", network, *labels, *HARDENING, *run_args(),
-                spec.image, "sh", "-c", script,
-                timeout_s=3600,
-            )  # fmt: skip
+            async with contextlib.AsyncExitStack() as stack:
+                # The repository's setup commands get the steps' network, firewall included.
+                if _own_network(self.config.network, spec.runtime):
+                    netns = await stack.enter_async_context(slirp.namespace(self.refused))
+                    network = ["--network", f"ns:{netns}", "--dns", slirp.DNS]
+                else:
+                    network = ["--network", network_flag(spec.runtime, self.config.network)]
+                made = await self.cli(
+                    "run", "--pull=never", "--name", name, *network, *labels, *HARDENING,
+                    *run_args(), spec.image, "sh", "-c", script,
+                    timeout_s=3600,
+                )  # fmt: skip
             try:
                 if not made.ok:
                     raise SandboxError(f"the image's setup failed (exit {made.exit_code}): "

@@ -260,3 +260,19 @@ async def test_internet_in_a_container_reaches_out_but_not_the_host_nor_the_meta
     assert "hello" in (wt / "far.txt").read_text()  # the outside answers
     assert mine.accepted == 0 and "hello" not in (wt / "own.txt").read_text()
     assert (wt / "meta.txt").read_text().split()[-1] != "0"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="the firewalled network is podman's as root")
+async def test_the_images_setup_runs_behind_the_same_firewall(
+    ws: Workspace, container_host: str
+) -> None:
+    # Setup commands come from a file in the repository: they get no more network than a step.
+    # (A comment of its own: a set-up image made earlier would be reused, its setup not run.)
+    setup = ["nc -w 3 169.254.169.254 80 </dev/null 2>/etc/metadata-said || echo refused"
+             f" > /etc/metadata-exit # {os.urandom(4).hex()}"]  # fmt: skip
+    cfg = config(container_host, setup=setup).model_copy(update={"network": AgentNetwork.INTERNET})
+    base, wt = await ws.prepare()
+    out = await run(ws, "cat /etc/metadata-exit /etc/metadata-said > seen.txt", base, cfg)
+    assert out.succeeded, out.error
+    seen = (wt / "seen.txt").read_text()
+    assert "refused" in seen and "Connection refused" in seen, seen
