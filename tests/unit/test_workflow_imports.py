@@ -18,8 +18,11 @@ ALLOWED_ROOTS = {
     "temporalio",
     "models",
     "workflows",
-    # Deterministic computation: a decision's signature, checked against the run's public key.
+    # Deterministic computation: a decision's signature, checked against the run's public key
+    # (and, for runs from before signatures, a token against its recorded digest).
     "cryptography",
+    "hashlib",
+    "hmac",
 }
 FORBIDDEN_CALLS = {"open", "print", "input"}
 
