@@ -272,7 +272,22 @@ async def test_the_images_setup_runs_behind_the_same_firewall(
              f" > /etc/metadata-exit # {os.urandom(4).hex()}"]  # fmt: skip
     cfg = config(container_host, setup=setup).model_copy(update={"network": AgentNetwork.INTERNET})
     base, wt = await ws.prepare()
-    out = await run(ws, "cat /etc/metadata-exit /etc/metadata-said > seen.txt", base, cfg)
+    before = set_up_images()
+    try:
+        out = await run(ws, "cat /etc/metadata-exit /etc/metadata-said > seen.txt", base, cfg)
+    finally:  # its image is of this test alone: not kept in the machine's storage
+        made = sorted(set_up_images() - before)
+        if made:
+            subprocess.run([podman(), "rmi", "-f", *made], capture_output=True, check=False)
     assert out.succeeded, out.error
     seen = (wt / "seen.txt").read_text()
     assert "refused" in seen and "Connection refused" in seen, seen
+
+
+def set_up_images() -> set[str]:
+    out = subprocess.run(
+        [podman(), "images", "--format", "{{.Repository}}:{{.Tag}}",
+         "--filter", "reference=localhost/autonomous-pipeline-env"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return set(out.stdout.split())
