@@ -36,7 +36,8 @@ from backends.sandboxes.container_argv import (
     WORKER_LABEL,
     WORKSPACE_LABEL,
     ContainerStep,
-    network_flag,
+    network_args,
+    own_namespace,
     run_argv,
 )
 from backends.workspace.checkout import Checkout
@@ -44,7 +45,6 @@ from backends.workspace.clones import Clones
 from backends.workspace.layout import TaskRef
 from backends.workspace.tasks import Workspaces
 from models.sandbox import (
-    AgentNetwork,
     ContainerRuntime,
     ContainerSpec,
     SandboxConfig,
@@ -129,7 +129,7 @@ class ContainerSandbox(GitSandbox):
                 f"image {spec.image!r} is not available to {spec.runtime.value} "
                 f"({binary} image ls){': ' + said if said else ''}; build, import or pull it first"
             )
-        if _own_network(self.config.network, spec.runtime):
+        if own_namespace(spec.runtime, self.config.network, os.getuid()):
             return slirp.available()  # its network is the worker's own, firewalled
         return None
 
@@ -161,11 +161,8 @@ class ContainerSandbox(GitSandbox):
                       f"--label={WORKER_LABEL}={worker_label()}"]  # fmt: skip
             async with contextlib.AsyncExitStack() as stack:
                 # The repository's setup commands get the steps' network, firewall included.
-                if _own_network(self.config.network, spec.runtime):
-                    netns = await stack.enter_async_context(slirp.namespace(self.refused))
-                    network = ["--network", f"ns:{netns}", "--dns", slirp.DNS]
-                else:
-                    network = ["--network", network_flag(spec.runtime, self.config.network)]
+                netns = await self.namespace(stack)
+                network = network_args(spec.runtime, self.config.network, netns)
                 made = await self.cli(
                     "run", "--pull=never", "--name", name, *network, *labels, *HARDENING,
                     *run_args(), spec.image, "sh", "-c", script,
@@ -183,6 +180,16 @@ class ContainerSandbox(GitSandbox):
             finally:
                 await self.cli("rm", "-f", name)
         return tag
+
+    async def namespace(self, stack: contextlib.AsyncExitStack) -> Path | None:
+        """The firewalled network namespace a container joins, held until `stack` closes;
+        None where the engine's own network is used (container_argv.own_namespace)."""
+        if not own_namespace(self.spec.runtime, self.config.network, os.getuid()):
+            return None
+        try:
+            return await stack.enter_async_context(slirp.namespace(self.refused))
+        except OSError as exc:
+            raise SandboxError(f"the container's network could not be set up: {exc}") from exc
 
     async def remove(self, *names: str) -> None:
         if names:
@@ -263,15 +270,9 @@ class ContainerRunner:
 
     async def run(self, job: Exec) -> ProcResult:
         step = self._step(await self.sandbox.image(), job)
-        if not firewalled(step):
-            return await self._run(step, job)
-        # podman's own slirp4netns mode keeps the host's loopback out, not its other addresses
-        # nor the cloud's metadata service: the container joins a namespace of ours instead.
-        try:
-            async with slirp.namespace(self.sandbox.refused) as netns:
-                return await self._run(dataclasses.replace(step, netns=netns), job)
-        except OSError as exc:
-            raise SandboxError(f"the container's network could not be set up: {exc}") from exc
+        async with contextlib.AsyncExitStack() as stack:
+            netns = await self.sandbox.namespace(stack)
+            return await self._run(dataclasses.replace(step, netns=netns), job)
 
     async def _run(self, step: ContainerStep, job: Exec) -> ProcResult:
         # Named before it exists: a worker killed now leaves a record the next attempt reads.
@@ -307,17 +308,6 @@ class ContainerRunner:
             said = " ".join(res.output.split())[-500:]
             raise SandboxError(f"{step.runtime.value} could not run the step: {said}")
         return res
-
-
-def firewalled(step: ContainerStep) -> bool:
-    """Whether the step's `internet` is a namespace of the worker's, with its firewall: podman
-    as root (rootless podman cannot join a namespace its user does not own; docker cannot)."""
-    return _own_network(step.network, step.runtime)
-
-
-def _own_network(network: AgentNetwork, runtime: ContainerRuntime) -> bool:
-    internet = network is AgentNetwork.INTERNET
-    return internet and runtime is ContainerRuntime.PODMAN and os.getuid() == 0
 
 
 async def sweep_workspace(workspaces: Workspaces) -> int:

@@ -65,6 +65,21 @@ def network_flag(runtime: ContainerRuntime, network: AgentNetwork) -> str:
     return "bridge"
 
 
+def own_namespace(runtime: ContainerRuntime, network: AgentNetwork, uid: int) -> bool:
+    """Whether `internet` is a namespace of the worker's, with its firewall (slirp.namespace),
+    rather than the engine's own, which keeps out the host's loopback but not its other
+    addresses nor a cloud's metadata service: podman as root (rootless podman cannot join a
+    namespace its user does not own; docker cannot join one at all)."""
+    internet = network is AgentNetwork.INTERNET
+    return internet and runtime is ContainerRuntime.PODMAN and uid == 0
+
+
+def network_args(runtime: ContainerRuntime, network: AgentNetwork, netns: Path | None) -> list[str]:
+    if netns is not None:
+        return ["--network", f"ns:{netns}", "--dns", DNS]
+    return ["--network", network_flag(runtime, network)]
+
+
 def run_argv(step: ContainerStep, command: list[str]) -> list[str]:
     # Only images already here: a step never waits on, or trusts, a registry.
     argv = [step.binary, "run", "--rm", "--pull=never", "--name", step.name]
@@ -72,10 +87,7 @@ def run_argv(step: ContainerStep, command: list[str]) -> list[str]:
         argv.append("-i")
     for key, value in sorted(step.labels.items()):
         argv += ["--label", f"{key}={value}"]
-    if step.netns is not None:
-        argv += ["--network", f"ns:{step.netns}", "--dns", DNS, *HARDENING]
-    else:
-        argv += ["--network", network_flag(step.runtime, step.network), *HARDENING]
+    argv += [*network_args(step.runtime, step.network, step.netns), *HARDENING]
     argv += [
         "-v", f"{step.checkout}:{WORKDIR}:rw",
         "-v", f"{step.tmp}:{TMPDIR}:rw",

@@ -174,7 +174,7 @@ def hidden_paths(
     named = [p.resolve() for p in keep if p.exists()]
     # Never a hidden folder itself (a program in HOME named its folder: HOME), which would
     # show it whole again.
-    named = [p for p in named if p not in credentials and p not in files and p not in dirs
+    named = [p for p in named if p not in files and p not in dirs
              and not any(p.is_relative_to(d) for d in secret)]  # fmt: skip
     toolchains = [t for t in _toolchains(home) if not any(t.is_relative_to(d) for d in secret)]
     again = [*_needed(), *named, *toolchains]
