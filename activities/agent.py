@@ -153,8 +153,7 @@ class AgentActivities:
         co, resume = await self._workdir(inp, sandbox, sessions and (inp.resume or attempt > 1))
         prompt = build_prompt(task, inp.plan_title, inp.start_commit or inp.base_commit)
         if inp.fix is not None:
-            fix = inp.fix
-            prompt = fix_prompt(task, prompt, fix.findings, fix.failing_checks, fix.conflicts)
+            prompt = fix_prompt(task, prompt, inp.fix)
         request = AgentRequest(
             task_id=task.id,
             title=task.title,

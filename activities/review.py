@@ -55,6 +55,18 @@ def review_transcript(transcript: Path) -> Path:
     return transcript.with_name(f"{transcript.stem}.review-{max(taken, default=0) + 1}.log")
 
 
+# A diffstat longer than this keeps its first lines and its summary line.
+DIFFSTAT_LINES = 40
+
+
+def bounded_stat(stat: str) -> str:
+    lines = stat.rstrip().splitlines()
+    if len(lines) <= DIFFSTAT_LINES:
+        return "\n".join(lines)
+    cut = len(lines) - DIFFSTAT_LINES
+    return "\n".join([*lines[: DIFFSTAT_LINES - 1], f" ... {cut} more files", lines[-1]])
+
+
 async def _state(co: Checkout) -> tuple[str | None, str, str, bool]:
     """What reviewing must leave as it found: HEAD, the branch, the status of every file, and
     the `.git` pointer."""
@@ -91,10 +103,12 @@ class ReviewActivities:
             opts = ("--no-color", "--no-ext-diff", "-M")
             numstat = await co.git("diff", *opts, "--numstat", *span)
             files, deleted = diff_counts(numstat.output)
+            stat = await co.git("diff", *opts, "--stat=100", *span)
             out = ReviewOut(
                 verdict=Verdict(approved=True, summary="no reviewer"),
                 files_changed=files,
                 lines_deleted=deleted,
+                diffstat=bounded_stat(stat.output),
             )
             if cfg.backend == "none":
                 return out
@@ -106,7 +120,6 @@ class ReviewActivities:
                     "the command reviewer has no command", type=REVIEWER_ERROR, non_retryable=True
                 )
             sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)
-            stat = await co.git("diff", *opts, "--stat", *span)
             diff = await co.git("diff", *opts, *span)
             transcript = self.workspaces.layout.transcript_path(ref)
             # A reviewer orphaned by a worker killed outright must not outlive its attempt.

@@ -6,6 +6,7 @@ from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from activities.sandboxing import sandbox_for
+from backends.git import rev_parse
 from backends.sandboxes.registry import Sandboxes
 from backends.workspace.layout import TaskRef
 from models.activity_io import (
@@ -42,7 +43,8 @@ class SandboxActivities:
         sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)
         async with heartbeating(f"preparing the worktree of task {inp.task_id}"):
             base, _ = await sandbox.prepare(task, inp.repo, inp.target_branch)
-        return PrepareWorkspaceOut(base_commit=base, branch=task.branch)
+        clone = self.workspaces.layout.clone_dir(inp.repo)
+        return PrepareWorkspaceOut(base_commit=base, branch=task.branch, clone=str(clone))
 
     @activity.defn(name="cleanup_workspace")
     async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:
@@ -51,7 +53,12 @@ class SandboxActivities:
         sandbox = self.sandboxes.get(inp.sandbox)
         async with heartbeating(f"removing the worktree of task {inp.task_id}"):
             removed, deleted = await sandbox.destroy(task, inp.delete_branch)
-        return CleanupOut(removed_worktree=removed, deleted_branch=deleted)
+        out = CleanupOut(removed_worktree=removed, deleted_branch=deleted)
+        if not inp.delete_branch and inp.repo is not None:
+            clone = self.workspaces.layout.clone_dir(inp.repo)
+            if clone.is_dir() and await rev_parse(f"refs/heads/{task.branch}", clone):
+                out.kept_branch, out.clone = task.branch, str(clone)
+        return out
 
     @activity.defn(name="prepare_conflict_fix")
     async def prepare_conflict_fix(self, inp: ConflictFixIn) -> ConflictFixOut:

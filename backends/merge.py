@@ -48,6 +48,16 @@ async def _rebase(co: Checkout, base_commit: str, tip: str) -> str | list[str]:
     return conflicts
 
 
+async def _carrier(clone: Path, base_commit: str, commit: str, tip: str) -> str:
+    """The newest commit on `tip` since `base_commit` that touched what the task changed."""
+    names = await git("diff", "--name-only", "-z", base_commit, commit, cwd=clone)
+    paths = split_z(names.output)
+    res = await git(
+        "log", "-n1", "--format=%H", tip, f"^{base_commit}", "--", *paths, cwd=clone, check=False
+    )
+    return res.output.strip() or tip
+
+
 async def merge_task(
     workspaces: Workspaces,
     sandbox: SandboxBackend,
@@ -96,6 +106,15 @@ async def merge_task(
                         attempts=attempt,
                     )
                 new = rebased
+                if new == tip:
+                    # Every commit of the task's became empty on the tip: other work (another
+                    # run, a person) already made this change. Nothing of ours to publish.
+                    return MergeOut(
+                        merged=False,
+                        on_target=True,
+                        commit=await _carrier(clone, base_commit, commit, tip),
+                        attempts=attempt,
+                    )
                 if commands:
                     beat(f"re-verifying on {tip[:12]}")
                     runner: Runner = sandbox.runner(task, co, Role.CHECK)

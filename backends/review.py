@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any
 
+from models.activity_io import FixRequest
 from models.plan import Task
 from models.review import Finding, Severity, Verdict
 
@@ -68,13 +69,11 @@ Approve when nothing blocker or major remains; nits alone do not block.
 """
 
 
-def fix_prompt(
-    task: Task,
-    base_prompt: str,
-    findings: list[Finding],
-    failing_checks: list[str],
-    conflicts: list[str],
-) -> str:
+# How much of a failing check's output the fix agent sees: its end, where the error usually is.
+FIX_OUTPUT_CHARS = 1500
+
+
+def fix_prompt(task: Task, base_prompt: str, fix: FixRequest) -> str:
     """What the fix agent is asked: the task again, plus exactly what to address."""
     parts = [
         base_prompt,
@@ -82,16 +81,29 @@ def fix_prompt(
         "## Fix round",
         "Your previous change for this task needs more work. Address:",
     ]
-    for c in failing_checks:
+    outputs = {c.command: c for c in fix.failed}
+    for c in fix.failing_checks:
         parts.append(f"- the verification command `{c}` fails; make it pass")
-    for f in findings:
+        check = outputs.get(c)
+        if check is not None and check.output_tail.strip():
+            tail = check.output_tail.strip()[-FIX_OUTPUT_CHARS:]
+            fence = "`" * max(3, max((len(m) for m in re.findall(r"`+", tail)), default=0) + 1)
+            parts.append(
+                f"  It exited {check.exit_code}; the end of its output:\n{fence}\n{tail}\n{fence}"
+            )
+    for f in fix.findings:
         where = f" ({f.file}{':' + str(f.line) if f.line else ''})" if f.file else ""
         parts.append(f"- [{f.severity.value}]{where} {f.message}")
-    if conflicts:
+    if fix.conflicts:
         parts.append(
             "- the change conflicts with work merged meanwhile in: "
-            + ", ".join(conflicts)
+            + ", ".join(fix.conflicts)
             + ". The files contain git conflict markers; resolve them keeping both intents."
+        )
+    if fix.unchanged_rounds:
+        parts.append(
+            f"Your last fix round changed no file ({fix.unchanged_rounds} round(s) so far): "
+            "these points still stand."
         )
     parts.append("Change only what these points need. Do not commit; the pipeline commits.")
     return "\n".join(parts)

@@ -52,6 +52,7 @@ class PrepareWorkspaceIn(BaseModel):
 class PrepareWorkspaceOut(BaseModel):
     base_commit: str  # the target's tip when the task started: earlier batches' work included
     branch: str
+    clone: str | None = None  # the pipeline's clone holding `branch` (for a person to fetch)
 
 
 class FixRequest(BaseModel):
@@ -60,6 +61,10 @@ class FixRequest(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
     failing_checks: list[str] = Field(default_factory=list)
     conflicts: list[str] = Field(default_factory=list)
+    # The failing checks' results, with the last lines they printed: what the agent must fix.
+    failed: list[CheckResult] = Field(default_factory=list)
+    # The previous fix round left the change as it was: the agent is told so.
+    unchanged_rounds: int = 0
 
 
 class RunAgentIn(BaseModel):
@@ -131,6 +136,7 @@ class ReviewOut(Spend):
     verdict: Verdict
     files_changed: int = 0
     lines_deleted: int = 0
+    diffstat: str = ""  # `git diff --stat`, bounded: what a person deciding on approval sees
     transcript: str | None = None
 
 
@@ -167,6 +173,8 @@ class MergeOut(BaseModel):
     merged: bool
     commit: str | None = None
     already_merged: bool = False
+    # The change is already on the target through other work: `commit` is what carries it.
+    on_target: bool = False
     conflict_paths: list[str] = Field(default_factory=list)
     checks: list[CheckResult] = Field(default_factory=list)
     error: str | None = None
@@ -177,9 +185,13 @@ class CleanupIn(BaseModel):
     run_key: str
     task_id: str
     delete_branch: bool = True
+    repo: str | None = None  # to say which clone keeps the branch (runs before it: unsaid)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
 
 class CleanupOut(BaseModel):
     removed_worktree: bool
     deleted_branch: bool
+    # The branch kept (a failed task's work) and the clone that holds it, for `git fetch`.
+    kept_branch: str | None = None
+    clone: str | None = None

@@ -14,6 +14,9 @@ class TaskStatus(StrEnum):
     RUNNING = "running"
     # Terminal states: every task of every run ends in one of these.
     MERGED = "merged"
+    # The change was already on the target through other work (another run, a person): nothing
+    # of this task's was published; `commit` is the target's commit that carries it.
+    ON_TARGET = "on_target"
     FAILED = "failed"
     SKIPPED = "skipped"
     NO_OP = "no_op"
@@ -27,7 +30,12 @@ class TaskStatus(StrEnum):
     @property
     def satisfies_dependants(self) -> bool:
         """Dependants may start after these; after any other terminal state they are skipped."""
-        return self in (TaskStatus.MERGED, TaskStatus.NO_OP, TaskStatus.DONE_BEFORE)
+        return self in (
+            TaskStatus.MERGED,
+            TaskStatus.ON_TARGET,
+            TaskStatus.NO_OP,
+            TaskStatus.DONE_BEFORE,
+        )
 
 
 class RunStatus(StrEnum):
@@ -83,6 +91,13 @@ class TaskResult(Spend):
     # The commit waiting for a person's approval, while it waits (a decision signs it).
     approval_commit: str | None = None
     workflow_id: str | None = None  # the task's own workflow (its latest try)
+    # `git diff --stat` of the change against its base (bounded): what a person approves.
+    diffstat: str = ""
+    # The task's branch in the pipeline's clone, when it is kept (a failed task's work).
+    branch: str | None = None
+    clone: str | None = None  # the pipeline's clone that holds `branch`, on the worker's disk
+    # The task that, by ending without success, kept this one from starting.
+    blocked_by: str | None = None
 
 
 class PlanResult(BaseModel):
@@ -105,4 +120,39 @@ class RunProgress(BaseModel):
     target_branch: str
     target_commit: str | None = None
     tasks: list[TaskResult] = Field(default_factory=list)
+    total_cost_usd: float = 0.0
+
+
+class TaskCount(BaseModel):
+    status: TaskStatus
+    count: int
+
+
+class MemoTask(BaseModel):
+    """A task as the memo lists it: what a person reads first, nothing more (the memo is shown
+    whole in the Web UI, and bounded)."""
+
+    id: str
+    title: str = ""
+    status: TaskStatus
+    commit: str | None = None
+    error: str | None = None
+    blocked_by: str | None = None
+    workflow_id: str | None = None
+
+    def as_result(self) -> TaskResult:
+        return TaskResult(**self.model_dump())
+
+
+class ProgressMemo(BaseModel):
+    """The run's state as its memo keeps it, so that it is readable when no worker answers a
+    query: counts, and the tasks worth a look (running, or ended without success), bounded."""
+
+    status: RunStatus
+    paused: bool = False
+    cancelling: bool = False
+    target_commit: str | None = None
+    counts: list[TaskCount] = Field(default_factory=list)
+    tasks: list[MemoTask] = Field(default_factory=list)
+    more_tasks: int = 0  # tasks worth a look that did not fit
     total_cost_usd: float = 0.0

@@ -6,16 +6,26 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from models.activity_io import PrepareRunIn, PrepareRunOut
-    from models.results import PlanResult, RunProgress, RunStatus, TaskResult, TaskStatus
+    from models.results import (
+        PlanResult,
+        ProgressMemo,
+        RunProgress,
+        RunStatus,
+        TaskResult,
+        TaskStatus,
+    )
     from models.run import CancelRequest, PlanRunInput, TaskInput
     from models.sandbox import sandbox_of
+    from models.steer import SteerKind, SteerReply, SteerRequest
     from workflows import policies
+    from workflows.outcome import RUN_FAILED, TASK_FAILED, outcome_line, progress_memo, result_of
     from workflows.progress import details_markdown
     from workflows.schedule import Schedule
+    from workflows.steering import RunState, accepted, refusal
     from workflows.task import TaskWorkflow, failure_message
 
 
@@ -39,6 +49,8 @@ class PlanWorkflow:
         self.budget_spent = False
         self.status = RunStatus.RUNNING
         self.changed = False
+        self.finished = False
+        self.memo: ProgressMemo | None = None  # what the memo says now
 
     # ------------------------------------------------------------------ signals and query
 
@@ -55,6 +67,40 @@ class PlanWorkflow:
         self.cancelling = True
         self.cancel_now = self.cancel_now or bool(request and request.now)
         self.changed = True
+
+    @workflow.update
+    def steer(self, req: SteerRequest) -> SteerReply:
+        """pause, resume, cancel, retry, skip, answered: the caller learns whether it took
+        effect (a refused request fails its update, with the reason, and is not recorded)."""
+        message = accepted(self._state(), req)
+        if req.kind is SteerKind.PAUSE:
+            self.pause()
+        elif req.kind is SteerKind.RESUME:
+            self.resume()
+        elif req.kind is SteerKind.CANCEL:
+            self.cancel(CancelRequest(now=req.now))
+        else:
+            self.requests.append((req.kind.value, req.task or ""))
+            self.changed = True
+        return SteerReply(message=message)
+
+    @steer.validator
+    def _check_steer(self, req: SteerRequest) -> None:
+        problem = refusal(self._state(), req)
+        if problem is not None:
+            raise ValueError(problem)
+
+    def _state(self) -> RunState:
+        return RunState(
+            tasks=self.results,
+            paused=self.paused,
+            cancelling=self.cancelling,
+            cancel_now=self.cancel_now,
+            merging=frozenset(self.merging),
+            budget_spent=self.budget_spent,
+            # Before the run has read its input there is nothing to steer either.
+            finished=self.finished or self.inp is None,
+        )
 
     @workflow.signal
     def task_merging(self, task_id: str, cost_usd: float = 0.0) -> None:
@@ -151,20 +197,28 @@ class PlanWorkflow:
             for r in self.results.values():
                 if r.status is TaskStatus.PENDING:
                     r.status, r.error = TaskStatus.SKIPPED, reason
-            return self._finish(reason)
+            return self._end(self._finish(reason))
         except asyncio.CancelledError:
             # The workflow itself was cancelled: behave as `cancel --now`, then report.
             self.cancelling = self.cancel_now = True
             await self._drain()
-        return self._finish()
+        return self._end(self._finish())
+
+    def _end(self, result: PlanResult) -> PlanResult:
+        """A run that did not complete ends its workflow failed, so the Web UI and every list
+        show it at a glance; the result travels in the failure, where the starter reads it."""
+        if result.status is RunStatus.COMPLETED or not workflow.patched("fail-visibly"):
+            return result
+        raise ApplicationError(outcome_line(result), result, type=RUN_FAILED, non_retryable=True)
 
     async def _drive(self, sched: Schedule) -> None:
         assert self.inp is not None
         while True:
             self._take_requests(sched)
             states = {t: r.status for t, r in self.results.items()}
-            for tid, reason in sched.blocked(states):
-                self.results[tid].status, self.results[tid].error = TaskStatus.SKIPPED, reason
+            for tid, dep, reason in sched.blocked(states):
+                r = self.results[tid]
+                r.status, r.error, r.blocked_by = TaskStatus.SKIPPED, reason, dep
             if self.cancelling:
                 for r in self.results.values():
                     if r.status is TaskStatus.PENDING:
@@ -250,7 +304,8 @@ class PlanWorkflow:
                 id=tid, title=task.title, status=TaskStatus.CANCELLED, error="cancelled"
             )
         except ChildWorkflowError as exc:
-            res = TaskResult(
+            # A task that failed ends its workflow failed, with its result in the failure.
+            res = result_of(exc.cause, TASK_FAILED, TaskResult) or TaskResult(
                 id=tid,
                 title=task.title,
                 status=TaskStatus.FAILED,
@@ -289,16 +344,15 @@ class PlanWorkflow:
                 TaskStatus.CANCELLED,
                 TaskStatus.SKIPPED,
             ):
-                r.status, r.error = TaskStatus.PENDING, None
-                # Dependants skipped because of this task get their chance again.
+                r.status, r.error, r.blocked_by = TaskStatus.PENDING, None, None
+                # Dependants skipped for want of a dependency get their chance again (those
+                # still held back by another failed task are skipped again at once).
                 for dep in sched.dependants(tid):
                     d = self.results[dep]
-                    if (
-                        d.status is TaskStatus.SKIPPED
-                        and d.error
-                        and d.error.startswith("dependency ")
+                    if d.status is TaskStatus.SKIPPED and (
+                        d.blocked_by is not None or (d.error or "").startswith("dependency ")
                     ):
-                        d.status, d.error = TaskStatus.PENDING, None
+                        d.status, d.error, d.blocked_by = TaskStatus.PENDING, None, None
 
     async def _drain(self) -> None:
         for t in self.running.values():
@@ -319,6 +373,7 @@ class PlanWorkflow:
             self.status = RunStatus.FAILED
         else:
             self.status = RunStatus.COMPLETED
+        self.finished = True
         self._publish_details()
         return PlanResult(
             workflow_id=workflow.info().workflow_id,
@@ -333,5 +388,18 @@ class PlanWorkflow:
     def _publish_details(self) -> None:
         assert self.inp is not None
         workflow.set_current_details(
-            details_markdown(self.inp, list(self.results.values()), self.paused)
+            details_markdown(self.inp, list(self.results.values()), self.paused, self.status)
         )
+        # The memo keeps the run's state readable when no worker answers a query; it is
+        # written only when something the operator sees has changed.
+        memo = progress_memo(
+            self.status,
+            self.results,
+            self.paused,
+            self.cancelling,
+            self.target_commit,
+            self._spent(),
+        )
+        if memo != self.memo and workflow.patched("status-memo"):
+            self.memo = memo
+            workflow.upsert_memo({"progress": memo})

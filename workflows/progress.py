@@ -1,28 +1,56 @@
-"""The run's details in the Web UI: a markdown table of tasks. Pure."""
+"""The run's details in the Web UI: its outcome, then one line per task. Pure.
+
+A list rather than a markdown table: the Web UI renders tables without cell padding, so the
+columns ran together ("mergedmerge").
+"""
 
 from __future__ import annotations
 
-from models.results import TaskResult
+from models.results import RunStatus, TaskResult, TaskStatus
 from models.run import PlanRunInput
 
+SHOWN = 300
 
-def details_markdown(inp: PlanRunInput, results: list[TaskResult], paused: bool) -> str:
+MARK = {
+    TaskStatus.PENDING: "·",
+    TaskStatus.RUNNING: "▶",
+    TaskStatus.MERGED: "✔",
+    TaskStatus.ON_TARGET: "✔",
+    TaskStatus.NO_OP: "○",
+    TaskStatus.DONE_BEFORE: "✔",
+    TaskStatus.SKIPPED: "↷",
+    TaskStatus.FAILED: "✘",
+    TaskStatus.CANCELLED: "■",
+}
+
+
+def _line(r: TaskResult) -> str:
+    note = (r.error or r.phase or "").replace("\n", " ")[:160]
+    commit = f" `{r.commit[:10]}`" if r.commit else ""
+    title = r.title.replace("*", "")[:60]
+    return f"- {MARK[r.status]} **{r.id}** {title} — **{r.status.value}**{commit}" + (
+        f" — {note}" if note else ""
+    )
+
+
+def details_markdown(
+    inp: PlanRunInput,
+    results: list[TaskResult],
+    paused: bool,
+    status: RunStatus = RunStatus.RUNNING,
+) -> str:
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    state = "**paused**" if paused and status is RunStatus.RUNNING else f"**{status.value}**"
     lines = [
-        f"**{inp.plan.title or inp.plan_name}** → `{inp.options.target_branch}`"
-        + (" — **paused**" if paused else ""),
+        f"**{inp.plan.title or inp.plan_name}** → `{inp.options.target_branch}` — {state}",
         "",
         f"{len(results)} tasks: {summary}",
         "",
-        "| task | title | status | note |",
-        "|---|---|---|---|",
     ]
-    for r in results[:300]:
-        note = (r.error or r.phase or "").replace("|", "/").replace("\n", " ")[:120]
-        lines.append(f"| {r.id} | {r.title.replace('|', '/')[:60]} | {r.status.value} | {note} |")
-    if len(results) > 300:
-        lines.append(f"| … | {len(results) - 300} more | | |")
+    lines += [_line(r) for r in results[:SHOWN]]
+    if len(results) > SHOWN:
+        lines.append(f"- … {len(results) - SHOWN} more")
     return "\n".join(lines)

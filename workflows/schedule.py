@@ -46,8 +46,9 @@ class Schedule:
             t for t in self.order if states[t] is TaskStatus.PENDING and self.dep_sets[t] <= done
         ]
 
-    def blocked(self, states: dict[str, TaskStatus]) -> list[tuple[str, str]]:
-        """Pending tasks that can never start, with the reason: a dependency ended without success."""
+    def blocked(self, states: dict[str, TaskStatus]) -> list[tuple[str, str, str]]:
+        """Pending tasks that can never start: (task, the dependency that ended without success,
+        the reason in words)."""
         failed = {t for t, s in states.items() if s in _FAILING}
         if not failed:
             return []
@@ -55,7 +56,7 @@ class Schedule:
         for t in self.order:
             if states[t] is TaskStatus.PENDING and not self.dep_sets[t].isdisjoint(failed):
                 d = next(d for d in self.deps[t] if d in failed)  # the first, in plan order
-                out.append((t, f"dependency {d} ended {states[d].value}"))
+                out.append((t, d, f"dependency {d} ended {states[d].value}"))
         return out
 
     def dependants(self, task_id: str) -> list[str]:

@@ -12,7 +12,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from models.activity_io import (
@@ -28,8 +28,18 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.results import TaskResult, TaskStatus
     from models.run import Decision, TaskInput
+    from models.steer import DecideRequest, SteerReply
     from workflows import policies
-    from workflows.task_steps import TaskSteps, WorkerLost, failure_message, unresolved
+    from workflows.approval import from_operator
+    from workflows.outcome import TASK_FAILED
+    from workflows.task_steps import (
+        TaskSteps,
+        WorkerLost,
+        doing,
+        failure_message,
+        run_of,
+        unresolved,
+    )
 
 # How often a task is moved to another worker because its worker vanished.
 MAX_CLAIMS = 3
@@ -59,6 +69,32 @@ class TaskWorkflow(TaskSteps):
     @workflow.signal
     def reject(self, reason: str | None = None, token: str | None = None) -> None:
         self.decision = Decision(approved=False, reason=reason, token=token)
+
+    @workflow.update
+    def decide(self, req: DecideRequest) -> SteerReply:
+        """approve or reject, answered: refused (with why) unless the task waits for a decision
+        and the operator's key signed this one for the commit waiting."""
+        assert self.result is not None and self.result.approval_commit is not None
+        self.decision = Decision(approved=req.approved, reason=req.reason, token=req.token)
+        commit = self.result.approval_commit[:12]
+        if req.approved:
+            return SteerReply(message=f"approved {commit}: the task goes on to merge")
+        return SteerReply(message=f"rejected {commit}: the task ends failed")
+
+    @decide.validator
+    def _check_decide(self, req: DecideRequest) -> None:
+        res, inp = self.result, self.inp
+        if res is None or inp is None:
+            raise ValueError("the task has not started")
+        if res.approval_commit is None:
+            raise ValueError(f"task {res.id} is not waiting for approval: {doing(res)}")
+        if not from_operator(
+            inp.approver, req.token, req.approved, run_of(), res.id, res.approval_commit,
+            inp.approval_digest,
+        ):  # fmt: skip
+            raise ValueError(
+                f"the decision is not signed by this run's operator key for {res.approval_commit[:12]}"
+            )
 
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskResult:
@@ -109,7 +145,17 @@ class TaskWorkflow(TaskSteps):
         finally:
             await self._cleanup(inp, label, cancelled)
         res.duration_s = round((workflow.now() - started).total_seconds(), 3)
-        # Cancelled or not, the outcome is a result: the parent records it instead of a failure.
+        if res.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) and workflow.patched(
+            "fail-visibly"
+        ):
+            # Failed in the Web UI at a glance; the parent reads the result from the failure.
+            raise ApplicationError(
+                f"task {task.id} {res.status.value}: {res.error or ''}"[:2000],
+                res,
+                type=TASK_FAILED,
+                non_retryable=True,
+            )
+        # Before that patch, the outcome was always a result.
         return res
 
     async def _cleanup(self, inp: TaskInput, label: str, cancelled: bool) -> None:
@@ -125,6 +171,7 @@ class TaskWorkflow(TaskSteps):
                 task_id=inp.task.id,
                 delete_branch=not keep,
                 sandbox=inp.sandbox_config,
+                repo=inp.options.repo,
             ),
             CleanupOut,
             start_to_close_timeout=policies.GIT_TIMEOUT,
@@ -134,7 +181,8 @@ class TaskWorkflow(TaskSteps):
         )
         try:
             # A cancelled task still cleans up; its own cancellation must not cancel that.
-            await (asyncio.shield(cleanup) if cancelled else cleanup)
+            out: CleanupOut = await (asyncio.shield(cleanup) if cancelled else cleanup)
+            res.branch, res.clone = out.kept_branch, out.clone
         except (ActivityError, WorkerLost) as exc:
             workflow.logger.warning(
                 "cleanup of task %s failed: %s", inp.task.id, failure_message(exc)
@@ -161,6 +209,8 @@ class TaskWorkflow(TaskSteps):
             summary=f"{label} — workspace",
         )
         base = res.base_commit = ws.base_commit
+        # Where the task's work can be looked at while it runs (an approval) and, if kept, after.
+        res.branch, res.clone = ws.branch, ws.clone
         # One session for every run of the agent on this task: retries and fix rounds resume it.
         if self.session_id is None:
             self.session_id = str(workflow.uuid4())
@@ -175,17 +225,21 @@ class TaskWorkflow(TaskSteps):
         commit = agent.commit
         rounds = 0
         conflict_fixed = False
+        # A fix round that changed nothing leaves its request standing: no reason to verify again.
+        standing: FixRequest | None = None
         while True:
-            fix = FixRequest()
-            checks_ok = await self._verify(inp, label, base, commit)
-            if not checks_ok:
-                fix.failing_checks = [
-                    c.command for c in res.checks if not c.passed and not c.pre_existing
-                ]
+            if standing is not None:
+                fix, standing = standing, None
             else:
-                verdict = await self._review(inp, label, base, commit)
-                if not verdict.approved:
-                    fix.findings = verdict.blocking or verdict.findings
+                fix = FixRequest()
+                checks_ok = await self._verify(inp, label, base, commit)
+                if not checks_ok:
+                    fix.failed = [c for c in res.checks if not c.passed and not c.pre_existing]
+                    fix.failing_checks = [c.command for c in fix.failed]
+                else:
+                    verdict = await self._review(inp, label, base, commit)
+                    if not verdict.approved:
+                        fix.findings = verdict.blocking or verdict.findings
             if fix.failing_checks or fix.findings:
                 if rounds >= opts.max_fix_rounds:
                     res.status = TaskStatus.FAILED
@@ -196,6 +250,10 @@ class TaskWorkflow(TaskSteps):
                 fixed = await self._run_agent(inp, label, base, start=commit, fix=fix)
                 if fixed is None:
                     return
+                if fixed.commit is None and workflow.patched("fix-no-change"):
+                    fix.unchanged_rounds += 1
+                    standing = fix
+                    continue
                 commit = fixed.commit or commit
                 continue
 
@@ -206,6 +264,10 @@ class TaskWorkflow(TaskSteps):
             merge = await self._merge(inp, label, base, commit)
             if merge.merged:
                 res.status, res.commit, res.error = TaskStatus.MERGED, merge.commit, None
+                return
+            if merge.on_target:
+                # Nothing of this task's was published: `commit` is the one that carries it.
+                res.status, res.commit, res.error = TaskStatus.ON_TARGET, merge.commit, None
                 return
             if merge.conflict_paths and not conflict_fixed:
                 # One fix round with the conflicting files, on top of the target's tip.

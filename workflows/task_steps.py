@@ -235,6 +235,7 @@ class TaskSteps:
             res.review_rounds += 1
         res.add(review)
         res.verdict = review.verdict
+        res.diffstat = review.diffstat
         self.diff_size = (review.files_changed, review.lines_deleted)
         return review.verdict
 
@@ -259,12 +260,9 @@ class TaskSteps:
             )
         res.phase = f"awaiting approval: {why}"
         res.approval_commit = commit  # what a person approves; what the decision must sign
-        parent = workflow.info().parent
-        run = parent.workflow_id if parent is not None else workflow.info().workflow_id
+        run = run_of()
         # Shown on the task's page in the Web UI, where the person deciding will look.
-        workflow.set_current_details(
-            f"**Awaiting approval** ({why}). `starter.py approve {run} {inp.task.id}` or `reject`."
-        )
+        workflow.set_current_details(approval_details(run, inp.task.id, why, res))
         while True:
             await workflow.wait_condition(lambda: self.decision is not None)
             decision, self.decision = self.decision, None
@@ -317,6 +315,47 @@ class TaskSteps:
         return merge
 
 
+def approval_details(run: str, task_id: str, why: str, res: TaskResult) -> str:
+    """What the person deciding reads on the task's page: why, what changed, where to look."""
+    lines = [
+        f"**Awaiting approval** ({why}).",
+        "",
+        f"`starter.py approve {run} {task_id}` or `starter.py reject {run} {task_id}`",
+    ]
+    if res.branch:
+        where = f" in `{res.clone}`" if res.clone else ""
+        lines += ["", f"**Branch:** `{res.branch}`{where}"]
+    if res.diffstat:
+        lines += ["", "```", res.diffstat, "```"]
+    return "\n".join(lines)
+
+
+def run_of() -> str:
+    """The run's workflow id: what a person's decision names (the parent, or this one alone)."""
+    parent = workflow.info().parent
+    return parent.workflow_id if parent is not None else workflow.info().workflow_id
+
+
+_DOING = {
+    "claim": "it is waiting for a worker",
+    "workspace": "it is preparing its worktree",
+    "agent": "it is running the agent",
+    "verify": "it is running its checks",
+    "review": "it is being reviewed",
+    "merge": "it is merging",
+    "conflict fix": "its agent is resolving a merge conflict",
+}
+
+
+def doing(res: TaskResult) -> str:
+    """What a task is doing, for a sentence: "it is running the agent", "it has ended merged"."""
+    if res.status.terminal:
+        return f"it has ended {res.status.value}"
+    if res.phase.startswith("fix round"):
+        return f"its agent is in {res.phase}"
+    return _DOING.get(res.phase, f"it is in step {res.phase!r}")
+
+
 def limit_delay(kind: str, reset_at: float | None, now: float, waits: int) -> float:
     """Seconds to wait before the agent runs again: until the reported reset, else a backoff."""
     if kind == "rate_limit" and reset_at and reset_at > now:
@@ -328,4 +367,5 @@ def unresolved(fix: FixRequest, rounds: int) -> str:
     parts = [f"`{c}` fails" for c in fix.failing_checks] + [
         f"[{f.severity.value}] {f.file + ': ' if f.file else ''}{f.message}" for f in fix.findings
     ]
-    return f"not resolved after {rounds} fix round(s): " + "; ".join(parts)[:1500]
+    idle = f", {fix.unchanged_rounds} of which changed nothing" if fix.unchanged_rounds else ""
+    return f"not resolved after {rounds} fix round(s){idle}: " + "; ".join(parts)[:1500]

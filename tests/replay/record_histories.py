@@ -17,14 +17,16 @@ from datetime import timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from cli.approval import public_key, sign_decision
+from cli.results import final_result
 from models.results import PlanResult, RunProgress, TaskResult, TaskStatus
 from models.run import Approval, CancelRequest, ReviewerConfig
+from models.steer import DecideRequest, SteerKind, SteerReply, SteerRequest
 from tests.conftest import md
 from tests.temporal_env import test_server_path
 from tests.workflows.conftest import plan_input
@@ -33,7 +35,7 @@ from workflows.plan import PlanWorkflow
 from workflows.task import TaskWorkflow
 
 # Raise this with every change to a workflow's commands; each version keeps its own histories.
-VERSION = "v4"
+VERSION = "v5"
 OUT = Path(__file__).resolve().parent / "histories" / VERSION
 PLAN = md(
     """
@@ -92,7 +94,7 @@ async def scenario(
         handle = await client.start_workflow(PlanWorkflow.run, inp, id=wf_id, task_queue=queue)
         if steer:
             await steer(handle)
-        result: PlanResult = await handle.result()
+        result: PlanResult = await final_result(handle)
     parent = await client.get_workflow_handle(wf_id).fetch_history()
     ids = [wf_id] + [
         e.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
@@ -178,6 +180,45 @@ async def main() -> None:
         await scenario(
             c, "pause-skip-resume", Script(slow={"1.1": 0.5}), pause_skip, max_concurrent=1
         )
+
+        # v5: steering by update (answered; a refused one leaves no trace), decisions by
+        # update, a fix round that changes nothing, a change already on the target.
+        async def steer_updates(handle) -> None:
+            async def update(kind: SteerKind, task: str | None = None) -> None:
+                await handle.execute_update(
+                    "steer", SteerRequest(kind=kind, task=task), result_type=SteerReply
+                )
+
+            await _wait_for(handle, "1.1", TaskStatus.RUNNING)
+            await update(SteerKind.PAUSE)
+            with contextlib.suppress(WorkflowUpdateFailedError):
+                await update(SteerKind.PAUSE)  # refused: already paused
+            await update(SteerKind.SKIP, "2.1")
+            await asyncio.sleep(0.5)
+            await update(SteerKind.RESUME)
+
+        await scenario(
+            c, "steer-updates", Script(slow={"1.1": 0.5}), steer_updates, max_concurrent=1
+        )
+
+        async def decide(handle) -> None:
+            for tid in ("1.1", "1.2"):
+                commit = await _wait_phase(client=c, handle=handle, tid=tid)
+                child = c.get_workflow_handle(f"{handle.id}/task-{tid}")
+                approved = tid == "1.1"
+                token = sign_decision(key, approved, handle.id, tid, commit)
+                await child.execute_update(
+                    "decide",
+                    DecideRequest(approved=approved, token=token),
+                    result_type=SteerReply,
+                )
+
+        await scenario(
+            c, "decide-updates", Script(), decide, approver=public_key(key),
+            approval=Approval.ALWAYS,
+        )  # fmt: skip
+        await scenario(c, "fix-no-change", Script(verify_fails={"1.1"}, fix_no_change={"1.1"}))
+        await scenario(c, "on-target", Script(on_target={"1.2"}))
 
 
 if __name__ == "__main__":

@@ -222,3 +222,18 @@ async def test_a_branch_checked_out_by_the_user_is_never_pushed(env: Env) -> Non
     with pytest.raises(GitError, match="checked out"):
         await env.merge("1.1", base, commit, target="main", attempts=2)
     assert snapshot(env.repo) == before
+
+
+async def test_a_change_other_work_already_made_is_on_target_with_its_commit(env: Env) -> None:
+    # Two runs (or a run and a person) make the same change: the second has nothing to publish,
+    # and must not report the other's commit as its own merge.
+    base, commit = await env.task("1.1", {"same.txt": "same\n"})
+    push_outside(env.repo, TARGET, "same.txt", "same\n", env.tmp, message="someone else")
+    carrier = env.target()
+    push_outside(env.repo, TARGET, "later.txt", "later\n", env.tmp)  # and work after it
+    tip = env.target()
+    out = await env.merge("1.1", base, commit)
+    assert (out.merged, out.on_target, out.already_merged) == (False, True, False)
+    assert out.commit == carrier  # the commit that carries the change, not the tip
+    assert env.target() == tip  # nothing was pushed
+    assert "Task 1.1" not in log_subjects(env.repo, TARGET)

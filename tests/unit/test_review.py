@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from backends.review import fix_prompt, parse_verdict, review_prompt
+from backends.review import FIX_OUTPUT_CHARS, fix_prompt, parse_verdict, review_prompt
+from models.activity_io import FixRequest
+from models.results import CheckResult
 from models.review import Finding, Severity
 from plan_parser import parse_plan
 
@@ -51,6 +53,19 @@ def test_review_prompt_carries_instructions_criteria_and_diff() -> None:
 
 def test_fix_prompt_lists_what_to_address() -> None:
     finding = Finding(severity=Severity.BLOCKER, file="a.py", line=3, message="wrong")
-    p = fix_prompt(TASK, "BASE", [finding], ["pytest -q"], ["b.py"])
+    fix = FixRequest(findings=[finding], failing_checks=["pytest -q"], conflicts=["b.py"])
+    p = fix_prompt(TASK, "BASE", fix)
     assert p.startswith("BASE")
     assert "`pytest -q` fails" in p and "[blocker] (a.py:3) wrong" in p and "b.py" in p
+    assert "changed no file" not in p
+
+
+def test_fix_prompt_shows_the_end_of_a_failing_checks_output() -> None:
+    output = "collected 3 items\n" + "noise line\n" * 500 + "E   AssertionError: slug('') == 'x'\n"
+    check = CheckResult(command="pytest -q", exit_code=1, passed=False, output_tail=output)
+    fix = FixRequest(failing_checks=["pytest -q"], failed=[check], unchanged_rounds=1)
+    p = fix_prompt(TASK, "BASE", fix)
+    assert "exited 1" in p and "E   AssertionError: slug('') == 'x'" in p
+    # Bounded: the end of the output, not all of it.
+    assert "collected 3 items" not in p and len(p) < len("BASE") + FIX_OUTPUT_CHARS + 600
+    assert "changed no file" in p

@@ -11,6 +11,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from cli.results import final_result
 from models.results import PlanResult
 from models.run import AgentConfig, PlanRunInput, RunOptions
 from plan_parser import parse_plan
@@ -52,7 +53,7 @@ class Harness:
         )
 
     async def run(self, inp: PlanRunInput) -> PlanResult:
-        return await (await self.start(inp)).result()
+        return await final_result(await self.start(inp))
 
 
 @pytest.fixture

@@ -55,6 +55,8 @@ class Script:
     lost_queue_claims: dict[str, int] = field(default_factory=dict)
     unasked_deletions: dict[str, int] = field(default_factory=dict)  # task -> files deleted
     merge_seconds: float = 0.0
+    fix_no_change: set[str] = field(default_factory=set)  # fix rounds that commit nothing
+    on_target: set[str] = field(default_factory=set)  # changes other work already merged
 
 
 class FakeActivities:
@@ -151,7 +153,7 @@ class FakeActivities:
                 failure_kind="other",
                 **spend,
             )
-        if tid in self.script.no_op:
+        if tid in self.script.no_op or (inp.fix is not None and tid in self.script.fix_no_change):
             return RunAgentOut(exit_code=0, succeeded=True, commit=None, **spend)
         self.commits[tid] += 1
         return RunAgentOut(
@@ -175,7 +177,13 @@ class FakeActivities:
         return VerifyOut(
             passed=ok,
             checks=[
-                CheckResult(command=c, exit_code=0 if ok else 1, passed=ok) for c in inp.commands
+                CheckResult(
+                    command=c,
+                    exit_code=0 if ok else 1,
+                    passed=ok,
+                    output_tail="" if ok else f"FAILED test_{inp.task_id}: assert 1 == 2",
+                )
+                for c in inp.commands
             ],
         )
 
@@ -188,6 +196,8 @@ class FakeActivities:
             inp.task_id in self.script.conflict_once and not fixed
         ):
             return MergeOut(merged=False, conflict_paths=["shared.py"])
+        if inp.task_id in self.script.on_target:
+            return MergeOut(merged=False, on_target=True, commit="other-work")
         self.merged_order.append(inp.task_id)
         self.calls.append(("merged", inp.task_id))
         return MergeOut(merged=True, commit=f"m-{inp.task_id}")

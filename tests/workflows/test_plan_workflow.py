@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from cli.results import final_result
 from models.results import RunProgress, RunStatus, TaskStatus
 from models.run import CancelRequest
 from tests.conftest import md
@@ -136,7 +137,7 @@ async def test_retry_signal_runs_a_failed_task_again_and_releases_its_dependants
             break
         await asyncio.sleep(0.02)
     await handle.signal("retry", "1.2")
-    result = await handle.result()
+    result = await final_result(handle)
     s = statuses(result)
     assert s["1.2"] is TaskStatus.MERGED and s["2.1"] is TaskStatus.MERGED
     assert running.fakes.agent_runs["1.2"] == 2
@@ -153,7 +154,7 @@ async def test_pause_holds_new_tasks_until_resume(running: Harness) -> None:
     started = {tid for name, tid in running.fakes.calls if name == "run_agent"}
     assert len(started) <= 1
     await handle.signal("resume")
-    result = await handle.result()
+    result = await final_result(handle)
     assert result.status is RunStatus.COMPLETED
 
 
@@ -164,7 +165,7 @@ async def test_graceful_cancel_finishes_running_tasks_and_cancels_the_rest(
     handle = await running.start(plan_input(PLAN, max_concurrent=1))
     await asyncio.sleep(0.2)
     await handle.signal("cancel", CancelRequest())
-    result = await handle.result()
+    result = await final_result(handle)
     s = statuses(result)
     assert result.status is RunStatus.CANCELLED
     assert s["1.1"] is TaskStatus.MERGED  # it was running: allowed to finish
@@ -179,7 +180,7 @@ async def test_cancel_now_cancels_running_agents(running: Harness) -> None:
             break
         await asyncio.sleep(0.02)
     await handle.signal("cancel", CancelRequest(now=True))
-    result = await handle.result()
+    result = await final_result(handle)
     assert statuses(result)["1.1"] is TaskStatus.CANCELLED
     assert running.fakes.cancelled == ["1.1"]
     assert "1.1" in running.fakes.cleaned  # cleanup ran although the task was cancelled
@@ -189,7 +190,7 @@ async def test_skip_signal(running: Harness) -> None:
     running.fakes.script.slow["1.1"] = 0.5
     handle = await running.start(plan_input(PLAN, max_concurrent=1))
     await handle.signal("skip", "2.1")
-    result = await handle.result()
+    result = await final_result(handle)
     s = statuses(result)
     assert s["2.1"] is TaskStatus.SKIPPED and s["2.2"] is TaskStatus.SKIPPED
     assert {t.id: t.error for t in result.tasks}["2.1"] == "skipped by request"

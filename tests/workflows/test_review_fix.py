@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cli.approval import public_key, sign_decision
+from cli.results import final_result
 from models.results import RunProgress, RunStatus, TaskResult, TaskStatus
 from models.run import AgentConfig, Approval, ClaudeOptions, ReviewerConfig
 from tests.conftest import md
@@ -133,7 +134,7 @@ async def test_approval_always_waits_for_the_signal(running: Harness) -> None:
     assert ("merge_task", "1.1") not in running.fakes.calls
     await handle.signal("approve", "1.1")
     await handle.signal("reject", "1.2")
-    result = await handle.result()
+    result = await final_result(handle)
     t = tasks(result)
     assert t["1.1"].status is TaskStatus.MERGED
     assert t["1.2"].status is TaskStatus.FAILED and t["1.2"].error == "rejected"
@@ -153,7 +154,7 @@ async def test_approval_large_only_stops_large_changes(running: Harness) -> None
         await asyncio.sleep(0.05)
     assert {t.id: t.status for t in progress.tasks}["1.2"] is TaskStatus.RUNNING
     await handle.signal("approve", "1.2")
-    assert (await handle.result()).status is RunStatus.COMPLETED
+    assert (await final_result(handle)).status is RunStatus.COMPLETED
 
 
 @pytest.mark.parametrize(
@@ -175,7 +176,7 @@ async def test_deleting_many_unnamed_files_waits_for_approval_even_without_appro
     assert {t.id: t.status for t in progress.tasks}["1.2"] is TaskStatus.MERGED
     assert ("merge_task", "1.1") not in running.fakes.calls
     await handle.signal("reject", "1.1")
-    t = tasks(await handle.result())
+    t = tasks(await final_result(handle))
     assert t["1.1"].status is TaskStatus.FAILED and t["1.1"].error == "rejected"
 
 
@@ -247,6 +248,6 @@ async def test_a_decision_counts_only_when_the_operator_signed_it_for_that_commi
         await asyncio.sleep(0.05)
     assert ("merge_task", "1.1") not in running.fakes.calls
     await handle.signal("approve", args=["1.1", sign_decision(raw, True, wid, "1.1", commit)])
-    t = tasks(await handle.result())
+    t = tasks(await final_result(handle))
     assert t["1.1"].status is TaskStatus.MERGED
     assert t["1.2"].status is TaskStatus.FAILED and t["1.2"].error == "rejected"
