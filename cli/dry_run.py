@@ -42,7 +42,11 @@ def _task_json(t: Task) -> dict[str, Any]:
         "depends_on": list(t.depends_on),
         "done": t.done,
         "files": [{"action": f.action, "path": f.path} for f in t.files],
+        # Both kinds, in the plan's order (the contract since the first version)...
         "verification": [c.text for c in t.verification],
+        # ...and told apart: what is run, and what the reviewer judges.
+        "commands": t.commands,
+        "criteria": t.criteria,
         "instructions": t.instructions,
     }
 

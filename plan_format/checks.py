@@ -189,6 +189,21 @@ def run_order(batches: list[Batch]) -> list[Batch]:
     return order
 
 
+def unverified_warning(batches: list[Batch]) -> PlanIssue | None:
+    """Tasks to run with no verification command: only the reviewer's reading checks them. One
+    warning for them all (a plan may have hundreds), at the first."""
+    bare = [t for b in batches for t in b.tasks if not t.done and not t.commands]
+    if not bare:
+        return None
+    ids = ", ".join(t.id for t in bare[:12]) + (", ..." if len(bare) > 12 else "")
+    total = sum(1 for b in batches for t in b.tasks if not t.done)
+    return PlanIssue(
+        line=bare[0].line,
+        message=f"{len(bare)} of {total} tasks have no verification command (a `- [ ] `command`` "
+        f"under **Verification:**), so nothing but the reviewer checks them: {ids}",
+    )
+
+
 def overlap_warnings(batches: list[Batch]) -> list[PlanIssue]:
     """Two tasks that may run at the same time and both write one file will conflict."""
     writers: dict[str, list[Task]] = defaultdict(list)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shlex
 import tempfile
 import time
@@ -57,6 +58,23 @@ HEARTBEAT_EVERY_S = 2.0
 SUMMARY_CHARS = 500
 TEXT_CHARS = 200_000  # the output's tail kept as the outcome's text (a reviewer's verdict)
 ERROR_TAIL_LINES = 20
+
+
+# The placeholders a template may name (see the module's docstring).
+PLACEHOLDERS = ("prompt_file", "task_id", "workdir", "title")
+_NAMED = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def unknown_placeholders(template: list[str]) -> list[str]:
+    """`{word}`s in a template that are no placeholder: a typo (`{task}`) would reach the agent
+    as is. JSON and shell braces (`{"a": 1}`, `${X}`) are not words in braces and pass."""
+    found = []
+    for arg in template:
+        for m in _NAMED.finditer(arg):
+            before = arg[m.start() - 1] if m.start() else ""
+            if before != "$" and m.group(1) not in PLACEHOLDERS and m.group(0) not in found:
+                found.append(m.group(0))
+    return found
 
 
 def render_argv(template: list[str], values: dict[str, str]) -> list[str]:

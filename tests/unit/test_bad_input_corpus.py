@@ -255,6 +255,26 @@ RUNS = [
         setup=_user_repo,
     ),
     Case(
+        # A typo would reach the agent as literal text: every task a no_op, the run green.
+        "unknown placeholder in the agent command",
+        GOOD,
+        args=("--agent", "command", "--agent-command", "sh -c 'x \"$1\"' sh {task}"),
+        expect=("unknown placeholder {task}", "{task_id}"),
+        dry=False,
+        setup=_user_repo,
+    ),
+    Case(
+        "unknown placeholder in the reviewer command",
+        GOOD,
+        args=(
+            *("--agent", "command", "--agent-command", "true {prompt_file}"),
+            *("--reviewer", "command", "--reviewer-command", "review {diff}"),
+        ),
+        expect=("--reviewer-command: unknown placeholder {diff}",),
+        dry=False,
+        setup=_user_repo,
+    ),
+    Case(
         "command agent without a command",
         GOOD,
         args=("--agent", "command"),
@@ -410,10 +430,12 @@ def test_bad_input(
     out, err = capsys.readouterr()
     assert code == 2, (code, out, err)
     assert "Traceback" not in err and out == ""
+    # The plan's warnings may come first; the error follows them.
+    first = next(line for line in err.splitlines() if ": warning: " not in line)
     if case.line is not None:
-        assert err.startswith(f"{case.plan_name}:{case.line}: "), err
+        assert first.startswith(f"{case.plan_name}:{case.line}: "), err
     else:
-        assert err.startswith("error: "), err
+        assert first.startswith("error: "), err
     for word in case.expect:
         assert word in err, (word, err)
     assert not workspace.exists(), "nothing is written for a refused run"

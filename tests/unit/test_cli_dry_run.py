@@ -94,14 +94,23 @@ def test_json_contract(plan_file: Path) -> None:
         "done",
         "files",
         "verification",
+        "commands",
+        "criteria",
         "instructions",
     }
     assert (t11["id"], t11["title"], t11["done"]) == ("1.1", "Make a file", True)
     assert t11["files"] == [{"action": "create", "path": "a.txt"}]
+    # `verification` keeps both, in order; `commands` and `criteria` tell them apart.
     assert t12["verification"] == ["pytest -q", "Looks right"]
+    assert (t12["commands"], t12["criteria"]) == (["pytest -q"], ["Looks right"])
     assert b2["tasks"][0]["depends_on"] == ["1.2"]
     assert b2["tasks"][0]["instructions"].endswith("Just do it.")
-    assert data["done_elsewhere"] == [] and data["warnings"] == []
+    assert data["done_elsewhere"] == []
+    # Task 2.1 is to run and nothing verifies it (1.1 is done, 1.2 has a command).
+    (warning,) = data["warnings"]
+    assert warning["line"] == b2["tasks"][0]["line"]
+    assert "1 of 2 tasks have no verification command" in warning["message"]
+    assert warning["message"].endswith(": 2.1")
 
 
 def test_json_selection_lists_only_selected_batches(plan_file: Path) -> None:
@@ -175,7 +184,10 @@ def test_warnings_reach_the_tree_and_json(tmp_path: Path) -> None:
         tree.returncode == 0 and f"{path}:4:" in tree.stdout and "both change x.py" in tree.stdout
     )
     data = json.loads(starter("--plan", str(path), "--dry-run", "--json").stdout)
-    assert data["warnings"] == [{"line": 4, "message": data["warnings"][0]["message"]}]
+    by_line = {w["line"]: w["message"] for w in data["warnings"]}
+    assert "both change x.py" in by_line[4]
+    assert "2 of 2 tasks have no verification command" in by_line[2]
+    assert "no verification command" in tree.stdout
 
 
 def test_real_plan_json(shared_plans: Path) -> None:

@@ -1,0 +1,83 @@
+"""The words of steering: which requests a run takes in which state, and why it refuses the rest
+(the same pure function the run's update validator calls)."""
+
+from __future__ import annotations
+
+from backends.agents.command import unknown_placeholders
+from models.results import TaskResult, TaskStatus
+from models.steer import SteerKind, SteerRequest
+from workflows.steering import RunState, accepted, refusal
+
+
+def state(**kw: object) -> RunState:
+    tasks = {
+        "1.1": TaskResult(id="1.1", status=TaskStatus.MERGED, commit="a" * 40),
+        "1.2": TaskResult(id="1.2", status=TaskStatus.RUNNING),
+        "1.3": TaskResult(id="1.3", status=TaskStatus.FAILED),
+        "1.4": TaskResult(id="1.4", status=TaskStatus.PENDING),
+    }
+    fields: dict[str, object] = {
+        "tasks": tasks,
+        "paused": False,
+        "cancelling": False,
+        "cancel_now": False,
+        "merging": frozenset(),
+        "budget_spent": False,
+        "finished": False,
+    }
+    return RunState(**(fields | kw))  # type: ignore[arg-type]
+
+
+def req(kind: SteerKind, task: str | None = None, now: bool = False) -> SteerRequest:
+    return SteerRequest(kind=kind, task=task, now=now)
+
+
+def test_refusals_say_why() -> None:
+    s = state()
+    assert (
+        refusal(s, req(SteerKind.SKIP, "1.1"))
+        == f"task 1.1 has already ended: merged at {'a' * 12}"
+    )
+    assert "nothing to retry" in (refusal(s, req(SteerKind.RETRY, "1.1")) or "")
+    assert refusal(s, req(SteerKind.RETRY, "1.2")) == "task 1.2 is still running"
+    merging = state(merging=frozenset({"1.2"}))
+    assert refusal(merging, req(SteerKind.SKIP, "1.2")) == (
+        "task 1.2 is merging; it can no longer be skipped"
+    )
+    assert refusal(merging, req(SteerKind.RETRY, "1.2")) == "task 1.2 is still running (merging)"
+    assert refusal(state(budget_spent=True), req(SteerKind.RETRY, "1.3")) == (
+        "the run's budget is spent; no task starts again"
+    )
+    assert refusal(state(finished=True), req(SteerKind.PAUSE)) == (
+        "the run is ending; nothing can change now"
+    )
+
+
+def test_cancel_can_be_sharpened_to_now_but_not_repeated() -> None:
+    graceful = state(cancelling=True)
+    assert refusal(graceful, req(SteerKind.CANCEL)) == "the run is already being cancelled"
+    assert refusal(graceful, req(SteerKind.CANCEL, now=True)) is None
+    assert refusal(state(cancelling=True, cancel_now=True), req(SteerKind.CANCEL, now=True))
+    assert refusal(graceful, req(SteerKind.PAUSE)) == "the run is being cancelled"
+    assert refusal(graceful, req(SteerKind.RETRY, "1.3")) == (
+        "the run is being cancelled; no task starts again"
+    )
+
+
+def test_ids_compare_without_case_and_answers_use_the_runs_spelling() -> None:
+    s = state(tasks={"A.1": TaskResult(id="A.1", status=TaskStatus.FAILED)})
+    assert refusal(s, req(SteerKind.RETRY, " a.1 ")) is None
+    assert accepted(s, req(SteerKind.RETRY, "a.1")).startswith("task A.1 will run again")
+    running = state()
+    assert accepted(running, req(SteerKind.SKIP, "1.2")) == (
+        "task 1.2 is being stopped, and will end skipped"
+    )
+
+
+def test_unknown_placeholders_are_found_and_other_braces_pass() -> None:
+    assert unknown_placeholders(["agent", "{task}", "--id={task_id}", "{Workdir}"]) == [
+        "{task}",
+        "{Workdir}",
+    ]
+    passing = ['{"a": 1}', "${HOME}", "{prompt_file}", "{title}", "x{}y", "{1}"]
+    assert unknown_placeholders(passing) == []
