@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     end_batch: str | None = None
     rerun_done: bool = False
     retry_failed: bool = False
+    share_target: bool = False  # start even while another run is open on the same target
     dry_run: bool = False
     json_output: bool = Field(default=False, alias="json")
 

@@ -8,6 +8,12 @@ from cli.redaction import data_converter
 from errors import UsageError
 
 TASK_QUEUE = "autonomous-pipeline"
+# A run's workflow id is this prefix and its run key (`cli.run.run_identity`).
+RUN_PREFIX = "pipeline-"
+
+
+def run_key_of(workflow_id: str) -> str:
+    return workflow_id.removeprefix(RUN_PREFIX)
 
 
 async def connect_client(address: str | None, namespace: str | None = None) -> Client:

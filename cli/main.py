@@ -11,28 +11,34 @@ import traceback
 from typing import Any
 
 from pydantic import ValidationError
-from rich.console import Console
 
 from cli.dry_run import plan_json, render_tree
 from cli.plan_input import load_plan
+from cli.progress import console
+from cli.runs import STATUSES
 from cli.sandbox import assign_sandboxes
 from config import Settings, load_settings
 from errors import PipelineError, PlanError, UsageError
 from models.sandbox import AgentNetwork, ContainerRuntime, SandboxKind
+from plan_format.checks import unverified_warning
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-SUBCOMMANDS = (
-    "status",
-    "pause",
-    "resume",
-    "cancel",
-    "retry",
-    "skip",
-    "approve",
-    "reject",
-    "approval-token",
-    "server",
-)
+# Each subcommand and what it does: the `--help` text and the dispatch table in one place.
+SUBCOMMANDS = {
+    "runs": "list the runs, newest first, with their outcome and Web UI link",
+    "status": "a run's state; with a task id, that task whole (error, checks, branch)",
+    "pause": "start no new task until `resume` (running tasks go on)",
+    "resume": "undo `pause`",
+    "cancel": "start no new task and end the run (--now: also stop running agents)",
+    "retry": "run a failed, cancelled or skipped task again, and what it held back",
+    "skip": "end a task that has not finished as skipped",
+    "approve": "let a task waiting for approval merge",
+    "reject": "end a task waiting for approval as failed",
+    "approval-token": "print the signed decision, for `temporal workflow signal`",
+    "server": "stop this workspace's embedded Temporal server",
+}
+# Arguments that are the subcommand's own, not settings.
+CONTROL_ARGS = ("workflow_id", "task", "now", "action", "status", "reason")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -52,11 +58,16 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    width = max(len(c) for c in SUBCOMMANDS)
+    listing = "\n".join(f"  {c:<{width}}  {what}" for c, what in SUBCOMMANDS.items())
     p = argparse.ArgumentParser(
         prog="starter.py",
-        description="Run every task of a markdown plan through a coding agent, durably. "
-        f"Subcommands: {', '.join(SUBCOMMANDS)} (starter.py status --help).",
+        description="Run every task of a markdown plan through a coding agent, durably.",
+        epilog=f"subcommands (starter.py SUBCOMMAND --help):\n{listing}\n\n"
+        "exit codes: 0 done, 1 the run failed, 2 bad input or a request refused",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     p.add_argument("--plan", help="the plan file (MASTER_PLAN.md)")
     p.add_argument(
         "--dry-run",
@@ -78,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="run a finished run's failed tasks again",
+    )
+    p.add_argument(
+        "--share-target",
+        action="store_true",
+        default=None,
+        help="start even while a run of another plan is open on the same target branch",
     )
     p.add_argument(
         "--repo",
@@ -217,22 +234,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_control_parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"starter.py {command}")
+    p = argparse.ArgumentParser(prog=f"starter.py {command}", description=SUBCOMMANDS[command])
     if command == "server":
-        p.add_argument("action", choices=["stop"])
+        p.add_argument("action", choices=["stop"], help="what to do with the server")
+    elif command == "runs":
+        p.add_argument(
+            "--status", choices=list(STATUSES), help="only the runs that are (or ended) so"
+        )
     else:
-        p.add_argument("workflow_id")
+        p.add_argument("workflow_id", metavar="RUN", help="the run's workflow id (pipeline-...)")
+    if command == "status":
+        p.add_argument("task", nargs="?", metavar="TASK", help="a task id, e.g. 2.1")
     if command in ("retry", "skip", "approve", "reject", "approval-token"):
-        p.add_argument("task")
+        p.add_argument("task", metavar="TASK", help="the task's id, e.g. 2.1")
     if command == "cancel":
         p.add_argument(
             "--now", action="store_true", help="also cancel running tasks, killing their agents"
         )
+    if command == "reject":
+        p.add_argument("--reason", help="why, recorded as the task's error")
     if command == "approval-token":
         # Parsed as `now`: False signs a rejection.
         p.add_argument("--reject", dest="now", action="store_true", help="the token of a rejection")
     _common(p)
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("autonomous-pipeline")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def settings_from(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> Settings:
@@ -269,16 +303,8 @@ def run(argv: list[str]) -> int:
         from cli.control import control
 
         args = build_control_parser(argv[0]).parse_args(argv[1:])
-        settings = settings_from(args, skip=("workflow_id", "task", "now", "action"))
-        return asyncio.run(
-            control(
-                argv[0],
-                getattr(args, "workflow_id", ""),
-                getattr(args, "task", None),
-                bool(getattr(args, "now", False)),
-                settings,
-            )
-        )
+        settings = settings_from(args, skip=CONTROL_ARGS)
+        return asyncio.run(control(argv[0], args, settings))
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
     refuse_conflicts(settings)
@@ -294,11 +320,14 @@ def run(argv: list[str]) -> int:
             print(f"{filename}:{w.line}: warning: {w.message}", file=sys.stderr)
         return EXIT_USAGE
     plan = assign_sandboxes(plan, settings.sandbox, settings.override_execution_mode)
+    bare = unverified_warning(plan.batches)
+    if bare is not None:
+        plan.warnings = sorted([*plan.warnings, bare], key=lambda w: w.line)
     if settings.dry_run:
         if settings.json_output:
             print(json.dumps(plan_json(plan), ensure_ascii=False))
         else:
-            render_tree(plan, filename, Console(highlight=False))
+            render_tree(plan, filename, console())
         return EXIT_OK
     for w in plan.warnings:
         print(f"{filename}:{w.line}: warning: {w.message}", file=sys.stderr)

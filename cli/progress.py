@@ -8,14 +8,18 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
+from cli.connect import run_key_of
+from cli.task_detail import detail_lines
 from models.results import PlanResult, RunProgress, TaskResult, TaskStatus
 
 STYLE = {
     TaskStatus.PENDING: "dim",
     TaskStatus.RUNNING: "cyan",
     TaskStatus.MERGED: "green",
+    TaskStatus.ON_TARGET: "green",
     TaskStatus.NO_OP: "yellow",
     TaskStatus.DONE_BEFORE: "green",
     TaskStatus.SKIPPED: "yellow",
@@ -24,7 +28,26 @@ STYLE = {
 }
 
 
-def _table(tasks: list[TaskResult], elapsed: dict[str, float], title: str) -> Table:
+# A note in the live table is cut to fit a terminal; elsewhere (a pipe, a file, a summary) whole.
+LIVE_NOTE_CHARS = 70
+
+
+def _note(t: TaskResult) -> str:
+    if t.error:
+        return t.error
+    if t.status is TaskStatus.RUNNING:
+        return t.phase
+    if t.status is TaskStatus.ON_TARGET:
+        return "already on the target (through other work)"
+    failing = [c for c in t.checks if not c.passed and c.pre_existing]
+    if failing:
+        return f"{len(failing)} check(s) fail on the base too (pre-existing)"
+    return ""
+
+
+def _table(
+    tasks: list[TaskResult], elapsed: dict[str, float], title: str, note_chars: int | None
+) -> Table:
     table = Table(title=title, title_justify="left", expand=False)
     for col in ("task", "title", "status", "time", "cost", "commit", "note"):
         table.add_column(
@@ -34,14 +57,15 @@ def _table(tasks: list[TaskResult], elapsed: dict[str, float], title: str) -> Ta
         )
     for t in tasks:
         secs = t.duration_s or elapsed.get(t.id, 0.0)
+        note = _note(t)
         table.add_row(
             t.id,
-            t.title[:48],
+            escape(t.title[:48]),
             f"[{STYLE[t.status]}]{t.status.value}[/]",
             f"{secs:.1f}s" if secs else "",
             f"${t.cost_usd:.2f}" if t.cost_usd else "",
             (t.commit or "")[:10],
-            (t.error or (t.phase if t.status is TaskStatus.RUNNING else ""))[:70],
+            escape(note[:note_chars] if note_chars else note),
         )
     return table
 
@@ -54,6 +78,9 @@ class ProgressView:
         self.live = Live(console=console, refresh_per_second=4, transient=True) if live else None
         self.seen: dict[str, TaskStatus] = {}
         self.started: dict[str, float] = {}
+        self.phases: dict[str, str] = {}
+        self.rounds: dict[str, int] = {}
+        self.run_flags = (False, False)
 
     def __enter__(self) -> ProgressView:
         if self.live:
@@ -74,21 +101,47 @@ class ProgressView:
             title = f"{progress.workflow_id} → {progress.target_branch}" + (
                 " (paused)" if progress.paused else ""
             )
-            self.live.update(_table(progress.tasks, elapsed, title))
+            self.live.update(_table(progress.tasks, elapsed, title, LIVE_NOTE_CHARS))
             return
+        for line in self.news(progress):
+            self.console.print(f"[{time.strftime('%H:%M:%S')}] {line}", markup=False)
+
+    def news(self, progress: RunProgress) -> list[str]:
+        """What changed since the last snapshot, one line each: the run pausing, resuming or
+        being cancelled; a task's status, step (phase) and fix rounds."""
+        lines = []
+        run_flags = (progress.paused, progress.cancelling)
+        if run_flags != self.run_flags:
+            was_paused, was_cancelling = self.run_flags
+            if progress.cancelling and not was_cancelling:
+                lines.append("Run: cancelling (running tasks finish or stop; no new task starts)")
+            elif progress.paused and not was_paused:
+                lines.append("Run: paused (no new task starts until `resume`)")
+            elif was_paused and not progress.paused:
+                lines.append("Run: resumed")
+            self.run_flags = run_flags
         for t in progress.tasks:
             # Pending is where every task starts; only movement is news.
             if self.seen.get(t.id, TaskStatus.PENDING) is not t.status:
                 self.seen[t.id] = t.status
                 extra = f" {t.commit[:10]}" if t.commit else ""
                 extra += f" ({t.error})" if t.error else ""
-                self.console.print(
-                    f"[{time.strftime('%H:%M:%S')}] Task {t.id}: {t.status.value}{extra}"
-                )
+                lines.append(f"Task {t.id}: {t.status.value}{extra}")
+            if t.status is not TaskStatus.RUNNING:
+                continue
+            if t.review_rounds > self.rounds.get(t.id, 0):
+                self.rounds[t.id] = t.review_rounds
+                lines.append(f"Task {t.id}: review round {t.review_rounds}")
+            if t.phase and self.phases.get(t.id) != t.phase:
+                self.phases[t.id] = t.phase
+                lines.append(f"Task {t.id}: {t.phase}")
+        return lines
 
 
-def print_summary(result: PlanResult, console: Console) -> None:
-    console.print(_table(result.tasks, {}, f"{result.workflow_id}: {result.status.value}"))
+def print_summary(result: PlanResult, console: Console, repo: str | None = None) -> None:
+    """The final table (notes whole), the totals, and for each task that did not make it what
+    a person needs to act on it."""
+    console.print(_table(result.tasks, {}, f"{result.workflow_id}: {result.status.value}", None))
     counts: dict[str, int] = {}
     for t in result.tasks:
         counts[t.status.value] = counts.get(t.status.value, 0) + 1
@@ -98,7 +151,13 @@ def print_summary(result: PlanResult, console: Console) -> None:
         + f"; total cost ${result.total_cost_usd:.2f}"
     )
     if result.message:
-        console.print(result.message)
+        console.print(result.message, markup=False)
+    key = run_key_of(result.workflow_id)
+    for t in result.tasks:
+        if t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            console.print("")
+            for line in detail_lines(t, key, repo, brief=True):
+                console.print(line, markup=False)
 
 
 def result_json(result: PlanResult) -> dict[str, Any]:
@@ -131,5 +190,22 @@ def result_json(result: PlanResult) -> dict[str, Any]:
     }
 
 
-def is_terminal() -> bool:
-    return sys.stdout.isatty()
+def is_terminal(stderr: bool = False) -> bool:
+    return (sys.stderr if stderr else sys.stdout).isatty()
+
+
+# Off a terminal nothing is wrapped: a pipe or a log file gets whole lines, greppable.
+UNWRAPPED_WIDTH = 10_000
+
+
+def console(stderr: bool = False) -> Console:
+    """The starter's console: no markup in what runs say (brackets are text), no wrapping when
+    the output is not a terminal."""
+    tty = is_terminal(stderr)
+    return Console(
+        stderr=stderr,
+        highlight=False,
+        markup=True,
+        soft_wrap=not tty,
+        width=None if tty else UNWRAPPED_WIDTH,
+    )

@@ -19,12 +19,15 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from backends.agents.command import PLACEHOLDERS, unknown_placeholders
 from backends.sandboxes.policy import WorkerPolicy, sandbox_grant, weakenings
 from backends.secrets import env_names
 from cli.approval import approver_key, public_key
-from cli.connect import TASK_QUEUE, connect_client
+from cli.connect import RUN_PREFIX, TASK_QUEUE, connect_client
 from cli.preflight import check_agents, check_repo, slug
-from cli.progress import ProgressView, is_terminal, print_summary, result_json
+from cli.progress import ProgressView, console, is_terminal, print_summary, result_json
+from cli.results import final_result
+from cli.runs import open_runs_into
 from cli.sandbox import check_sandboxes, kinds_of, sandbox_config
 from cli.server import ensure_server
 from config import Settings
@@ -40,6 +43,8 @@ from models.run import (
     RunOptions,
 )
 from models.sandbox import SandboxKind
+from models.steer import RunInfo
+from workflows.outcome import outcome_line
 from workflows.plan import PlanWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +71,7 @@ def run_identity(repo: str, plan_bytes: bytes, settings: Settings, target: str) 
     ):
         h.update(part.encode() + b"\0")
     key = f"{slug(settings.plan.stem)[:40]}-{h.hexdigest()[:12]}"
-    return key, f"pipeline-{key}"
+    return key, RUN_PREFIX + key
 
 
 # Temporal refuses a payload over 2 MiB (its default blob size limit); the run's input carries the
@@ -93,6 +98,7 @@ async def build_input(
     target = settings.target_branch or f"pipeline/{plan_name}"
     facts = check_repo(settings.repo.expanduser(), settings.base, target)
     command = shlex.split(settings.agent_command) if settings.agent_command else []
+    refuse_unknown_placeholders("--agent-command", command)
     claude = ClaudeOptions(
         binary=settings.claude_bin,
         model=settings.model,
@@ -149,9 +155,19 @@ async def build_input(
     return inp, workflow_id
 
 
+def refuse_unknown_placeholders(flag: str, command: list[str]) -> None:
+    unknown = unknown_placeholders(command)
+    if unknown:
+        known = " ".join("{" + p + "}" for p in PLACEHOLDERS)
+        raise UsageError(
+            f"{flag}: unknown placeholder {', '.join(unknown)} (the placeholders are {known})"
+        )
+
+
 def reviewer_config(settings: Settings, agent: AgentConfig) -> ReviewerConfig:
     """The reviewer defaults to the agent's own backend; the literal agent has no one to review."""
     command = shlex.split(settings.reviewer_command) if settings.reviewer_command else []
+    refuse_unknown_placeholders("--reviewer-command", command)
     if settings.reviewer:
         backend = settings.reviewer
     elif command:
@@ -202,15 +218,32 @@ async def previous_result(
     if desc.status == WorkflowExecutionStatus.RUNNING:
         return desc.status, None
     try:
-        return desc.status, await handle.result()
-    except Exception:
+        return desc.status, await final_result(handle)
+    except Exception:  # terminated, timed out: no result of ours
         return desc.status, None
+
+
+async def refuse_shared_target(target: Target, inp: PlanRunInput, workflow_id: str) -> None:
+    """Two runs merging into one target would each report the other's commits as theirs to
+    check against: a second, different plan into a target with an open run is refused."""
+    others = [
+        r
+        for r in await open_runs_into(target.client, inp.options.repo, inp.options.target_branch)
+        if r.workflow_id != workflow_id
+    ]
+    if others:
+        r = others[0]
+        raise UsageError(
+            f"run {r.workflow_id} (plan {r.plan}) is open on {inp.options.target_branch} of "
+            f"{inp.options.repo}; wait for it, cancel it (starter.py cancel {r.workflow_id}), "
+            "choose another --target-branch, or pass --share-target"
+        )
 
 
 async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
     inp, workflow_id = await build_input(plan, plan_bytes, settings)
-    err = Console(stderr=True, highlight=False)
-    out = Console(highlight=False)
+    err = console(stderr=True)
+    out = console()
     target = await open_target(settings)
     handle = target.client.get_workflow_handle(workflow_id, result_type=PlanResult)
     status, before = await previous_result(handle)
@@ -220,15 +253,17 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
         and status != WorkflowExecutionStatus.RUNNING
         and not settings.retry_failed
     ):
-        err.print(f"run {workflow_id} already finished ({status.name.lower()}); reporting it")
         if before is None:
             raise UsageError(f"run {workflow_id} ended without a result ({status.name.lower()})")
+        err.print(f"run {workflow_id} already finished ({outcome_line(before)}); reporting it")
         if before.status is not RunStatus.COMPLETED:
             err.print("re-run with --retry-failed to run its failed tasks again")
         return report(before, settings, out)
     if status == WorkflowExecutionStatus.RUNNING:
         err.print(f"attaching to run {workflow_id}, already in progress")
     else:
+        if not settings.share_target:
+            await refuse_shared_target(target, inp, workflow_id)
         if before is not None:  # --retry-failed: what merged before is recorded, not redone
             inp.merged_before = [
                 t.id
@@ -244,6 +279,15 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=f"Plan {inp.plan.title or inp.plan_name} → {inp.options.target_branch}",
             static_details=_details(inp),
+            # Where the run came from, readable by `runs` and `status` without a worker.
+            memo={
+                "run": RunInfo(
+                    plan=str(settings.plan),
+                    repo=inp.options.repo,
+                    target_branch=inp.options.target_branch,
+                    workspace=str(settings.workspace) if target.embedded else None,
+                )
+            },
             # A replay of a large run (thousands of events) may take longer than the default
             # 10 s; it must not time out and start over, forever, after a worker restart.
             task_timeout=timedelta(seconds=60),
@@ -316,7 +360,7 @@ def _spawn_worker(settings: Settings, address: str, workflow_id: str) -> None:
 
 
 async def follow(client: Client, handle: WorkflowHandle, console: Console) -> PlanResult:
-    result_task = asyncio.create_task(handle.result())
+    result_task = asyncio.create_task(final_result(handle))
     with ProgressView(console, live=is_terminal() and console.file is sys.stdout) as view:
         while not result_task.done():
             with contextlib.suppress(Exception):  # a query can fail while the server restarts
@@ -325,16 +369,33 @@ async def follow(client: Client, handle: WorkflowHandle, console: Console) -> Pl
     return result_task.result()
 
 
+# What the task's own workflow knows better than the run while it runs.
+LIVE_FIELDS = (
+    "phase",
+    "changed_files",
+    "changed_total",
+    "transcript",
+    "approval_commit",
+    "diffstat",
+    "branch",
+    "clone",
+    "checks",
+    "review_rounds",
+    "agent_runs",
+)
+
+
 async def live_progress(client: Client, handle: WorkflowHandle) -> RunProgress:
-    """The run's status, with the step each running task is in (asked of the task itself)."""
+    """The run's status, with what each running task is doing (asked of the task itself)."""
     progress: RunProgress = await handle.query("status", result_type=RunProgress)
     for t in progress.tasks:
-        if t.status is TaskStatus.RUNNING:
-            child = client.get_workflow_handle(f"{handle.id}/task-{t.id}")
-            with contextlib.suppress(Exception):  # a retried task runs under another id
+        if t.status is TaskStatus.RUNNING and t.workflow_id:
+            child = client.get_workflow_handle(t.workflow_id)
+            with contextlib.suppress(Exception):  # not started yet, or just ended
                 live = await child.query("status", result_type=TaskResult)
                 if live is not None:
-                    t.phase = live.phase
+                    for name in LIVE_FIELDS:
+                        setattr(t, name, getattr(live, name))
     return progress
 
 
@@ -342,6 +403,6 @@ def report(result: PlanResult, settings: Settings, out: Console) -> int:
     if settings.json_output:
         print(json.dumps(result_json(result)))
     else:
-        print_summary(result, out)
+        print_summary(result, out, repo=str(settings.repo.expanduser().resolve()))
     bad = any(t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) for t in result.tasks)
     return 1 if bad or result.status is not RunStatus.COMPLETED else 0

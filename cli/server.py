@@ -102,9 +102,38 @@ def running_server(workspace: Path) -> ServerInfo | None:
     return None
 
 
+def registry_file() -> Path:
+    """The workspaces that have had an embedded server: where a read-only command looks for a run
+    it was not told the workspace of."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "autonomous-pipeline" / "workspaces.json"
+
+
+def known_workspaces() -> list[Path]:
+    try:
+        found = json.loads(registry_file().read_text())
+        return [Path(p) for p in found if isinstance(p, str)]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def remember_workspace(workspace: Path) -> None:
+    path = registry_file()
+    known = [str(p) for p in known_workspaces()]
+    here = str(workspace.resolve())
+    if here in known:
+        return
+    with contextlib.suppress(OSError):  # a read-only home: the registry is a convenience
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([*known, here]))
+        tmp.replace(path)
+
+
 async def ensure_server(workspace: Path) -> ServerInfo:
     """Reuse this workspace's server if it answers; otherwise start one and wait until it serves."""
     workspace.mkdir(parents=True, exist_ok=True)
+    remember_workspace(workspace)
     with (workspace / "server.lock").open("w") as lock:
         # Two starters sharing a workspace must not both start a server.
         await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)

@@ -46,10 +46,19 @@ def status(cluster: Cluster, wid: str, cwd: Path) -> dict[str, Any]:
     return dict(json.loads(res.stdout))
 
 
-def send(cluster: Cluster, cwd: Path, *args: str) -> None:
+def send(cluster: Cluster, cwd: Path, *args: str) -> str:
+    """A steering command that takes effect: exit 0, and what it does, in words."""
     res = starter([*args, "--address", cluster.address], cluster.env, cwd)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.startswith("sent ")
+    return res.stdout.strip()
+
+
+def refused(cluster: Cluster, cwd: Path, *args: str) -> str:
+    """A steering command that cannot take effect: exit 2, and why, on stderr."""
+    res = starter([*args, "--address", cluster.address], cluster.env, cwd)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.startswith("refused: "), res.stderr
+    return res.stderr.removeprefix("refused: ").strip()
 
 
 def by_id(data: dict[str, Any]) -> dict[str, str]:
@@ -70,9 +79,20 @@ def test_pause_resume_skip_retry_and_cancel_now(
     assert res.returncode == 0, res.stderr
     wid = json.loads(res.stdout)["workflow_id"]
 
-    send(cluster, tmp_path, "pause", wid)
+    assert "no new task starts" in send(cluster, tmp_path, "pause", wid)
     assert status(cluster, wid, tmp_path)["paused"] is True
-    send(cluster, tmp_path, "skip", wid, "1.4")
+    # Requests that cannot take effect are answered, not dropped.
+    assert refused(cluster, tmp_path, "pause", wid) == "the run is already paused"
+    assert "no task '9.9'" in refused(cluster, tmp_path, "skip", wid, "9.9")
+    assert "has not started yet" in refused(cluster, tmp_path, "retry", wid, "1.5")
+    assert refused(cluster, tmp_path, "approve", wid, "1.5") == (
+        "task 1.5 is not waiting for approval: it is pending"
+    )
+    res = starter(
+        ["skip", wid, "9.9", "--json", "--address", cluster.address], cluster.env, tmp_path
+    )
+    assert res.returncode == 2 and json.loads(res.stdout)["accepted"] is False
+    assert send(cluster, tmp_path, "skip", wid, "1.4") == "task 1.4 will not run; it ends skipped"
     wait_for(
         lambda: by_id(status(cluster, wid, tmp_path))["1.4"] == "skipped", 20, "1.4 to be skipped"
     )
@@ -83,9 +103,14 @@ def test_pause_resume_skip_retry_and_cancel_now(
     time.sleep(2.5)
     assert len(agent_runs(agent_log)) == started
 
-    send(cluster, tmp_path, "resume", wid)
+    assert "already ended: skipped" in refused(cluster, tmp_path, "skip", wid, "1.4")
+    assert send(cluster, tmp_path, "resume", wid) == "the run goes on"
+    assert refused(cluster, tmp_path, "resume", wid) == "the run is not paused"
     wait_for(lambda: by_id(status(cluster, wid, tmp_path))["1.2"] == "failed", 30, "1.2 to fail")
-    send(cluster, tmp_path, "retry", wid, "1.2")
+    merged = [t for t, s in by_id(status(cluster, wid, tmp_path)).items() if s == "merged"]
+    assert merged, "1.1 merged before 1.2 ran"
+    assert "nothing to retry" in refused(cluster, tmp_path, "retry", wid, merged[0])
+    assert "will run again" in send(cluster, tmp_path, "retry", wid, "1.2")
     wait_for(
         lambda: by_id(status(cluster, wid, tmp_path))["1.2"] in ("pending", "running"),
         20,
@@ -99,7 +124,11 @@ def test_pause_resume_skip_retry_and_cancel_now(
         30,
         "an agent to be running",
     )
-    send(cluster, tmp_path, "cancel", wid, "--now")
+    running = [t for t, s in by_id(status(cluster, wid, tmp_path)).items() if s == "running"]
+    if running:  # (it may have just ended)
+        why = refused(cluster, tmp_path, "retry", wid, running[0])
+        assert why.startswith(f"task {running[0]} is still running"), why
+    assert "running agents are stopped" in send(cluster, tmp_path, "cancel", wid, "--now")
     final = wait_finished(wid, cluster.address, cluster.env, tmp_path, 60, cluster.logs)
     assert final["status"] == "cancelled"
     s = by_id(final)
@@ -109,5 +138,7 @@ def test_pause_resume_skip_retry_and_cancel_now(
     assert all(v in ("merged", "skipped", "cancelled", "failed") for v in s.values())
     assert_no_agent_alive(agent_log)
     # Signals to a finished run are refused plainly.
-    late = starter(["pause", wid, "--address", cluster.address], cluster.env, tmp_path)
-    assert late.returncode == 2 and "has finished" in late.stderr
+    late = refused(cluster, tmp_path, "pause", wid)
+    assert late.startswith(f"run {wid} has finished (cancelled: "), late
+    again = refused(cluster, tmp_path, "retry", wid, "1.6")
+    assert "--retry-failed" in again and str(plan) in again

@@ -74,7 +74,7 @@ def test_subcommand_needs_a_workflow_id() -> None:
         capture_output=True,
         text=True,
     )
-    assert r.returncode == 2 and "workflow_id" in r.stderr
+    assert r.returncode == 2 and "required: RUN" in r.stderr
 
 
 def test_claude_without_credentials_fails_before_anything_starts(
@@ -107,3 +107,21 @@ def test_claude_without_credentials_fails_before_anything_starts(
     assert_usage_error(r, "--agent claude")
     assert "credential" in r.stderr.lower() or "log" in r.stderr.lower()
     assert not (tmp_path / "ws").exists()  # nothing started, no server, no clone
+
+
+def test_help_lists_every_subcommand_and_version_prints_the_package_version() -> None:
+    from importlib.metadata import version
+
+    from cli.main import SUBCOMMANDS
+
+    python = str(ROOT / ".venv/bin/python")
+    helped = subprocess.run(
+        [python, str(ROOT / "starter.py"), "--help"], capture_output=True, text=True
+    )
+    assert helped.returncode == 0
+    for name, what in SUBCOMMANDS.items():
+        assert f"  {name} " in helped.stdout and what in helped.stdout, name
+    shown = subprocess.run(
+        [python, str(ROOT / "starter.py"), "--version"], capture_output=True, text=True
+    )
+    assert shown.stdout.strip() == f"starter.py {version('autonomous-pipeline')}"
