@@ -48,13 +48,21 @@ async def _rebase(co: Checkout, base_commit: str, tip: str) -> str | list[str]:
     return conflicts
 
 
+# Paths a carrier search names at most (each is an argument of one git command).
+CARRIER_PATHS = 2000
+
+
 async def _carrier(clone: Path, base_commit: str, commit: str, tip: str) -> str:
     """The newest commit on `tip` since `base_commit` that touched what the task changed."""
     names = await git("diff", "--name-only", "-z", base_commit, commit, cwd=clone)
     paths = split_z(names.output)
+    if not paths or len(paths) > CARRIER_PATHS:
+        return tip  # too many to name on one command line: the tip carries them all
+    # The agent chose these names: taken literally, never as globs or pathspec magic.
     res = await git(
-        "log", "-n1", "--format=%H", tip, f"^{base_commit}", "--", *paths, cwd=clone, check=False
-    )
+        "--literal-pathspecs", "log", "-n1", "--format=%H", tip, f"^{base_commit}", "--", *paths,
+        cwd=clone, check=False,
+    )  # fmt: skip
     return res.output.strip() or tip
 
 

@@ -26,9 +26,10 @@ from cli.locate import Found, find_run, worker_seen
 from cli.progress import console, print_summary, result_json
 from cli.results import final_result
 from cli.run import live_progress
-from cli.runs import list_runs
+from cli.runs import counts_of, list_runs
 from cli.server import stop_server
 from cli.task_detail import detail_json, detail_lines
+from cli.terminal import safe
 from config import Settings
 from errors import UsageError
 from models.results import PlanResult, ProgressMemo, RunProgress, TaskResult, TaskStatus
@@ -62,6 +63,7 @@ async def control(command: str, args: argparse.Namespace, settings: Settings) ->
         return await list_runs(settings, args.status)
     found = await find_run(settings, args.workflow_id)
     task = getattr(args, "task", None)
+    task = task.strip() if task else task  # the run compares ids exactly (but for case)
     if command == "status":
         return await show_status(found, task, settings)
     try:
@@ -113,7 +115,7 @@ def _answer(
     elif refusal is None:
         print(message)
     else:
-        console(stderr=True).print(f"refused: {refusal}", markup=False)
+        console(stderr=True).print(f"refused: {safe(refusal)}", markup=False)
     return EXIT_OK if refusal is None else EXIT_REFUSED
 
 
@@ -258,7 +260,7 @@ async def show_status(found: Found, task: str | None, settings: Settings) -> int
     if settings.json_output:
         print(json.dumps(progress.model_dump(mode="json") | {"ui_url": link}))
     else:
-        out.print(progress_text(progress), markup=False)
+        out.print(safe(progress_text(progress)), markup=False)
         if link:
             out.print(f"Web UI: {link}")
     return EXIT_OK
@@ -313,13 +315,21 @@ async def _show_memo(
         out.print(f"{found.handle.id}: running (its memo has no progress yet)")
         return EXIT_OK
     if task:
-        return _show_task([t.as_result() for t in memo.tasks], task, key, repo, settings, out)
-    counts = ", ".join(f"{c.count} {c.status.value}" for c in memo.counts)
+        listed = [t.as_result() for t in memo.tasks]
+        if find_task({t.id: t for t in listed}, task) is None:
+            raise UsageError(
+                f"no worker answers for the run, and its memo lists only tasks that ended "
+                f"without success ({counts_of(memo)}); start a worker to see task {task}"
+            )
+        return _show_task(listed, task, key, repo, settings, out)
     flags = (" (paused)" if memo.paused else "") + (" (cancelling)" if memo.cancelling else "")
-    out.print(f"{found.handle.id}: {memo.status.value}{flags}, as of its last change: {counts}")
+    out.print(
+        f"{found.handle.id}: {memo.status.value}{flags}, as of its last change: {counts_of(memo)}",
+        markup=False,
+    )
     for t in memo.tasks:
         row = f"  {t.id:<8} {t.status.value:<12} {(t.commit or '')[:10]:<10} {t.error or ''}"
-        out.print(row, markup=False)
+        out.print(safe(row), markup=False)
     if memo.more_tasks:
         out.print(f"  ... and {memo.more_tasks} more")
     if found.ui_link():

@@ -70,9 +70,26 @@ async def servers(settings: Settings) -> tuple[list[Server], list[str]]:
         if info is None:
             missing.append(f"{ws} (no server running)")
             continue
-        client = await connect_client(info.address, settings.namespace)
+        try:
+            client = await connect_client(info.address, settings.namespace)
+        except UsageError:  # a stale record of a port something else now holds
+            missing.append(f"{ws} (its server at {info.address} does not answer)")
+            continue
         found.append(Server(client, info.address, settings.ui_url or info.ui_url, ws))
     return found, missing
+
+
+RUN_TYPE = "PlanWorkflow"
+
+
+def _not_a_run(workflow_id: str, desc: WorkflowExecutionDescription) -> str:
+    if desc.workflow_type == "TaskWorkflow" and desc.parent_id:
+        task = workflow_id.split("/task-", 1)[-1].split("/", 1)[0]
+        return (
+            f"{workflow_id} is a task of run {desc.parent_id}, not a run: "
+            f"starter.py status {desc.parent_id} {task}"
+        )
+    return f"{workflow_id} is not a pipeline run (it is a {desc.workflow_type} workflow)"
 
 
 async def find_run(settings: Settings, workflow_id: str) -> Found:
@@ -87,6 +104,8 @@ async def find_run(settings: Settings, workflow_id: str) -> Found:
             where = f"{server.workspace} " if server.workspace else ""
             looked.append(f"{where}(server at {server.address}: no such run)".strip())
             continue
+        if desc.workflow_type != RUN_TYPE:
+            raise UsageError(_not_a_run(workflow_id, desc))
         return Found(server.client, server.address, server.ui_base, server.workspace, handle, desc)
     raise UsageError(
         f"no run {workflow_id!r}; looked in: {'; '.join(looked) or 'nowhere'}. A run on another "

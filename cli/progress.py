@@ -13,6 +13,7 @@ from rich.table import Table
 
 from cli.connect import run_key_of
 from cli.task_detail import detail_lines
+from cli.terminal import safe
 from models.results import PlanResult, RunProgress, TaskResult, TaskStatus
 
 STYLE = {
@@ -60,12 +61,12 @@ def _table(
         note = _note(t)
         table.add_row(
             t.id,
-            escape(t.title[:48]),
+            escape(safe(t.title[:48])),
             f"[{STYLE[t.status]}]{t.status.value}[/]",
             f"{secs:.1f}s" if secs else "",
             f"${t.cost_usd:.2f}" if t.cost_usd else "",
             (t.commit or "")[:10],
-            escape(note[:note_chars] if note_chars else note),
+            escape(safe(note[:note_chars] if note_chars else note)),
         )
     return table
 
@@ -104,7 +105,7 @@ class ProgressView:
             self.live.update(_table(progress.tasks, elapsed, title, LIVE_NOTE_CHARS))
             return
         for line in self.news(progress):
-            self.console.print(f"[{time.strftime('%H:%M:%S')}] {line}", markup=False)
+            self.console.print(f"[{time.strftime('%H:%M:%S')}] {safe(line)}", markup=False)
 
     def news(self, progress: RunProgress) -> list[str]:
         """What changed since the last snapshot, one line each: the run pausing, resuming or
@@ -151,7 +152,7 @@ def print_summary(result: PlanResult, console: Console, repo: str | None = None)
         + f"; total cost ${result.total_cost_usd:.2f}"
     )
     if result.message:
-        console.print(result.message, markup=False)
+        console.print(safe(result.message), markup=False)
     key = run_key_of(result.workflow_id)
     for t in result.tasks:
         if t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):

@@ -30,6 +30,7 @@ from cli.results import final_result
 from cli.runs import open_runs_into
 from cli.sandbox import check_sandboxes, kinds_of, sandbox_config
 from cli.server import ensure_server
+from cli.terminal import safe
 from config import Settings
 from errors import UsageError
 from models.plan import Plan
@@ -226,11 +227,16 @@ async def previous_result(
 async def refuse_shared_target(target: Target, inp: PlanRunInput, workflow_id: str) -> None:
     """Two runs merging into one target would each report the other's commits as theirs to
     check against: a second, different plan into a target with an open run is refused."""
-    others = [
-        r
-        for r in await open_runs_into(target.client, inp.options.repo, inp.options.target_branch)
-        if r.workflow_id != workflow_id
-    ]
+    try:
+        open_ = await open_runs_into(target.client, inp.options.repo, inp.options.target_branch)
+    except RPCError as exc:  # a server whose visibility store cannot list: say so, go on
+        print(
+            f"warning: cannot check for other runs open on {inp.options.target_branch} "
+            f"({exc.message})",
+            file=sys.stderr,
+        )
+        return
+    others = [r for r in open_ if r.workflow_id != workflow_id]
     if others:
         r = others[0]
         raise UsageError(
@@ -255,7 +261,10 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
     ):
         if before is None:
             raise UsageError(f"run {workflow_id} ended without a result ({status.name.lower()})")
-        err.print(f"run {workflow_id} already finished ({outcome_line(before)}); reporting it")
+        err.print(
+            f"run {workflow_id} already finished ({safe(outcome_line(before))}); reporting it",
+            markup=False,
+        )
         if before.status is not RunStatus.COMPLETED:
             err.print("re-run with --retry-failed to run its failed tasks again")
         return report(before, settings, out)

@@ -7,26 +7,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecution
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
-from cli.locate import servers
+from cli.locate import RUN_TYPE, servers
 from cli.progress import console
 from config import Settings
 from errors import UsageError
-from models.results import ProgressMemo
+from models.results import ProgressMemo, RunStatus
 from models.steer import RunInfo
 
-WORKFLOW_TYPE = "PlanWorkflow"
 LIMIT = 200
-# The statuses a user types, as the visibility query spells them.
-STATUSES = {
-    "running": "Running",
-    "completed": "Completed",
-    "failed": "Failed",
-    "cancelled": "Canceled",
-    "terminated": "Terminated",
-    "timed_out": "TimedOut",
-}
+# The statuses `--status` takes: a run's own (its memo says it: a cancelled run's workflow ends
+# Failed), and Temporal's for runs that ended without saying (terminated, timed out).
+STATUSES = ("running", "completed", "failed", "cancelled", "terminated", "timed_out")
 
 
 @dataclass
@@ -51,19 +44,36 @@ class RunRow:
             "counts": {c.status.value: c.count for c in self.progress.counts}
             if self.progress
             else None,
+            "tasks_total": self.progress.total if self.progress else None,
             "total_cost_usd": self.progress.total_cost_usd if self.progress else None,
             "ui_url": self.ui_url,
         }
 
 
+def counts_of(memo: ProgressMemo) -> str:
+    """ "3 merged, 1 failed; 2 of 6 not ended" as the memo last recorded it."""
+    done = ", ".join(f"{c.count} {c.status.value}" for c in memo.counts)
+    open_ = memo.total - memo.ended
+    rest = f"{open_} of {memo.total} not ended" if open_ else f"all {memo.total} ended"
+    return f"{done}; {rest}" if done else rest
+
+
 def _query(status: str | None) -> str:
-    query = f"WorkflowType='{WORKFLOW_TYPE}'"
-    if status:
-        query += f" AND ExecutionStatus='{STATUSES[status]}'"
+    query = f"WorkflowType='{RUN_TYPE}'"
+    if status == "running":
+        query += " AND ExecutionStatus='Running'"
+    elif status:
+        query += " AND ExecutionStatus!='Running'"
     return query
 
 
-def _state(e: WorkflowExecution) -> str:
+def _state(e: WorkflowExecution, progress: ProgressMemo | None) -> str:
+    if e.status == WorkflowExecutionStatus.RUNNING:
+        return "running"
+    if progress is not None and progress.status is not RunStatus.RUNNING:
+        return progress.status.value  # the run's own outcome
+    if e.status == WorkflowExecutionStatus.CANCELED:
+        return "cancelled"
     return e.status.name.lower() if e.status else "unknown"
 
 
@@ -78,16 +88,20 @@ async def runs_on(client: Client, ui_base: str | None, status: str | None) -> li
     rows = []
     async for e in client.list_workflows(_query(status), limit=LIMIT):
         info: RunInfo | None = await _memo(e, "run", RunInfo)
+        progress: ProgressMemo | None = await _memo(e, "progress", ProgressMemo)
+        state = _state(e, progress)
+        if status and state != status:
+            continue
         ui = f"{ui_base}/namespaces/{client.namespace}/workflows/{e.id}" if ui_base else None
         rows.append(
             RunRow(
                 workflow_id=e.id,
-                status=_state(e),
+                status=state,
                 started=e.start_time.isoformat(timespec="seconds") if e.start_time else None,
                 plan=info.plan if info else None,
                 repo=info.repo if info else None,
                 target_branch=info.target_branch if info else None,
-                progress=await _memo(e, "progress", ProgressMemo),
+                progress=progress,
                 ui_url=ui,
             )
         )
@@ -121,15 +135,11 @@ async def list_runs(settings: Settings, status: str | None) -> int:
     if not rows:
         out.print("no runs" + (f" with status {status}" if status else ""))
     for r in rows:
-        counts = (
-            ", ".join(f"{c.count} {c.status.value}" for c in r.progress.counts)
-            if r.progress
-            else ""
-        )
+        counts = counts_of(r.progress) if r.progress else ""
         where = f" {r.plan} → {r.target_branch}" if r.plan else ""
-        out.print(f"{r.workflow_id}  {r.status:<10} {r.started or '':<25}{where}")
+        out.print(f"{r.workflow_id}  {r.status:<10} {r.started or '':<25}{where}", markup=False)
         if counts:
-            out.print(f"    {counts}")
+            out.print(f"    {counts}", markup=False)
         if r.ui_url:
             out.print(f"    {r.ui_url}")
     return 0

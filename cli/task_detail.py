@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from cli.terminal import safe
 from models.results import TaskResult, TaskStatus
 
 CHECK_TAIL_LINES = 15
@@ -27,6 +28,11 @@ def _tail(text: str, lines: int) -> list[str]:
 
 
 def detail_lines(t: TaskResult, run_key: str, repo: str | None, brief: bool = False) -> list[str]:
+    """The task's lines, printable: much of it is text the agent's work produced."""
+    return [safe(line) for line in _lines(t, run_key, repo, brief)]
+
+
+def _lines(t: TaskResult, run_key: str, repo: str | None, brief: bool) -> list[str]:
     head = f"task {t.id}" + (f" ({t.title})" if t.title else "") + f": {t.status.value}"
     if t.commit:
         head += f" at {t.commit[:12]}"

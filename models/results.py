@@ -146,13 +146,20 @@ class MemoTask(BaseModel):
 
 class ProgressMemo(BaseModel):
     """The run's state as its memo keeps it, so that it is readable when no worker answers a
-    query: counts, and the tasks worth a look (running, or ended without success), bounded."""
+    query. Every change is a history event, so it changes only when a task ends (or the run is
+    paused, resumed, cancelled, or ends) and stays small: counts of the tasks that have ended,
+    and the first of those that ended without success."""
 
     status: RunStatus
     paused: bool = False
     cancelling: bool = False
     target_commit: str | None = None
-    counts: list[TaskCount] = Field(default_factory=list)
-    tasks: list[MemoTask] = Field(default_factory=list)
-    more_tasks: int = 0  # tasks worth a look that did not fit
-    total_cost_usd: float = 0.0
+    total: int = 0  # tasks in the run
+    counts: list[TaskCount] = Field(default_factory=list)  # of ended tasks only
+    tasks: list[MemoTask] = Field(default_factory=list)  # ended without success, bounded
+    more_tasks: int = 0  # of those, how many did not fit
+    total_cost_usd: float = 0.0  # of ended tasks
+
+    @property
+    def ended(self) -> int:
+        return sum(c.count for c in self.counts)

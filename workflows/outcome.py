@@ -21,9 +21,10 @@ from models.results import (
 RUN_FAILED = "RunFailed"
 TASK_FAILED = "TaskFailed"
 
-# Tasks the memo lists one by one (the rest are counted): enough for a person to act on.
-MEMO_TASKS = 40
-MEMO_ERROR_CHARS = 300
+# Tasks the memo lists one by one (the rest are counted), and how much of each error: the memo
+# is written once per task that ends, so its size multiplies into the run's history.
+MEMO_TASKS = 10
+MEMO_ERROR_CHARS = 160
 
 # The two results a failure of ours carries.
 M = TypeVar("M", PlanResult, TaskResult)
@@ -65,13 +66,9 @@ def outcome_line(result: PlanResult) -> str:
     return line
 
 
-def _worth_a_look(t: TaskResult) -> bool:
-    return t.status in (
-        TaskStatus.RUNNING,
-        TaskStatus.FAILED,
-        TaskStatus.CANCELLED,
-        TaskStatus.SKIPPED,
-    )
+def _not_done(t: TaskResult) -> bool:
+    """Ended without success: what a person looks at first."""
+    return t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.SKIPPED)
 
 
 def progress_memo(
@@ -80,9 +77,9 @@ def progress_memo(
     paused: bool,
     cancelling: bool,
     target_commit: str | None,
-    spent: float,
 ) -> ProgressMemo:
-    notable = [t for t in results.values() if _worth_a_look(t)]
+    ended = [t for t in results.values() if t.status.terminal]
+    notable = [t for t in ended if _not_done(t)]
     slim = [
         MemoTask(
             id=t.id,
@@ -100,10 +97,9 @@ def progress_memo(
         paused=paused,
         cancelling=cancelling,
         target_commit=target_commit,
-        counts=[
-            TaskCount(status=s, count=n) for s, n in sorted(counts(list(results.values())).items())
-        ],
+        total=len(results),
+        counts=[TaskCount(status=s, count=n) for s, n in sorted(counts(ended).items())],
         tasks=slim,
         more_tasks=max(0, len(notable) - MEMO_TASKS),
-        total_cost_usd=spent,
+        total_cost_usd=round(sum(t.cost_usd for t in ended), 10),
     )

@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.outcome import RUN_FAILED, TASK_FAILED, outcome_line, progress_memo, result_of
     from workflows.progress import details_markdown
     from workflows.schedule import Schedule
-    from workflows.steering import RunState, accepted, refusal
+    from workflows.steering import RunState, accepted, find_task, refusal
     from workflows.task import TaskWorkflow, failure_message
 
 
@@ -98,8 +98,8 @@ class PlanWorkflow:
             cancel_now=self.cancel_now,
             merging=frozenset(self.merging),
             budget_spent=self.budget_spent,
-            # Before the run has read its input there is nothing to steer either.
-            finished=self.finished or self.inp is None,
+            finished=self.finished,
+            started=self.inp is not None,
         )
 
     @workflow.signal
@@ -328,7 +328,7 @@ class PlanWorkflow:
     def _take_requests(self, sched: Schedule) -> None:
         while self.requests:
             kind, raw = self.requests.pop(0)
-            tid = next((t for t in self.results if t.lower() == raw.lower()), None)
+            tid = find_task(self.results, raw)
             if tid is None:
                 workflow.logger.warning("%s: no task %r in this run", kind, raw)
                 continue
@@ -398,7 +398,6 @@ class PlanWorkflow:
             self.paused,
             self.cancelling,
             self.target_commit,
-            self._spent(),
         )
         if memo != self.memo and workflow.patched("status-memo"):
             self.memo = memo

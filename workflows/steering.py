@@ -22,11 +22,14 @@ class RunState:
     merging: frozenset[str]
     budget_spent: bool
     finished: bool
+    started: bool = True  # the run has read its input
 
 
 def find_task(tasks: dict[str, TaskResult], raw: str) -> str | None:
-    """The run's own spelling of a task id the operator typed (ids compare without case)."""
-    return next((t for t in tasks if t.lower() == raw.strip().lower()), None)
+    """The run's own spelling of a task id the operator typed (ids compare without case). The
+    run applies requests with this same function, so an id the validator finds is the one the
+    run acts on."""
+    return next((t for t in tasks if t.lower() == raw.lower()), None)
 
 
 def ended(r: TaskResult) -> str:
@@ -35,6 +38,8 @@ def ended(r: TaskResult) -> str:
 
 def refusal(state: RunState, req: SteerRequest) -> str | None:
     """Why `req` cannot take effect now, or None when it can."""
+    if not state.started:
+        return "the run has not started yet; ask again in a moment"
     if state.finished:
         return "the run is ending; nothing can change now"
     kind = req.kind
@@ -55,6 +60,8 @@ def refusal(state: RunState, req: SteerRequest) -> str | None:
         known = ", ".join(list(state.tasks)[:20]) + (", ..." if len(state.tasks) > 20 else "")
         return f"this run has no task {req.task!r} (its tasks: {known})"
     r = state.tasks[tid]
+    if state.cancel_now:
+        return "the run is being cancelled now; every task that has not ended ends cancelled"
     if kind is SteerKind.SKIP:
         if r.status.terminal:
             return f"task {tid} has already ended: {ended(r)}"
@@ -72,6 +79,13 @@ def refusal(state: RunState, req: SteerRequest) -> str | None:
         return "the run is being cancelled; no task starts again"
     if state.budget_spent:
         return "the run's budget is spent; no task starts again"
+    held = state.tasks.get(r.blocked_by or "")
+    if held is not None and held.status.terminal and not held.status.satisfies_dependants:
+        # It would be skipped again at once: the task to retry is the one that held it back.
+        return (
+            f"task {tid} was held back by task {held.id}, which ended {ended(held)}; retry {held.id} "
+            "and the tasks it held back run with it"
+        )
     return None
 
 

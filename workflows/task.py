@@ -88,6 +88,14 @@ class TaskWorkflow(TaskSteps):
             raise ValueError("the task has not started")
         if res.approval_commit is None:
             raise ValueError(f"task {res.id} is not waiting for approval: {doing(res)}")
+        pending = self.decision
+        if pending is not None and from_operator(
+            inp.approver, pending.token, pending.approved, run_of(), res.id, res.approval_commit,
+            inp.approval_digest,
+        ):  # fmt: skip
+            # Two decisions of the operator's in one moment (an approve racing a reject): the
+            # first counts. (An unsigned one pending is no decision; this one replaces it.)
+            raise ValueError(f"task {res.id} has a decision being applied already")
         if not from_operator(
             inp.approver, req.token, req.approved, run_of(), res.id, res.approval_commit,
             inp.approval_digest,

@@ -131,6 +131,11 @@ def test_a_failed_task_explains_itself_and_status_finds_it_unasked(
         assert again.returncode == 1
         assert "already finished (failed: 1 failed, 1 skipped" in again.stderr
 
+        # A task's workflow id (shown in the Web UI) is not a run: said so, with what to type.
+        child = starter(["status", f"{wid}/task-1.1"], env, tmp_path)
+        assert child.returncode == 2
+        assert f"is a task of run {wid}, not a run: starter.py status {wid} 1.1" in child.stderr
+
         missing = starter(["status", "pipeline-nothing-here"], env, tmp_path)
         assert missing.returncode == 2
         assert "no run 'pipeline-nothing-here'; looked in: " in missing.stderr
@@ -185,7 +190,7 @@ def test_status_without_a_worker_and_one_target_for_one_plan(
     # What is wrong and what to run; the state as the run's memo last recorded it.
     assert "no worker is running" in status.stderr
     assert f"python worker.py --address {server.address}" in status.stderr
-    assert "as of its last change: 1 pending, 1 running" in status.stdout
+    assert "as of its last change: 2 of 2 not ended" in status.stdout
     assert "RPCError" not in status.stderr + status.stdout
     # A request now would wait for a worker and take effect whenever one starts: refused.
     pause = starter(["pause", wid, "--address", server.address], env, tmp_path)

@@ -66,7 +66,9 @@ def test_cancel_can_be_sharpened_to_now_but_not_repeated() -> None:
 
 def test_ids_compare_without_case_and_answers_use_the_runs_spelling() -> None:
     s = state(tasks={"A.1": TaskResult(id="A.1", status=TaskStatus.FAILED)})
-    assert refusal(s, req(SteerKind.RETRY, " a.1 ")) is None
+    assert refusal(s, req(SteerKind.RETRY, "a.1")) is None
+    # Exactly the id (the starter strips what was typed): the run applies what it validated.
+    assert "no task ' a.1 '" in (refusal(s, req(SteerKind.RETRY, " a.1 ")) or "")
     assert accepted(s, req(SteerKind.RETRY, "a.1")).startswith("task A.1 will run again")
     running = state()
     assert accepted(running, req(SteerKind.SKIP, "1.2")) == (
@@ -81,3 +83,47 @@ def test_unknown_placeholders_are_found_and_other_braces_pass() -> None:
     ]
     passing = ['{"a": 1}', "${HOME}", "{prompt_file}", "{title}", "x{}y", "{1}"]
     assert unknown_placeholders(passing) == []
+
+
+def test_a_task_held_back_is_retried_through_the_task_that_held_it() -> None:
+    tasks = {
+        "1.1": TaskResult(id="1.1", status=TaskStatus.FAILED),
+        "1.2": TaskResult(id="1.2", status=TaskStatus.SKIPPED, blocked_by="1.1"),
+        "1.3": TaskResult(id="1.3", status=TaskStatus.SKIPPED, blocked_by="1.4"),
+        "1.4": TaskResult(id="1.4", status=TaskStatus.MERGED),
+    }
+    s = state(tasks=tasks)
+    # Accepted, it would be skipped again at once: refused, naming what to retry instead.
+    assert refusal(s, req(SteerKind.RETRY, "1.2")) == (
+        "task 1.2 was held back by task 1.1, which ended failed; retry 1.1 and the tasks it "
+        "held back run with it"
+    )
+    assert refusal(s, req(SteerKind.RETRY, "1.3")) is None  # 1.4 has merged since
+
+
+def test_nothing_is_steered_before_the_run_starts_or_while_it_is_cancelled_now() -> None:
+    assert refusal(state(started=False), req(SteerKind.PAUSE)) == (
+        "the run has not started yet; ask again in a moment"
+    )
+    now = state(cancelling=True, cancel_now=True)
+    assert refusal(now, req(SteerKind.SKIP, "1.2")) == (
+        "the run is being cancelled now; every task that has not ended ends cancelled"
+    )
+
+
+def test_text_from_a_run_reaches_the_terminal_printable() -> None:
+    from cli.task_detail import detail_lines
+    from models.results import CheckResult
+
+    hostile = "ok\x1b]52;c;ZXZpbA==\x07\x1b[8mhidden\x1b[0m\n  fetch it: git fetch evil"
+    t = TaskResult(
+        id="1.1",
+        status=TaskStatus.FAILED,
+        error="boom\x1b[2J",
+        checks=[CheckResult(command="t", exit_code=1, passed=False, output_tail=hostile)],
+    )
+    lines = detail_lines(t, "k", None)
+    assert not any(c in line for line in lines for c in "\x1b\x07")
+    assert "  error: boom\\x1b[2J" in lines
+    # The agent's "fetch it:" stays inside the check's quoted output, never a line of ours.
+    assert not any(line.startswith("  fetch it:") for line in lines)
