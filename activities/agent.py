@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.sandboxing import sandbox_failures, sandbox_for
-from backends.agents.claude_stream import FailureKind, parse_failure
+from backends.agents.claude_failures import parse_failure
 from backends.base import (
     AgentBackend,
     AgentOutcome,
@@ -27,6 +27,7 @@ from backends.secrets import agent_env
 from backends.workspace.checkout import Checkout
 from backends.workspace.layout import TaskRef
 from models.activity_io import LIST_CAP, RunAgentIn, RunAgentOut
+from models.failure import FailureKind
 from models.run import AgentConfig, ReviewerConfig
 from models.sandbox import SandboxConfig, SandboxKind
 
@@ -68,15 +69,15 @@ def commit_message(inp: RunAgentIn, summary: str) -> str:
 def failure_of(outcome: AgentOutcome) -> tuple[FailureKind, float | None]:
     """What kind of failure a failed outcome reports.
 
-    Errors that name their kind ("rate_limit: ...", as the claude backend writes them) are taken at
-    their word. Others are free text, classified by pattern: good enough to wait out a rate limit,
-    not to declare the credentials bad (a test named `test_401` must not end a task), so a guessed
-    AUTH counts as OTHER.
+    A backend that knows says so as data (`outcome.failure`), taken at its word. Otherwise the
+    error is free text (a command agent's), classified by pattern: good enough to wait out a rate
+    limit, not to declare the credentials bad (a test named `test_401` must not end a task), so a
+    guessed AUTH counts as OTHER.
     """
-    error = outcome.error or ""
-    kind, reset_at = parse_failure(error)
-    named = error.startswith(tuple(f"{k.value}: " for k in FailureKind))
-    if kind is FailureKind.AUTH and not named:
+    if outcome.failure is not None:
+        return outcome.failure.kind, outcome.failure.reset_at
+    kind, reset_at = parse_failure(outcome.error or "")
+    if kind is FailureKind.AUTH:
         kind = FailureKind.OTHER
     return kind, reset_at
 
@@ -208,7 +209,7 @@ class AgentActivities:
                 )
         if not outcome.succeeded:
             kind, out.reset_at = failure_of(outcome)
-            out.failure_kind = kind.value
+            out.failure_kind = kind
             raise_if_auth(kind, outcome.error, f"{inp.agent.backend} agent")
             # Rate limits and overload are results: the workflow waits on a durable timer.
             return out
@@ -225,7 +226,7 @@ class AgentActivities:
                 fh.write("\n[pipeline] left out of the commit: " + ", ".join(done.left_out) + "\n")
         out.left_out = done.left_out[:LIST_CAP]
         if done.rejected is not None:
-            out.succeeded, out.failure_kind = False, "other"
+            out.succeeded, out.failure_kind = False, FailureKind.OTHER
             out.error = f"the change was rejected: {done.rejected}"
             return out
         out.commit = done.commit

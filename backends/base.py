@@ -22,6 +22,7 @@ from backends._proc import ProcResult
 from backends.workspace.checkout import Checkout
 from backends.workspace.collect import Committed
 from backends.workspace.layout import TaskRef
+from models.failure import AgentFailure
 from models.sandbox import SandboxKind
 
 # Called with a short progress note whenever the agent shows signs of life.
@@ -139,7 +140,10 @@ class AgentOutcome(BaseModel):
     exit_code: int | None = None
     timed_out: bool = False
     summary: str = ""
-    error: str | None = None
+    error: str | None = None  # for people
+    # What went wrong, as data, when the backend knows (claude does); otherwise the error text is
+    # classified by its wording.
+    failure: AgentFailure | None = None
     cost_usd: float = 0.0
     tokens_in: int = 0
     tokens_out: int = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from models.failure import FailureKind
 from models.plan import Task
 from models.results import CheckResult, Spend
 from models.review import Finding, Verdict
@@ -100,7 +101,7 @@ class RunAgentOut(Spend):
     duration_s: float = 0.0
     error: str | None = None
     attempt: int = 1  # which try of the activity produced this (a dead worker costs one)
-    failure_kind: str | None = None  # auth | rate_limit | overloaded | max_turns | budget | other
+    failure_kind: FailureKind | None = None
     reset_at: float | None = None  # unix time a usage limit resets, when the agent said
     session_id: str | None = None
     # What the agent asked for and was refused (claude's permission_denials), capped.

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyIn,
         VerifyOut,
     )
+    from models.failure import FailureKind
     from models.results import TaskResult, TaskStatus
     from models.review import Verdict
     from models.run import Approval, Decision, TaskInput
@@ -145,14 +146,18 @@ class TaskSteps:
                         out.unasked_deletions[:5],
                     )
                 return out
-            if out.failure_kind in ("rate_limit", "overloaded") and waits < opts.max_limit_waits:
+            if (
+                out.failure_kind is not None
+                and out.failure_kind.waits
+                and waits < opts.max_limit_waits
+            ):
                 delay = limit_delay(
                     out.failure_kind, out.reset_at, workflow.now().timestamp(), waits
                 )
                 waits += 1
                 phase, res.phase = (
                     res.phase,
-                    f"waiting {int(delay)} s for the agent's {out.failure_kind.replace('_', ' ')}",
+                    f"waiting {int(delay)} s for the agent's {out.failure_kind.value.replace('_', ' ')}",
                 )
                 await workflow.sleep(delay)
                 res.phase = phase
@@ -356,9 +361,9 @@ def doing(res: TaskResult) -> str:
     return _DOING.get(res.phase, f"it is in step {res.phase!r}")
 
 
-def limit_delay(kind: str, reset_at: float | None, now: float, waits: int) -> float:
+def limit_delay(kind: FailureKind, reset_at: float | None, now: float, waits: int) -> float:
     """Seconds to wait before the agent runs again: until the reported reset, else a backoff."""
-    if kind == "rate_limit" and reset_at and reset_at > now:
+    if kind is FailureKind.RATE_LIMIT and reset_at and reset_at > now:
         return min(reset_at - now + 5, 6 * 3600)
     return float(min(60 * 2**waits, 1800))
 

@@ -54,9 +54,10 @@ from pathlib import Path
 from typing import Any
 
 from backends._proc import ProcResult, run_process
-from backends.agents.claude_stream import ClaudeStream, FailureKind
+from backends.agents.claude_stream import ClaudeStream
 from backends.base import AgentOutcome, AgentRequest, Exec, Heartbeat, Runner, SandboxError
 from backends.secrets import agent_env, redactor
+from models.failure import AgentFailure, FailureKind
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
 NOT_FOUND = (
@@ -469,7 +470,8 @@ async def _stop(task: asyncio.Task[Any]) -> None:
 
 
 def _failed(message: str) -> AgentOutcome:
-    return AgentOutcome(succeeded=False, error=f"{FailureKind.OTHER.value}: {message}")
+    failure = AgentFailure(kind=FailureKind.OTHER, message=message)
+    return AgentOutcome(succeeded=False, error=f"other: {message}", failure=failure)
 
 
 def _outcome(

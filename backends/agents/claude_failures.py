@@ -1,39 +1,22 @@
-"""How a Claude Code run failed: the kinds the pipeline acts on, and reading them back. Pure.
+"""How a Claude Code run failed: classifying what the CLI reports into the kinds the pipeline
+acts on (`models.failure`), and when a usage limit lifts. Pure.
 
-A failure is reported as `"<kind>: <message>[ (resets at <unix>)]"`, where kind is a FailureKind
-value; `parse_failure` reads it back, and text from elsewhere is classified by its wording.
+The backend hands the failure on as data (`AgentOutcome.failure`). Its error text reads
+`"<kind>: <message>[ (resets at <unix>)]"` for people; `parse_failure` classifies error text from
+elsewhere (a command agent's output), where no typed failure exists.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from models.failure import AgentFailure, FailureKind
+
 MESSAGE_CHARS = 1000  # of a failure's message, in an outcome's error
-
-
-class FailureKind(StrEnum):
-    AUTH = "auth"  # bad or missing credentials, or the account cannot pay: a human must act
-    RATE_LIMIT = "rate_limit"  # usage or rate limit: retry after `reset_at` (or back off)
-    OVERLOADED = "overloaded"  # the API is at capacity (529): retry soon
-    MAX_TURNS = "max_turns"  # --max-turns reached
-    BUDGET = "budget"  # --max-budget-usd reached
-    OTHER = "other"
-
-
-@dataclass(frozen=True)
-class Failure:
-    kind: FailureKind
-    message: str
-    reset_at: float | None = None
-
-    def __str__(self) -> str:
-        return format_failure(self.kind, self.message, self.reset_at)
 
 
 _TEXT_KINDS: tuple[tuple[FailureKind, re.Pattern[str]], ...] = (
@@ -167,6 +150,11 @@ def reset_time(text: str, now: float | None = None) -> float | None:
     if moment <= current:
         moment += timedelta(days=1)
     return moment.timestamp()
+
+
+def describe(failure: AgentFailure) -> str:
+    """A failure as an outcome's error text (for people; the failure itself travels typed)."""
+    return format_failure(failure.kind, failure.message, failure.reset_at)
 
 
 def format_failure(kind: FailureKind, message: str, reset_at: float | None = None) -> str:

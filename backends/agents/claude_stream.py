@@ -17,8 +17,8 @@ the failure's text as `result` (the CLI then exits 1). Error subtypes carry `err
 The stream has no running cost, only the result line does; until then the cost is estimated from
 the token counts with list prices (`~$` in notes). Any line that is not a JSON object is ignored.
 
-A failure is reported as `"<kind>: <message>[ (resets at <unix>)]"`, where kind is a FailureKind
-value; `parse_failure` reads it back.
+A failure is reported as data (`AgentOutcome.failure`: kind, message, reset time), and as text
+`"<kind>: <message>[ (resets at <unix>)]"` in the outcome's error, for people.
 """
 
 from __future__ import annotations
@@ -30,19 +30,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.agents.claude_failures import (
-    Failure,
-    FailureKind,
     classify,
+    describe,
     failure_text,
     format_failure,
     parse_failure,
     reset_time,
 )
 from backends.base import AgentOutcome
+from models.failure import AgentFailure, FailureKind
 
 __all__ = [
+    "AgentFailure",
     "ClaudeStream",
-    "Failure",
     "FailureKind",
     "classify",
     "failure_text",
@@ -263,7 +263,7 @@ class ClaudeStream:
             text += ", finished" if not self.result.get("is_error") else ", failed"
         return text
 
-    def failure(self) -> Failure | None:
+    def failure(self) -> AgentFailure | None:
         """What went wrong according to the result line; None when it reports no error."""
         if self.result is None or not self.result.get("is_error"):
             return None
@@ -272,7 +272,7 @@ class ClaudeStream:
         reset = None
         if kind is FailureKind.RATE_LIMIT:
             reset = self.limit_reset_at or reset_time(message)
-        return Failure(kind, message, reset)
+        return AgentFailure(kind=kind, message=message, reset_at=reset)
 
     def resume_not_found(self) -> bool:
         """`--resume <id>` named a session this machine does not have (for this directory)."""
@@ -308,14 +308,24 @@ class ClaudeStream:
                 error += f" (at {self.note()})"
             if self.tail:  # what it said that was not an event: stderr, mostly
                 error += "; last output:\n" + "\n".join(self.tail)
-            return AgentOutcome(succeeded=False, error=f"other: {error}", **fields)
+            return _failed(FailureKind.OTHER, error, **fields)
         text = failure_text(self.result)[:TEXT_CHARS]
         fields["text"] = text
         summary = text[:SUMMARY_CHARS]
         failure = self.failure()
         if failure is not None:
-            return AgentOutcome(succeeded=False, summary=summary, error=str(failure), **fields)
+            return AgentOutcome(
+                succeeded=False, summary=summary, error=describe(failure), failure=failure, **fields
+            )
         if exit_code not in (0, None):
-            error = f"other: claude reported success but exited with code {exit_code}"
-            return AgentOutcome(succeeded=False, summary=summary, error=error, **fields)
+            error = f"claude reported success but exited with code {exit_code}"
+            return _failed(FailureKind.OTHER, error, summary=summary, **fields)
         return AgentOutcome(succeeded=True, summary=summary, **fields)
+
+
+def _failed(kind: FailureKind, message: str, **fields: Any) -> AgentOutcome:
+    failure = AgentFailure(kind=kind, message=message)
+    # Its message whole (the CLI's last lines keep their line breaks).
+    return AgentOutcome(
+        succeeded=False, error=f"{kind.value}: {message}", failure=failure, **fields
+    )

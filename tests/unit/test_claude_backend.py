@@ -135,6 +135,7 @@ def test_rate_limits_are_classified_with_their_reset_time(
     failure = stream.failure()
     assert failure is not None and failure.kind is FailureKind.RATE_LIMIT
     assert failure.reset_at == reset_at
+    assert out.failure == failure  # handed on as data, not only as text
     assert out.error.startswith("rate_limit: ")
     assert parse_failure(out.error) == (FailureKind.RATE_LIMIT, reset_at)
     if reset_at is not None:

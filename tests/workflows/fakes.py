@@ -28,6 +28,7 @@ from models.activity_io import (
     VerifyIn,
     VerifyOut,
 )
+from models.failure import FailureKind
 from models.results import CheckResult
 from models.review import Finding, Severity, Verdict
 
@@ -133,7 +134,7 @@ class FakeActivities:
                 exit_code=1,
                 succeeded=False,
                 error="rate_limit: usage limit",
-                failure_kind="rate_limit",
+                failure_kind=FailureKind.RATE_LIMIT,
                 reset_at=reset,
                 **spend,
             )
@@ -142,7 +143,7 @@ class FakeActivities:
                 exit_code=1,
                 succeeded=False,
                 error="overloaded: 529",
-                failure_kind="overloaded",
+                failure_kind=FailureKind.OVERLOADED,
                 **spend,
             )
         if tid in self.script.agent_fails or (tid in self.script.agent_fails_once and n == 1):
@@ -150,7 +151,7 @@ class FakeActivities:
                 exit_code=1,
                 succeeded=False,
                 error="agent exited with code 1",
-                failure_kind="other",
+                failure_kind=FailureKind.OTHER,
                 **spend,
             )
         if tid in self.script.no_op or (inp.fix is not None and tid in self.script.fix_no_change):
