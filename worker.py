@@ -13,9 +13,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -41,6 +42,27 @@ from workflows.task import TaskWorkflow
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
+def activities(
+    sandboxes: Sandboxes, local_queue: str
+) -> tuple[list[Callable[..., Any]], list[Callable[..., Any]]]:
+    """(the shared queue's activities, the workspace queue's): every one in models.activity_refs."""
+    sandbox_acts = SandboxActivities(sandboxes)
+    shared: list[Callable[..., Any]] = [
+        sandbox_acts.prepare_run,
+        ClaimActivities(local_queue).claim_worker,
+    ]
+    local: list[Callable[..., Any]] = [
+        sandbox_acts.prepare_workspace,
+        sandbox_acts.cleanup_workspace,
+        sandbox_acts.prepare_conflict_fix,
+        AgentActivities(sandboxes, make_agent).run_agent,
+        VerifyActivities(sandboxes).verify_task,
+        ReviewActivities(sandboxes, make_reviewer_agent).review_task,
+        MergeActivities(sandboxes).merge_task,
+    ]
+    return shared, local
+
+
 def make_worker(
     client: Client,
     workspace: Path,
@@ -57,16 +79,15 @@ def make_worker(
     workspaces = Workspaces(workspace)
     frontend = client.service_client.config.target_host.rsplit(":", 1)[0].strip("[]")
     sandboxes = Sandboxes(workspaces, policy, control_plane=(frontend,))
-    sandbox_acts = SandboxActivities(sandboxes)
-    agent_acts = AgentActivities(sandboxes, make_agent)
     local_queue = workspace_queue(task_queue, workspace)
+    shared_acts, local_acts = activities(sandboxes, local_queue)
     # Cancellation reaches an activity only on a heartbeat round trip: send them often enough
     # that `cancel --now` kills an agent within seconds, not 0.8 x the heartbeat timeout.
     shared = Worker(
         client,
         task_queue=task_queue,
         workflows=[PlanWorkflow, TaskWorkflow],
-        activities=[sandbox_acts.prepare_run, ClaimActivities(local_queue).claim_worker],
+        activities=shared_acts,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         # A killed worker's cached workflows move to another worker after this, not the 10 s default.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
@@ -74,15 +95,7 @@ def make_worker(
     local = Worker(
         client,
         task_queue=local_queue,
-        activities=[
-            sandbox_acts.prepare_workspace,
-            sandbox_acts.cleanup_workspace,
-            sandbox_acts.prepare_conflict_fix,
-            agent_acts.run_agent,
-            VerifyActivities(sandboxes).verify_task,
-            ReviewActivities(sandboxes, make_reviewer_agent).review_task,
-            MergeActivities(sandboxes).merge_task,
-        ],
+        activities=local_acts,
         max_concurrent_activities=max_activities,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )

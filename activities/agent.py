@@ -27,6 +27,7 @@ from backends.secrets import agent_env
 from backends.workspace.checkout import Checkout
 from backends.workspace.layout import TaskRef
 from models.activity_io import LIST_CAP, RunAgentIn, RunAgentOut
+from models.activity_refs import RUN_AGENT
 from models.failure import FailureKind
 from models.run import AgentConfig, ReviewerConfig
 from models.sandbox import SandboxConfig, SandboxKind
@@ -136,7 +137,7 @@ class AgentActivities:
         # A fresh attempt never builds on the half-finished files of one that died.
         return await sandbox.reset(ref, start), False
 
-    @activity.defn(name="run_agent")
+    @activity.defn(name=RUN_AGENT.name)
     async def run_agent(self, inp: RunAgentIn) -> RunAgentOut:
         task = inp.task
         ref = TaskRef(inp.run_key, task.id)

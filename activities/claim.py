@@ -9,6 +9,7 @@ from pathlib import Path
 from temporalio import activity
 
 from models.activity_io import ClaimIn, ClaimOut
+from models.activity_refs import CLAIM_WORKER
 
 
 def workspace_queue(base: str, workspace: Path) -> str:
@@ -21,6 +22,6 @@ class ClaimActivities:
     def __init__(self, queue: str) -> None:
         self.queue = queue
 
-    @activity.defn(name="claim_worker")
+    @activity.defn(name=CLAIM_WORKER.name)
     async def claim_worker(self, inp: ClaimIn) -> ClaimOut:
         return ClaimOut(queue=self.queue, host=socket.gethostname())

@@ -12,13 +12,14 @@ from backends.sandboxes.registry import Sandboxes
 from backends.secrets import agent_env
 from backends.workspace.layout import TaskRef
 from models.activity_io import MergeIn, MergeOut
+from models.activity_refs import MERGE_TASK
 
 
 class MergeActivities:
     def __init__(self, sandboxes: Sandboxes) -> None:
         self.sandboxes = sandboxes
 
-    @activity.defn(name="merge_task")
+    @activity.defn(name=MERGE_TASK.name)
     async def merge_task(self, inp: MergeIn) -> MergeOut:
         task = TaskRef(inp.run_key, inp.task_id)
         sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)

@@ -27,6 +27,7 @@ from backends.secrets import agent_env
 from backends.workspace.checkout import Checkout, scrub_special_files
 from backends.workspace.layout import TaskRef
 from models.activity_io import ReviewIn, ReviewOut
+from models.activity_refs import REVIEW_TASK
 from models.review import Finding, Severity, Verdict
 from models.run import ReviewerConfig
 
@@ -93,7 +94,7 @@ class ReviewActivities:
             co = await self.workspaces.reset(ref, inp.commit)
         return co
 
-    @activity.defn(name="review_task")
+    @activity.defn(name=REVIEW_TASK.name)
     async def review_task(self, inp: ReviewIn) -> ReviewOut:
         task, cfg = inp.task, inp.reviewer
         ref = TaskRef(inp.run_key, task.id)

@@ -19,6 +19,12 @@ from models.activity_io import (
     PrepareWorkspaceIn,
     PrepareWorkspaceOut,
 )
+from models.activity_refs import (
+    CLEANUP_WORKSPACE,
+    PREPARE_CONFLICT_FIX,
+    PREPARE_RUN,
+    PREPARE_WORKSPACE,
+)
 
 
 class SandboxActivities:
@@ -26,7 +32,7 @@ class SandboxActivities:
         self.sandboxes = sandboxes
         self.workspaces = sandboxes.workspaces
 
-    @activity.defn(name="prepare_run")
+    @activity.defn(name=PREPARE_RUN.name)
     async def prepare_run(self, inp: PrepareRunIn) -> PrepareRunOut:
         """Clone or fetch the repository and make sure the target branch exists (idempotent)."""
         async with heartbeating(f"fetching {inp.repo}"):
@@ -35,7 +41,7 @@ class SandboxActivities:
             )
         return PrepareRunOut(target_commit=tip, created_target=created)
 
-    @activity.defn(name="prepare_workspace")
+    @activity.defn(name=PREPARE_WORKSPACE.name)
     async def prepare_workspace(self, inp: PrepareWorkspaceIn) -> PrepareWorkspaceOut:
         # Heartbeats, like every step of a task: a worker killed here is noticed in seconds, not
         # when the step's whole time limit has run out.
@@ -46,7 +52,7 @@ class SandboxActivities:
         clone = self.workspaces.layout.clone_dir(inp.repo)
         return PrepareWorkspaceOut(base_commit=base, branch=task.branch, clone=str(clone))
 
-    @activity.defn(name="cleanup_workspace")
+    @activity.defn(name=CLEANUP_WORKSPACE.name)
     async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:
         task = TaskRef(inp.run_key, inp.task_id)
         # Cleanup is never refused: removing a sandbox weakens nothing.
@@ -60,7 +66,7 @@ class SandboxActivities:
                 out.kept_branch, out.clone = task.branch, str(clone)
         return out
 
-    @activity.defn(name="prepare_conflict_fix")
+    @activity.defn(name=PREPARE_CONFLICT_FIX.name)
     async def prepare_conflict_fix(self, inp: ConflictFixIn) -> ConflictFixOut:
         """The task's change applied onto the target's tip, conflict markers and all (idempotent).
 

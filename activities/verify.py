@@ -17,6 +17,7 @@ from backends.verify import checks_passed, run_checks
 from backends.workspace.layout import TaskRef
 from backends.workspace.tasks import Workspaces
 from models.activity_io import VerifyIn, VerifyOut
+from models.activity_refs import VERIFY_TASK
 
 
 def base_runner(
@@ -36,7 +37,7 @@ class VerifyActivities:
     def __init__(self, sandboxes: Sandboxes) -> None:
         self.sandboxes = sandboxes
 
-    @activity.defn(name="verify_task")
+    @activity.defn(name=VERIFY_TASK.name)
     async def verify_task(self, inp: VerifyIn) -> VerifyOut:
         task = TaskRef(inp.run_key, inp.task_id)
         sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)

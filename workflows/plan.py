@@ -9,7 +9,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from models.activity_io import PrepareRunIn, PrepareRunOut
+    from models.activity_io import PrepareRunIn
+    from models.activity_refs import PREPARE_RUN
     from models.results import (
         PlanResult,
         ProgressMemo,
@@ -177,14 +178,14 @@ class PlanWorkflow:
         self._publish_details()
         try:
             prep = await workflow.execute_activity(
-                "prepare_run",
+                PREPARE_RUN.name,
                 PrepareRunIn(
                     run_key=inp.run_key,
                     repo=inp.options.repo,
                     base_commit=inp.options.base_commit,
                     target_branch=inp.options.target_branch,
                 ),
-                result_type=PrepareRunOut,
+                result_type=PREPARE_RUN.result,
                 start_to_close_timeout=policies.GIT_TIMEOUT,
                 heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
                 retry_policy=policies.GIT_RETRY,

@@ -17,7 +17,6 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 with workflow.unsafe.imports_passed_through():
     from models.activity_io import (
         ClaimIn,
-        ClaimOut,
         CleanupIn,
         CleanupOut,
         ConflictFixIn,
@@ -25,6 +24,12 @@ with workflow.unsafe.imports_passed_through():
         FixRequest,
         PrepareWorkspaceIn,
         PrepareWorkspaceOut,
+    )
+    from models.activity_refs import (
+        CLAIM_WORKER,
+        CLEANUP_WORKSPACE,
+        PREPARE_CONFLICT_FIX,
+        PREPARE_WORKSPACE,
     )
     from models.results import TaskResult, TaskStatus
     from models.run import Decision, TaskInput
@@ -122,9 +127,9 @@ class TaskWorkflow(TaskSteps):
             for claim in range(1, MAX_CLAIMS + 1):
                 res.phase = "claim"
                 got = await workflow.execute_activity(
-                    "claim_worker",
+                    CLAIM_WORKER.name,
                     ClaimIn(run_key=inp.run_key, task_id=task.id, claim=claim),
-                    result_type=ClaimOut,
+                    result_type=CLAIM_WORKER.result,
                     start_to_close_timeout=timedelta(seconds=20),
                     retry_policy=policies.GIT_RETRY,
                     summary=f"{label} — pick a worker",
@@ -173,7 +178,7 @@ class TaskWorkflow(TaskSteps):
             return
         keep = res.status is TaskStatus.FAILED and inp.options.keep_failed_branches
         cleanup = self._act(
-            "cleanup_workspace",
+            CLEANUP_WORKSPACE,
             CleanupIn(
                 run_key=inp.run_key,
                 task_id=inp.task.id,
@@ -181,7 +186,6 @@ class TaskWorkflow(TaskSteps):
                 sandbox=inp.sandbox_config,
                 repo=inp.options.repo,
             ),
-            CleanupOut,
             start_to_close_timeout=policies.GIT_TIMEOUT,
             heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
             retry_policy=policies.GIT_RETRY,
@@ -202,7 +206,7 @@ class TaskWorkflow(TaskSteps):
         assert res is not None
         res.phase = "workspace"
         ws: PrepareWorkspaceOut = await self._act(
-            "prepare_workspace",
+            PREPARE_WORKSPACE,
             PrepareWorkspaceIn(
                 run_key=inp.run_key,
                 task_id=task.id,
@@ -210,7 +214,6 @@ class TaskWorkflow(TaskSteps):
                 target_branch=opts.target_branch,
                 sandbox=inp.sandbox_config,
             ),
-            PrepareWorkspaceOut,
             start_to_close_timeout=policies.GIT_TIMEOUT,
             heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
             retry_policy=policies.GIT_RETRY,
@@ -283,7 +286,7 @@ class TaskWorkflow(TaskSteps):
                 res.phase = "conflict fix"
                 await self._tell_parent("task_working")
                 prep: ConflictFixOut = await self._act(
-                    "prepare_conflict_fix",
+                    PREPARE_CONFLICT_FIX,
                     ConflictFixIn(
                         run_key=inp.run_key,
                         task_id=task.id,
@@ -292,7 +295,6 @@ class TaskWorkflow(TaskSteps):
                         base_commit=base,
                         commit=commit,
                     ),
-                    ConflictFixOut,
                     start_to_close_timeout=policies.GIT_TIMEOUT,
                     heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
                     retry_policy=policies.GIT_RETRY,

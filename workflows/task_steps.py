@@ -28,6 +28,15 @@ with workflow.unsafe.imports_passed_through():
         VerifyIn,
         VerifyOut,
     )
+    from models.activity_refs import (
+        MERGE_TASK,
+        REVIEW_TASK,
+        RUN_AGENT,
+        VERIFY_TASK,
+        A,
+        ActivityRef,
+        R,
+    )
     from models.failure import FailureKind
     from models.results import TaskResult, TaskStatus
     from models.review import Verdict
@@ -65,14 +74,14 @@ class TaskSteps:
     # Files the change deletes that the task does not name: (how many, the first few).
     unasked_deletions: tuple[int, list[str]]
 
-    async def _act(self, name: str, arg: Any, result_type: type, **kw: Any) -> Any:
+    async def _act(self, ref: ActivityRef[A, R], arg: A, **kw: Any) -> R:
         """An activity on the claimed worker's queue; a queue nobody serves any more is noticed."""
         assert self.inp is not None
         try:
             return await workflow.execute_activity(
-                name,
+                ref.name,
                 arg,
-                result_type=result_type,
+                result_type=ref.result,
                 task_queue=self.queue,
                 schedule_to_start_timeout=timedelta(seconds=self.inp.options.worker_lost_timeout_s),
                 **kw,
@@ -105,7 +114,7 @@ class TaskSteps:
                     update={"claude": agent.claude.model_copy(update={"max_budget_usd": left})}
                 )
             out: RunAgentOut = await self._act(
-                "run_agent",
+                RUN_AGENT,
                 RunAgentIn(
                     run_key=inp.run_key,
                     plan_title=inp.plan_title,
@@ -118,7 +127,6 @@ class TaskSteps:
                     resume=self.agent_ran,
                     sandbox=inp.sandbox_config,
                 ),
-                RunAgentOut,
                 start_to_close_timeout=timedelta(seconds=opts.agent.timeout_s)
                 + policies.AGENT_TIMEOUT_SLACK,
                 heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
@@ -185,7 +193,7 @@ class TaskSteps:
             return True
         res.phase = "verify"
         verify: VerifyOut = await self._act(
-            "verify_task",
+            VERIFY_TASK,
             VerifyIn(
                 run_key=inp.run_key,
                 task_id=inp.task.id,
@@ -195,7 +203,6 @@ class TaskSteps:
                 env=inp.options.agent.env,
                 sandbox=inp.sandbox_config,
             ),
-            VerifyOut,
             start_to_close_timeout=policies.verify_timeout(
                 inp.options.verify_timeout_s, len(commands)
             ),
@@ -219,7 +226,7 @@ class TaskSteps:
             return res.verdict
         res.phase = "review"
         review: ReviewOut = await self._act(
-            "review_task",
+            REVIEW_TASK,
             ReviewIn(
                 run_key=inp.run_key,
                 task=inp.task,
@@ -229,7 +236,6 @@ class TaskSteps:
                 sandbox=inp.sandbox_config,
                 checks=inp.task.commands,
             ),
-            ReviewOut,
             start_to_close_timeout=timedelta(seconds=opts.reviewer.timeout_s)
             + policies.AGENT_TIMEOUT_SLACK,
             heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
@@ -294,7 +300,7 @@ class TaskSteps:
     async def _merge(self, inp: TaskInput, label: str, base: str, commit: str) -> MergeOut:
         opts, commands = inp.options, inp.task.commands
         merge: MergeOut = await self._act(
-            "merge_task",
+            MERGE_TASK,
             MergeIn(
                 run_key=inp.run_key,
                 task_id=inp.task.id,
@@ -308,7 +314,6 @@ class TaskSteps:
                 env=opts.agent.env,
                 sandbox=inp.sandbox_config,
             ),
-            MergeOut,
             start_to_close_timeout=policies.GIT_TIMEOUT
             + policies.verify_timeout(opts.verify_timeout_s, len(commands)),
             heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),

@@ -28,6 +28,17 @@ from models.activity_io import (
     VerifyIn,
     VerifyOut,
 )
+from models.activity_refs import (
+    CLAIM_WORKER,
+    CLEANUP_WORKSPACE,
+    MERGE_TASK,
+    PREPARE_CONFLICT_FIX,
+    PREPARE_RUN,
+    PREPARE_WORKSPACE,
+    REVIEW_TASK,
+    RUN_AGENT,
+    VERIFY_TASK,
+)
 from models.failure import FailureKind
 from models.results import CheckResult
 from models.review import Finding, Severity, Verdict
@@ -76,7 +87,7 @@ class FakeActivities:
         self.verifies: dict[str, int] = defaultdict(int)
         self.commits: dict[str, int] = defaultdict(int)
 
-    @activity.defn(name="prepare_run")
+    @activity.defn(name=PREPARE_RUN.name)
     async def prepare_run(self, inp: PrepareRunIn) -> PrepareRunOut:
         self.calls.append(("prepare_run", ""))
         if self.script.prepare_run_fails:
@@ -85,7 +96,7 @@ class FakeActivities:
             raise ApplicationError("repository unreachable", type="GitError", non_retryable=True)
         return PrepareRunOut(target_commit="base0", created_target=True)
 
-    @activity.defn(name="claim_worker")
+    @activity.defn(name=CLAIM_WORKER.name)
     async def claim_worker(self, inp: ClaimIn) -> ClaimOut:
         self.calls.append(("claim_worker", inp.task_id))
         lost = self.script.lost_queue_claims.get(inp.task_id, 0)
@@ -93,12 +104,12 @@ class FakeActivities:
             return ClaimOut(queue="nobody-serves-this", host="gone")
         return ClaimOut(queue=self.queue, host="test")
 
-    @activity.defn(name="prepare_workspace")
+    @activity.defn(name=PREPARE_WORKSPACE.name)
     async def prepare_workspace(self, inp: PrepareWorkspaceIn) -> PrepareWorkspaceOut:
         self.calls.append(("prepare_workspace", inp.task_id))
         return PrepareWorkspaceOut(base_commit=f"base-{inp.task_id}", branch=f"b/{inp.task_id}")
 
-    @activity.defn(name="run_agent")
+    @activity.defn(name=RUN_AGENT.name)
     async def run_agent(self, inp: RunAgentIn) -> RunAgentOut:
         tid = inp.task.id
         self.calls.append(("run_agent", tid))
@@ -169,7 +180,7 @@ class FakeActivities:
             **spend,
         )
 
-    @activity.defn(name="verify_task")
+    @activity.defn(name=VERIFY_TASK.name)
     async def verify_task(self, inp: VerifyIn) -> VerifyOut:
         self.calls.append(("verify_task", inp.task_id))
         self.verifies[inp.task_id] += 1
@@ -188,7 +199,7 @@ class FakeActivities:
             ],
         )
 
-    @activity.defn(name="merge_task")
+    @activity.defn(name=MERGE_TASK.name)
     async def merge_task(self, inp: MergeIn) -> MergeOut:
         self.calls.append(("merge_task", inp.task_id))
         await asyncio.sleep(self.script.merge_seconds)
@@ -203,7 +214,7 @@ class FakeActivities:
         self.calls.append(("merged", inp.task_id))
         return MergeOut(merged=True, commit=f"m-{inp.task_id}")
 
-    @activity.defn(name="review_task")
+    @activity.defn(name=REVIEW_TASK.name)
     async def review_task(self, inp: ReviewIn) -> ReviewOut:
         tid = inp.task.id
         self.calls.append(("review_task", tid))
@@ -224,12 +235,12 @@ class FakeActivities:
             cost_usd=cost,
         )
 
-    @activity.defn(name="prepare_conflict_fix")
+    @activity.defn(name=PREPARE_CONFLICT_FIX.name)
     async def prepare_conflict_fix(self, inp: ConflictFixIn) -> ConflictFixOut:
         self.calls.append(("prepare_conflict_fix", inp.task_id))
         return ConflictFixOut(base_commit=f"tip-{inp.task_id}", conflict_paths=["shared.py"])
 
-    @activity.defn(name="cleanup_workspace")
+    @activity.defn(name=CLEANUP_WORKSPACE.name)
     async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:
         self.cleaned.append(inp.task_id)
         return CleanupOut(removed_worktree=True, deleted_branch=inp.delete_branch)

@@ -1,0 +1,35 @@
+"""One list of activities: the worker registers each exactly once, the workflow tests' fakes
+register the same ones, and each takes and returns what its reference says."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+from temporalio import activity
+
+from backends.sandboxes.registry import Sandboxes
+from backends.workspace.tasks import Workspaces
+from models.activity_refs import ALL
+from tests.workflows.fakes import FakeActivities, Script
+from worker import activities
+
+
+def _definitions(fns: list) -> dict[str, object]:
+    found = {}
+    for fn in fns:
+        d = activity._Definition.must_from_callable(fn)
+        assert d.name not in found, f"{d.name} registered twice"
+        found[d.name] = fn
+    return found
+
+
+def test_the_worker_and_the_fakes_register_exactly_the_named_activities(tmp_path: Path) -> None:
+    shared, local = activities(Sandboxes(Workspaces(tmp_path)), "q-local")
+    registered = _definitions(shared + local)
+    names = {ref.name for ref in ALL}
+    assert set(registered) == names
+    assert set(_definitions(FakeActivities(Script()).all())) == names
+    for ref in ALL:
+        hints = typing.get_type_hints(registered[ref.name])
+        assert (hints["inp"], hints["return"]) == (ref.arg, ref.result), ref.name
