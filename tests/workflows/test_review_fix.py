@@ -102,8 +102,10 @@ async def test_costs_are_summed_exactly(running: Harness) -> None:
     running.fakes.script.agent_cost = 0.1
     result = await running.run(plan_input(PLAN, reviewer=CLAUDE_REVIEW))
     t = tasks(result)
-    assert t["1.1"].cost_usd == pytest.approx(0.15) and t["1.1"].tokens_in == 1000
-    assert result.total_cost_usd == pytest.approx(0.30)
+    # Exactly: a plain float sum would drift (0.1 + 0.05 is 0.15000000000000002).
+    assert 0.1 + 0.05 != 0.15
+    assert t["1.1"].cost_usd == 0.15 and t["1.1"].tokens_in == 1000
+    assert result.total_cost_usd == 0.3
 
 
 @pytest.mark.parametrize("running", [Script(auth_fails={"1.1"})], indirect=True)
