@@ -35,3 +35,13 @@ async def connect_client(address: str | None, namespace: str | None = None) -> C
             f"cannot reach Temporal at {target} ({reason}); start it, fix --address, or leave --address "
             "out to use the embedded server"
         ) from None
+
+
+def ui_base_of(address: str, ui_url: str | None) -> str:
+    """The Web UI of a server given by address: `ui_url` when set, else its host on port 8233."""
+    return ui_url or f"http://{address.rsplit(':', 1)[0]}:8233"
+
+
+def workflow_link(ui_base: str | None, namespace: str, workflow_id: str) -> str | None:
+    """The Web UI page of one workflow."""
+    return f"{ui_base}/namespaces/{namespace}/workflows/{workflow_id}" if ui_base else None

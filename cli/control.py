@@ -328,8 +328,7 @@ async def _show_memo(
         markup=False,
     )
     for t in memo.tasks:
-        row = f"  {t.id:<8} {t.status.value:<12} {(t.commit or '')[:10]:<10} {t.error or ''}"
-        out.print(safe(row), markup=False)
+        out.print(safe(_row(t.id, t.status, t.commit, t.error or "")), markup=False)
     if memo.more_tasks:
         out.print(f"  ... and {memo.more_tasks} more")
     if found.ui_link():
@@ -346,5 +345,10 @@ def progress_text(p: RunProgress) -> str:
     rows = [head, f"target {p.target_branch} at {(p.target_commit or '-')[:12]}"]
     for t in p.tasks:
         note = t.error or (t.phase if t.status is TaskStatus.RUNNING else "")
-        rows.append(f"  {t.id:<8} {t.status.value:<12} {(t.commit or '')[:10]:<10} {note}")
+        rows.append(_row(t.id, t.status, t.commit, note))
     return "\n".join(rows)
+
+
+def _row(tid: str, status: TaskStatus, commit: str | None, note: str) -> str:
+    """One task in `status`'s plain listing (live or from the memo)."""
+    return f"  {tid:<8} {status.value:<12} {(commit or '')[:10]:<10} {note}"

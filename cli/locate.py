@@ -15,7 +15,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli.connect import TASK_QUEUE, connect_client
+from cli.connect import TASK_QUEUE, connect_client, ui_base_of, workflow_link
 from cli.server import known_workspaces, running_server
 from config import Settings
 from errors import UsageError
@@ -23,30 +23,26 @@ from models.results import PlanResult
 
 
 @dataclass
-class Found:
-    client: Client
-    address: str
-    ui_base: str | None
-    workspace: Path | None  # the embedded server's workspace, when it is one
-    handle: WorkflowHandle
-    desc: WorkflowExecutionDescription
-
-    def ui_link(self) -> str | None:
-        if not self.ui_base:
-            return None
-        return f"{self.ui_base}/namespaces/{self.client.namespace}/workflows/{self.handle.id}"
-
-    def worker_hint(self) -> str:
-        where = f" --workspace {self.workspace}" if self.workspace else " --workspace DIR"
-        return f"python worker.py --address {self.address}{where}"
-
-
-@dataclass
 class Server:
     client: Client
     address: str
     ui_base: str | None
-    workspace: Path | None
+    workspace: Path | None  # the embedded server's workspace, when it is one
+
+
+@dataclass
+class Found(Server):
+    """A run, and the server it was found on."""
+
+    handle: WorkflowHandle
+    desc: WorkflowExecutionDescription
+
+    def ui_link(self) -> str | None:
+        return workflow_link(self.ui_base, self.client.namespace, self.handle.id)
+
+    def worker_hint(self) -> str:
+        where = f" --workspace {self.workspace}" if self.workspace else " --workspace DIR"
+        return f"python worker.py --address {self.address}{where}"
 
 
 def explicit_address(settings: Settings) -> str | None:
@@ -58,8 +54,7 @@ async def servers(settings: Settings) -> tuple[list[Server], list[str]]:
     address = explicit_address(settings)
     if address:
         client = await connect_client(address, settings.namespace)
-        ui = settings.ui_url or f"http://{address.rsplit(':', 1)[0]}:8233"
-        return [Server(client, address, ui, None)], []
+        return [Server(client, address, ui_base_of(address, settings.ui_url), None)], []
     found, missing, seen = [], [], set()
     for ws in [settings.workspace, *known_workspaces()]:
         key = str(ws.expanduser().resolve())
@@ -106,7 +101,7 @@ async def find_run(settings: Settings, workflow_id: str) -> Found:
             continue
         if desc.workflow_type != RUN_TYPE:
             raise UsageError(_not_a_run(workflow_id, desc))
-        return Found(server.client, server.address, server.ui_base, server.workspace, handle, desc)
+        return Found(**vars(server), handle=handle, desc=desc)
     raise UsageError(
         f"no run {workflow_id!r}; looked in: {'; '.join(looked) or 'nowhere'}. A run on another "
         "server needs --address HOST:PORT (and --namespace); one in another workspace, "

@@ -15,6 +15,7 @@ from cli.connect import run_key_of
 from cli.task_detail import detail_lines
 from cli.terminal import safe
 from models.results import PlanResult, RunProgress, TaskResult, TaskStatus
+from workflows.outcome import counts_text
 
 STYLE = {
     TaskStatus.PENDING: "dim",
@@ -143,12 +144,9 @@ def print_summary(result: PlanResult, console: Console, repo: str | None = None)
     """The final table (notes whole), the totals, and for each task that did not make it what
     a person needs to act on it."""
     console.print(_table(result.tasks, {}, f"{result.workflow_id}: {result.status.value}", None))
-    counts: dict[str, int] = {}
-    for t in result.tasks:
-        counts[t.status.value] = counts.get(t.status.value, 0) + 1
     console.print(
         f"target {result.target_branch} at {(result.target_commit or '-')[:12]}; "
-        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + counts_text(result.tasks)
         + f"; total cost ${result.total_cost_usd:.2f}"
     )
     if result.message:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -23,7 +22,8 @@ from backends.agents.command import PLACEHOLDERS, unknown_placeholders
 from backends.sandboxes.policy import WorkerPolicy, sandbox_grant, weakenings
 from backends.secrets import env_names
 from cli.approval import approver_key, public_key
-from cli.connect import RUN_PREFIX, TASK_QUEUE, connect_client
+from cli.connect import RUN_PREFIX, TASK_QUEUE, connect_client, ui_base_of, workflow_link
+from cli.locate import explicit_address
 from cli.preflight import check_agents, check_repo, slug
 from cli.progress import ProgressView, console, is_terminal, print_summary, result_json
 from cli.results import final_result
@@ -190,21 +190,17 @@ def reviewer_config(settings: Settings, agent: AgentConfig) -> ReviewerConfig:
 
 
 async def open_target(settings: Settings) -> Target:
-    address = settings.address or os.environ.get("TEMPORAL_ADDRESS")
+    address = explicit_address(settings)
     if address:
         client = await connect_client(address, settings.namespace)
-        host = address.rsplit(":", 1)[0]
-        return Target(client, False, settings.ui_url or f"http://{host}:8233", address)
+        return Target(client, False, ui_base_of(address, settings.ui_url), address)
     info = await ensure_server(settings.workspace)
     client = await connect_client(info.address, settings.namespace)
     return Target(client, True, settings.ui_url or info.ui_url, info.address)
 
 
 def ui_link(target: Target, workflow_id: str) -> str | None:
-    if not target.ui_base:
-        return None
-    ns = target.client.namespace
-    return f"{target.ui_base}/namespaces/{ns}/workflows/{workflow_id}"
+    return workflow_link(target.ui_base, target.client.namespace, workflow_id)
 
 
 async def previous_result(

@@ -9,6 +9,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
+from cli.connect import workflow_link
 from cli.locate import RUN_TYPE, servers
 from cli.progress import console
 from config import Settings
@@ -92,7 +93,6 @@ async def runs_on(client: Client, ui_base: str | None, status: str | None) -> li
         state = _state(e, progress)
         if status and state != status:
             continue
-        ui = f"{ui_base}/namespaces/{client.namespace}/workflows/{e.id}" if ui_base else None
         rows.append(
             RunRow(
                 workflow_id=e.id,
@@ -102,7 +102,7 @@ async def runs_on(client: Client, ui_base: str | None, status: str | None) -> li
                 repo=info.repo if info else None,
                 target_branch=info.target_branch if info else None,
                 progress=progress,
-                ui_url=ui,
+                ui_url=workflow_link(ui_base, client.namespace, e.id),
             )
         )
     return rows
