@@ -9,10 +9,10 @@ from typing import TypeVar, cast
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import heartbeating
-from activities.sandboxing import sandbox_failures, sandbox_for
-from backends.agents.claude_failures import parse_failure
-from backends.base import (
+from autonomous_pipeline.activities.heartbeat import heartbeating
+from autonomous_pipeline.activities.sandboxing import sandbox_failures, sandbox_for
+from autonomous_pipeline.backends.agents.claude_failures import parse_failure
+from autonomous_pipeline.backends.base import (
     AgentBackend,
     AgentOutcome,
     AgentRequest,
@@ -20,17 +20,17 @@ from backends.base import (
     SandboxBackend,
     SessionAgent,
 )
-from backends.prompt import build_prompt
-from backends.review import fix_prompt
-from backends.sandboxes.registry import Sandboxes
-from backends.secrets import agent_env
-from backends.workspace.checkout import Checkout
-from backends.workspace.layout import TaskRef
-from models.activity_io import LIST_CAP, RunAgentIn, RunAgentOut
-from models.activity_refs import RUN_AGENT
-from models.failure import FailureKind
-from models.run import AgentConfig, ReviewerConfig
-from models.sandbox import SandboxConfig, SandboxKind
+from autonomous_pipeline.backends.prompt import build_prompt
+from autonomous_pipeline.backends.review import fix_prompt
+from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
+from autonomous_pipeline.backends.secrets import agent_env
+from autonomous_pipeline.backends.workspace.checkout import Checkout
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.models.activity_io import LIST_CAP, RunAgentIn, RunAgentOut
+from autonomous_pipeline.models.activity_refs import RUN_AGENT
+from autonomous_pipeline.models.failure import FailureKind
+from autonomous_pipeline.models.run import AgentConfig, ReviewerConfig
+from autonomous_pipeline.models.sandbox import SandboxConfig, SandboxKind
 
 C = TypeVar("C", AgentConfig, ReviewerConfig)
 

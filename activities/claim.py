@@ -8,8 +8,8 @@ from pathlib import Path
 
 from temporalio import activity
 
-from models.activity_io import ClaimIn, ClaimOut
-from models.activity_refs import CLAIM_WORKER
+from autonomous_pipeline.models.activity_io import ClaimIn, ClaimOut
+from autonomous_pipeline.models.activity_refs import CLAIM_WORKER
 
 
 def workspace_queue(base: str, workspace: Path) -> str:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.heartbeat import heartbeating
-from activities.sandboxing import sandbox_failures, sandbox_for
-from activities.verify import base_runner
-from backends.merge import merge_task
-from backends.sandboxes.registry import Sandboxes
-from backends.secrets import agent_env
-from backends.workspace.layout import TaskRef
-from models.activity_io import MergeIn, MergeOut
-from models.activity_refs import MERGE_TASK
+from autonomous_pipeline.activities.heartbeat import heartbeating
+from autonomous_pipeline.activities.sandboxing import sandbox_failures, sandbox_for
+from autonomous_pipeline.activities.verify import base_runner
+from autonomous_pipeline.backends.merge import merge_task
+from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
+from autonomous_pipeline.backends.secrets import agent_env
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.models.activity_io import MergeIn, MergeOut
+from autonomous_pipeline.models.activity_refs import MERGE_TASK
 
 
 class MergeActivities:

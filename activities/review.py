@@ -17,19 +17,19 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.agent import failure_of, for_image, raise_if_auth
-from activities.heartbeat import heartbeating
-from activities.sandboxing import sandbox_failures, sandbox_for
-from backends.base import AgentBackend, AgentOutcome, AgentRequest, Role
-from backends.review import parse_verdict, review_prompt
-from backends.sandboxes.registry import Sandboxes
-from backends.secrets import agent_env
-from backends.workspace.checkout import Checkout, scrub_special_files
-from backends.workspace.layout import TaskRef
-from models.activity_io import ReviewIn, ReviewOut
-from models.activity_refs import REVIEW_TASK
-from models.review import Finding, Severity, Verdict
-from models.run import ReviewerConfig
+from autonomous_pipeline.activities.agent import failure_of, for_image, raise_if_auth
+from autonomous_pipeline.activities.heartbeat import heartbeating
+from autonomous_pipeline.activities.sandboxing import sandbox_failures, sandbox_for
+from autonomous_pipeline.backends.base import AgentBackend, AgentOutcome, AgentRequest, Role
+from autonomous_pipeline.backends.review import parse_verdict, review_prompt
+from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
+from autonomous_pipeline.backends.secrets import agent_env
+from autonomous_pipeline.backends.workspace.checkout import Checkout, scrub_special_files
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.models.activity_io import ReviewIn, ReviewOut
+from autonomous_pipeline.models.activity_refs import REVIEW_TASK
+from autonomous_pipeline.models.review import Finding, Severity, Verdict
+from autonomous_pipeline.models.run import ReviewerConfig
 
 REVIEWER_ERROR = "ReviewerError"
 MODIFIED = "the reviewer modified files; its changes were discarded"

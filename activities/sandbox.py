@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.heartbeat import heartbeating
-from activities.sandboxing import sandbox_for
-from backends.git import rev_parse
-from backends.sandboxes.registry import Sandboxes
-from backends.workspace.layout import TaskRef
-from models.activity_io import (
+from autonomous_pipeline.activities.heartbeat import heartbeating
+from autonomous_pipeline.activities.sandboxing import sandbox_for
+from autonomous_pipeline.backends.git import rev_parse
+from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.models.activity_io import (
     CleanupIn,
     CleanupOut,
     ConflictFixIn,
@@ -19,7 +19,7 @@ from models.activity_io import (
     PrepareWorkspaceIn,
     PrepareWorkspaceOut,
 )
-from models.activity_refs import (
+from autonomous_pipeline.models.activity_refs import (
     CLEANUP_WORKSPACE,
     PREPARE_CONFLICT_FIX,
     PREPARE_RUN,

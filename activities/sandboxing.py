@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 from temporalio.exceptions import ApplicationError
 
-from backends.base import SandboxBackend, SandboxError
-from backends.sandboxes.policy import WEAKENED_REFUSED
-from backends.sandboxes.registry import Sandboxes
-from models.sandbox import SandboxConfig
+from autonomous_pipeline.backends.base import SandboxBackend, SandboxError
+from autonomous_pipeline.backends.sandboxes.policy import WEAKENED_REFUSED
+from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
+from autonomous_pipeline.models.sandbox import SandboxConfig
 
 SANDBOX_ERROR = "SandboxError"
 

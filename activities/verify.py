@@ -7,17 +7,17 @@ from collections.abc import AsyncIterator
 
 from temporalio import activity
 
-from activities.heartbeat import heartbeating
-from activities.sandboxing import sandbox_failures, sandbox_for
-from backends.base import Role, Runner, SandboxBackend
-from backends.git import GitError
-from backends.sandboxes.registry import Sandboxes
-from backends.secrets import agent_env
-from backends.verify import checks_passed, run_checks
-from backends.workspace.layout import TaskRef
-from backends.workspace.tasks import Workspaces
-from models.activity_io import VerifyIn, VerifyOut
-from models.activity_refs import VERIFY_TASK
+from autonomous_pipeline.activities.heartbeat import heartbeating
+from autonomous_pipeline.activities.sandboxing import sandbox_failures, sandbox_for
+from autonomous_pipeline.backends.base import Role, Runner, SandboxBackend
+from autonomous_pipeline.backends.git import GitError
+from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
+from autonomous_pipeline.backends.secrets import agent_env
+from autonomous_pipeline.backends.verify import checks_passed, run_checks
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.backends.workspace.tasks import Workspaces
+from autonomous_pipeline.models.activity_io import VerifyIn, VerifyOut
+from autonomous_pipeline.models.activity_refs import VERIFY_TASK
 
 
 def base_runner(

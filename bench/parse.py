@@ -10,7 +10,7 @@ import json
 import statistics
 import time
 
-from plan_parser import parse_plan
+from autonomous_pipeline.plan_parser import parse_plan
 
 
 def generate(

@@ -54,6 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the repository root is not on sys.path
     sys.path.insert(0, str(ROOT))
 
+from autonomous_pipeline.plan_parser import parse_plan  # noqa: E402
+from autonomous_pipeline.workflows.policies import GIT_TIMEOUT  # noqa: E402
 from bench.common import (  # noqa: E402
     Sampler,
     activity_breakdown,
@@ -66,7 +68,6 @@ from bench.common import (  # noqa: E402
     temp_dir,
 )
 from bench.parse import generate  # noqa: E402
-from plan_parser import parse_plan  # noqa: E402
 from tests.integration.helpers import (  # noqa: E402
     DevServer,
     Procs,
@@ -76,7 +77,6 @@ from tests.integration.helpers import (  # noqa: E402
     starter,
     tail,
 )
-from workflows.policies import GIT_TIMEOUT  # noqa: E402
 
 GOAL_WORKER_MB = 400
 GOAL_MAX_EVENTS = 20_000
@@ -154,8 +154,8 @@ async def _replay(address: str, workflow_id: str, save: Path | None) -> float:
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Replayer
 
-    from workflows.plan import PlanWorkflow
-    from workflows.task import TaskWorkflow
+    from autonomous_pipeline.workflows.plan import PlanWorkflow
+    from autonomous_pipeline.workflows.task import TaskWorkflow
 
     client = await Client.connect(address)
     history = await client.get_workflow_handle(workflow_id).fetch_history()

@@ -8,13 +8,23 @@ from typing import Any, cast
 
 import pytest
 
-from activities.verify import base_runner as base_runner  # the product's, for tests
-from backends._proc import ProcResult, run_process
-from backends.base import AgentOutcome, AgentRequest, Exec, Role, Runner, SandboxBackend, View
-from backends.sandboxes.registry import Sandboxes
-from backends.workspace.layout import TaskRef
-from backends.workspace.tasks import Workspaces
-from models.sandbox import AgentNetwork, SandboxConfig
+from autonomous_pipeline.activities.verify import (
+    base_runner as base_runner,  # the product's, for tests
+)
+from autonomous_pipeline.backends._proc import ProcResult, run_process
+from autonomous_pipeline.backends.base import (
+    AgentOutcome,
+    AgentRequest,
+    Exec,
+    Role,
+    Runner,
+    SandboxBackend,
+    View,
+)
+from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.backends.workspace.tasks import Workspaces
+from autonomous_pipeline.models.sandbox import AgentNetwork, SandboxConfig
 from tests.images import in_ci
 
 # The host view without namespaces or Landlock: for tests that are not about the boundary.

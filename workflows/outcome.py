@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from temporalio.exceptions import ApplicationError
 
-from models.results import (
+from autonomous_pipeline.models.results import (
     MemoTask,
     PlanResult,
     ProgressMemo,

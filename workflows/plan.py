@@ -9,9 +9,9 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from models.activity_io import PrepareRunIn
-    from models.activity_refs import PREPARE_RUN
-    from models.results import (
+    from autonomous_pipeline.models.activity_io import PrepareRunIn
+    from autonomous_pipeline.models.activity_refs import PREPARE_RUN
+    from autonomous_pipeline.models.results import (
         PlanResult,
         ProgressMemo,
         RunProgress,
@@ -19,15 +19,21 @@ with workflow.unsafe.imports_passed_through():
         TaskResult,
         TaskStatus,
     )
-    from models.run import CancelRequest, PlanRunInput, TaskInput
-    from models.sandbox import sandbox_of
-    from models.steer import SteerKind, SteerReply, SteerRequest
-    from workflows import policies
-    from workflows.outcome import RUN_FAILED, TASK_FAILED, outcome_line, progress_memo, result_of
-    from workflows.progress import details_markdown
-    from workflows.schedule import Schedule
-    from workflows.steering import RunState, accepted, find_task, refusal
-    from workflows.task import TaskWorkflow, failure_message
+    from autonomous_pipeline.models.run import CancelRequest, PlanRunInput, TaskInput
+    from autonomous_pipeline.models.sandbox import sandbox_of
+    from autonomous_pipeline.models.steer import SteerKind, SteerReply, SteerRequest
+    from autonomous_pipeline.workflows import policies
+    from autonomous_pipeline.workflows.outcome import (
+        RUN_FAILED,
+        TASK_FAILED,
+        outcome_line,
+        progress_memo,
+        result_of,
+    )
+    from autonomous_pipeline.workflows.progress import details_markdown
+    from autonomous_pipeline.workflows.schedule import Schedule
+    from autonomous_pipeline.workflows.steering import RunState, accepted, find_task, refusal
+    from autonomous_pipeline.workflows.task import TaskWorkflow, failure_message
 
 
 @workflow.defn

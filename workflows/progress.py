@@ -6,8 +6,8 @@ columns ran together ("mergedmerge").
 
 from __future__ import annotations
 
-from models.results import RunStatus, TaskResult, TaskStatus
-from models.run import PlanRunInput
+from autonomous_pipeline.models.results import RunStatus, TaskResult, TaskStatus
+from autonomous_pipeline.models.run import PlanRunInput
 
 SHOWN = 300
 

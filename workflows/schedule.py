@@ -7,8 +7,8 @@ not hold back an unrelated task in a batch that does not depend on it.
 
 from __future__ import annotations
 
-from models.plan import Plan, Task
-from models.results import TaskStatus
+from autonomous_pipeline.models.plan import Plan, Task
+from autonomous_pipeline.models.results import TaskStatus
 
 _SATISFYING = frozenset(s for s in TaskStatus if s.satisfies_dependants)
 _FAILING = frozenset(s for s in TaskStatus if s.terminal and not s.satisfies_dependants)

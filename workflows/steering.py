@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.results import TaskResult, TaskStatus
-from models.steer import SteerKind, SteerRequest
+from autonomous_pipeline.models.results import TaskResult, TaskStatus
+from autonomous_pipeline.models.steer import SteerKind, SteerRequest
 
 # Ended tasks that a retry cannot improve on.
 _SUCCEEDED = (TaskStatus.MERGED, TaskStatus.ON_TARGET, TaskStatus.NO_OP, TaskStatus.DONE_BEFORE)

@@ -15,7 +15,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from models.activity_io import (
+    from autonomous_pipeline.models.activity_io import (
         ClaimIn,
         CleanupIn,
         CleanupOut,
@@ -25,19 +25,19 @@ with workflow.unsafe.imports_passed_through():
         PrepareWorkspaceIn,
         PrepareWorkspaceOut,
     )
-    from models.activity_refs import (
+    from autonomous_pipeline.models.activity_refs import (
         CLAIM_WORKER,
         CLEANUP_WORKSPACE,
         PREPARE_CONFLICT_FIX,
         PREPARE_WORKSPACE,
     )
-    from models.results import TaskResult, TaskStatus
-    from models.run import Decision, TaskInput
-    from models.steer import DecideRequest, SteerReply
-    from workflows import policies
-    from workflows.approval import from_operator
-    from workflows.outcome import TASK_FAILED
-    from workflows.task_steps import (
+    from autonomous_pipeline.models.results import TaskResult, TaskStatus
+    from autonomous_pipeline.models.run import Decision, TaskInput
+    from autonomous_pipeline.models.steer import DecideRequest, SteerReply
+    from autonomous_pipeline.workflows import policies
+    from autonomous_pipeline.workflows.approval import from_operator
+    from autonomous_pipeline.workflows.outcome import TASK_FAILED
+    from autonomous_pipeline.workflows.task_steps import (
         TaskSteps,
         WorkerLost,
         doing,

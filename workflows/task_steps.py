@@ -17,7 +17,7 @@ from temporalio.exceptions import (
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from models.activity_io import (
+    from autonomous_pipeline.models.activity_io import (
         FixRequest,
         MergeIn,
         MergeOut,
@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyIn,
         VerifyOut,
     )
-    from models.activity_refs import (
+    from autonomous_pipeline.models.activity_refs import (
         MERGE_TASK,
         REVIEW_TASK,
         RUN_AGENT,
@@ -37,12 +37,12 @@ with workflow.unsafe.imports_passed_through():
         ActivityRef,
         R,
     )
-    from models.failure import FailureKind
-    from models.results import TaskResult, TaskStatus
-    from models.review import Verdict
-    from models.run import Approval, Decision, TaskInput
-    from workflows import policies
-    from workflows.approval import from_operator
+    from autonomous_pipeline.models.failure import FailureKind
+    from autonomous_pipeline.models.results import TaskResult, TaskStatus
+    from autonomous_pipeline.models.review import Verdict
+    from autonomous_pipeline.models.run import Approval, Decision, TaskInput
+    from autonomous_pipeline.workflows import policies
+    from autonomous_pipeline.workflows.approval import from_operator
 
 
 def failure_message(exc: BaseException) -> str:

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from backends.sandboxes.policy import WorkerPolicy
-from backends.sandboxes.registry import Sandboxes
-from backends.workspace.layout import TaskRef
-from backends.workspace.tasks import Workspaces
-from models.plan import Task
+from autonomous_pipeline.backends.sandboxes.policy import WorkerPolicy
+from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.backends.workspace.tasks import Workspaces
+from autonomous_pipeline.models.plan import Task
 from tests.gitutil import isolate_git, make_user_repo, sh
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "claude"

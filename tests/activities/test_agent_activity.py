@@ -8,12 +8,12 @@ import sys
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.agent import AUTH_ERROR, AgentActivities
-from backends.registry import make_agent
-from backends.workspace.layout import TaskRef
-from models.activity_io import FixRequest, RunAgentIn, RunAgentOut
-from models.review import Finding
-from models.run import AgentConfig
+from autonomous_pipeline.activities.agent import AUTH_ERROR, AgentActivities
+from autonomous_pipeline.backends.registry import make_agent
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.models.activity_io import FixRequest, RunAgentIn, RunAgentOut
+from autonomous_pipeline.models.review import Finding
+from autonomous_pipeline.models.run import AgentConfig
 from tests.activities.conftest import RUN, SID, Workspace, activity_env, task
 from tests.gitutil import sh
 

@@ -6,13 +6,19 @@ import shutil
 import sys
 from pathlib import Path
 
-from activities.agent import AgentActivities
-from activities.sandbox import SandboxActivities
-from backends.merge import merge_task
-from backends.registry import make_agent
-from backends.workspace.layout import TaskRef
-from models.activity_io import ConflictFixIn, ConflictFixOut, FixRequest, MergeOut, RunAgentIn
-from models.run import AgentConfig
+from autonomous_pipeline.activities.agent import AgentActivities
+from autonomous_pipeline.activities.sandbox import SandboxActivities
+from autonomous_pipeline.backends.merge import merge_task
+from autonomous_pipeline.backends.registry import make_agent
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.models.activity_io import (
+    ConflictFixIn,
+    ConflictFixOut,
+    FixRequest,
+    MergeOut,
+    RunAgentIn,
+)
+from autonomous_pipeline.models.run import AgentConfig
 from tests.activities.conftest import RUN, TARGET, Workspace, activity_env, task
 from tests.gitutil import commit_file, push_outside, sh
 from tests.sandboxes import PLAIN, base_runner

@@ -17,15 +17,24 @@ from collections.abc import Iterator
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.agent import AgentActivities
-from activities.verify import VerifyActivities
-from backends.registry import make_agent
-from backends.sandboxes.container import ContainerSandbox, worker_label
-from backends.sandboxes.container_argv import TASK_LABEL, WORKER_LABEL, WORKSPACE_LABEL
-from backends.workspace.layout import TaskRef
-from models.activity_io import RunAgentIn, RunAgentOut, VerifyIn
-from models.run import AgentConfig
-from models.sandbox import AgentNetwork, ContainerSpec, SandboxConfig, SandboxKind
+from autonomous_pipeline.activities.agent import AgentActivities
+from autonomous_pipeline.activities.verify import VerifyActivities
+from autonomous_pipeline.backends.registry import make_agent
+from autonomous_pipeline.backends.sandboxes.container import ContainerSandbox, worker_label
+from autonomous_pipeline.backends.sandboxes.container_argv import (
+    TASK_LABEL,
+    WORKER_LABEL,
+    WORKSPACE_LABEL,
+)
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.models.activity_io import RunAgentIn, RunAgentOut, VerifyIn
+from autonomous_pipeline.models.run import AgentConfig
+from autonomous_pipeline.models.sandbox import (
+    AgentNetwork,
+    ContainerSpec,
+    SandboxConfig,
+    SandboxKind,
+)
 from tests.activities.conftest import RUN, Workspace, activity_env, task
 from tests.activities.test_sandbox_attacks import OUTSIDE_SERVER, Listener, own_address
 from tests.gitutil import sh

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from backends.agents.claude_cli import ClaudeCliAgent
-from backends.agents.command import CommandAgent
-from backends.agents.literal import LiteralAgent
-from backends.registry import BackendLoadError, UnknownBackendError, make_agent, make_reviewer_agent
-from models.run import AgentConfig, ClaudeOptions, ReviewerConfig
+from autonomous_pipeline.backends.agents.claude_cli import ClaudeCliAgent
+from autonomous_pipeline.backends.agents.command import CommandAgent
+from autonomous_pipeline.backends.agents.literal import LiteralAgent
+from autonomous_pipeline.backends.registry import (
+    BackendLoadError,
+    UnknownBackendError,
+    make_agent,
+    make_reviewer_agent,
+)
+from autonomous_pipeline.models.run import AgentConfig, ClaudeOptions, ReviewerConfig
 
 
 def test_make_agent_builds_claude_from_the_run_options() -> None:

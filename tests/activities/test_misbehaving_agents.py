@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from activities.agent import ERROR_CHARS, AgentActivities
-from backends import confine
-from backends.registry import make_agent
-from models.activity_io import RunAgentIn, RunAgentOut
-from models.plan import FileRef
-from models.run import AgentConfig
-from models.sandbox import SandboxConfig
+from autonomous_pipeline.activities.agent import ERROR_CHARS, AgentActivities
+from autonomous_pipeline.backends import confine
+from autonomous_pipeline.backends.registry import make_agent
+from autonomous_pipeline.models.activity_io import RunAgentIn, RunAgentOut
+from autonomous_pipeline.models.plan import FileRef
+from autonomous_pipeline.models.run import AgentConfig
+from autonomous_pipeline.models.sandbox import SandboxConfig
 from tests.activities.conftest import RUN, Workspace, activity_env, task
 from tests.gitutil import sh, snapshot
 from tests.sandboxes import ISOLATED, PLAIN, needs_bwrap

@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.agent import AUTH_ERROR
-from activities.review import MODIFIED, REVIEWER_ERROR, ReviewActivities, diff_counts
-from backends.registry import make_reviewer_agent
-from backends.workspace.layout import TaskRef
-from models.activity_io import ReviewIn, ReviewOut
-from models.review import Severity
-from models.run import ClaudeOptions, ReviewerConfig
+from autonomous_pipeline.activities.agent import AUTH_ERROR
+from autonomous_pipeline.activities.review import (
+    MODIFIED,
+    REVIEWER_ERROR,
+    ReviewActivities,
+    diff_counts,
+)
+from autonomous_pipeline.backends.registry import make_reviewer_agent
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.models.activity_io import ReviewIn, ReviewOut
+from autonomous_pipeline.models.review import Severity
+from autonomous_pipeline.models.run import ClaudeOptions, ReviewerConfig
 from tests.activities.conftest import RUN, Workspace, activity_env, task
 from tests.gitutil import sh
 

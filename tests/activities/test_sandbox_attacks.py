@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from activities.agent import AgentActivities
-from backends.registry import make_agent
-from models.activity_io import RunAgentIn, RunAgentOut
-from models.run import AgentConfig
-from models.sandbox import AgentNetwork, SandboxConfig
+from autonomous_pipeline.activities.agent import AgentActivities
+from autonomous_pipeline.backends.registry import make_agent
+from autonomous_pipeline.models.activity_io import RunAgentIn, RunAgentOut
+from autonomous_pipeline.models.run import AgentConfig
+from autonomous_pipeline.models.sandbox import AgentNetwork, SandboxConfig
 from tests.activities.conftest import RUN, Workspace, activity_env, task
 from tests.activities.test_misbehaving_agents import processes_with, wait_gone
 from tests.gitutil import sh

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from backends.sandboxes.container_argv import TASK_LABEL
+from autonomous_pipeline.backends.sandboxes.container_argv import TASK_LABEL
 from tests.conftest import ROOT, md
 from tests.images import MARKER, busybox_image, debian_image, podman, run_args
 from tests.integration.helpers import (

@@ -134,7 +134,9 @@ def test_a_failed_task_explains_itself_and_status_finds_it_unasked(
         # A task's workflow id (shown in the Web UI) is not a run: said so, with what to type.
         child = starter(["status", f"{wid}/task-1.1"], env, tmp_path)
         assert child.returncode == 2
-        assert f"is a task of run {wid}, not a run: starter.py status {wid} 1.1" in child.stderr
+        assert (
+            f"is a task of run {wid}, not a run: python starter.py status {wid} 1.1" in child.stderr
+        )
 
         missing = starter(["status", "pipeline-nothing-here"], env, tmp_path)
         assert missing.returncode == 2

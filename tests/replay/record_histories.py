@@ -22,17 +22,17 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from cli.approval import public_key, sign_decision
-from cli.results import final_result
-from models.results import PlanResult, RunProgress, TaskResult, TaskStatus
-from models.run import Approval, CancelRequest, ReviewerConfig
-from models.steer import DecideRequest, SteerKind, SteerReply, SteerRequest
+from autonomous_pipeline.cli.approval import public_key, sign_decision
+from autonomous_pipeline.cli.results import final_result
+from autonomous_pipeline.models.results import PlanResult, RunProgress, TaskResult, TaskStatus
+from autonomous_pipeline.models.run import Approval, CancelRequest, ReviewerConfig
+from autonomous_pipeline.models.steer import DecideRequest, SteerKind, SteerReply, SteerRequest
+from autonomous_pipeline.workflows.plan import PlanWorkflow
+from autonomous_pipeline.workflows.task import TaskWorkflow
 from tests.conftest import md
 from tests.temporal_env import test_server_path
 from tests.workflows.conftest import plan_input
 from tests.workflows.fakes import FakeActivities, Script
-from workflows.plan import PlanWorkflow
-from workflows.task import TaskWorkflow
 
 # Raise this with every change to a workflow's commands; each version keeps its own histories.
 VERSION = "v5"

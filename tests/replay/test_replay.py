@@ -13,8 +13,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.plan import PlanWorkflow
-from workflows.task import TaskWorkflow
+from autonomous_pipeline.workflows.plan import PlanWorkflow
+from autonomous_pipeline.workflows.task import TaskWorkflow
 
 ROOT = Path(__file__).resolve().parent / "histories"
 HISTORIES = sorted(ROOT.rglob("*.json"))

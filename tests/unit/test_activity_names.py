@@ -8,11 +8,11 @@ from pathlib import Path
 
 from temporalio import activity
 
-from backends.sandboxes.registry import Sandboxes
-from backends.workspace.tasks import Workspaces
-from models.activity_refs import ALL
+from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
+from autonomous_pipeline.backends.workspace.tasks import Workspaces
+from autonomous_pipeline.models.activity_refs import ALL
+from autonomous_pipeline.worker import activities
 from tests.workflows.fakes import FakeActivities, Script
-from worker import activities
 
 
 def _definitions(fns: list) -> dict[str, object]:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from backends import _proc
-from backends.agents import command as command_mod
-from backends.agents.command import PRESETS, CommandAgent, render_argv
-from backends.agents.literal import LiteralAgent, named_blocks
-from backends.base import AgentRequest
+from autonomous_pipeline.backends import _proc
+from autonomous_pipeline.backends.agents import command as command_mod
+from autonomous_pipeline.backends.agents.command import PRESETS, CommandAgent, render_argv
+from autonomous_pipeline.backends.agents.literal import LiteralAgent, named_blocks
+from autonomous_pipeline.backends.base import AgentRequest
 from tests.conftest import md
 from tests.sandboxes import run_with
 

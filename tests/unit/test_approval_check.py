@@ -6,8 +6,8 @@ import hashlib
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cli.approval import public_key, sign_decision
-from workflows.approval import from_operator
+from autonomous_pipeline.cli.approval import public_key, sign_decision
+from autonomous_pipeline.workflows.approval import from_operator
 
 COMMIT = "c" * 40
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
+from autonomous_pipeline.cli.main import main
 from tests.gitutil import make_dirty, make_user_repo, snapshot
 
 GOOD = "## Batch 1: b\n**Dependencies:** None\n### Task 1.1: t\nCreate `a.txt`:\n```\nhi\n```\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.workspace.changes import (
+from autonomous_pipeline.backends.workspace.changes import (
     bad_symlink,
     is_dot_git,
     junk_pathspecs,

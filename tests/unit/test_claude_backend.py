@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pytest
 
-from backends import _proc
-from backends.agents import claude_cli
-from backends.agents.claude_cli import (
+from autonomous_pipeline.backends import _proc
+from autonomous_pipeline.backends.agents import claude_cli
+from autonomous_pipeline.backends.agents.claude_cli import (
     NO_CREDENTIALS,
     NOT_FOUND,
     ClaudeCliAgent,
@@ -41,7 +41,7 @@ from backends.agents.claude_cli import (
     claude_env,
     credentials_problem,
 )
-from backends.agents.claude_stream import (
+from autonomous_pipeline.backends.agents.claude_stream import (
     ClaudeStream,
     FailureKind,
     classify,
@@ -49,8 +49,8 @@ from backends.agents.claude_stream import (
     parse_failure,
     reset_time,
 )
-from backends.base import AgentOutcome, AgentRequest
-from backends.registry import agent_backend
+from autonomous_pipeline.backends.base import AgentOutcome, AgentRequest
+from autonomous_pipeline.backends.registry import agent_backend
 from tests.sandboxes import run_with
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "claude"

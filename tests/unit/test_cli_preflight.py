@@ -112,7 +112,7 @@ def test_claude_without_credentials_fails_before_anything_starts(
 def test_help_lists_every_subcommand_and_version_prints_the_package_version() -> None:
     from importlib.metadata import version
 
-    from cli.main import SUBCOMMANDS
+    from autonomous_pipeline.cli.main import SUBCOMMANDS
 
     python = str(ROOT / ".venv/bin/python")
     helped = subprocess.run(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from activities.agent import failure_of
-from backends.base import AgentOutcome
-from models.activity_io import RunAgentOut
-from models.failure import AgentFailure, FailureKind
+from autonomous_pipeline.activities.agent import failure_of
+from autonomous_pipeline.backends.base import AgentOutcome
+from autonomous_pipeline.models.activity_io import RunAgentOut
+from autonomous_pipeline.models.failure import AgentFailure, FailureKind
 
 
 def test_the_backends_typed_failure_wins_over_whatever_the_text_says() -> None:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from backends.git import GitError, PushResult
-from backends.merge import merge_task
-from backends.workspace.layout import TaskRef
-from backends.workspace.tasks import Workspaces
-from models.activity_io import MergeOut
+from autonomous_pipeline.backends.git import GitError, PushResult
+from autonomous_pipeline.backends.merge import merge_task
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.backends.workspace.tasks import Workspaces
+from autonomous_pipeline.models.activity_io import MergeOut
 from tests.gitutil import (
     commit_file,
     fsck,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.plan import CheckKind
-from plan_parser import parse_plan
+from autonomous_pipeline.models.plan import CheckKind
+from autonomous_pipeline.plan_parser import parse_plan
 from tests.conftest import md
 
 BASIC = md(

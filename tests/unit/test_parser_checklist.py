@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plan_parser import parse_plan
+from autonomous_pipeline.plan_parser import parse_plan
 from tests.conftest import md
 
 CHECKLIST = md(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from errors import PlanError
-from plan_parser import parse_plan, select_batches
+from autonomous_pipeline.errors import PlanError
+from autonomous_pipeline.plan_parser import parse_plan, select_batches
 from tests.conftest import md
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from errors import PlanError
-from plan_parser import parse_plan
+from autonomous_pipeline.errors import PlanError
+from autonomous_pipeline.plan_parser import parse_plan
 
 FRAGMENTS = [
     "## Batch 1: one\n",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from backends import _proc
-from backends._proc import run_process
+from autonomous_pipeline.backends import _proc
+from autonomous_pipeline.backends._proc import run_process
 
 PY = sys.executable
 

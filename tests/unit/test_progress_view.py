@@ -6,8 +6,15 @@ import io
 
 from rich.console import Console
 
-from cli.progress import ProgressView, print_summary
-from models.results import CheckResult, PlanResult, RunProgress, RunStatus, TaskResult, TaskStatus
+from autonomous_pipeline.cli.progress import ProgressView, print_summary
+from autonomous_pipeline.models.results import (
+    CheckResult,
+    PlanResult,
+    RunProgress,
+    RunStatus,
+    TaskResult,
+    TaskStatus,
+)
 
 
 def snapshot(paused: bool = False, cancelling: bool = False, **task: object) -> RunProgress:

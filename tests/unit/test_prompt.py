@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from backends.prompt import build_prompt
-from models.plan import Check, CheckKind, FileRef, Task
-from plan_parser import parse_plan
+from autonomous_pipeline.backends.prompt import build_prompt
+from autonomous_pipeline.models.plan import Check, CheckKind, FileRef, Task
+from autonomous_pipeline.plan_parser import parse_plan
 from tests.conftest import md
 
 INSTRUCTIONS = "Create `toolkit/slug.py`:\n```python\ndef slugify(t):\n    return t\n```"

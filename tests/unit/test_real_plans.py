@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plan_parser import parse_plan
+from autonomous_pipeline.plan_parser import parse_plan
 
 
 def test_pipeline_hardening(shared_plans: Path) -> None:

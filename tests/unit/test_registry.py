@@ -7,17 +7,17 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from backends import registry
-from backends.agents.command import CommandAgent
-from backends.agents.literal import LiteralAgent
-from backends.base import AgentOutcome, AgentRequest, Heartbeat
-from backends.registry import (
+from autonomous_pipeline.backends import registry
+from autonomous_pipeline.backends.agents.command import CommandAgent
+from autonomous_pipeline.backends.agents.literal import LiteralAgent
+from autonomous_pipeline.backends.base import AgentOutcome, AgentRequest, Heartbeat
+from autonomous_pipeline.backends.registry import (
     BackendLoadError,
     UnknownBackendError,
     agent_backend,
     agent_names,
 )
-from errors import PipelineError
+from autonomous_pipeline.errors import PipelineError
 
 
 class PluginAgent:
@@ -100,6 +100,8 @@ def test_a_name_claimed_twice_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(
         registry,
         "entry_points",
-        fake_entry_points(("literal", "backends.agents.literal : LiteralAgent")),
+        fake_entry_points(
+            ("literal", "autonomous_pipeline.backends.agents.literal : LiteralAgent")
+        ),
     )
     assert isinstance(agent_backend("literal"), LiteralAgent)

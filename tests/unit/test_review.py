@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from backends.review import FIX_OUTPUT_CHARS, fix_prompt, parse_verdict, review_prompt
-from models.activity_io import FixRequest
-from models.results import CheckResult
-from models.review import Finding, Severity
-from plan_parser import parse_plan
+from autonomous_pipeline.backends.review import (
+    FIX_OUTPUT_CHARS,
+    fix_prompt,
+    parse_verdict,
+    review_prompt,
+)
+from autonomous_pipeline.models.activity_io import FixRequest
+from autonomous_pipeline.models.results import CheckResult
+from autonomous_pipeline.models.review import Finding, Severity
+from autonomous_pipeline.plan_parser import parse_plan
 
 TASK = parse_plan(
     "## Batch 1: b\n### Task 1.1: Add slugify\nWrite slugify.\n**Acceptance Criteria:**\n- handles unicode\n- `pytest -q`\n"

@@ -10,13 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from backends.sandboxes import dagger as dagger_mod
-from backends.sandboxes.bwrap import Mounts, bwrap_argv, mount_args
-from backends.sandboxes.container_argv import ContainerStep, network_flag, run_argv
-from backends.sandboxes.dagger_step import plan_step
-from backends.sandboxes.hidden import hidden_paths, origin_url
-from backends.sandboxes.policy import WorkerPolicy, sandbox_grant, weakenings
-from models.sandbox import AgentNetwork, ContainerRuntime, SandboxConfig, SandboxKind
+from autonomous_pipeline.backends.sandboxes import dagger as dagger_mod
+from autonomous_pipeline.backends.sandboxes.bwrap import Mounts, bwrap_argv, mount_args
+from autonomous_pipeline.backends.sandboxes.container_argv import (
+    ContainerStep,
+    network_flag,
+    run_argv,
+)
+from autonomous_pipeline.backends.sandboxes.dagger_step import plan_step
+from autonomous_pipeline.backends.sandboxes.hidden import hidden_paths, origin_url
+from autonomous_pipeline.backends.sandboxes.policy import WorkerPolicy, sandbox_grant, weakenings
+from autonomous_pipeline.models.sandbox import (
+    AgentNetwork,
+    ContainerRuntime,
+    SandboxConfig,
+    SandboxKind,
+)
 
 
 def test_bwrap_hides_then_binds_and_drops_every_capability() -> None:
@@ -262,7 +271,7 @@ def test_origin_url_is_read_as_text(tmp_path: Path) -> None:
 async def test_without_bubblewrap_preflight_says_so_and_how_to_run_anyway(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from backends.sandboxes import worktree
+    from autonomous_pipeline.backends.sandboxes import worktree
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap, no slirp4netns on it
     none = await worktree._try_namespaces(AgentNetwork.NONE)

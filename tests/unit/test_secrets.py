@@ -14,10 +14,16 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.converter import DefaultPayloadConverter
 from temporalio.exceptions import ApplicationError
 
-from backends._proc import run_process
-from backends.secrets import Redactor, agent_env, env_names, redactor, secret_values
-from cli.logs import RedactingFilter
-from cli.redaction import RedactingCodec, RedactingFailureConverter
+from autonomous_pipeline.backends._proc import run_process
+from autonomous_pipeline.backends.secrets import (
+    Redactor,
+    agent_env,
+    env_names,
+    redactor,
+    secret_values,
+)
+from autonomous_pipeline.cli.logs import RedactingFilter
+from autonomous_pipeline.cli.redaction import RedactingCodec, RedactingFailureConverter
 
 TOKEN = "tok-3f9a1c77e2b54d0e"
 

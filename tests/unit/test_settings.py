@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from config import config_dir, load_settings
-from errors import UsageError
+from autonomous_pipeline.config import config_dir, load_settings
+from autonomous_pipeline.errors import UsageError
 from tests.conftest import ROOT, md
 
 WEAKENING_ENV = "PIPELINE_CONFINE=false\nPIPELINE_AGENT_ENV=MY_API_TOKEN\nPIPELINE_NO_ISOLATION=1\n"

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from backends.agents.command import unknown_placeholders
-from models.results import TaskResult, TaskStatus
-from models.steer import SteerKind, SteerRequest
-from workflows.steering import RunState, accepted, refusal
+from autonomous_pipeline.backends.agents.command import unknown_placeholders
+from autonomous_pipeline.models.results import TaskResult, TaskStatus
+from autonomous_pipeline.models.steer import SteerKind, SteerRequest
+from autonomous_pipeline.workflows.steering import RunState, accepted, refusal
 
 
 def state(**kw: object) -> RunState:
@@ -112,8 +112,8 @@ def test_nothing_is_steered_before_the_run_starts_or_while_it_is_cancelled_now()
 
 
 def test_text_from_a_run_reaches_the_terminal_printable() -> None:
-    from cli.task_detail import detail_lines
-    from models.results import CheckResult
+    from autonomous_pipeline.cli.task_detail import detail_lines
+    from autonomous_pipeline.models.results import CheckResult
 
     hostile = "ok\x1b]52;c;ZXZpbA==\x07\x1b[8mhidden\x1b[0m\n  fetch it: git fetch evil"
     t = TaskResult(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import Runner
-from backends.verify import OUTPUT_TAIL, TIMEOUT_EXIT, checks_passed, run_checks
-from models.results import CheckResult
+from autonomous_pipeline.backends.base import Runner
+from autonomous_pipeline.backends.verify import OUTPUT_TAIL, TIMEOUT_EXIT, checks_passed, run_checks
+from autonomous_pipeline.models.results import CheckResult
 from tests.sandboxes import HostRunner
 
 ENV = {"PATH": os.environ["PATH"]}

@@ -10,11 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from backends.git import GitError, git, redact, repo_lock, rev_parse, with_trailer
-from backends.workspace.clones import Clones
-from backends.workspace.collect import Committed
-from backends.workspace.layout import TaskRef
-from backends.workspace.tasks import Workspaces
+from autonomous_pipeline.backends.git import (
+    GitError,
+    git,
+    redact,
+    repo_lock,
+    rev_parse,
+    with_trailer,
+)
+from autonomous_pipeline.backends.workspace.clones import Clones
+from autonomous_pipeline.backends.workspace.collect import Committed
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.backends.workspace.tasks import Workspaces
 from tests.gitutil import IDENTITY, commit_file, isolate_git, make_user_repo, push_outside, sh
 
 TARGET = "pipeline/out"

@@ -11,14 +11,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from cli.results import final_result
-from models.results import PlanResult
-from models.run import AgentConfig, PlanRunInput, RunOptions
-from plan_parser import parse_plan
+from autonomous_pipeline.cli.results import final_result
+from autonomous_pipeline.models.results import PlanResult
+from autonomous_pipeline.models.run import AgentConfig, PlanRunInput, RunOptions
+from autonomous_pipeline.plan_parser import parse_plan
+from autonomous_pipeline.workflows.plan import PlanWorkflow
+from autonomous_pipeline.workflows.task import TaskWorkflow
 from tests.temporal_env import test_server_path
 from tests.workflows.fakes import FakeActivities, Script
-from workflows.plan import PlanWorkflow
-from workflows.task import TaskWorkflow
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 
-from models.activity_io import (
+from autonomous_pipeline.models.activity_io import (
     ClaimIn,
     ClaimOut,
     CleanupIn,
@@ -28,7 +28,7 @@ from models.activity_io import (
     VerifyIn,
     VerifyOut,
 )
-from models.activity_refs import (
+from autonomous_pipeline.models.activity_refs import (
     CLAIM_WORKER,
     CLEANUP_WORKSPACE,
     MERGE_TASK,
@@ -39,9 +39,9 @@ from models.activity_refs import (
     RUN_AGENT,
     VERIFY_TASK,
 )
-from models.failure import FailureKind
-from models.results import CheckResult
-from models.review import Finding, Severity, Verdict
+from autonomous_pipeline.models.failure import FailureKind
+from autonomous_pipeline.models.results import CheckResult
+from autonomous_pipeline.models.review import Finding, Severity, Verdict
 
 
 @dataclass

@@ -18,16 +18,22 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 
-from cli.approval import public_key, sign_decision
-from cli.results import final_result
-from models.results import ProgressMemo, RunProgress, RunStatus, TaskResult, TaskStatus
-from models.run import Approval
-from models.steer import DecideRequest, SteerKind, SteerReply, SteerRequest
+from autonomous_pipeline.cli.approval import public_key, sign_decision
+from autonomous_pipeline.cli.results import final_result
+from autonomous_pipeline.models.results import (
+    ProgressMemo,
+    RunProgress,
+    RunStatus,
+    TaskResult,
+    TaskStatus,
+)
+from autonomous_pipeline.models.run import Approval
+from autonomous_pipeline.models.steer import DecideRequest, SteerKind, SteerReply, SteerRequest
+from autonomous_pipeline.workflows.outcome import RUN_FAILED, TASK_FAILED
+from autonomous_pipeline.workflows.plan import PlanWorkflow
 from tests.conftest import md
 from tests.workflows.conftest import Harness, plan_input
 from tests.workflows.fakes import Script
-from workflows.outcome import RUN_FAILED, TASK_FAILED
-from workflows.plan import PlanWorkflow
 
 THREE = md(
     """

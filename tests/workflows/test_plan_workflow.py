@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from cli.results import final_result
-from models.results import RunProgress, RunStatus, TaskStatus
-from models.run import CancelRequest
+from autonomous_pipeline.cli.results import final_result
+from autonomous_pipeline.models.results import RunProgress, RunStatus, TaskStatus
+from autonomous_pipeline.models.run import CancelRequest
 from tests.conftest import md
 from tests.workflows.conftest import Harness, plan_input
 from tests.workflows.fakes import Script

@@ -8,14 +8,14 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cli.approval import public_key, sign_decision
-from cli.results import final_result
-from models.results import RunProgress, RunStatus, TaskResult, TaskStatus
-from models.run import AgentConfig, Approval, ClaudeOptions, ReviewerConfig
+from autonomous_pipeline.cli.approval import public_key, sign_decision
+from autonomous_pipeline.cli.results import final_result
+from autonomous_pipeline.models.results import RunProgress, RunStatus, TaskResult, TaskStatus
+from autonomous_pipeline.models.run import AgentConfig, Approval, ClaudeOptions, ReviewerConfig
+from autonomous_pipeline.workflows.plan import PlanWorkflow
 from tests.conftest import md
 from tests.workflows.conftest import Harness, plan_input
 from tests.workflows.fakes import Script
-from workflows.plan import PlanWorkflow
 
 PLAN = md(
     """

@@ -1,0 +1,157 @@
+"""A task's checkout: a git worktree of the pipeline's clone, and git run on it the safe way.
+
+Every git command the pipeline runs in a checkout names its git directories explicitly
+(GIT_DIR, GIT_COMMON_DIR, GIT_WORK_TREE). The checkout's `.git` file is the agent's to break: it
+lies in the writable worktree, and a pointer to a directory of the agent's making would hand
+host-side git a configuration of its choosing (`core.fsmonitor` runs a program). Pinned, git on
+the host never reads it; it only checks, as text, that the pointer is still what git wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from autonomous_pipeline.backends._proc import ProcResult
+from autonomous_pipeline.backends.git import drop_worktree, git, git_paths, is_ancestor, rev_parse
+
+
+@dataclass(frozen=True)
+class Checkout:
+    path: Path  # the working tree
+    admin: Path  # <clone>/worktrees/<name>: the checkout's HEAD and index
+    clone: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "GIT_DIR": str(self.admin),
+            "GIT_COMMON_DIR": str(self.clone),
+            "GIT_WORK_TREE": str(self.path),
+        }
+
+    async def git(self, *args: str, check: bool = True, stdin: bytes | None = None) -> ProcResult:
+        return await git(*args, cwd=self.path, check=check, stdin=stdin, env_extra=self.env)
+
+    async def git_paths(self, *args: str, paths: list[str], check: bool = True) -> ProcResult:
+        return await git_paths(*args, paths=paths, cwd=self.path, check=check, env_extra=self.env)
+
+    async def rev_parse(self, ref: str) -> str | None:
+        return await rev_parse(ref, self.path, env_extra=self.env)
+
+    async def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        return await is_ancestor(ancestor, descendant, self.path, env_extra=self.env)
+
+    def pointer_intact(self) -> bool:
+        """The worktree's `.git` file still points where git made it point."""
+        text = read_small(self.path / ".git")
+        if text is None or not text.startswith("gitdir: "):
+            return False
+        points_to = Path(text.strip().removeprefix("gitdir: "))
+        return points_to.resolve() == self.admin.resolve() and (self.admin / "HEAD").is_file()
+
+    async def head(self) -> str | None:
+        return await self.rev_parse("HEAD")
+
+    async def current_branch(self) -> str:
+        res = await self.git("symbolic-ref", "--quiet", "HEAD", check=False)
+        return res.output.strip()
+
+
+def read_small(path: Path, limit: int = 4096) -> str | None:
+    """The text of a small regular file the agent could have replaced, or None. Never follows a
+    link, never waits on a FIFO, never reads a huge file: all of which an agent can leave."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        return os.read(fd, limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def admin_dir(clone: Path, wt: Path) -> Path | None:
+    """The clone's administrative folder of worktree `wt`, found by the back-pointer git wrote.
+
+    The clone is read-only to every sandbox, so these pointers are git's own. The checkout's own
+    `.git` is never resolved: the agent may have made it a link (to itself, say).
+    """
+    wanted = wt.resolve() / ".git"
+    for pointer in (clone / "worktrees").glob("*/gitdir"):
+        with contextlib.suppress(OSError):
+            named = Path(pointer.read_text().strip())
+            if named.parent.resolve() / named.name == wanted:
+                return pointer.parent
+    return None
+
+
+async def open_checkout(clone: Path, wt: Path) -> Checkout | None:
+    """`wt` as a working checkout of `clone`, or None when it is gone or broken."""
+    if not wt.is_dir() or (admin := admin_dir(clone, wt)) is None:
+        return None
+    co = Checkout(wt, admin, clone)
+    if not co.pointer_intact() or await co.head() is None:
+        return None
+    return co
+
+
+async def new_worktree(clone: Path, wt: Path, branch: str | None, commit: str) -> Checkout:
+    """(Re)create `wt` at `commit`, on `branch` (None: detached). Hold the clone's lock."""
+    await drop_worktree(clone, wt)
+    wt.parent.mkdir(parents=True, exist_ok=True)
+    where = ["-B", branch] if branch else ["--detach"]
+    await git("worktree", "add", "--quiet", *where, str(wt), commit, cwd=clone)
+    admin = admin_dir(clone, wt)
+    if admin is None:
+        raise OSError(f"git made no administrative folder for {wt} in {clone}")
+    return Checkout(wt, admin, clone)
+
+
+async def reset_checkout(co: Checkout, branch: str, commit: str) -> None:
+    """An intact checkout on `branch` at `commit` with nothing else in it."""
+    scrub_special_files(co.path)  # a FIFO an agent left would block git clean
+    # Leftovers of an interrupted rebase or cherry-pick would survive a plain reset.
+    await co.git("rebase", "--quit", check=False)
+    await co.git("cherry-pick", "--quit", check=False)
+    await co.git("checkout", "--quiet", "--force", "-B", branch, commit)
+    await co.git("reset", "--quiet", "--hard", commit)
+    await co.git("clean", "-ffdxq")  # -ff: nested repositories an agent made go too
+
+
+def scrub_special_files(root: Path) -> list[str]:
+    """Remove what is neither a file, a folder nor a link (FIFOs, sockets, device nodes) from
+    an agent's checkout, outside git's own folders: host-side git would block on a FIFO, and
+    none of them can be committed. The paths removed, relative to `root`."""
+    removed: list[str] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if folder == root and entry.name == ".git":
+                continue  # the checkout's own pointer: checked as text elsewhere
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode):
+                stack.append(Path(entry.path))
+            elif not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    continue
+                removed.append(os.path.relpath(entry.path, root))
+    return sorted(removed)

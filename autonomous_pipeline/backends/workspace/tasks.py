@@ -1,0 +1,209 @@
+"""Workspaces: the checkouts of a workspace's tasks, made, reset, collected and removed.
+
+Each step checks what is already there first, so running it again after a crash at any point
+converges to the same result. Sandboxes share one of these: it is git bookkeeping, and runs on
+the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+from autonomous_pipeline.backends.git import GitError, drop_worktree, git, rev_parse
+from autonomous_pipeline.backends.workspace import conflict
+from autonomous_pipeline.backends.workspace.checkout import (
+    Checkout,
+    new_worktree,
+    open_checkout,
+    reset_checkout,
+    scrub_special_files,
+)
+from autonomous_pipeline.backends.workspace.clones import Clones
+from autonomous_pipeline.backends.workspace.collect import Committed, collect
+from autonomous_pipeline.backends.workspace.layout import Layout, TaskRef
+
+
+class Workspaces:
+    def __init__(self, workspace: Path) -> None:
+        self.layout = Layout(workspace)
+        self.clones = Clones(self.layout)
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    async def prepare_run(
+        self, repo: str, base_commit: str, target_branch: str
+    ) -> tuple[str, bool]:
+        return await self.clones.prepare_run(repo, base_commit, target_branch)
+
+    async def checkout(self, task: TaskRef) -> Checkout | None:
+        """The task's checkout as it is, if it is intact."""
+        clone = await self.clones.find(task)
+        if clone is None:
+            return None
+        return await open_checkout(clone, self.layout.worktree_dir(task))
+
+    async def prepare(self, task: TaskRef, repo: str, target_branch: str) -> tuple[str, Checkout]:
+        """The task's checkout on its branch at the target's tip: (base commit, checkout).
+
+        The base is recorded once (a ref in the clone); a second call returns it and the checkout
+        as they are, rebuilding the checkout only if it is missing or broken.
+        """
+        wt = self.layout.worktree_dir(task)
+        clone = await self.clones.ensure_clone(repo)
+        self.clones.remember(task, clone)
+        base = await rev_parse(task.base_ref, clone)
+        if base is None:
+            tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+            if tip is None:
+                raise GitError(f"target branch {target_branch} does not exist in {repo}")
+            # Recorded with "must not exist yet": a concurrent or repeated prepare keeps the first.
+            await git("update-ref", task.base_ref, tip, "", cwd=clone, check=False)
+            base = await rev_parse(task.base_ref, clone)
+            if base is None:
+                raise GitError(f"cannot record the base of task {task.task_id} in {clone}")
+        async with self.clones.lock(clone):  # checked under the lock: a racing prepare built it
+            co = await open_checkout(clone, wt)
+            if co is None:
+                co = await new_worktree(clone, wt, task.branch, base)
+        return base, co
+
+    async def reset(self, task: TaskRef, commit: str) -> Checkout:
+        """The checkout on the task branch at `commit`, with nothing else in it."""
+        clone = await self.clones.of(task)
+        wt = self.layout.worktree_dir(task)
+        co = await open_checkout(clone, wt)
+        if co is None:
+            async with self.clones.lock(clone):
+                return await new_worktree(clone, wt, task.branch, commit)
+        await reset_checkout(co, task.branch, commit)
+        return co
+
+    async def at_commit(self, task: TaskRef, commit: str) -> Checkout:
+        """The checkout on the task branch at `commit` with no tracked change; untracked files
+        (junk the commit left out) may stay. Cheaper than `reset` when it is already there."""
+        co = await self.checkout(task)
+        if co is not None:
+            scrub_special_files(co.path)  # checks ran there: a FIFO would block git status
+            head = await co.git("rev-parse", "HEAD", "--symbolic-full-name", "HEAD", check=False)
+            if head.output.split() == [commit, f"refs/heads/{task.branch}"]:
+                dirty = await co.git("status", "--porcelain", "--untracked-files=no")
+                if not dirty.output.strip():
+                    return co
+        return await self.reset(task, commit)
+
+    async def worktree_at(self, task: TaskRef, commit: str) -> Checkout | None:
+        """The checkout as it is, if it is intact and its HEAD is or descends from `commit`.
+
+        What a resumed agent continues from; None when it is gone or was moved elsewhere.
+        """
+        co = await self.checkout(task)
+        if co is None:
+            return None
+        head = await co.head()
+        if head is None or not await co.is_ancestor(commit, head):
+            return None
+        return co
+
+    async def collect(
+        self, task: TaskRef, base_commit: str, message: str, named: Iterable[str] = ()
+    ) -> Committed:
+        co = await self.checkout(task)
+        if co is None:
+            return Committed(rejected="the agent removed or corrupted the worktree's .git")
+        return await collect(co, task, base_commit, message, named)
+
+    async def remove(self, task: TaskRef, delete_branch: bool) -> tuple[bool, bool]:
+        """(checkout removed, branch deleted) by this call; nothing there is not an error."""
+        wt = self.layout.worktree_dir(task)
+        private = self.layout.private_dirs(task)
+        clone = await self.clones.find(task)
+        deleted = False
+        if clone is None:
+            removed = wt.exists()
+            await asyncio.to_thread(shutil.rmtree, wt, ignore_errors=True)
+        else:
+            async with self.clones.lock(clone):
+                removed = await drop_worktree(clone, wt)
+                if delete_branch:
+                    deleted = await rev_parse(f"refs/heads/{task.branch}", clone) is not None
+                    for ref in (f"refs/heads/{task.branch}", task.base_ref, task.conflict_ref):
+                        await git("update-ref", "-d", ref, cwd=clone, check=False)
+                    self.clones.forget(task)
+        for folder in private:
+            await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+        for empty in (wt.parent, *(p.parent for p in private)):  # the run's, once it is empty
+            with contextlib.suppress(OSError):
+                empty.rmdir()
+        return removed, deleted
+
+    async def prepare_conflict(
+        self, task: TaskRef, repo: str, target_branch: str, base_commit: str, commit: str
+    ) -> tuple[str, list[str]]:
+        """The task's change (base..commit, squashed) applied onto the target's current tip.
+
+        Afterwards the checkout is on the task branch at the tip, with the change uncommitted in
+        it and git's conflict markers in the files that conflict: (tip, conflicting paths). The
+        next commit on the task branch is the change, resolved, as one commit on top of the tip.
+        A second call for the same change returns the recorded answer, rebuilding the checkout
+        from the record only if it no longer holds the change.
+        """
+        clone = await self.clones.ensure_clone(repo)  # fetches: the tip below is current
+        self.clones.remember(task, clone)
+        record = await conflict.read_record(clone, task.conflict_ref)
+        if record is not None and (record.source, record.base) == (commit, base_commit):
+            co = await self.checkout(task)
+            if co is None or not await conflict.holds_change(co, record.tip):
+                await self._apply_change(task, clone, record.tip, record.change)
+            return record.tip, record.conflicts
+        tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+        if tip is None:
+            raise GitError(f"target branch {target_branch} does not exist in {repo}")
+        change = await conflict.squash(clone, base_commit, commit)
+        paths = await self._apply_change(task, clone, tip, change)
+        # Recorded only once the checkout holds the change: a crash before leaves no record.
+        record = conflict.ConflictRecord(commit, base_commit, tip, change, paths)
+        await conflict.write_record(clone, task.conflict_ref, record)
+        return tip, paths
+
+    async def restore_conflict(self, task: TaskRef, tip: str) -> Checkout | None:
+        """Rebuild a conflict fix's checkout on `tip` from its record; None: nothing recorded."""
+        clone = await self.clones.find(task)
+        if clone is None:
+            return None
+        record = await conflict.read_record(clone, task.conflict_ref)
+        if record is None or record.tip != tip:
+            return None
+        await self._apply_change(task, clone, tip, record.change)
+        return await self.checkout(task)
+
+    async def _apply_change(self, task: TaskRef, clone: Path, tip: str, change: str) -> list[str]:
+        """The checkout on the task branch at `tip`, `change` applied uncommitted: conflicts."""
+        wt = self.layout.worktree_dir(task)
+        async with self.clones.lock(clone):
+            co = await open_checkout(clone, wt)
+            fresh = co is None
+            if co is None:
+                co = await new_worktree(clone, wt, task.branch, tip)
+        if not fresh:
+            await reset_checkout(co, task.branch, tip)
+        return await conflict.apply_change(co, change)
+
+    @contextlib.asynccontextmanager
+    async def detached(self, task: TaskRef, commit: str) -> AsyncIterator[Checkout]:
+        """A throwaway checkout at `commit` of the task's clone (a check on the base), removed
+        on exit."""
+        clone = await self.clones.of(task)
+        wt = self.layout.detached_dir()
+        async with self.clones.lock(clone):
+            co = await new_worktree(clone, wt, None, commit)
+        try:
+            yield co
+        finally:
+            async with self.clones.lock(clone):
+                await drop_worktree(clone, wt)

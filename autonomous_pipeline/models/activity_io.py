@@ -1,0 +1,198 @@
+"""One model in and one out for every activity.
+
+Paths on the worker's disk never travel here: each worker derives them from its own workspace and
+the run key, so a payload stays valid on whichever worker picks the activity up.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from autonomous_pipeline.models.failure import FailureKind
+from autonomous_pipeline.models.plan import Task
+from autonomous_pipeline.models.results import CheckResult, Spend
+from autonomous_pipeline.models.review import Finding, Verdict
+from autonomous_pipeline.models.run import AgentConfig, ReviewerConfig
+from autonomous_pipeline.models.sandbox import SandboxConfig
+
+# Lists of paths in a result stop here; a count says how many there were.
+LIST_CAP = 200
+
+
+class PrepareRunIn(BaseModel):
+    run_key: str
+    repo: str
+    base_commit: str
+    target_branch: str
+
+
+class PrepareRunOut(BaseModel):
+    target_commit: str
+    created_target: bool
+
+
+class ClaimIn(BaseModel):
+    run_key: str
+    task_id: str
+    claim: int = 1  # which claim of the task this is (> 1: its previous worker vanished)
+
+
+class ClaimOut(BaseModel):
+    queue: str  # the claiming worker's workspace queue: the task's other activities go there
+    host: str
+
+
+class PrepareWorkspaceIn(BaseModel):
+    run_key: str
+    task_id: str
+    repo: str
+    target_branch: str
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+
+
+class PrepareWorkspaceOut(BaseModel):
+    base_commit: str  # the target's tip when the task started: earlier batches' work included
+    branch: str
+    clone: str | None = None  # the pipeline's clone holding `branch` (for a person to fetch)
+
+
+class FixRequest(BaseModel):
+    """What a fix round must address."""
+
+    findings: list[Finding] = Field(default_factory=list)
+    failing_checks: list[str] = Field(default_factory=list)
+    conflicts: list[str] = Field(default_factory=list)
+    # The failing checks' results, with the last lines they printed: what the agent must fix.
+    failed: list[CheckResult] = Field(default_factory=list)
+    # The previous fix round left the change as it was: the agent is told so.
+    unchanged_rounds: int = 0
+
+
+class RunAgentIn(BaseModel):
+    run_key: str
+    plan_title: str | None = None
+    task: Task
+    base_commit: str  # the task's base: what "changed" is measured against
+    # Where a fresh attempt starts: the base for the task itself, the task's commit for a fix round.
+    start_commit: str | None = None
+    agent: AgentConfig
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    fix: FixRequest | None = None
+    # Chosen in workflow code, so every attempt and fix round of the task shares one session.
+    session_id: str | None = None
+    resume: bool = False  # continue the session (and its worktree) instead of starting afresh
+
+
+class RunAgentOut(Spend):
+    exit_code: int | None
+    timed_out: bool = False
+    succeeded: bool
+    commit: str | None = None  # None: the agent changed nothing
+    # Capped at LIST_CAP names, so that a change of thousands of files keeps payloads small.
+    changed_files: list[str] = Field(default_factory=list)
+    changed_total: int = 0
+    # Files the change deletes that the task does not name (capped; the total is exact).
+    unasked_deletions: list[str] = Field(default_factory=list)
+    unasked_deletions_total: int = 0
+    # Untracked files left out of the commit as junk (build output, caches), capped.
+    left_out: list[str] = Field(default_factory=list)
+    summary: str = ""
+    transcript: str | None = None
+    duration_s: float = 0.0
+    error: str | None = None
+    attempt: int = 1  # which try of the activity produced this (a dead worker costs one)
+    failure_kind: FailureKind | None = None
+    reset_at: float | None = None  # unix time a usage limit resets, when the agent said
+    session_id: str | None = None
+    # What the agent asked for and was refused (claude's permission_denials), capped.
+    permission_denials: list[str] = Field(default_factory=list)
+
+
+class VerifyIn(BaseModel):
+    run_key: str
+    task_id: str
+    commands: list[str]
+    base_commit: str
+    timeout_s: float = 600.0
+    env: list[str] = Field(default_factory=list)  # as AgentConfig.env: checks run agent code
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+
+
+class VerifyOut(BaseModel):
+    passed: bool
+    checks: list[CheckResult] = Field(default_factory=list)
+
+
+class ReviewIn(BaseModel):
+    run_key: str
+    task: Task
+    base_commit: str
+    commit: str
+    reviewer: ReviewerConfig
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    checks: list[str] = Field(default_factory=list)  # verification commands that passed
+
+
+class ReviewOut(Spend):
+    verdict: Verdict
+    files_changed: int = 0
+    lines_deleted: int = 0
+    diffstat: str = ""  # `git diff --stat`, bounded: what a person deciding on approval sees
+    transcript: str | None = None
+
+
+class ConflictFixIn(BaseModel):
+    run_key: str
+    task_id: str
+    repo: str
+    target_branch: str
+    base_commit: str
+    commit: str
+
+
+class ConflictFixOut(BaseModel):
+    # The worktree now holds the task's change applied onto this commit, conflict markers and all.
+    base_commit: str
+    conflict_paths: list[str] = Field(default_factory=list)
+
+
+class MergeIn(BaseModel):
+    run_key: str
+    task_id: str
+    repo: str
+    target_branch: str
+    base_commit: str
+    commit: str
+    commands: list[str] = Field(default_factory=list)
+    verify_timeout_s: float = 600.0
+    attempts: int = 5
+    env: list[str] = Field(default_factory=list)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+
+
+class MergeOut(BaseModel):
+    merged: bool
+    commit: str | None = None
+    already_merged: bool = False
+    # The change is already on the target through other work: `commit` is what carries it.
+    on_target: bool = False
+    conflict_paths: list[str] = Field(default_factory=list)
+    checks: list[CheckResult] = Field(default_factory=list)
+    error: str | None = None
+    attempts: int = 0
+
+
+class CleanupIn(BaseModel):
+    run_key: str
+    task_id: str
+    delete_branch: bool = True
+    repo: str | None = None  # to say which clone keeps the branch (runs before it: unsaid)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+
+
+class CleanupOut(BaseModel):
+    removed_worktree: bool
+    deleted_branch: bool
+    # The branch kept (a failed task's work) and the clone that holds it, for `git fetch`.
+    kept_branch: str | None = None
+    clone: str | None = None

@@ -1,0 +1,62 @@
+"""Every activity of the pipeline, named once: its name, its input and its output. Workflows call
+them through these (typed), activities register under them, and the test fakes too, so a name is
+never a string repeated in several places."""
+
+from __future__ import annotations
+
+from typing import Generic, NamedTuple, TypeVar
+
+from pydantic import BaseModel
+
+from autonomous_pipeline.models.activity_io import (
+    ClaimIn,
+    ClaimOut,
+    CleanupIn,
+    CleanupOut,
+    ConflictFixIn,
+    ConflictFixOut,
+    MergeIn,
+    MergeOut,
+    PrepareRunIn,
+    PrepareRunOut,
+    PrepareWorkspaceIn,
+    PrepareWorkspaceOut,
+    ReviewIn,
+    ReviewOut,
+    RunAgentIn,
+    RunAgentOut,
+    VerifyIn,
+    VerifyOut,
+)
+
+A = TypeVar("A", bound=BaseModel)  # an activity's argument
+R = TypeVar("R", bound=BaseModel)  # and its result
+
+
+class ActivityRef(NamedTuple, Generic[A, R]):
+    name: str
+    arg: type[A]
+    result: type[R]
+
+
+PREPARE_RUN = ActivityRef("prepare_run", PrepareRunIn, PrepareRunOut)
+CLAIM_WORKER = ActivityRef("claim_worker", ClaimIn, ClaimOut)
+PREPARE_WORKSPACE = ActivityRef("prepare_workspace", PrepareWorkspaceIn, PrepareWorkspaceOut)
+RUN_AGENT = ActivityRef("run_agent", RunAgentIn, RunAgentOut)
+VERIFY_TASK = ActivityRef("verify_task", VerifyIn, VerifyOut)
+REVIEW_TASK = ActivityRef("review_task", ReviewIn, ReviewOut)
+PREPARE_CONFLICT_FIX = ActivityRef("prepare_conflict_fix", ConflictFixIn, ConflictFixOut)
+MERGE_TASK = ActivityRef("merge_task", MergeIn, MergeOut)
+CLEANUP_WORKSPACE = ActivityRef("cleanup_workspace", CleanupIn, CleanupOut)
+
+ALL = (
+    PREPARE_RUN,
+    CLAIM_WORKER,
+    PREPARE_WORKSPACE,
+    RUN_AGENT,
+    VERIFY_TASK,
+    REVIEW_TASK,
+    PREPARE_CONFLICT_FIX,
+    MERGE_TASK,
+    CLEANUP_WORKSPACE,
+)

@@ -1,0 +1,181 @@
+"""A worker process: `python worker.py --address HOST:PORT --workspace DIR`.
+
+Any number of workers may serve one cluster; each does the work in its own workspace. The starter
+runs the same worker in-process when it uses the embedded server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from autonomous_pipeline.activities.agent import AgentActivities
+from autonomous_pipeline.activities.claim import ClaimActivities, workspace_queue
+from autonomous_pipeline.activities.merge import MergeActivities
+from autonomous_pipeline.activities.review import ReviewActivities
+from autonomous_pipeline.activities.sandbox import SandboxActivities
+from autonomous_pipeline.activities.verify import VerifyActivities
+from autonomous_pipeline.backends.registry import make_agent, make_reviewer_agent
+from autonomous_pipeline.backends.sandboxes.container import sweep_workspace
+from autonomous_pipeline.backends.sandboxes.policy import WorkerPolicy
+from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
+from autonomous_pipeline.backends.workspace.tasks import Workspaces
+from autonomous_pipeline.cli import invocation
+from autonomous_pipeline.cli.approval import existing_key
+from autonomous_pipeline.cli.connect import TASK_QUEUE, connect_client
+from autonomous_pipeline.config import default_workspace
+from autonomous_pipeline.workflows.plan import PlanWorkflow
+from autonomous_pipeline.workflows.task import TaskWorkflow
+
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
+
+
+def activities(
+    sandboxes: Sandboxes, local_queue: str
+) -> tuple[list[Callable[..., Any]], list[Callable[..., Any]]]:
+    """(the shared queue's activities, the workspace queue's): every one in models.activity_refs."""
+    sandbox_acts = SandboxActivities(sandboxes)
+    shared: list[Callable[..., Any]] = [
+        sandbox_acts.prepare_run,
+        ClaimActivities(local_queue).claim_worker,
+    ]
+    local: list[Callable[..., Any]] = [
+        sandbox_acts.prepare_workspace,
+        sandbox_acts.cleanup_workspace,
+        sandbox_acts.prepare_conflict_fix,
+        AgentActivities(sandboxes, make_agent).run_agent,
+        VerifyActivities(sandboxes).verify_task,
+        ReviewActivities(sandboxes, make_reviewer_agent).review_task,
+        MergeActivities(sandboxes).merge_task,
+    ]
+    return shared, local
+
+
+def make_worker(
+    client: Client,
+    workspace: Path,
+    max_activities: int = 16,
+    task_queue: str = TASK_QUEUE,
+    policy: WorkerPolicy | None = None,
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Settings -> backends -> activity objects -> two Workers, run together.
+
+    The shared queue carries the workflows and the steps any worker can do; the workspace queue
+    carries a claimed task's steps, which need this machine's worktree. `policy` says which runs
+    may weaken their agents' isolation (by default none).
+    """
+    workspaces = Workspaces(workspace)
+    frontend = client.service_client.config.target_host.rsplit(":", 1)[0].strip("[]")
+    sandboxes = Sandboxes(workspaces, policy, control_plane=(frontend,))
+    local_queue = workspace_queue(task_queue, workspace)
+    shared_acts, local_acts = activities(sandboxes, local_queue)
+    # Cancellation reaches an activity only on a heartbeat round trip: send them often enough
+    # that `cancel --now` kills an agent within seconds, not 0.8 x the heartbeat timeout.
+    shared = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[PlanWorkflow, TaskWorkflow],
+        activities=shared_acts,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        # A killed worker's cached workflows move to another worker after this, not the 10 s default.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
+    )
+    local = Worker(
+        client,
+        task_queue=local_queue,
+        activities=local_acts,
+        max_concurrent_activities=max_activities,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+    )
+
+    @contextlib.asynccontextmanager
+    async def both() -> AsyncIterator[None]:
+        # Containers a killed worker of this workspace left running end before new work starts.
+        if swept := await sweep_workspace(workspaces):
+            logging.getLogger(__name__).warning("removed %d containers of dead workers", swept)
+        async with shared, local:
+            yield
+
+    return both()
+
+
+async def serve(
+    address: str | None,
+    namespace: str | None,
+    workspace: Path,
+    until: str | None,
+    policy: WorkerPolicy,
+) -> int:
+    client = await connect_client(address, namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with make_worker(client, workspace, policy=policy):
+        print(
+            f"worker serving {address or 'the configured cluster'} from {workspace}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if until:
+            # A detached run's worker leaves when that run has closed.
+            waiter = asyncio.create_task(client.get_workflow_handle(until).result())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+        else:
+            await stop.wait()
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        prog=Path(invocation.worker().split()[-1]).name,
+        description="Serve pipeline workflows and activities.",
+    )
+    ap.add_argument(
+        "--address", help="HOST:PORT of the Temporal frontend (default: environment config)"
+    )
+    ap.add_argument("--namespace", default=None)
+    ap.add_argument(
+        "--workspace", default=None, help="the worker's clone, worktrees and transcripts"
+    )
+    ap.add_argument("--until", metavar="WORKFLOW_ID", help="exit when this run closes")
+    ap.add_argument(
+        "--allow-weakened-isolation",
+        action="store_true",
+        help="run agents as a run asks even when that weakens their isolation (--no-isolation, "
+        "--agent-network host, --no-confine); by default only runs this user's approval key "
+        "granted may",
+    )
+    args = ap.parse_args()
+    workspace = (
+        Path(args.workspace).expanduser().resolve() if args.workspace else default_workspace()
+    )
+    # Runs the operator's key granted may weaken: this user's key, where there is one.
+    policy = WorkerPolicy(args.allow_weakened_isolation, existing_key())
+    try:
+        return asyncio.run(serve(args.address, args.namespace, workspace, args.until, policy))
+    except Exception as exc:
+        print(f"worker: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    """The `autonomous-pipeline-worker` console script (and `python -m autonomous_pipeline.worker`)."""
+    invocation.exit_after(main)
+
+
+if __name__ == "__main__":
+    entry()
