@@ -1,37 +1,87 @@
-"""Secret values stop at the process's edge to Temporal: payloads and failures.
+"""Secret values stop at the process's edge to Temporal, in what the pipeline reports, never in
+what it acts on.
 
 Process output is masked where it is read (`backends._proc`), log records by `cli.logs`; this is
-the safety net for everything else a worker or the starter sends: every payload (workflow input,
-activity results, heartbeats, query answers) and every failure message and stack trace goes
-through the `Redactor` of the process's secret environment variables.
+the safety net for everything else a worker or the starter sends. Two kinds of payload go out:
+
+- what the pipeline acts on: a run's and a task's input, each activity's argument, a steering
+  request. These are never rewritten: a repository at `/x/<value>-app` or a check that greps for
+  the value must reach the step as written (masking them once turned a run's repository path
+  into `/x/***-app`).
+- everything else, which reports: activity results, heartbeats, query answers, memos, workflow
+  results, and every failure message and stack trace. These are masked.
+
+The payload converter knows a value's type and so which kind it is; it marks reports, and the
+codec, which runs outside the workflow sandbox and reads the process's environment, masks the
+marked payloads with the `Redactor` of the process's secret environment variables.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
+    CompositePayloadConverter,
     DataConverter,
     DefaultFailureConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
     PayloadCodec,
     PayloadConverter,
 )
 
 from autonomous_pipeline.backends.secrets import redactor
+from autonomous_pipeline.models.activity_refs import ALL
+from autonomous_pipeline.models.run import CancelRequest, PlanRunInput, TaskInput
+from autonomous_pipeline.models.steer import DecideRequest, SteerRequest
+
+# The types of what the pipeline acts on. Anything else is a report (the safe default: a value
+# of a type added later is masked until it is listed here).
+ACTED_ON: frozenset[type] = frozenset(
+    {ref.arg for ref in ALL} | {PlanRunInput, TaskInput, SteerRequest, DecideRequest, CancelRequest}
+)
+REPORT_KEY = "pipeline-report"
+
+
+class _MarkingJSONConverter(PydanticJSONPlainPayloadConverter):
+    def to_payload(self, value: Any) -> Payload | None:
+        payload = super().to_payload(value)
+        if payload is not None and type(value) not in ACTED_ON:
+            payload.metadata[REPORT_KEY] = b"1"
+        return payload
+
+
+class MarkingPayloadConverter(CompositePayloadConverter):
+    """Pydantic JSON payloads, each report marked for the codec to mask."""
+
+    def __init__(self) -> None:
+        json_converter = _MarkingJSONConverter()
+        super().__init__(
+            *(
+                json_converter if isinstance(c, JSONPlainPayloadConverter) else c
+                for c in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
 
 
 class RedactingCodec(PayloadCodec):
-    """Masks secret values in every payload sent; decoding changes nothing."""
+    """Masks secret values in every marked payload sent; decoding changes nothing."""
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         mask = redactor()
         if not mask:
             return list(payloads)
-        return [Payload(metadata=dict(p.metadata), data=mask.bytes(p.data)) for p in payloads]
+        return [
+            Payload(metadata=dict(p.metadata), data=mask.bytes(p.data))
+            if REPORT_KEY in p.metadata
+            else p
+            for p in payloads
+        ]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return list(payloads)
@@ -53,9 +103,10 @@ class RedactingFailureConverter(DefaultFailureConverter):
 
 
 def data_converter() -> DataConverter:
-    """Pydantic payloads, masked on the way out."""
+    """Pydantic payloads; reports and failures masked on the way out."""
     return dataclasses.replace(
-        pydantic_data_converter,
+        DataConverter.default,
+        payload_converter_class=MarkingPayloadConverter,
         payload_codec=RedactingCodec(),
         failure_converter_class=RedactingFailureConverter,
     )

@@ -23,7 +23,12 @@ from autonomous_pipeline.backends.secrets import (
     secret_values,
 )
 from autonomous_pipeline.cli.logs import RedactingFilter
-from autonomous_pipeline.cli.redaction import RedactingCodec, RedactingFailureConverter
+from autonomous_pipeline.cli.redaction import (
+    RedactingCodec,
+    RedactingFailureConverter,
+    data_converter,
+)
+from autonomous_pipeline.models.activity_io import RunAgentOut, VerifyIn
 
 TOKEN = "tok-3f9a1c77e2b54d0e"
 
@@ -108,14 +113,29 @@ async def test_process_output_is_masked_across_chunks_lines_and_the_transcript(
     assert planted.encode() not in transcript.read_bytes()
 
 
-def test_payloads_leaving_the_process_are_masked(planted: str) -> None:
-    payload = DefaultPayloadConverter().to_payloads([{"error": f"curl -H {planted}"}])[0]
-    (out,) = asyncio.run(RedactingCodec().encode([payload]))
+def _sent(value: object) -> Payload:
+    converter = data_converter()
+    (payload,) = asyncio.run(converter.encode([value]))
+    return payload
+
+
+def test_reports_leaving_the_process_are_masked(planted: str) -> None:
+    report = RunAgentOut(exit_code=1, succeeded=False, summary=f"curl -H {planted}")
+    out = _sent(report)
     assert planted.encode() not in out.data and b"***" in out.data
-    assert out.metadata == payload.metadata
+    # Decoding changes nothing: the masked text is what the history holds.
     assert asyncio.run(RedactingCodec().decode([out])) == [out]
-    untouched = Payload(metadata={"encoding": b"json/plain"}, data=b'"nothing secret"')
-    assert asyncio.run(RedactingCodec().encode([untouched])) == [untouched]
+    assert _sent("nothing secret").data == b'"nothing secret"'
+
+
+def test_what_the_pipeline_acts_on_is_never_rewritten(planted: str) -> None:
+    # A repository path or a check that holds a secret's value must reach the step as written.
+    check = VerifyIn(
+        run_key="r", task_id="1.1", commands=[f"grep -q {planted} app.conf"], base_commit="c"
+    )
+    out = _sent(check)
+    assert planted.encode() in out.data
+    assert data_converter().payload_converter.from_payload(out, VerifyIn) == check
 
 
 def test_failures_are_masked_with_their_causes(planted: str) -> None:
