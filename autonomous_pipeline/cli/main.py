@@ -315,7 +315,7 @@ def run(argv: list[str]) -> int:
         raise UsageError("--plan is required (or PIPELINE_PLAN)")
     filename = args.plan or str(settings.plan)
     try:
-        plan = load_plan(settings.plan, settings.start_batch, settings.end_batch)
+        plan, data = load_plan(settings.plan, settings.start_batch, settings.end_batch)
     except PlanError as exc:
         for line in exc.format(filename):
             print(line, file=sys.stderr)
@@ -336,7 +336,7 @@ def run(argv: list[str]) -> int:
         print(f"{filename}:{w.line}: warning: {w.message}", file=sys.stderr)
     from autonomous_pipeline.cli.run import run_plan
 
-    return asyncio.run(run_plan(plan, settings.plan.read_bytes(), settings))
+    return asyncio.run(run_plan(plan, data, settings))
 
 
 def main(argv: list[str] | None = None) -> int:

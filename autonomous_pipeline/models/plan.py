@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autonomous_pipeline.models.sandbox import SandboxKind
 
+# A task's id names its folders, its branch and its workflow: it must be a name all of them take.
+MAX_NAME_CHARS = 100
+RESERVED_SUFFIX = ".lock"  # git refuses a ref component ending so
+
 
 class CheckKind(StrEnum):
     COMMAND = "command"  # a shell command run in the task's worktree

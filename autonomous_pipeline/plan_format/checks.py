@@ -7,7 +7,13 @@ import itertools
 import re
 from collections import defaultdict
 
-from autonomous_pipeline.models.plan import Batch, PlanIssue, Task
+from autonomous_pipeline.models.plan import (
+    MAX_NAME_CHARS,
+    RESERVED_SUFFIX,
+    Batch,
+    PlanIssue,
+    Task,
+)
 
 # Verbs that write a file: two parallel tasks writing one path will conflict at merge.
 _WRITES = frozenset({"create", "modify", "update", "delete", "test"})
@@ -47,6 +53,22 @@ def check_ids(batches: list[Batch], orphans: list[Task]) -> list[PlanIssue]:
             )
     seen_task: dict[str, int] = {}
     for t in [t for b in batches for t in b.tasks] + orphans:
+        if len(t.id) > MAX_NAME_CHARS:
+            errors.append(
+                PlanIssue(
+                    line=t.line,
+                    message=f"task id {t.id[:20]}... is {len(t.id)} characters long; at most "
+                    f"{MAX_NAME_CHARS} (it names the task's folder, branch and workflow)",
+                )
+            )
+        elif t.id.lower().endswith(RESERVED_SUFFIX):
+            errors.append(
+                PlanIssue(
+                    line=t.line,
+                    message=f"task id {t.id!r} ends in {RESERVED_SUFFIX!r}, which git refuses "
+                    "in a branch name",
+                )
+            )
         key = t.id.lower()
         if key in seen_task:
             errors.append(

@@ -160,6 +160,26 @@ PLANS = [
         line=8,
     ),
     Case("missing plan", None, expect=("cannot read the plan",), line=1),
+    # Refused here with its line, not by every activity of the run, retried for minutes.
+    Case(
+        "task id too long for a folder and a branch",
+        f"## Batch 1: b\n### Task 1.{'1' * 200}: t\nCreate `a.txt`.\n",
+        expect=("202 characters long", "at most 100"),
+        line=2,
+    ),
+    Case(
+        "task id git refuses in a branch",
+        "## Batch 1: b\n### Task 1.lock: t\nCreate `a.txt`.\n",
+        expect=("ends in '.lock'",),
+        line=2,
+    ),
+    # Refused before it is parsed: a plan of hundreds of MB took a minute and 2 GB to read.
+    Case(
+        "plan file over the size limit",
+        GOOD + "x" * (5 * 1024 * 1024),
+        expect=("at most 4 MB", "split it"),
+        line=1,
+    ),
     Case(
         "plan path with spaces and unicode",
         "nothing",
