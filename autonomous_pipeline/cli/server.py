@@ -56,6 +56,9 @@ def temporal_binary() -> str:
     )
 
 
+SPAWN_ATTEMPTS = 5
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -73,6 +76,43 @@ def _free_port(start: int, avoid: set[int]) -> int:
                 continue
         return port
     raise UsageError(f"no free port between {start} and {start + 199} for the embedded server")
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """The socket inodes listening on `port` (IPv4 and IPv6); None where /proc cannot say."""
+    found: set[str] = set()
+    readable = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for row in rows:
+            cols = row.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; the inode is column 9.
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                found.add(cols[9])
+    return found if readable else None
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself holds the socket listening on `port`. A port that was free
+    when chosen can be taken by another starter before our server binds it: answering on the
+    port proves nothing, owning the listening socket does."""
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return _port_open(port)  # no /proc: the best this machine can tell
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    return False
 
 
 def _alive(pid: int) -> bool:
@@ -97,7 +137,7 @@ def running_server(workspace: Path) -> ServerInfo | None:
         info = ServerInfo(**json.loads(_state_file(workspace).read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if _alive(info.pid) and _port_open(info.port):
+    if _alive(info.pid) and listens(info.pid, info.port):
         return info
     return None
 
@@ -138,16 +178,26 @@ async def ensure_server(workspace: Path) -> ServerInfo:
         # Two starters sharing a workspace must not both start a server.
         await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
         info = running_server(workspace)
-        if info is None:
-            info = _spawn(workspace)
-            _state_file(workspace).write_text(json.dumps(asdict(info)))
-        await _wait_ready(info, workspace)
-        return info
+        if info is not None:
+            await _wait_ready(info, workspace)
+            return info
+        tried: set[int] = set()
+        for _ in range(SPAWN_ATTEMPTS):
+            info = _spawn(workspace, tried)
+            if await _wait_ready(info, workspace, lost_race_ok=True):
+                _state_file(workspace).write_text(json.dumps(asdict(info)))
+                return info
+            # Another process bound a port between our check and our server's bind: try others.
+            tried |= {info.port, info.ui_port}
+        raise UsageError(
+            f"the embedded Temporal server lost the race for a free port {SPAWN_ATTEMPTS} times "
+            f"(tried {sorted(tried)}); see {workspace / 'server.log'}, or pass --address"
+        )
 
 
-def _spawn(workspace: Path) -> ServerInfo:
-    port = _free_port(DEFAULT_PORT, set())
-    ui_port = _free_port(DEFAULT_UI_PORT, {port})
+def _spawn(workspace: Path, avoid: set[int]) -> ServerInfo:
+    port = _free_port(DEFAULT_PORT, avoid)
+    ui_port = _free_port(DEFAULT_UI_PORT, avoid | {port})
     argv = [
         temporal_binary(),
         "server",
@@ -175,7 +225,9 @@ def _spawn(workspace: Path) -> ServerInfo:
     return ServerInfo(pid=proc.pid, port=port, ui_port=ui_port)
 
 
-async def _wait_ready(info: ServerInfo, workspace: Path) -> None:
+async def _wait_ready(info: ServerInfo, workspace: Path, lost_race_ok: bool = False) -> bool:
+    """Wait until the server `info` names serves, from its own socket. False when it died of a
+    port taken meanwhile (only with `lost_race_ok`); UsageError when it did not start otherwise."""
     from temporalio.client import Client
 
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -183,16 +235,21 @@ async def _wait_ready(info: ServerInfo, workspace: Path) -> None:
     while time.monotonic() < deadline:
         if not _alive(info.pid):
             break
+        if not listens(info.pid, info.port):
+            await asyncio.sleep(0.1)  # not bound yet; what answers there is not ours
+            continue
         try:
             client = await Client.connect(info.address)
             await client.service_client.check_health()
-            return
+            return True
         except Exception as exc:  # not serving yet
             last = exc
             await asyncio.sleep(0.1)
     tail = ""
     with contextlib.suppress(OSError):
         tail = (workspace / "server.log").read_text(errors="replace")[-800:]
+    if lost_race_ok and not _alive(info.pid) and "address already in use" in tail[-400:]:
+        return False
     raise UsageError(f"the embedded Temporal server did not start ({last}); its log ends:\n{tail}")
 
 
