@@ -250,6 +250,19 @@ async def drop_worktree(clone: Path, wt: Path) -> bool:
     return existed
 
 
+async def checked_out_branches(repo: Path) -> dict[str, str]:
+    """{branch: the working tree it is checked out in} of a local repository. Read-only."""
+    res = await git("worktree", "list", "--porcelain", cwd=repo, check=False)
+    found: dict[str, str] = {}
+    tree = ""
+    for line in res.output.splitlines():
+        if line.startswith("worktree "):
+            tree = line.removeprefix("worktree ")
+        elif line.startswith("branch refs/heads/"):
+            found[line.removeprefix("branch refs/heads/")] = tree
+    return found
+
+
 async def refuse_checked_out(repo: str, branch: str) -> None:
     """Raise if a local repository has `branch` checked out in one of its working trees.
 
@@ -259,8 +272,7 @@ async def refuse_checked_out(repo: str, branch: str) -> None:
     path = Path(repo)
     if not (path.is_absolute() and path.is_dir()):
         return  # a URL: no working tree of the user's on this machine
-    res = await git("worktree", "list", "--porcelain", cwd=path, check=False)
-    if f"branch refs/heads/{branch}" in res.output.splitlines():
+    if branch in await checked_out_branches(path):
         raise GitError(
             f"{branch} is checked out in {repo}: the pipeline never moves a branch under"
             " someone's working tree; choose another target branch"

@@ -8,10 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
-
 from autonomous_pipeline.backends.agents.claude_cli import ClaudeCliAgent
 from autonomous_pipeline.backends.base import AgentBackend
+from autonomous_pipeline.backends.git import checked_out_branches, git
 from autonomous_pipeline.backends.registry import (
     BackendLoadError,
     UnknownBackendError,
@@ -34,58 +33,62 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "plan"
 
 
-def check_repo(path: Path, base: str | None, target_branch: str) -> RepoFacts:
-    """Refuse what cannot work, with a hint; never write anything to the user's repository."""
-    if not path.exists():
+async def check_repo(path: Path, base: str | None, target_branch: str) -> RepoFacts:
+    """Refuse what cannot work, with a hint; never write anything to the user's repository.
+
+    Read with the pipeline's own git (`backends.git`): a GIT_DIR or GIT_WORK_TREE inherited from
+    a hook or a shell, or the user's configuration, must not change which repository is read."""
+    if not path.is_dir():
         raise UsageError(f"--repo {path}: no such directory")
-    try:
-        repo = git.Repo(path, search_parent_directories=False)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+    where = await git(
+        "rev-parse", "--is-bare-repository", "--absolute-git-dir", cwd=path, check=False
+    )
+    if where.exit_code != 0:
+        raise UsageError(f"--repo {path}: not a git repository (git init, or point --repo at one)")
+    bare_text, git_dir = where.output.split("\n")[:2]
+    bare = bare_text == "true"
+    top = Path(git_dir) if bare else Path(await _read(path, "rev-parse", "--show-toplevel"))
+    if top.resolve() != path.resolve():
         raise UsageError(
-            f"--repo {path}: not a git repository (git init, or point --repo at one)"
-        ) from None
-    try:
-        repo.head.commit  # noqa: B018 - raises on an empty repository
-    except ValueError:
-        if not repo.heads:
-            raise UsageError(
-                f"--repo {path}: the repository has no commits yet; commit something first"
-            ) from None
+            f"--repo {path}: this is inside the repository at {top}; plans name files from a "
+            f"repository's top, so pass --repo {top}"
+        )
+    if not await _read(path, "for-each-ref", "--count=1", "--format=%(refname)", "refs/heads"):
+        raise UsageError(
+            f"--repo {path}: the repository has no commits yet; commit something first"
+        )
     if base is None:
-        if repo.head.is_detached:
+        base = await _read(path, "symbolic-ref", "--quiet", "--short", "HEAD")
+        if not base:
             raise UsageError(f"--repo {path}: HEAD is detached; pass --base BRANCH")
-        base = repo.active_branch.name
-    try:
-        base_commit = repo.git.rev_parse("--verify", "--quiet", f"{base}^{{commit}}")
-    except git.GitCommandError:
-        raise UsageError(f"--base {base}: no such branch or commit in {path}") from None
+    base_commit = await _read(path, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+    if not base_commit:
+        raise UsageError(f"--base {base}: no such branch or commit in {path}")
     if (
         not re.fullmatch(r"[A-Za-z0-9._/-]+", target_branch)
         or ".." in target_branch
         or target_branch.endswith("/")
     ):
         raise UsageError(f"--target-branch {target_branch!r} is not a valid branch name")
-    checked_out = _checked_out_branches(repo)
-    if target_branch in checked_out and not repo.bare:
+    checked_out = await checked_out_branches(path)
+    if target_branch in checked_out and not bare:
         raise UsageError(
             f"--target-branch {target_branch} is checked out in {checked_out[target_branch]}; the pipeline "
             "never writes to a checkout. Pick another --target-branch (the default is pipeline/<plan-name>) "
             "or check out a different branch there."
         )
-    exists = any(h.name == target_branch for h in repo.heads)
-    top = Path(repo.working_tree_dir or repo.git_dir).resolve()
-    return RepoFacts(repo=str(top), base_ref=base, base_commit=base_commit, target_exists=exists)
+    exists = bool(
+        await _read(path, "rev-parse", "--verify", "--quiet", f"refs/heads/{target_branch}")
+    )
+    return RepoFacts(
+        repo=str(top.resolve()), base_ref=base, base_commit=base_commit, target_exists=exists
+    )
 
 
-def _checked_out_branches(repo: git.Repo) -> dict[str, str]:
-    out: dict[str, str] = {}
-    current = ""
-    for line in repo.git.worktree("list", "--porcelain").splitlines():
-        if line.startswith("worktree "):
-            current = line[len("worktree ") :]
-        elif line.startswith("branch refs/heads/"):
-            out[line[len("branch refs/heads/") :]] = current
-    return out
+async def _read(repo: Path, *args: str) -> str:
+    """A read-only git query's output, stripped; empty when git says no."""
+    res = await git(*args, cwd=repo, check=False)
+    return res.output.strip() if res.exit_code == 0 else ""
 
 
 async def check_agents(

@@ -114,7 +114,7 @@ async def build_input(
     assert settings.plan is not None
     plan_name = slug(settings.plan.stem)
     target = settings.target_branch or f"pipeline/{plan_name}"
-    facts = check_repo(settings.repo.expanduser(), settings.base, target)
+    facts = await check_repo(settings.repo.expanduser(), settings.base, target)
     command = shlex.split(settings.agent_command) if settings.agent_command else []
     refuse_unknown_placeholders("--agent-command", command)
     claude = ClaudeOptions(

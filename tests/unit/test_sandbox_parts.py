@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -266,6 +267,16 @@ def test_origin_url_is_read_as_text(tmp_path: Path) -> None:
     )
     assert origin_url(tmp_path) == "/src/app"
     assert origin_url(tmp_path / "none") is None
+
+
+def test_origin_url_is_read_as_git_reads_it(tmp_path: Path) -> None:
+    # A path with spaces and a semicolon is written quoted; the folder hidden is the unquoted one.
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path)], check=True)
+    subprocess.run(
+        ["git", "-C", str(tmp_path), "remote", "add", "origin", "/x/my app; v2"], check=True
+    )
+    assert '"/x/my app; v2"' in (tmp_path / "config").read_text()
+    assert origin_url(tmp_path) == "/x/my app; v2"
 
 
 async def test_without_bubblewrap_preflight_says_so_and_how_to_run_anyway(

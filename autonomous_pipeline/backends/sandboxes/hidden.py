@@ -12,13 +12,15 @@ agent's command line names are shown again inside, read-only.
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import os
-import re
 import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from git.config import GitConfigParser
 
 from autonomous_pipeline.config import config_dir
 
@@ -69,14 +71,17 @@ class Hidden:
 
 
 def origin_url(clone: Path) -> str | None:
-    """The repository a clone was made from, read from its config file as text."""
-    try:
-        text = (clone / "config").read_text()
-    except OSError:
+    """The repository a clone was made from, read from its config file without running git
+    (GitPython's parser: quoting, escapes and comments as git reads them)."""
+    config = clone / "config"
+    if not config.is_file():
         return None
-    section = re.search(r'^\[remote "origin"\](.*?)(?=^\[|\Z)', text, re.M | re.S)
-    url = re.search(r"^\s*url\s*=\s*(.+?)\s*$", section.group(1), re.M) if section else None
-    return url.group(1) if url else None
+    try:
+        parser = GitConfigParser(str(config), read_only=True)
+        url = parser.get_value('remote "origin"', "url", default="")
+    except (OSError, ValueError, configparser.Error):
+        return None
+    return str(url) or None
 
 
 def _needed() -> list[Path]:
