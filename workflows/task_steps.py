@@ -137,7 +137,8 @@ class TaskSteps:
             )
             self.agent_ran = True
             res.attempts += out.attempt
-            res.agent_runs += 1
+            # Each attempt of the activity started the agent: one a dead worker cut short ran too.
+            res.agent_runs += out.attempt
             res.add(out)
             res.transcript = out.transcript
             if out.permission_denials:

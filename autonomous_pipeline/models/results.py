@@ -82,6 +82,8 @@ class TaskResult(Spend):
     changed_files: list[str] = Field(default_factory=list)  # at most LIST_CAP of them
     changed_total: int = 0
     transcript: str | None = None
+    # Times an agent process was started for the task (its rounds, and the starts a dead worker
+    # cut short, which ran and may have cost money too).
     agent_runs: int = 0
     review_rounds: int = 0
     verdict: Verdict | None = None

@@ -180,6 +180,8 @@ def test_worker_killed_mid_agent_is_replaced_and_the_run_completes(scene: Scene)
     assert runs_per_task(scene.log) == expected, scene.logs()
     attempts = {t["id"]: t["attempts"] for t in result["tasks"]}
     assert attempts == expected, result
+    # The run's own count of agent starts says so too: the killed start ran, and may have cost.
+    assert {t["id"]: t["agent_runs"] for t in result["tasks"]} == expected, result
     assert_no_agent_alive(scene.log)
 
 
