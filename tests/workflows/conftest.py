@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from autonomous_pipeline.cli.redaction import data_converter
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.results import PlanResult
 from autonomous_pipeline.models.run import AgentConfig, PlanRunInput, RunOptions
@@ -24,7 +24,9 @@ from tests.workflows.fakes import FakeActivities, Script
 @pytest.fixture(scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=test_server_path(), data_converter=pydantic_data_converter
+        # The converter workers and starters use: reports masked, what is acted on as written.
+        test_server_existing_path=test_server_path(),
+        data_converter=data_converter(),
     ) as e:
         yield e
 

@@ -69,6 +69,7 @@ class Script:
     merge_seconds: float = 0.0
     fix_no_change: set[str] = field(default_factory=set)  # fix rounds that commit nothing
     on_target: set[str] = field(default_factory=set)  # changes other work already merged
+    verify_output: str | None = None  # what a failing check prints (default: a pytest line)
 
 
 class FakeActivities:
@@ -83,6 +84,7 @@ class FakeActivities:
         self.merged_order: list[str] = []
         self.cancelled: list[str] = []
         self.agent_inputs: list[RunAgentIn] = []
+        self.verify_inputs: list[VerifyIn] = []
         self.reviews: dict[str, int] = defaultdict(int)
         self.verifies: dict[str, int] = defaultdict(int)
         self.commits: dict[str, int] = defaultdict(int)
@@ -183,6 +185,7 @@ class FakeActivities:
     @activity.defn(name=VERIFY_TASK.name)
     async def verify_task(self, inp: VerifyIn) -> VerifyOut:
         self.calls.append(("verify_task", inp.task_id))
+        self.verify_inputs.append(inp)
         self.verifies[inp.task_id] += 1
         failing = self.verifies[inp.task_id] <= self.script.verify_fails_times.get(inp.task_id, 0)
         ok = inp.task_id not in self.script.verify_fails and not failing
@@ -193,7 +196,9 @@ class FakeActivities:
                     command=c,
                     exit_code=0 if ok else 1,
                     passed=ok,
-                    output_tail="" if ok else f"FAILED test_{inp.task_id}: assert 1 == 2",
+                    output_tail=""
+                    if ok
+                    else self.script.verify_output or f"FAILED test_{inp.task_id}: assert 1 == 2",
                 )
                 for c in inp.commands
             ],
