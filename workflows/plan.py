@@ -38,8 +38,11 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn
 class PlanWorkflow:
-    def __init__(self) -> None:
-        self.inp: PlanRunInput | None = None
+    # The input arrives with the workflow, before any signal, update or query is handled.
+    @workflow.init
+    def __init__(self, inp: PlanRunInput) -> None:
+        self.inp = inp
+        self.started = False  # the tasks' results are laid out
         self.results: dict[str, TaskResult] = {}
         self.running: dict[str, asyncio.Task[None]] = {}
         # Running tasks that are merging, with what they spent: merges queue on the target, not
@@ -106,7 +109,7 @@ class PlanWorkflow:
             merging=frozenset(self.merging),
             budget_spent=self.budget_spent,
             finished=self.finished,
-            started=self.inp is not None,
+            started=self.started,
         )
 
     @workflow.signal
@@ -151,7 +154,6 @@ class PlanWorkflow:
 
     @workflow.query(name="status")
     def status_query(self) -> RunProgress:
-        assert self.inp is not None
         return RunProgress(
             workflow_id=workflow.info().workflow_id,
             status=self.status,
@@ -171,7 +173,6 @@ class PlanWorkflow:
 
     @workflow.run
     async def run(self, inp: PlanRunInput) -> PlanResult:
-        self.inp = inp
         sched = Schedule(inp.plan, inp.options.rerun_done)
         for tid in sched.order:
             task = sched.tasks[tid]
@@ -181,6 +182,7 @@ class PlanWorkflow:
                 title=task.title,
                 status=TaskStatus.DONE_BEFORE if before else TaskStatus.PENDING,
             )
+        self.started = True
         self._publish_details()
         try:
             prep = await workflow.execute_activity(
@@ -219,7 +221,6 @@ class PlanWorkflow:
         raise ApplicationError(outcome_line(result), result, type=RUN_FAILED, non_retryable=True)
 
     async def _drive(self, sched: Schedule) -> None:
-        assert self.inp is not None
         while True:
             self._take_requests(sched)
             states = {t: r.status for t, r in self.results.items()}
@@ -261,18 +262,15 @@ class PlanWorkflow:
             await workflow.wait_condition(lambda: self.changed)
 
     def _over_budget(self) -> bool:
-        assert self.inp is not None
         budget = self.inp.options.budget_usd
         if budget is not None and self._spent() >= budget:
             self.budget_spent = True
         return self.budget_spent
 
     def _budget_message(self) -> str:
-        assert self.inp is not None
         return f"the run's budget of ${self.inp.options.budget_usd:g} is spent (${self._spent():.2f}); no new task starts"
 
     def _start(self, tid: str, sched: Schedule) -> None:
-        assert self.inp is not None
         n = self.tries[tid] = self.tries.get(tid, 0) + 1
         self.results[tid].status = TaskStatus.RUNNING
         task = sched.tasks[tid]
@@ -368,7 +366,6 @@ class PlanWorkflow:
             await asyncio.gather(*self.running.values(), return_exceptions=True)
 
     def _finish(self, message: str = "") -> PlanResult:
-        assert self.inp is not None
         statuses = [r.status for r in self.results.values()]
         if self.cancelling:
             self.status = RunStatus.CANCELLED
@@ -393,7 +390,6 @@ class PlanWorkflow:
         )
 
     def _publish_details(self) -> None:
-        assert self.inp is not None
         workflow.set_current_details(
             details_markdown(self.inp, list(self.results.values()), self.paused, self.status)
         )

@@ -52,9 +52,18 @@ MAX_CLAIMS = 3
 
 @workflow.defn
 class TaskWorkflow(TaskSteps):
-    def __init__(self) -> None:
-        self.inp: TaskInput | None = None
-        self.result: TaskResult | None = None
+    # The input arrives with the workflow, before any signal, update or query is handled: every
+    # handler can rely on it (and on the task's result, which starts out running).
+    @workflow.init
+    def __init__(self, inp: TaskInput) -> None:
+        self.inp = inp
+        self.result = TaskResult(
+            id=inp.task.id,
+            title=inp.task.title,
+            status=TaskStatus.RUNNING,
+            phase="claim",
+            sandbox=inp.sandbox_config.kind.value,
+        )
         self.queue: str | None = None
         self.session_id: str | None = None
         self.agent_ran = False
@@ -63,7 +72,7 @@ class TaskWorkflow(TaskSteps):
         self.unasked_deletions: tuple[int, list[str]] = (0, [])
 
     @workflow.query
-    def status(self) -> TaskResult | None:
+    def status(self) -> TaskResult:
         return self.result
 
     # A decision counts only with the operator's token for the task (checked in _approved).
@@ -79,7 +88,7 @@ class TaskWorkflow(TaskSteps):
     def decide(self, req: DecideRequest) -> SteerReply:
         """approve or reject, answered: refused (with why) unless the task waits for a decision
         and the operator's key signed this one for the commit waiting."""
-        assert self.result is not None and self.result.approval_commit is not None
+        assert self.result.approval_commit is not None  # the validator refused it otherwise
         self.decision = Decision(approved=req.approved, reason=req.reason, token=req.token)
         commit = self.result.approval_commit[:12]
         if req.approved:
@@ -89,8 +98,6 @@ class TaskWorkflow(TaskSteps):
     @decide.validator
     def _check_decide(self, req: DecideRequest) -> None:
         res, inp = self.result, self.inp
-        if res is None or inp is None:
-            raise ValueError("the task has not started")
         if res.approval_commit is None:
             raise ValueError(f"task {res.id} is not waiting for approval: {doing(res)}")
         pending = self.decision
@@ -111,17 +118,10 @@ class TaskWorkflow(TaskSteps):
 
     @workflow.run
     async def run(self, inp: TaskInput) -> TaskResult:
-        self.inp = inp
         task = inp.task
         started = workflow.now()
         label = f"Task {task.id}: {task.title}"
-        res = self.result = TaskResult(
-            id=task.id,
-            title=task.title,
-            status=TaskStatus.RUNNING,
-            phase="claim",
-            sandbox=inp.sandbox_config.kind.value,
-        )
+        res = self.result
         cancelled = False
         try:
             for claim in range(1, MAX_CLAIMS + 1):

@@ -64,8 +64,8 @@ class WorkerLost(Exception):
 
 
 class TaskSteps:
-    inp: TaskInput | None
-    result: TaskResult | None
+    inp: TaskInput
+    result: TaskResult
     queue: str | None
     session_id: str | None
     agent_ran: bool
@@ -76,7 +76,6 @@ class TaskSteps:
 
     async def _act(self, ref: ActivityRef[A, R], arg: A, **kw: Any) -> R:
         """An activity on the claimed worker's queue; a queue nobody serves any more is noticed."""
-        assert self.inp is not None
         try:
             return await workflow.execute_activity(
                 ref.name,
@@ -177,7 +176,6 @@ class TaskSteps:
     async def _tell_parent(self, signal: str) -> None:
         """Tell the run where this task is (its concurrency slot is freed while it merges)."""
         parent = workflow.info().parent
-        assert self.inp is not None and self.result is not None
         if parent is None or not workflow.patched("merge-frees-slot"):
             return
         try:
@@ -321,7 +319,7 @@ class TaskSteps:
             retry_policy=policies.GIT_RETRY,
             summary=f"{label} — merge into {opts.target_branch}",
         )
-        if merge.checks and self.result is not None:
+        if merge.checks:
             self.result.checks = merge.checks
         return merge
 
