@@ -12,8 +12,9 @@ No temporalio import here: the starter validates its input before touching Tempo
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 from pydantic.fields import FieldInfo
@@ -24,6 +25,7 @@ from pydantic_settings import (
 )
 
 from autonomous_pipeline.errors import UsageError
+from autonomous_pipeline.models.run import AgentConfig, Approval, RunOptions
 from autonomous_pipeline.models.sandbox import AgentNetwork, ContainerRuntime, SandboxKind
 
 
@@ -37,6 +39,21 @@ def config_dir() -> Path:
     """The pipeline's configuration folder: its .env and the operator's approval key."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "autonomous-pipeline"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A setting's command line flag: its help, and what argparse cannot derive from the type."""
+
+    help: str
+    metavar: str | None = None
+    name: str | None = None  # the flag when it is not --field-name (--json, --no-confine)
+    common: bool = False  # every subcommand takes it too (where the server and workspace are)
+
+
+def _run(name: str) -> Any:
+    """A run's default, from the run's input model (one place for it, old histories included)."""
+    return RunOptions.model_fields[name].default
 
 
 # Settings that loosen what an agent may do or reach: never read from a file.
@@ -94,56 +111,171 @@ class Settings(BaseSettings):
             _Filtered(settings_cls, dotenv_settings, WEAKENING, refuse=str(env_file)),
         )
 
+    # Each setting is declared once, here: its type (closed choices are enums), its default (a
+    # run's defaults are its input's: RunOptions and AgentConfig), and, with a Flag, its command
+    # line flag and help (cli.flags builds the parser from these; defaults are shown from here).
+
     # What to run
-    plan: Path | None = None
-    start_batch: str | None = None
-    end_batch: str | None = None
-    rerun_done: bool = False
-    retry_failed: bool = False
-    share_target: bool = False  # start even while another run is open on the same target
-    dry_run: bool = False
-    json_output: bool = Field(default=False, alias="json")
+    plan: Annotated[Path | None, Flag("the plan file (MASTER_PLAN.md)")] = None
+    dry_run: Annotated[bool, Flag("parse, validate and print the plan; run nothing")] = False
+    start_batch: Annotated[
+        str | None,
+        Flag("first batch to run (numeric ids by value, others by position)", metavar="ID"),
+    ] = None
+    end_batch: Annotated[str | None, Flag("last batch to run", metavar="ID")] = None
+    rerun_done: Annotated[bool, Flag("run tasks the plan marks as done")] = _run("rerun_done")
+    retry_failed: Annotated[bool, Flag("run a finished run's failed tasks again")] = False
+    share_target: Annotated[
+        bool, Flag("start even while a run of another plan is open on the same target branch")
+    ] = False
 
     # Where
-    repo: Path = Path(".")
-    base: str | None = None  # default: the repository's current branch
-    target_branch: str | None = None  # default: pipeline/<plan-name>
-    workspace: Path = Field(default_factory=default_workspace)
+    repo: Annotated[
+        Path,
+        Flag("the repository to work on; never written to but by ref pushes", metavar="PATH"),
+    ] = Path(".")
+    base: Annotated[
+        str | None,
+        Flag("branch the target starts from (default: the repo's current branch)", metavar="REF"),
+    ] = None
+    target_branch: Annotated[
+        str | None,
+        Flag("branch that receives merged tasks (default: pipeline/<plan-name>)", metavar="BRANCH"),
+    ] = None
 
     # Who does the work
-    agent: str = "claude"
-    agent_command: str | None = None
+    agent: Annotated[str, Flag("agent backend: claude, command, literal")] = "claude"
+    agent_command: Annotated[
+        str | None,
+        Flag("argv template for --agent command: {prompt_file} {task_id} {workdir}", metavar="CMD"),
+    ] = None
     # Names of environment variables the agent (and the checks) get beyond the base allow-list.
-    agent_env: str | None = None
-    confine: bool = True  # Landlock inside the sandbox: writes only inside the task's own places
-    claude_bin: str | None = None
-    model: str | None = None
-    max_turns: int | None = Field(default=None, ge=1)
-    permission_mode: str | None = None  # default: bypassPermissions in a sandbox, else acceptEdits
-    max_budget_usd: float | None = Field(default=None, gt=0)  # per task
-    budget_usd: float | None = Field(default=None, gt=0)  # for the whole run
-    reviewer: str | None = None  # default: the agent's backend (none for literal)
-    reviewer_command: str | None = None
-    max_fix_rounds: int = Field(default=2, ge=0, le=10)
-    approval: str = "never"
-    agent_timeout: float = 1800.0
-    verify_timeout: float = 600.0
-    max_concurrent: int = Field(default=4, ge=1, le=64)
-    heartbeat_timeout: float = Field(default=30.0, ge=1.0)
+    agent_env: Annotated[
+        str | None,
+        Flag(
+            "comma-separated environment variables the agent and checks get (values from the "
+            "worker; credentials the agent needs must be named here)",
+            metavar="NAMES",
+        ),
+    ] = None
 
     # Where it runs
-    sandbox: SandboxKind = SandboxKind.WORKTREE  # for batches whose execution mode names none
-    override_execution_mode: bool = False  # --sandbox for every batch, whatever the plan says
-    agent_network: AgentNetwork | None = None  # default: internet for claude, none otherwise
-    no_isolation: bool = False  # worktree sandbox without namespaces: command line only
-    container_image: str | None = None
-    container_runtime: ContainerRuntime | None = None  # default: the first on PATH
+    sandbox: Annotated[
+        SandboxKind,
+        Flag(
+            "where agents, reviewers and checks run, for batches whose **Execution Mode:** "
+            "names none: worktree (namespaces around a git worktree), container (podman or "
+            "docker), dagger"
+        ),
+    ] = SandboxKind.WORKTREE
+    override_execution_mode: Annotated[
+        bool, Flag("use --sandbox for every batch, whatever its **Execution Mode:** says")
+    ] = False
+    agent_network: Annotated[
+        AgentNetwork | None,
+        Flag(
+            "the agents' network: none, internet (never the host's loopback or the control "
+            "plane), host (the worker's own; weakens isolation). Default: internet for claude, "
+            "none otherwise"
+        ),
+    ] = None
+    # Command line only (config.COMMAND_LINE_ONLY).
+    no_isolation: Annotated[
+        bool,
+        Flag(
+            "run worktree agents without namespaces, where they are not available: they can "
+            "then read the worker's files, signal its processes and reach its network"
+        ),
+    ] = False
+    container_image: Annotated[
+        str | None,
+        Flag(
+            "the image of container and dagger batches (default: "
+            ".autonomous-pipeline/container.toml in the repository)",
+            metavar="IMAGE",
+        ),
+    ] = None
+    container_runtime: Annotated[
+        ContainerRuntime | None,
+        Flag("the container CLI (default: the first of podman, docker on PATH)"),
+    ] = None
+    # Landlock inside the sandbox: writes only inside the task's own places.
+    confine: Annotated[
+        bool,
+        Flag(
+            "no Landlock inside the sandbox (default: writes only to the task's own places)",
+            name="--no-confine",
+        ),
+    ] = True
+    claude_bin: Annotated[
+        str | None, Flag("the claude CLI (default: claude on PATH)", metavar="PATH")
+    ] = None
+    model: Annotated[str | None, Flag("model for the claude backend")] = None
+    max_turns: Annotated[
+        int | None, Flag("agent turns per claude run", metavar="N"), Field(ge=1)
+    ] = None
+    permission_mode: Annotated[
+        str | None,
+        Flag("claude permission mode (default: bypassPermissions in a sandbox, else acceptEdits)"),
+    ] = None
+    max_budget_usd: Annotated[
+        float | None,
+        Flag("spend limit of one task, across its retries and fix rounds", metavar="USD"),
+        Field(gt=0),
+    ] = None
+    budget_usd: Annotated[
+        float | None,
+        Flag("spend limit of the whole run: no new task starts past it", metavar="USD"),
+        Field(gt=0),
+    ] = _run("budget_usd")
+    reviewer: Annotated[
+        str | None, Flag("claude | command | none (default: the agent's backend; none for literal)")
+    ] = None
+    reviewer_command: Annotated[
+        str | None,
+        Flag("argv template of a command reviewer (prints a JSON verdict)", metavar="CMD"),
+    ] = None
+    max_fix_rounds: Annotated[
+        int,
+        Flag("fix rounds after findings or failed checks", metavar="N"),
+        Field(ge=0, le=10),
+    ] = _run("max_fix_rounds")
+    approval: Annotated[Approval, Flag("wait for `approve` before merging")] = _run("approval")
+    agent_timeout: Annotated[
+        float, Flag("seconds before an agent is killed", metavar="S"), Field(gt=0)
+    ] = AgentConfig.model_fields["timeout_s"].default
+    verify_timeout: Annotated[
+        float, Flag("seconds per verification command", metavar="S"), Field(gt=0)
+    ] = _run("verify_timeout_s")
+    max_concurrent: Annotated[
+        int, Flag("tasks running at once", metavar="N"), Field(ge=1, le=64)
+    ] = _run("max_concurrent")
+    heartbeat_timeout: Annotated[
+        float,
+        Flag("seconds of silence before a worker is presumed dead", metavar="S"),
+        Field(ge=1.0),
+    ] = _run("heartbeat_timeout_s")
+    detach: Annotated[bool, Flag("start the run and return")] = False
 
-    # Temporal
-    address: str | None = None  # None: the embedded dev server
-    namespace: str | None = None
-    ui_url: str | None = None
-    detach: bool = False
+    # Temporal, and what every subcommand takes too
+    address: Annotated[
+        str | None,
+        Flag("HOST:PORT of an existing Temporal server (default: the embedded one)", common=True),
+    ] = None
+    namespace: Annotated[
+        str | None,
+        Flag(
+            "Temporal namespace (default: from the environment config, or 'default')", common=True
+        ),
+    ] = None
+    workspace: Annotated[
+        Path,
+        Flag("the pipeline's own clone, worktrees and server data", metavar="DIR", common=True),
+    ] = Field(default_factory=default_workspace)
+    json_output: Annotated[
+        bool, Flag("print one JSON object on stdout", name="--json", common=True)
+    ] = Field(default=False, alias="json")
+    ui_url: str | None = None  # the Web UI of --address, from the environment only
 
 
 def load_settings(**given: Any) -> Settings:

@@ -8,17 +8,18 @@ import argparse
 import asyncio
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from temporalio.client import (
-    Client,
     WorkflowExecutionStatus,
+    WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
+from temporalio.workflow import UpdateMethodMultiParam
 
 from autonomous_pipeline.cli import invocation
 from autonomous_pipeline.cli.approval import approver_key, sign_decision
@@ -48,7 +49,12 @@ from autonomous_pipeline.models.steer import (
     SteerRequest,
 )
 from autonomous_pipeline.workflows.outcome import outcome_line
+from autonomous_pipeline.workflows.plan import PlanWorkflow
 from autonomous_pipeline.workflows.steering import find_task
+from autonomous_pipeline.workflows.task import TaskWorkflow
+
+W = TypeVar("W")  # a workflow class
+Q = TypeVar("Q")  # an update's request
 
 EXIT_OK, EXIT_REFUSED = 0, 2
 STEER = tuple(k.value for k in SteerKind)
@@ -99,7 +105,11 @@ async def control(command: str, args: argparse.Namespace, settings: Settings) ->
             req = SteerRequest(
                 kind=SteerKind(command), task=task, now=bool(getattr(args, "now", False))
             )
-            message = await _update(found.client, found.handle.id, "steer", req)
+            message = await _update(
+                found.client.get_workflow_handle_for(PlanWorkflow.run, found.handle.id),
+                PlanWorkflow.steer,
+                req,
+            )
     except Refused as exc:
         return _answer(settings, found, command, task, None, str(exc))
     return _answer(settings, found, command, task, message, None)
@@ -132,12 +142,16 @@ def _answer(
     return EXIT_OK if refusal is None else EXIT_REFUSED
 
 
-async def _update(client: Client, workflow_id: str, name: str, req: Any) -> str:
+async def _update(
+    handle: WorkflowHandle[W, Any],
+    update: UpdateMethodMultiParam[[W, Q], SteerReply],
+    req: Q,
+) -> str:
+    """Send a steering update through the workflow's own handler: its name and its types come
+    from the workflow class, never from a string here."""
     try:
         reply = await asyncio.wait_for(
-            client.get_workflow_handle(workflow_id).execute_update(
-                name, req, result_type=SteerReply, rpc_timeout=UPDATE_TIMEOUT
-            ),
+            handle.execute_update(update, req, rpc_timeout=UPDATE_TIMEOUT),
             UPDATE_TIMEOUT.total_seconds(),
         )
     except WorkflowUpdateFailedError as exc:
@@ -171,7 +185,7 @@ async def answering(found: Found) -> RunProgress | None:
         if not await worker_seen(found.client):
             return None
         return await asyncio.wait_for(
-            found.handle.query("status", result_type=RunProgress, rpc_timeout=QUERY_TIMEOUT),
+            run_handle(found).query(PlanWorkflow.status_query, rpc_timeout=QUERY_TIMEOUT),
             QUERY_TIMEOUT.total_seconds() + 5,
         )
     except (RPCError, WorkflowQueryFailedError, TimeoutError):
@@ -209,7 +223,7 @@ async def _finished_text(found: Found, command: str) -> str:
 
 async def _signed(found: Found, raw: str, approved: bool) -> tuple[str, str | None, str]:
     """(the task's workflow id, the commit waiting for approval or None, the signed decision)."""
-    progress: RunProgress = await found.handle.query("status", result_type=RunProgress)
+    progress = await run_handle(found).query(PlanWorkflow.status_query)
     tasks = {t.id: t for t in progress.tasks}
     tid = find_task(tasks, raw)
     if tid is None:
@@ -217,10 +231,10 @@ async def _signed(found: Found, raw: str, approved: bool) -> tuple[str, str | No
     t = tasks[tid]
     if t.status is not TaskStatus.RUNNING or t.workflow_id is None:
         raise Refused(f"task {tid} is not waiting for approval: it is {t.status.value}")
-    live = await found.client.get_workflow_handle(t.workflow_id).query(
-        "status", result_type=TaskResult
+    live = await found.client.get_workflow_handle_for(TaskWorkflow.run, t.workflow_id).query(
+        TaskWorkflow.status
     )
-    waiting = live.approval_commit if live is not None else None
+    waiting = live.approval_commit
     if waiting is None:
         # The task's own validator says what it is doing instead.
         return t.workflow_id, None, ""
@@ -234,7 +248,14 @@ async def _signed(found: Found, raw: str, approved: bool) -> tuple[str, str | No
 async def _decide(found: Found, raw: str, approved: bool, reason: str | None) -> str:
     child, _, token = await _signed(found, raw, approved)
     req = DecideRequest(approved=approved, token=token, reason=reason)
-    return await _update(found.client, child, "decide", req)
+    return await _update(
+        found.client.get_workflow_handle_for(TaskWorkflow.run, child), TaskWorkflow.decide, req
+    )
+
+
+def run_handle(found: Found) -> WorkflowHandle[PlanWorkflow, PlanResult]:
+    """The run's handle, typed by its workflow: queries and updates name its handlers."""
+    return found.client.get_workflow_handle_for(PlanWorkflow.run, found.handle.id)
 
 
 # ------------------------------------------------------------------ status

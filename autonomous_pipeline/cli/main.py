@@ -14,13 +14,13 @@ from pydantic import ValidationError
 
 from autonomous_pipeline.cli import invocation
 from autonomous_pipeline.cli.dry_run import plan_json, render_tree
+from autonomous_pipeline.cli.flags import add_settings
 from autonomous_pipeline.cli.plan_input import load_plan
 from autonomous_pipeline.cli.progress import console
 from autonomous_pipeline.cli.runs import STATUSES
 from autonomous_pipeline.cli.sandbox import assign_sandboxes
 from autonomous_pipeline.config import Settings, load_settings
 from autonomous_pipeline.errors import PipelineError, PlanError, UsageError
-from autonomous_pipeline.models.sandbox import AgentNetwork, ContainerRuntime, SandboxKind
 from autonomous_pipeline.plan_format.checks import unverified_warning
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -42,22 +42,6 @@ SUBCOMMANDS = {
 CONTROL_ARGS = ("workflow_id", "task", "now", "action", "status", "reason")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--address", help="HOST:PORT of an existing Temporal server (default: the embedded one)"
-    )
-    p.add_argument(
-        "--namespace",
-        help="Temporal namespace (default: from the environment config, or 'default')",
-    )
-    p.add_argument(
-        "--workspace", metavar="DIR", help="the pipeline's own clone, worktrees and server data"
-    )
-    p.add_argument(
-        "--json", action="store_true", default=None, help="print one JSON object on stdout"
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     width = max(len(c) for c in SUBCOMMANDS)
     listing = "\n".join(f"  {c:<{width}}  {what}" for c, what in SUBCOMMANDS.items())
@@ -69,168 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    p.add_argument("--plan", help="the plan file (MASTER_PLAN.md)")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        default=None,
-        help="parse, validate and print the plan; run nothing",
-    )
-    p.add_argument(
-        "--start-batch",
-        metavar="ID",
-        help="first batch to run (numeric ids by value, others by position)",
-    )
-    p.add_argument("--end-batch", metavar="ID", help="last batch to run")
-    p.add_argument(
-        "--rerun-done", action="store_true", default=None, help="run tasks the plan marks as done"
-    )
-    p.add_argument(
-        "--retry-failed",
-        action="store_true",
-        default=None,
-        help="run a finished run's failed tasks again",
-    )
-    p.add_argument(
-        "--share-target",
-        action="store_true",
-        default=None,
-        help="start even while a run of another plan is open on the same target branch",
-    )
-    p.add_argument(
-        "--repo",
-        metavar="PATH",
-        help="the repository to work on (default: .); never written to but by ref pushes",
-    )
-    p.add_argument(
-        "--base",
-        metavar="REF",
-        help="branch the target starts from (default: the repo's current branch)",
-    )
-    p.add_argument(
-        "--target-branch",
-        metavar="BRANCH",
-        help="branch that receives merged tasks (default: pipeline/<plan-name>)",
-    )
-    p.add_argument("--agent", help="agent backend: claude (default), command, literal")
-    p.add_argument(
-        "--agent-command",
-        metavar="CMD",
-        help="argv template for --agent command: {prompt_file} {task_id} {workdir}",
-    )
-    p.add_argument(
-        "--agent-env",
-        metavar="NAMES",
-        help="comma-separated environment variables the agent and checks get (values from the "
-        "worker; credentials the agent needs must be named here)",
-    )
-    p.add_argument(
-        "--sandbox",
-        choices=[k.value for k in SandboxKind],
-        help="where agents, reviewers and checks run, for batches whose **Execution Mode:** "
-        "names none: worktree (default: namespaces around a git worktree), container (podman "
-        "or docker), dagger",
-    )
-    p.add_argument(
-        "--override-execution-mode",
-        action="store_true",
-        default=None,
-        help="use --sandbox for every batch, whatever its **Execution Mode:** says",
-    )
-    p.add_argument(
-        "--agent-network",
-        choices=[n.value for n in AgentNetwork],
-        help="the agents' network: none, internet (never the host's loopback or the control "
-        "plane), host (the worker's own; weakens isolation). Default: internet for claude, "
-        "none otherwise",
-    )
-    p.add_argument(
-        "--no-isolation",
-        action="store_true",
-        default=None,
-        help="run worktree agents without namespaces, where they are not available: they can "
-        "then read the worker's files, signal its processes and reach its network",
-    )
-    p.add_argument(
-        "--container-image",
-        metavar="IMAGE",
-        help="the image of container and dagger batches (default: "
-        ".autonomous-pipeline/container.toml in the repository)",
-    )
-    p.add_argument(
-        "--container-runtime",
-        choices=[r.value for r in ContainerRuntime],
-        help="the container CLI (default: the first of podman, docker on PATH)",
-    )
-    p.add_argument(
-        "--no-confine",
-        dest="confine",
-        action="store_false",
-        default=None,
-        help="no Landlock inside the sandbox (default: writes only to the task's own places)",
-    )
-    p.add_argument("--claude-bin", metavar="PATH", help="the claude CLI (default: claude on PATH)")
-    p.add_argument("--model", help="model for the claude backend")
-    p.add_argument("--max-turns", type=int, metavar="N", help="agent turns per claude run")
-    p.add_argument(
-        "--permission-mode",
-        help="claude permission mode (default acceptEdits: edits in the task's worktree without prompts)",
-    )
-    p.add_argument(
-        "--max-budget-usd",
-        type=float,
-        metavar="USD",
-        help="spend limit of one task, across its retries and fix rounds",
-    )
-    p.add_argument(
-        "--budget-usd",
-        type=float,
-        metavar="USD",
-        help="spend limit of the whole run: no new task starts past it",
-    )
-    p.add_argument(
-        "--reviewer",
-        help="claude | command | none (default: the agent's backend; none for literal)",
-    )
-    p.add_argument(
-        "--reviewer-command",
-        metavar="CMD",
-        help="argv template of a command reviewer (prints a JSON verdict)",
-    )
-    p.add_argument(
-        "--max-fix-rounds",
-        type=int,
-        metavar="N",
-        help="fix rounds after findings or failed checks (default 2)",
-    )
-    p.add_argument(
-        "--approval",
-        choices=["always", "large", "never"],
-        help="wait for `approve` before merging (default never)",
-    )
-    p.add_argument(
-        "--agent-timeout",
-        type=float,
-        metavar="S",
-        help="seconds before an agent is killed (default 1800)",
-    )
-    p.add_argument(
-        "--verify-timeout",
-        type=float,
-        metavar="S",
-        help="seconds per verification command (default 600)",
-    )
-    p.add_argument(
-        "--max-concurrent", type=int, metavar="N", help="tasks running at once (default 4)"
-    )
-    p.add_argument(
-        "--heartbeat-timeout",
-        type=float,
-        metavar="S",
-        help="seconds of silence before a worker is presumed dead",
-    )
-    p.add_argument("--detach", action="store_true", default=None, help="start the run and return")
-    _common(p)
+    add_settings(p)
     return p
 
 
@@ -259,7 +82,7 @@ def build_control_parser(command: str) -> argparse.ArgumentParser:
     if command == "approval-token":
         # Parsed as `now`: False signs a rejection.
         p.add_argument("--reject", dest="now", action="store_true", help="the token of a rejection")
-    _common(p)
+    add_settings(p, common_only=True)
     return p
 
 
@@ -297,8 +120,6 @@ def refuse_conflicts(settings: Settings) -> None:
         raise UsageError(
             f"--reviewer-command is for --reviewer command, not --reviewer {settings.reviewer}"
         )
-    if settings.approval not in ("always", "large", "never"):
-        raise UsageError(f"--approval {settings.approval!r}: use always, large or never")
 
 
 def run(argv: list[str]) -> int:

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
@@ -51,12 +52,10 @@ from autonomous_pipeline.models.results import (
     PlanResult,
     RunProgress,
     RunStatus,
-    TaskResult,
     TaskStatus,
 )
 from autonomous_pipeline.models.run import (
     AgentConfig,
-    Approval,
     ClaudeOptions,
     PlanRunInput,
     ReviewerConfig,
@@ -66,6 +65,7 @@ from autonomous_pipeline.models.sandbox import SandboxKind
 from autonomous_pipeline.models.steer import RunInfo
 from autonomous_pipeline.workflows.outcome import outcome_line
 from autonomous_pipeline.workflows.plan import PlanWorkflow
+from autonomous_pipeline.workflows.task import TaskWorkflow
 
 
 @dataclass
@@ -154,7 +154,7 @@ async def build_input(
         reviewer=reviewer,
         sandbox=sandbox,
         max_fix_rounds=settings.max_fix_rounds,
-        approval=Approval(settings.approval),
+        approval=settings.approval,
         budget_usd=settings.budget_usd,
         max_concurrent=settings.max_concurrent,
         rerun_done=settings.rerun_done,
@@ -406,17 +406,19 @@ LIVE_FIELDS = (
 )
 
 
-async def live_progress(client: Client, handle: WorkflowHandle) -> RunProgress:
-    """The run's status, with what each running task is doing (asked of the task itself)."""
-    progress: RunProgress = await handle.query("status", result_type=RunProgress)
+async def live_progress(client: Client, handle: WorkflowHandle[Any, Any]) -> RunProgress:
+    """The run's status, with what each running task is doing, asked of the task itself: a task's
+    steps live in its own workflow, and a query costs the run's history nothing (copying every
+    step into the run would add an event per step to a history that must stay small)."""
+    run = client.get_workflow_handle_for(PlanWorkflow.run, handle.id)
+    progress = await run.query(PlanWorkflow.status_query)
     for t in progress.tasks:
         if t.status is TaskStatus.RUNNING and t.workflow_id:
-            child = client.get_workflow_handle(t.workflow_id)
+            child = client.get_workflow_handle_for(TaskWorkflow.run, t.workflow_id)
             with contextlib.suppress(Exception):  # not started yet, or just ended
-                live = await child.query("status", result_type=TaskResult)
-                if live is not None:
-                    for name in LIVE_FIELDS:
-                        setattr(t, name, getattr(live, name))
+                live = await child.query(TaskWorkflow.status)
+                for name in LIVE_FIELDS:
+                    setattr(t, name, getattr(live, name))
     return progress
 
 

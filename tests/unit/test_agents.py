@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -305,14 +306,33 @@ async def test_command_heartbeats_are_throttled(
     assert any(b.startswith("output lines: ") and "last: line " in b for b in beats)
 
 
-def test_presets_are_argv_templates() -> None:
-    assert PRESETS["aider"] == [
-        "aider",
-        "--yes-always",
-        "--no-auto-commits",
-        "--message-file",
-        "{prompt_file}",
-    ]
-    codex = render_argv(PRESETS["codex"], {"prompt_file": "/tmp/p.md"})
-    assert codex[:2] == ["sh", "-c"] and codex[-1] == "/tmp/p.md"
-    assert "codex exec" in codex[2]
+# What each preset's program must receive: the prompt whole (quotes, $, newlines untouched by
+# the shell wrapper) and, for aider, the flag that keeps it from committing (the pipeline commits).
+PROMPT = 'Fix "the" bug in $HOME\'s `code`;\nsecond line: $(not run)\n'
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_each_preset_gives_its_program_the_whole_prompt(preset: str, tmp_path: Path) -> None:
+    seen = tmp_path / "seen.json"
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    program = tools / preset  # the presets run `codex` and `aider` by these names
+    recorder = (
+        "import json, sys\n"
+        "args = sys.argv[1:]\n"
+        "files = {a: open(a).read() for a in args if a.endswith('.md')}\n"
+        f"json.dump({{'args': args, 'files': files}}, open({str(seen)!r}, 'w'))\n"
+    )
+    program.write_text(f"#!{sys.executable}\n{recorder}")
+    program.chmod(0o755)
+    prompt_file = tmp_path / "prompt.md"
+    prompt_file.write_text(PROMPT)
+    argv = render_argv(PRESETS[preset], {"prompt_file": str(prompt_file)})
+    subprocess.run(argv, env={"PATH": f"{tools}:/usr/bin:/bin"}, check=True, timeout=30)
+    got = json.loads(seen.read_text())
+    if preset == "codex":
+        assert got["args"] == ["exec", "--sandbox", "workspace-write", PROMPT]
+    else:
+        assert "--no-auto-commits" in got["args"] and "--yes-always" in got["args"]
+        flag = got["args"].index("--message-file")
+        assert got["files"][got["args"][flag + 1]] == PROMPT

@@ -9,6 +9,7 @@ import pytest
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.results import RunProgress, RunStatus, TaskStatus
 from autonomous_pipeline.models.run import CancelRequest
+from autonomous_pipeline.workflows.plan import PlanWorkflow
 from tests.conftest import md
 from tests.workflows.conftest import Harness, plan_input
 from tests.workflows.fakes import Script
@@ -148,9 +149,16 @@ async def test_pause_holds_new_tasks_until_resume(running: Harness) -> None:
     running.fakes.script.slow["1.1"] = 0.5
     handle = await running.start(plan_input(PLAN, max_concurrent=1))
     await handle.signal("pause")
-    await asyncio.sleep(1.0)
-    p = await handle.query("status", result_type=RunProgress)
+    # The run decides what to start in the workflow task that takes a task's end: once the task
+    # that was running has ended, its status is the decision, with no time to wait out.
+    for _ in range(500):
+        p = await handle.query(PlanWorkflow.status_query)
+        if not [t for t in p.tasks if t.status is TaskStatus.RUNNING]:
+            break
+        await asyncio.sleep(0.02)
     assert p.paused
+    assert [t.status for t in p.tasks].count(TaskStatus.MERGED) <= 1
+    assert {t.status for t in p.tasks} <= {TaskStatus.MERGED, TaskStatus.PENDING}, p.tasks
     started = {tid for name, tid in running.fakes.calls if name == "run_agent"}
     assert len(started) <= 1
     await handle.signal("resume")

@@ -53,7 +53,8 @@ PRESETS: dict[str, list[str]] = {
     "codex": [
         "sh",
         "-c",
-        'exec codex exec --sandbox workspace-write "$(cat "$1")"',
+        # The x keeps the prompt's trailing newlines, which $(...) alone would strip.
+        'p="$(cat "$1"; printf x)"; exec codex exec --sandbox workspace-write "${p%x}"',
         "sh",
         "{prompt_file}",
     ],
