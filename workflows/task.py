@@ -9,6 +9,7 @@ so a restarted worker picks up where a killed one stopped; if no worker serves t
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
@@ -48,6 +49,18 @@ with workflow.unsafe.imports_passed_through():
 
 # How often a task is moved to another worker because its worker vanished.
 MAX_CLAIMS = 3
+
+
+@dataclass
+class Work:
+    """Where a task's change stands between the steps of an attempt."""
+
+    base: str  # what the change is on (the target's tip after a conflict fix)
+    commit: str  # the change's tip
+    rounds: int = 0  # fix rounds spent on checks and findings
+    conflict_fixed: bool = False  # the one conflict fix round is spent
+    # A fix round that changed nothing leaves its request standing for the next round.
+    standing: FixRequest | None = None
 
 
 @workflow.defn
@@ -201,9 +214,23 @@ class TaskWorkflow(TaskSteps):
             )
 
     async def _attempt(self, inp: TaskInput, label: str) -> None:
-        """workspace -> agent -> (verify -> review -> approval -> merge, with fix rounds)."""
+        """The story of one attempt: the agent makes a change; checks and review find what is
+        wrong and fix rounds mend it; a person approves it if asked; it merges, or a merge
+        conflict sends it back to be checked again. Each step returns where the change stands
+        next, or None once the task has ended (its result says how)."""
+        work = await self._first_change(inp, label)
+        while work is not None:
+            fix = await self._findings(inp, label, work)
+            if fix is not None:
+                work = await self._fix_round(inp, label, work, fix)
+                continue
+            if not await self._approved(inp, label, work.commit):
+                return
+            work = await self._merge_or_rework(inp, label, work)
+
+    async def _first_change(self, inp: TaskInput, label: str) -> Work | None:
+        """workspace -> agent: the task's first commit, or None (the agent failed or did nothing)."""
         task, opts, res = inp.task, inp.options, self.result
-        assert res is not None
         res.phase = "workspace"
         ws: PrepareWorkspaceOut = await self._act(
             PREPARE_WORKSPACE,
@@ -225,103 +252,101 @@ class TaskWorkflow(TaskSteps):
         # One session for every run of the agent on this task: retries and fix rounds resume it.
         if self.session_id is None:
             self.session_id = str(workflow.uuid4())
-
         res.phase = "agent"
         agent = await self._run_agent(inp, label, base, start=base, fix=None)
         if agent is None:
-            return
+            return None
         if agent.commit is None:
             res.status, res.error = TaskStatus.NO_OP, None
-            return
-        commit = agent.commit
-        rounds = 0
-        conflict_fixed = False
-        # A fix round that changed nothing leaves its request standing: no reason to verify again.
-        standing: FixRequest | None = None
-        while True:
-            if standing is not None:
-                fix, standing = standing, None
-            else:
-                fix = FixRequest()
-                checks_ok = await self._verify(inp, label, base, commit)
-                if not checks_ok:
-                    fix.failed = [c for c in res.checks if not c.passed and not c.pre_existing]
-                    fix.failing_checks = [c.command for c in fix.failed]
-                else:
-                    verdict = await self._review(inp, label, base, commit)
-                    if not verdict.approved:
-                        fix.findings = verdict.blocking or verdict.findings
-            if fix.failing_checks or fix.findings:
-                if rounds >= opts.max_fix_rounds:
-                    res.status = TaskStatus.FAILED
-                    res.error = unresolved(fix, rounds)
-                    return
-                rounds += 1
-                res.phase = f"fix round {rounds}"
-                fixed = await self._run_agent(inp, label, base, start=commit, fix=fix)
-                if fixed is None:
-                    return
-                if fixed.commit is None and workflow.patched("fix-no-change"):
-                    fix.unchanged_rounds += 1
-                    standing = fix
-                    continue
-                commit = fixed.commit or commit
-                continue
+            return None
+        return Work(base=base, commit=agent.commit)
 
-            if not await self._approved(inp, label, commit):
-                return
-            res.phase = "merge"
-            await self._tell_parent("task_merging")
-            merge = await self._merge(inp, label, base, commit)
-            if merge.merged:
-                res.status, res.commit, res.error = TaskStatus.MERGED, merge.commit, None
-                return
-            if merge.on_target:
-                # Nothing of this task's was published: `commit` is the one that carries it.
-                res.status, res.commit, res.error = TaskStatus.ON_TARGET, merge.commit, None
-                return
-            if merge.conflict_paths and not conflict_fixed:
-                # One fix round with the conflicting files, on top of the target's tip.
-                conflict_fixed = True
-                res.phase = "conflict fix"
-                await self._tell_parent("task_working")
-                prep: ConflictFixOut = await self._act(
-                    PREPARE_CONFLICT_FIX,
-                    ConflictFixIn(
-                        run_key=inp.run_key,
-                        task_id=task.id,
-                        repo=opts.repo,
-                        target_branch=opts.target_branch,
-                        base_commit=base,
-                        commit=commit,
-                    ),
-                    start_to_close_timeout=policies.GIT_TIMEOUT,
-                    heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
-                    retry_policy=policies.GIT_RETRY,
-                    summary=f"{label} — prepare conflict fix",
-                )
-                base = res.base_commit = prep.base_commit
-                fixed = await self._run_agent(
-                    inp,
-                    label,
-                    base,
-                    start=base,
-                    fix=FixRequest(conflicts=prep.conflict_paths or merge.conflict_paths),
-                )
-                if fixed is None:
-                    return
-                if fixed.commit is None:
-                    res.status, res.error = (
-                        TaskStatus.FAILED,
-                        "merge conflict: the fix round left nothing to merge",
-                    )
-                    return
-                commit = fixed.commit
-                continue
+    async def _findings(self, inp: TaskInput, label: str, work: Work) -> FixRequest | None:
+        """What the change must fix (failing checks, else the review's findings), or None."""
+        if work.standing is not None:
+            # The last fix round changed nothing: its request stands, with no reason to verify.
+            fix, work.standing = work.standing, None
+            return fix
+        fix = FixRequest()
+        if not await self._verify(inp, label, work.base, work.commit):
+            fix.failed = [c for c in self.result.checks if not c.passed and not c.pre_existing]
+            fix.failing_checks = [c.command for c in fix.failed]
+        else:
+            verdict = await self._review(inp, label, work.base, work.commit)
+            if not verdict.approved:
+                fix.findings = verdict.blocking or verdict.findings
+        return fix if fix.failing_checks or fix.findings else None
+
+    async def _fix_round(
+        self, inp: TaskInput, label: str, work: Work, fix: FixRequest
+    ) -> Work | None:
+        """One fix round: the change to check again, or None (out of rounds, or the agent failed)."""
+        res = self.result
+        if work.rounds >= inp.options.max_fix_rounds:
+            res.status, res.error = TaskStatus.FAILED, unresolved(fix, work.rounds)
+            return None
+        work.rounds += 1
+        res.phase = f"fix round {work.rounds}"
+        fixed = await self._run_agent(inp, label, work.base, start=work.commit, fix=fix)
+        if fixed is None:
+            return None
+        if fixed.commit is None and workflow.patched("fix-no-change"):
+            fix.unchanged_rounds += 1
+            work.standing = fix
+            return work
+        work.commit = fixed.commit or work.commit
+        return work
+
+    async def _merge_or_rework(self, inp: TaskInput, label: str, work: Work) -> Work | None:
+        """Merge; None once the task has ended (merged, already on the target, or failed). A
+        first merge conflict gets one fix round on the target's tip: that change is returned,
+        to be checked again."""
+        task, opts, res = inp.task, inp.options, self.result
+        res.phase = "merge"
+        await self._tell_parent("task_merging")
+        merge = await self._merge(inp, label, work.base, work.commit)
+        if merge.merged:
+            res.status, res.commit, res.error = TaskStatus.MERGED, merge.commit, None
+            return None
+        if merge.on_target:
+            # Nothing of this task's was published: `commit` is the one that carries it.
+            res.status, res.commit, res.error = TaskStatus.ON_TARGET, merge.commit, None
+            return None
+        if not merge.conflict_paths or work.conflict_fixed:
             res.status = TaskStatus.FAILED
             res.error = (
                 "merge conflict in " + ", ".join(merge.conflict_paths)
                 if merge.conflict_paths
                 else merge.error or "merge failed"
             )
-            return
+            return None
+        # One fix round with the conflicting files, on top of the target's tip.
+        work.conflict_fixed = True
+        res.phase = "conflict fix"
+        await self._tell_parent("task_working")
+        prep: ConflictFixOut = await self._act(
+            PREPARE_CONFLICT_FIX,
+            ConflictFixIn(
+                run_key=inp.run_key,
+                task_id=task.id,
+                repo=opts.repo,
+                target_branch=opts.target_branch,
+                base_commit=work.base,
+                commit=work.commit,
+            ),
+            start_to_close_timeout=policies.GIT_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+            retry_policy=policies.GIT_RETRY,
+            summary=f"{label} — prepare conflict fix",
+        )
+        work.base = res.base_commit = prep.base_commit
+        conflicts = FixRequest(conflicts=prep.conflict_paths or merge.conflict_paths)
+        fixed = await self._run_agent(inp, label, work.base, start=work.base, fix=conflicts)
+        if fixed is None:
+            return None
+        if fixed.commit is None:
+            res.status = TaskStatus.FAILED
+            res.error = "merge conflict: the fix round left nothing to merge"
+            return None
+        work.commit = fixed.commit
+        return work
