@@ -25,7 +25,8 @@ from autonomous_pipeline.backends.workspace.layout import TaskRef
 from autonomous_pipeline.models.failure import AgentFailure
 from autonomous_pipeline.models.sandbox import SandboxKind
 
-# Called with a short progress note whenever the agent shows signs of life.
+# Sets the progress note the activity's heartbeat carries next (activities.heartbeat sends it on
+# its own clock): cheap to call on every line, so a backend neither throttles nor ticks.
 Heartbeat = Callable[[str], None]
 
 

@@ -80,7 +80,6 @@ NO_CREDENTIALS_ISOLATED = (
 )
 # Linux refuses a single argument over 128 KiB; longer prompts go through stdin.
 PROMPT_ARG_MAX_BYTES = 100_000
-HEARTBEAT_EVERY_S = 2.0
 # The CLI sometimes keeps running after its result line (anthropics/claude-code#25629, #39700):
 # give it this long to exit, then end its process group and go by the result.
 RESULT_GRACE_S = 30.0
@@ -207,34 +206,19 @@ def credentials_problem(
 
 
 class _Progress:
-    """Feeds the stream and sends a throttled heartbeat; a ticker covers silent stretches."""
+    """Feeds the stream, keeps the progress note current, and says when the result line came."""
 
-    def __init__(self, heartbeat: Heartbeat, stream: ClaudeStream) -> None:
-        self.heartbeat = heartbeat
+    def __init__(self, note: Heartbeat, stream: ClaudeStream) -> None:
+        self.note = note
         self.stream = stream
-        self.started = time.monotonic()
-        self.beaten = float("-inf")
         self.result_seen = asyncio.Event()
+        note("claude started, no events yet")
 
     def on_line(self, line: str) -> None:
         if self.stream.feed(line) and self.stream.result is not None:
             self.result_seen.set()
-        self.beat()
-
-    def beat(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.beaten < HEARTBEAT_EVERY_S:
-            return
-        self.beaten = now
         if self.stream.events:
-            self.heartbeat(self.stream.note())
-        else:
-            self.heartbeat(f"claude running for {now - self.started:.0f} s, no events yet")
-
-    async def tick(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_EVERY_S)
-            self.beat()
+            self.note(self.stream.note())
 
 
 class ClaudeCliAgent:
@@ -400,8 +384,6 @@ class ClaudeCliAgent:
             fh.write(redact(f"$ {shlex.join(shown)}") + (" < prompt\n" if on_stdin else "\n"))
         stream = ClaudeStream()
         progress = _Progress(heartbeat, stream)
-        progress.beat(force=True)
-        ticker = asyncio.create_task(progress.tick())
         proc = asyncio.create_task(
             runner.run(
                 Exec(
@@ -432,7 +414,7 @@ class ClaudeCliAgent:
                         raise asyncio.CancelledError from None  # ours, not only proc's
             result = None if lingered else proc.result()
         finally:
-            for task in (ticker, result_seen, proc):
+            for task in (result_seen, proc):
                 await _stop(task)
         if lingered:
             with request.transcript.open("a", encoding="utf-8") as fh:
@@ -440,7 +422,6 @@ class ClaudeCliAgent:
                     f"\n[claude did not exit {RESULT_GRACE_S:g} s after its result line; "
                     "its process group was ended]\n"
                 )
-        progress.beat(force=True)
         return stream, result
 
     async def preflight(self, isolated: bool = False, on_host: bool = True) -> str | None:

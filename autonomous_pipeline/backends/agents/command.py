@@ -30,13 +30,10 @@ locale, ...) without the worker's credentials; the sandbox sets its TMPDIR and H
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
 import shlex
 import tempfile
-import time
 from pathlib import Path
 
 from autonomous_pipeline.backends.base import (
@@ -61,8 +58,6 @@ PRESETS: dict[str, list[str]] = {
     "aider": ["aider", "--yes-always", "--no-auto-commits", "--message-file", "{prompt_file}"],
 }
 
-# An agent that thinks silently for minutes is still alive; heartbeats go out at this pace.
-HEARTBEAT_EVERY_S = 2.0
 SUMMARY_CHARS = 500
 TEXT_CHARS = 200_000  # the output's tail kept as the outcome's text (a reviewer's verdict)
 ERROR_TAIL_LINES = 20
@@ -108,35 +103,17 @@ def write_prompt(tmp: Path, transcript: Path, prompt: str) -> Path:
 
 
 class _Progress:
-    """Counts output lines and sends a throttled heartbeat."""
+    """Counts output lines and keeps the progress note current."""
 
-    def __init__(self, heartbeat: Heartbeat) -> None:
-        self.heartbeat = heartbeat
+    def __init__(self, note: Heartbeat) -> None:
+        self.note = note
         self.lines = 0
-        self.last = ""
-        self.started = time.monotonic()
-        self.beaten = float("-inf")
+        note("started, no output yet")
 
     def on_line(self, line: str) -> None:
         self.lines += 1
         if line.strip():
-            self.last = line.strip()
-        self.beat()
-
-    def beat(self) -> None:
-        now = time.monotonic()
-        if now - self.beaten < HEARTBEAT_EVERY_S:
-            return
-        self.beaten = now
-        if self.lines:
-            self.heartbeat(f"output lines: {self.lines}, last: {self.last[:200]}")
-        else:
-            self.heartbeat(f"running for {now - self.started:.0f} s, no output yet")
-
-    async def tick(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_EVERY_S)
-            self.beat()
+            self.note(f"output lines: {self.lines}, last: {line.strip()[:200]}")
 
 
 class CommandAgent:
@@ -172,8 +149,6 @@ class CommandAgent:
             fh.write(redact(f"$ {shlex.join(argv)}\n"))
 
         progress = _Progress(heartbeat)
-        progress.beat()
-        ticker = asyncio.create_task(progress.tick())
         try:
             result = await runner.run(
                 Exec(
@@ -195,10 +170,6 @@ class CommandAgent:
             )
         except OSError as exc:
             return AgentOutcome(succeeded=False, error=redact(f"could not start the agent: {exc}"))
-        finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
 
         lines = [ln for ln in result.output.splitlines() if ln.strip()]
         summary = redact(lines[-1].strip()[:SUMMARY_CHARS]) if lines else ""
