@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -25,15 +24,16 @@ from autonomous_pipeline.cli import invocation
 from autonomous_pipeline.cli.approval import approver_key, sign_decision
 from autonomous_pipeline.cli.connect import run_key_of
 from autonomous_pipeline.cli.locate import Found, find_run, worker_seen
-from autonomous_pipeline.cli.progress import console, print_summary, result_json
+from autonomous_pipeline.cli.progress import console, print_summary
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.cli.run import live_progress
 from autonomous_pipeline.cli.runs import counts_of, list_runs
 from autonomous_pipeline.cli.server import stop_server
-from autonomous_pipeline.cli.task_detail import detail_json, detail_lines
+from autonomous_pipeline.cli.task_detail import detail_lines, detail_report
 from autonomous_pipeline.cli.terminal import safe
 from autonomous_pipeline.config import Settings
 from autonomous_pipeline.errors import UsageError
+from autonomous_pipeline.models.reports import RunReport, SteerAnswer
 from autonomous_pipeline.models.results import (
     PlanResult,
     ProgressMemo,
@@ -124,17 +124,14 @@ def _answer(
     refusal: str | None,
 ) -> int:
     if settings.json_output:
-        print(
-            json.dumps(
-                {
-                    "workflow_id": found.handle.id,
-                    "command": command,
-                    "task": task,
-                    "accepted": refusal is None,
-                    "message": message if refusal is None else refusal,
-                }
-            )
+        answer = SteerAnswer(
+            workflow_id=found.handle.id,
+            command=command,
+            task=task,
+            accepted=refusal is None,
+            message=(message if refusal is None else refusal) or "",
         )
+        print(answer.model_dump_json())
     elif refusal is None:
         print(message)
     else:
@@ -275,7 +272,7 @@ async def show_status(found: Found, task: str | None, settings: Settings) -> int
         if task:
             return _show_task(result.tasks, task, key, repo, settings, out)
         if settings.json_output:
-            print(json.dumps(result_json(result)))  # the run's result contract, as is
+            print(RunReport.finished_run(result, link).model_dump_json())
         else:
             print_summary(result, out, repo=repo)
             if link:
@@ -292,7 +289,7 @@ async def show_status(found: Found, task: str | None, settings: Settings) -> int
     if task:
         return _show_task(progress.tasks, task, key, repo, settings, out)
     if settings.json_output:
-        print(json.dumps(progress.model_dump(mode="json") | {"ui_url": link}))
+        print(RunReport.running(progress, link).model_dump_json())
     else:
         out.print(safe(progress_text(progress)), markup=False)
         if link:
@@ -314,7 +311,7 @@ def _show_task(
         raise UsageError(f"this run has no task {raw!r} (its tasks: {', '.join(list(by_id)[:20])})")
     t = by_id[tid]
     if settings.json_output:
-        print(json.dumps(detail_json(t, key, repo)))
+        print(detail_report(t, key, repo).model_dump_json())
     else:
         for line in detail_lines(t, key, repo):
             out.print(line, markup=False)
@@ -334,15 +331,8 @@ async def _show_memo(
         f"Start one: {found.worker_hint()}"
     )
     if settings.json_output:
-        data: dict[str, Any] = {
-            "workflow_id": found.handle.id,
-            "status": "running",
-            "worker": False,
-            "note": note,
-            "memo": memo.model_dump(mode="json") if memo else None,
-            "ui_url": found.ui_link(),
-        }
-        print(json.dumps(data))
+        report = RunReport.from_memo(found.handle.id, memo, note, found.ui_link())
+        print(report.model_dump_json())
         return EXIT_OK
     console(stderr=True).print(note, markup=False)
     if memo is None:

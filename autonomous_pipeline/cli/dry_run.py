@@ -2,53 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
 from autonomous_pipeline.models.plan import CheckKind, Plan, Task
-
-
-def plan_json(plan: Plan) -> dict[str, Any]:
-    """The `--dry-run --json` contract. Ids are strings; batches are in run order."""
-    return {
-        "title": plan.title,
-        "batches": [
-            {
-                "id": b.id,
-                "title": b.title,
-                "line": b.line,
-                "depends_on": list(b.depends_on),
-                "execution_mode": b.execution_mode,
-                "sandbox": b.sandbox.value if b.sandbox else None,
-                "tasks": [_task_json(t) for t in b.tasks],
-            }
-            for b in plan.batches
-        ],
-        "done_elsewhere": [
-            {"id": t.id, "title": t.title, "line": t.line} for t in plan.done_elsewhere
-        ],
-        "warnings": [{"line": w.line, "message": w.message} for w in plan.warnings],
-    }
-
-
-def _task_json(t: Task) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "title": t.title,
-        "line": t.line,
-        "depends_on": list(t.depends_on),
-        "done": t.done,
-        "files": [{"action": f.action, "path": f.path} for f in t.files],
-        # Both kinds, in the plan's order (the contract since the first version)...
-        "verification": [c.text for c in t.verification],
-        # ...and told apart: what is run, and what the reviewer judges.
-        "commands": t.commands,
-        "criteria": t.criteria,
-        "instructions": t.instructions,
-    }
 
 
 def render_tree(plan: Plan, filename: str, console: Console) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import traceback
@@ -13,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from autonomous_pipeline.cli import invocation
-from autonomous_pipeline.cli.dry_run import plan_json, render_tree
+from autonomous_pipeline.cli.dry_run import render_tree
 from autonomous_pipeline.cli.flags import add_settings
 from autonomous_pipeline.cli.plan_input import load_plan
 from autonomous_pipeline.cli.progress import console
@@ -21,6 +20,7 @@ from autonomous_pipeline.cli.runs import STATUSES
 from autonomous_pipeline.cli.sandbox import assign_sandboxes
 from autonomous_pipeline.config import Settings, load_settings
 from autonomous_pipeline.errors import PipelineError, PlanError, UsageError
+from autonomous_pipeline.models.reports import PlanReport
 from autonomous_pipeline.plan_format.checks import unverified_warning
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -149,7 +149,7 @@ def run(argv: list[str]) -> int:
         plan.warnings = sorted([*plan.warnings, bare], key=lambda w: w.line)
     if settings.dry_run:
         if settings.json_output:
-            print(json.dumps(plan_json(plan), ensure_ascii=False))
+            print(PlanReport.of(plan).model_dump_json())
         else:
             render_tree(plan, filename, console())
         return EXIT_OK

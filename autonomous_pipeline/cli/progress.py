@@ -159,36 +159,6 @@ def print_summary(result: PlanResult, console: Console, repo: str | None = None)
                 console.print(line, markup=False)
 
 
-def result_json(result: PlanResult) -> dict[str, Any]:
-    """The `--json` contract of a finished run."""
-    return {
-        "workflow_id": result.workflow_id,
-        "status": result.status.value,
-        "target_branch": result.target_branch,
-        "target_commit": result.target_commit,
-        "tasks": [
-            {
-                "id": t.id,
-                "status": t.status.value,
-                "commit": t.commit,
-                "attempts": t.attempts,
-                "duration_s": t.duration_s,
-                "error": t.error,
-                "cost_usd": t.cost_usd,
-                "tokens_in": t.tokens_in,
-                "tokens_out": t.tokens_out,
-                "agent_runs": t.agent_runs,
-                "review_rounds": t.review_rounds,
-                "verdict": t.verdict.model_dump(mode="json") if t.verdict else None,
-                "sandbox": t.sandbox,
-                "permission_denials": t.permission_denials,
-            }
-            for t in result.tasks
-        ],
-        "total_cost_usd": result.total_cost_usd,
-    }
-
-
 def is_terminal(stderr: bool = False) -> bool:
     return (sys.stderr if stderr else sys.stdout).isatty()
 

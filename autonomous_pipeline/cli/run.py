@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import shlex
 import subprocess
 import sys
@@ -38,7 +37,6 @@ from autonomous_pipeline.cli.progress import (
     console,
     is_terminal,
     print_summary,
-    result_json,
 )
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.cli.runs import open_runs_into
@@ -48,6 +46,7 @@ from autonomous_pipeline.cli.terminal import safe
 from autonomous_pipeline.config import Settings
 from autonomous_pipeline.errors import UsageError
 from autonomous_pipeline.models.plan import Plan
+from autonomous_pipeline.models.reports import RunReport, Started
 from autonomous_pipeline.models.results import (
     PlanResult,
     RunProgress,
@@ -280,7 +279,7 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
         )
         if before.status is not RunStatus.COMPLETED:
             err.print("re-run with --retry-failed to run its failed tasks again")
-        return report(before, settings, out)
+        return report(before, settings, out, link)
     if status == WorkflowExecutionStatus.RUNNING:
         err.print(f"attaching to run {workflow_id}, already in progress")
     else:
@@ -322,17 +321,10 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
     if settings.detach:
         if target.embedded:
             _spawn_worker(settings, target.address, workflow_id)
-        print(
-            json.dumps(
-                {
-                    "workflow_id": workflow_id,
-                    "target_branch": inp.options.target_branch,
-                    "ui_url": link,
-                }
-            )
-            if settings.json_output
-            else workflow_id
+        started = Started(
+            workflow_id=workflow_id, target_branch=inp.options.target_branch, ui_url=link
         )
+        print(started.model_dump_json() if settings.json_output else workflow_id)
         return 0
     if target.embedded:
         from autonomous_pipeline.worker import make_worker
@@ -343,7 +335,7 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
             result = await follow(target.client, handle, err if settings.json_output else out)
     else:
         result = await follow(target.client, handle, err if settings.json_output else out)
-    return report(result, settings, out)
+    return report(result, settings, out, link)
 
 
 def _details(inp: PlanRunInput) -> str:
@@ -422,9 +414,9 @@ async def live_progress(client: Client, handle: WorkflowHandle[Any, Any]) -> Run
     return progress
 
 
-def report(result: PlanResult, settings: Settings, out: Console) -> int:
+def report(result: PlanResult, settings: Settings, out: Console, ui_url: str | None = None) -> int:
     if settings.json_output:
-        print(json.dumps(result_json(result)))
+        print(RunReport.finished_run(result, ui_url).model_dump_json())
     else:
         print_summary(result, out, repo=str(settings.repo.expanduser().resolve()))
     bad = any(t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) for t in result.tasks)

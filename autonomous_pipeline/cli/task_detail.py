@@ -5,9 +5,9 @@ the transcript, and how to get the kept branch into their own repository."""
 from __future__ import annotations
 
 import shlex
-from typing import Any
 
 from autonomous_pipeline.cli.terminal import safe
+from autonomous_pipeline.models.reports import TaskReport
 from autonomous_pipeline.models.results import TaskResult, TaskStatus
 
 CHECK_TAIL_LINES = 15
@@ -85,7 +85,5 @@ def _lines(t: TaskResult, run_key: str, repo: str | None, brief: bool) -> list[s
     return out
 
 
-def detail_json(t: TaskResult, run_key: str, repo: str | None) -> dict[str, Any]:
-    data: dict[str, Any] = t.model_dump(mode="json")
-    data["fetch_command"] = fetch_command(t, run_key, repo)
-    return data
+def detail_report(t: TaskResult, run_key: str, repo: str | None) -> TaskReport:
+    return TaskReport(**dict(t), fetch_command=fetch_command(t, run_key, repo))
