@@ -354,9 +354,9 @@ class PlanWorkflow:
                 # still held back by another failed task are skipped again at once).
                 for dep in sched.dependants(tid):
                     d = self.results[dep]
-                    if d.status is TaskStatus.SKIPPED and (
-                        d.blocked_by is not None or (d.error or "").startswith("dependency ")
-                    ):
+                    # A field, not the error's text: a replay rebuilds it for older runs too,
+                    # since the skip that sets it is this code's.
+                    if d.status is TaskStatus.SKIPPED and d.blocked_by is not None:
                         d.status, d.error, d.blocked_by = TaskStatus.PENDING, None, None
 
     async def _drain(self) -> None:

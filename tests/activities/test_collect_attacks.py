@@ -7,6 +7,7 @@ there, or reads, is a way out. Each test is one attack, through the real run_age
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,10 @@ async def test_a_huge_file_is_left_out_unless_the_task_names_it(ws: Workspace) -
     assert out.succeeded, out.error
     assert committed(wt) == ["work.txt"]
     assert any(line.startswith("dump.bin") for line in out.left_out), out.left_out
+    # Left out before `git add`: never hashed into the clone, where it would stay for good.
+    blob = sh(wt, "hash-object", "dump.bin")
+    stored = subprocess.run(["git", "-C", str(wt), "cat-file", "-e", blob], capture_output=True)
+    assert stored.returncode != 0, "the left-out file was written into the clone's objects"
 
 
 async def test_a_loop_of_links_is_refused_not_a_crash(ws: Workspace) -> None:

@@ -177,3 +177,29 @@ async def test_utf8_split_across_chunks_decodes(tmp_path: Path) -> None:
     res = await run_process([PY, "-c", script], cwd=tmp_path, on_line=got.append)
     assert res.output == "aé€\n"
     assert got == ["aé€"]
+
+
+def test_a_recorded_group_is_killed_only_while_its_leader_is_the_process_recorded(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    leader = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        record = tmp_path / "group"
+        # The pid was reused: same number, another start time. Left alone, record dropped.
+        record.write_text(f"{leader.pid} 1")
+        assert _proc.kill_recorded_group(record) is False
+        assert leader.poll() is None and not record.exists()
+        # Garbage and init are never killed.
+        record.write_text("1 " + _proc.start_time(1))
+        assert _proc.kill_recorded_group(record) is False
+        record.write_text("not a pid")
+        assert _proc.kill_recorded_group(record) is False
+        # Still the process recorded: its group is killed.
+        record.write_text(f"{leader.pid} {_proc.start_time(leader.pid)}")
+        assert _proc.kill_recorded_group(record) is True
+        assert leader.wait(timeout=10) == -9
+    finally:
+        leader.kill()
+        leader.wait()
