@@ -32,9 +32,9 @@ def load_plan(path: Path, start: str | None = None, end: str | None = None) -> P
     if len(data) > MAX_PLAN_BYTES:
         size = path.stat().st_size if path.is_file() else len(data)
         message = (
-            f"the plan is {size / 1e6:.0f} MB; a plan can be at most {MAX_PLAN_BYTES // 2**20} MB "
-            "(it travels in the run's input): split it, or select batches with --start/--end "
-            "from a smaller file"
+            f"the plan is {size / 2**20:.0f} MiB; a plan can be at most "
+            f"{MAX_PLAN_BYTES // 2**20} MiB (it travels in the run's input): split it into "
+            "files of a few batches each"
         )
         raise PlanError([PlanIssue(line=1, message=message)])
     return PlanFile(select_batches(_parse_quickly(data), start, end), data)

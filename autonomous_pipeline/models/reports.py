@@ -7,6 +7,8 @@ worker (read from its memo) or finished (its result).
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from autonomous_pipeline.models.plan import Plan, Task
@@ -44,36 +46,32 @@ class RunReport(BaseModel):
 
     @classmethod
     def finished_run(cls, result: PlanResult, ui_url: str | None = None) -> RunReport:
-        return cls(
-            workflow_id=result.workflow_id,
-            status=result.status,
-            finished=True,
-            target_branch=result.target_branch,
-            target_commit=result.target_commit,
-            total_cost_usd=result.total_cost_usd,
-            total_tasks=len(result.tasks),
-            counts=_counts(result.tasks),
-            tasks=result.tasks,
-            message=result.message,
-            ui_url=ui_url,
-        )
+        return cls._of(result, ui_url, finished=True, message=result.message)
 
     @classmethod
     def running(cls, progress: RunProgress, ui_url: str | None = None) -> RunReport:
-        return cls(
-            workflow_id=progress.workflow_id,
-            status=progress.status,
+        return cls._of(
+            progress,
+            ui_url,
             finished=False,
             worker=True,
             paused=progress.paused,
             cancelling=progress.cancelling,
-            target_branch=progress.target_branch,
-            target_commit=progress.target_commit,
-            total_cost_usd=progress.total_cost_usd,
-            total_tasks=len(progress.tasks),
-            counts=_counts(progress.tasks),
-            tasks=progress.tasks,
+        )
+
+    @classmethod
+    def _of(cls, run: PlanResult | RunProgress, ui_url: str | None, **state: Any) -> RunReport:
+        return cls(
+            workflow_id=run.workflow_id,
+            status=run.status,
+            target_branch=run.target_branch,
+            target_commit=run.target_commit,
+            total_cost_usd=run.total_cost_usd,
+            total_tasks=len(run.tasks),
+            counts=_counts(run.tasks),
+            tasks=run.tasks,
             ui_url=ui_url,
+            **state,
         )
 
     @classmethod

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from autonomous_pipeline.cli.approval import public_key, sign_decision
+from autonomous_pipeline.cli.redaction import data_converter
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.results import PlanResult, RunProgress, TaskResult, TaskStatus
 from autonomous_pipeline.models.run import Approval, CancelRequest, ReviewerConfig
@@ -35,7 +35,7 @@ from tests.workflows.conftest import plan_input
 from tests.workflows.fakes import FakeActivities, Script
 
 # Raise this with every change to a workflow's commands; each version keeps its own histories.
-VERSION = "v5"
+VERSION = "v6"
 OUT = Path(__file__).resolve().parent / "histories" / VERSION
 PLAN = md(
     """
@@ -112,7 +112,7 @@ async def main() -> None:
     for old in OUT.glob("*.json"):
         old.unlink()
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=test_server_path(), data_converter=pydantic_data_converter
+        test_server_existing_path=test_server_path(), data_converter=data_converter()
     ) as env:
         c = env.client
         await scenario(c, "all-merged", Script())

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from autonomous_pipeline.cli.redaction import data_converter
 from autonomous_pipeline.workflows.plan import PlanWorkflow
 from autonomous_pipeline.workflows.task import TaskWorkflow
 
@@ -54,8 +54,6 @@ def test_every_shape_is_recorded(version: str) -> None:
 async def test_history_replays(path: Path) -> None:
     workflow_id = path.stem.replace("__", "/")
     history = WorkflowHistory.from_json(workflow_id, path.read_text())
-    replayer = Replayer(
-        workflows=[PlanWorkflow, TaskWorkflow], data_converter=pydantic_data_converter
-    )
+    replayer = Replayer(workflows=[PlanWorkflow, TaskWorkflow], data_converter=data_converter())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

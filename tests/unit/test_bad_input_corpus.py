@@ -177,7 +177,7 @@ PLANS = [
     Case(
         "plan file over the size limit",
         GOOD + "x" * (5 * 1024 * 1024),
-        expect=("at most 4 MB", "split it"),
+        expect=("is 5 MiB", "at most 4 MiB", "split it"),
         line=1,
     ),
     Case(
