@@ -139,7 +139,7 @@ def run_args(
 
 def check_contract(data: dict[str, Any], target: str, task_ids: list[str]) -> None:
     """The `--json` result: exactly these keys and types, tasks in plan order."""
-    assert RESULT_KEYS <= set(data), data
+    assert set(data) >= RESULT_KEYS, data
     assert data["finished"] is True and data["tasks_complete"] is True
     assert isinstance(data["workflow_id"], str) and data["workflow_id"].startswith("pipeline-")
     assert data["target_branch"] == target
@@ -147,7 +147,7 @@ def check_contract(data: dict[str, Any], target: str, task_ids: list[str]) -> No
     assert data["target_commit"] is None or SHA.match(data["target_commit"])
     assert [t["id"] for t in data["tasks"]] == task_ids
     for t in data["tasks"]:
-        assert TASK_KEYS <= set(t), t
+        assert set(t) >= TASK_KEYS, t
         assert isinstance(t["status"], str)
         assert t["commit"] is None or SHA.match(t["commit"]), t
         assert isinstance(t["attempts"], int) and not isinstance(t["attempts"], bool)
