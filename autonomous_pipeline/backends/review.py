@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any
 
+from autonomous_pipeline.backends.secrets import redact
 from autonomous_pipeline.models.activity_io import FixRequest
 from autonomous_pipeline.models.plan import Task
 from autonomous_pipeline.models.review import Finding, Severity, Verdict
@@ -125,8 +126,13 @@ def parse_verdict(text: str) -> Verdict:
         )
     findings = [_finding(f) for f in obj.get("findings") or [] if isinstance(f, dict | str)]
     approved = obj.get("approved") is True or str(obj.get("approved")).lower() == "true"
+    # Masked again once decoded: a reviewer that wrote a secret as JSON escapes (\u0064t-...)
+    # passed the mask of its raw output, and a verdict's text travels on into fix rounds.
+    for f in findings:
+        f.message = redact(f.message)
+        f.file = redact(f.file) if f.file else f.file
     return Verdict(
-        approved=approved, findings=findings, summary=str(obj.get("summary") or "")[:500]
+        approved=approved, findings=findings, summary=redact(str(obj.get("summary") or "")[:500])
     )
 
 

@@ -19,6 +19,7 @@ marked payloads with the `Redactor` of the process's secret environment variable
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ from temporalio.converter import (
     PayloadConverter,
 )
 
-from autonomous_pipeline.backends.secrets import redactor
+from autonomous_pipeline.backends.secrets import Redactor, redactor
 from autonomous_pipeline.models.activity_refs import ALL
 from autonomous_pipeline.models.run import CancelRequest, PlanRunInput, TaskInput
 from autonomous_pipeline.models.steer import DecideRequest, SteerRequest
@@ -77,7 +78,7 @@ class RedactingCodec(PayloadCodec):
         if not mask:
             return list(payloads)
         return [
-            Payload(metadata=dict(p.metadata), data=mask.bytes(p.data))
+            Payload(metadata=dict(p.metadata), data=masked_json(mask, p.data))
             if REPORT_KEY in p.metadata
             else p
             for p in payloads
@@ -85,6 +86,29 @@ class RedactingCodec(PayloadCodec):
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return list(payloads)
+
+
+def masked_json(mask: Redactor, data: bytes) -> bytes:
+    """`data` with the secrets in its JSON strings masked. Only strings: a secret of digits
+    replaced inside a number (`12.345678` -> `12.***`) would leave a payload nobody can decode,
+    and the workflow that reads it would fail at every retry."""
+    if not mask.found(data):
+        return data
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return mask.bytes(data)  # not JSON: text, masked as text
+    return json.dumps(_masked(value, mask), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _masked(value: Any, mask: Redactor) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [_masked(v, mask) for v in value]
+    if isinstance(value, dict):
+        return {mask(k): _masked(v, mask) for k, v in value.items()}
+    return value
 
 
 class RedactingFailureConverter(DefaultFailureConverter):

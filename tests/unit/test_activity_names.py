@@ -33,3 +33,15 @@ def test_the_worker_and_the_fakes_register_exactly_the_named_activities(tmp_path
     for ref in ALL:
         hints = typing.get_type_hints(registered[ref.name])
         assert (hints["inp"], hints["return"]) == (ref.arg, ref.result), ref.name
+
+
+def test_nothing_a_step_reports_is_of_a_type_that_is_never_masked() -> None:
+    # Masking is by type: a result, query answer, update reply or memo of a type the pipeline
+    # acts on would reach the history unmasked. Reports and inputs must never share a type.
+    from autonomous_pipeline.cli.redaction import ACTED_ON
+    from autonomous_pipeline.models.results import PlanResult, ProgressMemo, RunProgress, TaskResult
+    from autonomous_pipeline.models.steer import RunInfo, SteerReply
+
+    reports = {ref.result for ref in ALL}
+    reports |= {PlanResult, TaskResult, RunProgress, SteerReply, ProgressMemo, RunInfo}
+    assert not reports & ACTED_ON

@@ -169,3 +169,25 @@ def test_the_redactor_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("DEPLOY_TOKEN", TOKEN)
     assert TOKEN in redactor().secrets
     assert "other-secret-1" in redactor({"X_API_KEY": "other-secret-1"}).secrets
+
+
+def test_a_secret_of_digits_never_breaks_a_payload(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Named a secret, all digits: in a number it must stay, or the payload no longer decodes.
+    monkeypatch.setenv("PIPELINE_SECRET_ENV", "PIN")
+    monkeypatch.setenv("PIN", "345678")
+    report = RunAgentOut(exit_code=0, succeeded=True, duration_s=12.345678, summary="pin 345678")
+    out = _sent(report)
+    back = data_converter().payload_converter.from_payload(out, RunAgentOut)
+    assert back.duration_s == 12.345678 and back.summary == "pin ***"
+
+
+def test_a_reviewer_cannot_unmask_a_secret_with_json_escapes(planted: str) -> None:
+    from autonomous_pipeline.backends.review import parse_verdict
+
+    escaped = "".join(f"\\u{ord(c):04x}" for c in planted)
+    verdict = parse_verdict(
+        '{"approved": false, "summary": "see ' + escaped + '", '
+        '"findings": [{"file": "' + escaped + '.py", "message": "leaks ' + escaped + '"}]}'
+    )
+    (finding,) = verdict.findings
+    assert (finding.file, finding.message, verdict.summary) == ("***.py", "leaks ***", "see ***")
