@@ -274,7 +274,7 @@ class Settings(BaseSettings):
     ] = Field(default_factory=default_workspace)
     json_output: Annotated[
         bool, Flag("print one JSON object on stdout", name="--json", common=True)
-    ] = Field(default=False, alias="json")
+    ] = False
     ui_url: str | None = None  # the Web UI of --address, from the environment only
 
 

@@ -331,7 +331,14 @@ async def _show_memo(
         f"Start one: {found.worker_hint()}"
     )
     if settings.json_output:
-        report = RunReport.from_memo(found.handle.id, memo, note, found.ui_link())
+        info = await run_info(found)
+        report = RunReport.from_memo(
+            found.handle.id,
+            memo,
+            note,
+            found.ui_link(),
+            target_branch=info.target_branch if info else None,
+        )
         print(report.model_dump_json())
         return EXIT_OK
     console(stderr=True).print(note, markup=False)

@@ -47,21 +47,31 @@ async def check_repo(path: Path, base: str | None, target_branch: str) -> RepoFa
         raise UsageError(f"--repo {path}: not a git repository (git init, or point --repo at one)")
     bare_text, git_dir = where.output.split("\n")[:2]
     bare = bare_text == "true"
-    top = Path(git_dir) if bare else Path(await _read(path, "rev-parse", "--show-toplevel"))
-    if top.resolve() != path.resolve():
+    if bare:
+        top = Path(git_dir)
+    elif path.resolve() == Path(git_dir).resolve():
+        top = Path(git_dir).parent  # `--repo r/.git`: the repository at r
+    else:
+        top = Path(await _read(path, "rev-parse", "--show-toplevel") or path)
+    if top.resolve() != path.resolve() and path.resolve() != Path(git_dir).resolve():
         raise UsageError(
             f"--repo {path}: this is inside the repository at {top}; plans name files from a "
             f"repository's top, so pass --repo {top}"
         )
-    if not await _read(path, "for-each-ref", "--count=1", "--format=%(refname)", "refs/heads"):
+    head = await _read(path, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    if not head and not await _read(path, "for-each-ref", "--count=1", "refs/heads"):
+        # A detached HEAD (a CI checkout) has commits and no branch: that is not this.
         raise UsageError(
             f"--repo {path}: the repository has no commits yet; commit something first"
         )
+    spec = base
     if base is None:
-        base = await _read(path, "symbolic-ref", "--quiet", "--short", "HEAD")
+        # The checked-out branch by its full name: a tag may share its short one.
+        spec = await _read(path, "symbolic-ref", "--quiet", "HEAD")
+        base = spec.removeprefix("refs/heads/")
         if not base:
             raise UsageError(f"--repo {path}: HEAD is detached; pass --base BRANCH")
-    base_commit = await _read(path, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+    base_commit = await _read(path, "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}")
     if not base_commit:
         raise UsageError(f"--base {base}: no such branch or commit in {path}")
     if (

@@ -39,12 +39,14 @@ from temporalio.converter import (
 from autonomous_pipeline.backends.secrets import Redactor, redactor
 from autonomous_pipeline.models.activity_refs import ALL
 from autonomous_pipeline.models.run import CancelRequest, PlanRunInput, TaskInput
-from autonomous_pipeline.models.steer import DecideRequest, SteerRequest
+from autonomous_pipeline.models.steer import DecideRequest, RunInfo, SteerRequest
 
 # The types of what the pipeline acts on. Anything else is a report (the safe default: a value
-# of a type added later is masked until it is listed here).
+# of a type added later is masked until it is listed here). RunInfo is the run's start memo:
+# where it came from, which `runs` and the shared-target check compare with the next command's.
 ACTED_ON: frozenset[type] = frozenset(
-    {ref.arg for ref in ALL} | {PlanRunInput, TaskInput, SteerRequest, DecideRequest, CancelRequest}
+    {ref.arg for ref in ALL}
+    | {PlanRunInput, TaskInput, SteerRequest, DecideRequest, CancelRequest, RunInfo}
 )
 REPORT_KEY = "pipeline-report"
 

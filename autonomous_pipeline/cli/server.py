@@ -105,6 +105,8 @@ def listens(pid: int, port: int) -> bool:
         return _port_open(port)  # no /proc: the best this machine can tell
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
+    except PermissionError:
+        return _port_open(port)  # another user's server: /proc will not say more
     except OSError:
         return False
     for fd in fds:
@@ -183,16 +185,39 @@ async def ensure_server(workspace: Path) -> ServerInfo:
             return info
         tried: set[int] = set()
         for _ in range(SPAWN_ATTEMPTS):
+            log_start = _log_size(workspace)
             info = _spawn(workspace, tried)
-            if await _wait_ready(info, workspace, lost_race_ok=True):
-                _state_file(workspace).write_text(json.dumps(asdict(info)))
-                return info
+            # Recorded at once: a start interrupted now (Ctrl-C) leaves a server the next
+            # command finds, never a second one on the same database.
+            _state_file(workspace).write_text(json.dumps(asdict(info)))
+            try:
+                if await _wait_ready(info, workspace, lost_race_ok=True, log_start=log_start):
+                    return info
+            except Exception:
+                _forget(workspace, info)  # it did not start: it must not linger, unrecorded
+                raise
+            _forget(workspace, info)
             # Another process bound a port between our check and our server's bind: try others.
             tried |= {info.port, info.ui_port}
         raise UsageError(
             f"the embedded Temporal server lost the race for a free port {SPAWN_ATTEMPTS} times "
             f"(tried {sorted(tried)}); see {workspace / 'server.log'}, or pass --address"
         )
+
+
+def _log_size(workspace: Path) -> int:
+    try:
+        return (workspace / "server.log").stat().st_size
+    except OSError:
+        return 0
+
+
+def _forget(workspace: Path, info: ServerInfo) -> None:
+    """End a server that did not start, and its record."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(info.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        _state_file(workspace).unlink()
 
 
 def _spawn(workspace: Path, avoid: set[int]) -> ServerInfo:
@@ -225,7 +250,9 @@ def _spawn(workspace: Path, avoid: set[int]) -> ServerInfo:
     return ServerInfo(pid=proc.pid, port=port, ui_port=ui_port)
 
 
-async def _wait_ready(info: ServerInfo, workspace: Path, lost_race_ok: bool = False) -> bool:
+async def _wait_ready(
+    info: ServerInfo, workspace: Path, lost_race_ok: bool = False, log_start: int = 0
+) -> bool:
     """Wait until the server `info` names serves, from its own socket. False when it died of a
     port taken meanwhile (only with `lost_race_ok`); UsageError when it did not start otherwise."""
     from temporalio.client import Client
@@ -245,12 +272,21 @@ async def _wait_ready(info: ServerInfo, workspace: Path, lost_race_ok: bool = Fa
         except Exception as exc:  # not serving yet
             last = exc
             await asyncio.sleep(0.1)
-    tail = ""
-    with contextlib.suppress(OSError):
-        tail = (workspace / "server.log").read_text(errors="replace")[-800:]
-    if lost_race_ok and not _alive(info.pid) and "address already in use" in tail[-400:]:
+    said = b""
+    with contextlib.suppress(OSError), (workspace / "server.log").open("rb") as log:
+        log.seek(log_start)  # what this server wrote, not an earlier one
+        said = log.read()
+    tail = said.decode(errors="replace")[-800:]
+    if lost_race_ok and not _alive(info.pid) and "address already in use" in tail:
         return False
-    raise UsageError(f"the embedded Temporal server did not start ({last}); its log ends:\n{tail}")
+    why = (
+        f"{last}"
+        if last
+        else "it exited"
+        if not _alive(info.pid)
+        else f"not listening after {STARTUP_TIMEOUT_S} s"
+    )
+    raise UsageError(f"the embedded Temporal server did not start ({why}); its log ends:\n{tail}")
 
 
 def stop_server(workspace: Path, timeout_s: float = 10.0) -> bool:

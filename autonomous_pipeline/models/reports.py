@@ -36,10 +36,13 @@ class RunReport(BaseModel):
     target_commit: str | None = None
     total_cost_usd: float = 0.0
     total_tasks: int
-    counts: dict[TaskStatus, int] = Field(default_factory=dict)  # of every task listed below
-    # Every task; read from a memo (no worker answering): only those that ended without success.
+    # How many tasks are in each state: every task; read from a memo (no worker answering),
+    # the tasks that have ended (the others are pending or running: total_tasks - their sum).
+    counts: dict[TaskStatus, int] = Field(default_factory=dict)
+    # Every task; read from a memo: only the first of those that ended without success.
     tasks: list[TaskResult] = Field(default_factory=list)
     tasks_complete: bool = True  # False when `tasks` is the memo's short list
+    more_tasks: int = 0  # read from a memo: tasks that ended without success, not listed
     message: str = ""
     note: str = ""  # what to do, when something must be done (start a worker)
     ui_url: str | None = None
@@ -76,7 +79,12 @@ class RunReport(BaseModel):
 
     @classmethod
     def from_memo(
-        cls, workflow_id: str, memo: ProgressMemo | None, note: str, ui_url: str | None = None
+        cls,
+        workflow_id: str,
+        memo: ProgressMemo | None,
+        note: str,
+        ui_url: str | None = None,
+        target_branch: str | None = None,
     ) -> RunReport:
         if memo is None:
             return cls(
@@ -102,6 +110,8 @@ class RunReport(BaseModel):
             counts={c.status: c.count for c in memo.counts},
             tasks=[t.as_result() for t in memo.tasks],
             tasks_complete=False,
+            more_tasks=memo.more_tasks,
+            target_branch=target_branch,
             note=note,
             ui_url=ui_url,
         )

@@ -3,6 +3,7 @@ is a lost race, tried again elsewhere, never another workspace's server used in 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from pathlib import Path
@@ -54,3 +55,28 @@ def test_a_port_answered_by_another_process_is_not_ours(tmp_path: Path) -> None:
         assert not server.listens(1, port)  # init does not, though the port answers
     finally:
         rival.close()
+
+
+async def test_a_server_that_did_not_start_in_time_is_not_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawned: list[server.ServerInfo] = []
+    real = server._spawn
+
+    def spawn(workspace: Path, avoid: set[int]) -> server.ServerInfo:
+        spawned.append(real(workspace, avoid))
+        return spawned[-1]
+
+    monkeypatch.setattr(server, "_spawn", spawn)
+    monkeypatch.setattr(server, "STARTUP_TIMEOUT_S", 0.0)
+    workspace = tmp_path / "ws"
+    with pytest.raises(server.UsageError, match="did not start"):
+        await server.ensure_server(workspace)
+    (info,) = spawned
+    # Not running, not recorded: the next command starts one server, not a second beside it.
+    for _ in range(50):
+        if not server._alive(info.pid):
+            break
+        await asyncio.sleep(0.1)
+    assert not server._alive(info.pid)
+    assert server.running_server(workspace) is None and not (workspace / "server.json").exists()

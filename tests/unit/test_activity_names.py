@@ -40,8 +40,8 @@ def test_nothing_a_step_reports_is_of_a_type_that_is_never_masked() -> None:
     # acts on would reach the history unmasked. Reports and inputs must never share a type.
     from autonomous_pipeline.cli.redaction import ACTED_ON
     from autonomous_pipeline.models.results import PlanResult, ProgressMemo, RunProgress, TaskResult
-    from autonomous_pipeline.models.steer import RunInfo, SteerReply
+    from autonomous_pipeline.models.steer import SteerReply
 
     reports = {ref.result for ref in ALL}
-    reports |= {PlanResult, TaskResult, RunProgress, SteerReply, ProgressMemo, RunInfo}
+    reports |= {PlanResult, TaskResult, RunProgress, SteerReply, ProgressMemo}
     assert not reports & ACTED_ON

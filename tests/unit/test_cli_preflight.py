@@ -125,3 +125,30 @@ def test_help_lists_every_subcommand_and_version_prints_the_package_version() ->
         [python, str(ROOT / "starter.py"), "--version"], capture_output=True, text=True
     )
     assert shown.stdout.strip() == f"starter.py {version('autonomous-pipeline')}"
+
+
+async def test_repositories_as_git_finds_them(tmp_path: Path) -> None:
+    from autonomous_pipeline.cli.preflight import check_repo
+    from autonomous_pipeline.errors import UsageError
+    from tests.gitutil import sh
+
+    repo = make_user_repo(tmp_path)
+    main = sh(repo, "rev-parse", "main")
+    # A tag named like the branch: the base is still the branch, by its own name.
+    sh(repo, "tag", "main", "main~1")
+    facts = await check_repo(repo, None, "pipeline/x")
+    assert (facts.base_ref, facts.base_commit, facts.repo) == ("main", main, str(repo.resolve()))
+    # Its .git folder names the same repository.
+    assert (await check_repo(repo / ".git", None, "pipeline/x")).repo == str(repo.resolve())
+    # A detached checkout with no branch at all (a CI checkout) has commits: --base says which.
+    ci = tmp_path / "ci"
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(repo), str(ci)], check=True)
+    sh(ci, "checkout", "-q", "--detach", main)
+    sh(ci, "branch", "-D", "main")
+    assert (await check_repo(ci, "HEAD", "pipeline/x")).base_commit == main
+    with pytest.raises(UsageError, match="HEAD is detached"):
+        await check_repo(ci, None, "pipeline/x")
+    # A folder inside the repository is refused with the top to pass.
+    (repo / "sub").mkdir()
+    with pytest.raises(UsageError, match=f"pass --repo {repo}"):
+        await check_repo(repo / "sub", None, "pipeline/x")

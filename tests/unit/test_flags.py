@@ -69,3 +69,10 @@ def test_subcommands_take_the_common_settings_only() -> None:
     assert (s.address, s.json_output) == ("h:1", True)
     with pytest.raises(SystemExit):
         parser.parse_args(["RUN", "--max-concurrent", "3"])
+
+
+def test_settings_come_only_from_pipeline_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JSON", "1")  # a variable of the user's shell, not ours
+    assert settings_from(build_parser().parse_args([])).json_output is False
+    monkeypatch.setenv("PIPELINE_JSON_OUTPUT", "1")
+    assert settings_from(build_parser().parse_args([])).json_output is True

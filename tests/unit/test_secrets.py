@@ -29,6 +29,7 @@ from autonomous_pipeline.cli.redaction import (
     data_converter,
 )
 from autonomous_pipeline.models.activity_io import RunAgentOut, VerifyIn
+from autonomous_pipeline.models.steer import RunInfo
 
 TOKEN = "tok-3f9a1c77e2b54d0e"
 
@@ -135,6 +136,11 @@ def test_what_the_pipeline_acts_on_is_never_rewritten(planted: str) -> None:
     )
     out = _sent(check)
     assert planted.encode() in out.data
+    # The run's start memo too: the next command compares its repository with this one.
+    assert (
+        planted.encode()
+        in _sent(RunInfo(plan="p.md", repo=f"/srv/{planted}-app", target_branch="t")).data
+    )
     assert data_converter().payload_converter.from_payload(out, VerifyIn) == check
 
 
