@@ -267,7 +267,11 @@ async def test_remove_is_idempotent_and_leaves_nothing_behind(env: Env) -> None:
     assert await env.sb.remove(t2, delete_branch=False) == (True, False)
     assert await env.sb.remove(t2, delete_branch=True) == (False, True)
     assert await env.sb.remove(t2, delete_branch=True) == (False, False)
-    assert [Path(p).resolve() for p in worktrees(env.clone)] == [env.clone.resolve()]
+    # The checkouts are parked for the next tasks, off every branch; nothing else is left.
+    pool = env.sb.layout.pool_dir(env.clone)
+    parked = sorted(Path(p).resolve() for p in worktrees(env.clone)[1:])
+    assert parked == sorted(p.resolve() for p in pool.iterdir()) and len(parked) == 2
+    assert all(sh(p, "branch", "--show-current") == "" for p in parked)
     assert sh(env.clone, "for-each-ref", "refs/heads/pipeline", "refs/pipeline-base") == ""
     assert not (env.tmp / "ws" / "worktrees" / "r1").exists()
     assert await env.sb.remove(TaskRef("never", "9.9"), delete_branch=True) == (False, False)
@@ -348,3 +352,47 @@ def test_credentials_in_urls_never_reach_an_error() -> None:
     assert redact(f"fatal: {url}") == "fatal: https://***@example.com/org/repo.git"
     err = GitError(f"cannot fetch {url}", argv=("git", "clone", url), output=f"from {url}")
     assert "ghp_secret" not in f"{err} {err.argv} {err.output}"
+
+
+async def test_an_ended_tasks_checkout_is_reused_clean_for_the_next_task(env: Env) -> None:
+    _, wt = await env.task("1.1")
+    # What the last agent may leave: a changed file, new files, ignored junk, a nested repo.
+    (wt / "README.md").write_text("changed\n")
+    (wt / "new.txt").write_text("new\n")
+    (wt / ".gitignore").write_text("build/\n")
+    (wt / "build").mkdir()
+    (wt / "build" / "out.o").write_text("junk\n")
+    subprocess.run(["git", "init", "-q", str(wt / "nested")], check=True)
+    inode = wt.stat().st_ino
+    await env.sb.remove(TaskRef("r1", "1.1"), delete_branch=True)
+    base2, wt2 = await env.task("2.1", run_key="r2")
+    assert wt2.stat().st_ino == inode, "the parked checkout was not reused"
+    assert list(env.sb.layout.pool_dir(env.clone).iterdir()) == []
+    assert sh(wt2, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
+    assert sh(wt2, "rev-parse", "HEAD") == base2 and sh(wt2, "branch", "--show-current")
+    assert not (wt2 / "new.txt").exists() and not (wt2 / "nested").exists()
+    assert (wt2 / "README.md").read_text() == "# demo\n"
+
+
+async def test_a_parked_checkout_that_will_not_come_clean_is_replaced(env: Env) -> None:
+    await env.task("1.1")
+    await env.sb.remove(TaskRef("r1", "1.1"), delete_branch=True)
+    (slot,) = env.sb.layout.pool_dir(env.clone).iterdir()
+    # A crash between parking and reuse broke its pointer to the clone.
+    (slot / ".git").write_text("gitdir: /nowhere\n")
+    base, wt2 = await env.task("1.2")
+    assert sh(wt2, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
+    assert sh(wt2, "rev-parse", "HEAD") == base
+    assert not slot.exists() and list(env.sb.layout.pool_dir(env.clone).iterdir()) == []
+
+
+async def test_the_pool_is_bounded(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autonomous_pipeline.backends.workspace import tasks
+
+    monkeypatch.setattr(tasks, "POOL_MAX", 2)
+    for i in range(4):
+        await env.task(f"1.{i}")
+    for i in range(4):
+        await env.sb.remove(TaskRef("r1", f"1.{i}"), delete_branch=True)
+    assert len(list(env.sb.layout.pool_dir(env.clone).iterdir())) == 2
+    assert len(worktrees(env.clone)) == 3  # the clone and the two parked

@@ -3,6 +3,7 @@
 <workspace>/repos/<name>-<hash>.git         the pipeline's bare clone of a repository
 <workspace>/worktrees/<run>/<task>/         a task's checkout
 <workspace>/worktrees/_detached/<id>/       a throwaway checkout (a check on the base)
+<workspace>/pool/<clone>/<slot>/            checkouts of ended tasks, kept to be reused
 <workspace>/transcripts/<run>/<task>.log    what the agent printed (and the reviews beside it)
 <workspace>/tmp/<run>/<task>/               the agent's private TMPDIR (its prompt file)
 <workspace>/home/<run>/<task>/              the agent's HOME inside a sandbox (its sessions)
@@ -76,6 +77,10 @@ class Layout:
 
     def worktree_dir(self, task: TaskRef) -> Path:
         return self.root / "worktrees" / task.run_key / task.task_id
+
+    def pool_dir(self, clone: Path) -> Path:
+        """Where the checkouts of a clone's ended tasks wait to be reused."""
+        return self.root / "pool" / clone.name
 
     def detached_dir(self) -> Path:
         return self.root / "worktrees" / "_detached" / uuid.uuid4().hex[:12]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -25,6 +26,24 @@ from autonomous_pipeline.backends.workspace.checkout import (
 from autonomous_pipeline.backends.workspace.clones import Clones
 from autonomous_pipeline.backends.workspace.collect import Committed, collect
 from autonomous_pipeline.backends.workspace.layout import Layout, TaskRef
+
+# Checkouts kept per clone for reuse. A task's checkout is parked when it ends and taken by the
+# next task: with N tasks at once a workspace holds about N checkouts, whatever the plan's size,
+# and this many at most besides.
+POOL_MAX = 8
+
+
+async def _recycled(co: Checkout, branch: str, base: str) -> bool:
+    """A reused checkout on `branch` at `base` with nothing else in it: what git checks out anew
+    is only what differs from the last task's files. True only when git then says it is clean,
+    ignored files included: anything the last task left (or a crash interrupted) that survives
+    the reset means a new checkout instead."""
+    try:
+        await reset_checkout(co, branch, base)
+    except (GitError, OSError):
+        return False
+    left = await co.git("status", "--porcelain", "--ignored", "--untracked-files=all", check=False)
+    return left.exit_code == 0 and not left.output.strip() and await co.head() == base
 
 
 class Workspaces:
@@ -69,9 +88,48 @@ class Workspaces:
                 raise GitError(f"cannot record the base of task {task.task_id} in {clone}")
         async with self.clones.lock(clone):  # checked under the lock: a racing prepare built it
             co = await open_checkout(clone, wt)
+            fresh = co is None
             if co is None:
+                co = await self._take_pooled(clone, wt)
+        if fresh and (co is None or not await _recycled(co, task.branch, base)):
+            # No checkout to reuse, or one that would not come clean: a new one, all files
+            # written (the one cost recycling saves).
+            async with self.clones.lock(clone):
                 co = await new_worktree(clone, wt, task.branch, base)
+        assert co is not None
         return base, co
+
+    async def _take_pooled(self, clone: Path, wt: Path) -> Checkout | None:
+        """A parked checkout of `clone`, moved to `wt` (under the clone's lock: no two tasks get
+        the same). Broken ones found on the way are removed."""
+        pool = self.layout.pool_dir(clone)
+        slots = sorted(pool.iterdir()) if pool.is_dir() else []
+        for slot in slots:
+            if await open_checkout(clone, slot) is not None:
+                wt.parent.mkdir(parents=True, exist_ok=True)
+                moved = await git("worktree", "move", str(slot), str(wt), cwd=clone, check=False)
+                if moved.exit_code == 0 and (co := await open_checkout(clone, wt)) is not None:
+                    return co
+            await drop_worktree(clone, slot if slot.exists() else wt)
+        return None
+
+    async def _park(self, clone: Path, wt: Path) -> bool:
+        """Keep an ended task's checkout for the next task (hold the clone's lock). False when
+        it cannot be kept: broken, or the pool holds enough already."""
+        pool = self.layout.pool_dir(clone)
+        if pool.is_dir() and len(list(pool.iterdir())) >= POOL_MAX:
+            return False
+        co = await open_checkout(clone, wt)
+        if co is None:
+            return False
+        # Off the task's branch, so that the branch can be deleted; no file is touched.
+        detached = await co.git("checkout", "--quiet", "--detach", check=False)
+        if detached.exit_code != 0:
+            return False
+        pool.mkdir(parents=True, exist_ok=True)
+        slot = pool / f"slot-{uuid.uuid4().hex[:12]}"
+        moved = await git("worktree", "move", str(wt), str(slot), cwd=clone, check=False)
+        return moved.exit_code == 0
 
     async def reset(self, task: TaskRef, commit: str) -> Checkout:
         """The checkout on the task branch at `commit`, with nothing else in it."""
@@ -129,7 +187,7 @@ class Workspaces:
             await asyncio.to_thread(shutil.rmtree, wt, ignore_errors=True)
         else:
             async with self.clones.lock(clone):
-                removed = await drop_worktree(clone, wt)
+                removed = await self._park(clone, wt) or await drop_worktree(clone, wt)
                 if delete_branch:
                     deleted = await rev_parse(f"refs/heads/{task.branch}", clone) is not None
                     for ref in (f"refs/heads/{task.branch}", task.base_ref, task.conflict_ref):
