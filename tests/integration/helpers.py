@@ -586,15 +586,24 @@ def pipeline_clone(workspace: Path, repo: Path) -> Path:
 def assert_workspace_clean(
     workspace: Path, repo: Path, run_key: str, kept: tuple[str, ...] = ()
 ) -> None:
-    """The pipeline's clone of `repo` is fsck clean, has no worktree but the bare entry and no task
-    branch but those of the tasks in `kept` (a failed task's branch is kept for inspection), and
-    the run left no folder under worktrees/."""
+    """The pipeline's clone of `repo` is fsck clean, has no worktree but the bare entry and the
+    checkouts parked for reuse (detached, in its pool, at most POOL_MAX), no task branch but those
+    of the tasks in `kept` (a failed task's branch is kept for inspection), and the run left no
+    folder under worktrees/."""
+    from autonomous_pipeline.backends.workspace.tasks import POOL_MAX
+
     clone = pipeline_clone(workspace, repo)
     fsck(clone)
     listing = git(clone, "worktree", "list", "--porcelain")
-    entries = [ln for ln in listing.splitlines() if ln.startswith("worktree ")]
-    assert len(entries) == 1 and "bare" in listing.splitlines(), listing
-    assert Path(entries[0].split(" ", 1)[1]).resolve() == clone.resolve(), listing
+    blocks = [b.splitlines() for b in listing.strip().split("\n\n")]
+    assert Path(blocks[0][0].split(" ", 1)[1]).resolve() == clone.resolve(), listing
+    assert "bare" in blocks[0], listing
+    pool = (workspace / "pool" / clone.name).resolve()
+    parked = blocks[1:]
+    assert len(parked) <= POOL_MAX, listing
+    for block in parked:
+        assert Path(block[0].split(" ", 1)[1]).resolve().parent == pool, listing
+        assert "detached" in block, listing
     branches = git(clone, "for-each-ref", "--format=%(refname)", "refs/heads/pipeline")
     left = [b for b in branches.splitlines() if b.rsplit("/task-", 1)[-1] not in kept]
     assert not left, f"task branches left in {clone}: {left}"
