@@ -396,3 +396,18 @@ async def test_the_pool_is_bounded(env: Env, monkeypatch: pytest.MonkeyPatch) ->
         await env.sb.remove(TaskRef("r1", f"1.{i}"), delete_branch=True)
     assert len(list(env.sb.layout.pool_dir(env.clone).iterdir())) == 2
     assert len(worktrees(env.clone)) == 3  # the clone and the two parked
+
+
+async def test_a_checkout_a_crash_left_half_taken_is_cleaned_before_use(env: Env) -> None:
+    _, wt = await env.task("1.1")
+    (wt / "left-by-1.1.txt").write_text("another task's file\n")
+    await env.sb.remove(TaskRef("r1", "1.1"), delete_branch=True)
+    (slot,) = env.sb.layout.pool_dir(env.clone).iterdir()
+    # A worker killed just after taking the parked checkout for task 1.2, before cleaning it.
+    target = env.sb.layout.worktree_dir(TaskRef("r1", "1.2"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sh(env.clone, "worktree", "move", str(slot), str(target))
+    base, wt2 = await env.task("1.2")  # the retried prepare
+    assert wt2 == target and not (wt2 / "left-by-1.1.txt").exists()
+    assert sh(wt2, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
+    assert sh(wt2, "rev-parse", "HEAD") == base and sh(wt2, "branch", "--show-current")

@@ -33,17 +33,38 @@ from autonomous_pipeline.backends.workspace.layout import Layout, TaskRef
 POOL_MAX = 8
 
 
+async def _on_branch(co: Checkout, branch: str) -> bool:
+    head = await co.git("symbolic-ref", "--quiet", "HEAD", check=False)
+    return head.output.strip() == f"refs/heads/{branch}"
+
+
+async def _clean_at(co: Checkout, branch: str, base: str) -> bool:
+    """Whether the checkout is on `branch` at `base` with nothing else in it, ignored files
+    included."""
+    head = await co.git("rev-parse", "HEAD", "--symbolic-full-name", "HEAD", check=False)
+    if head.output.split() != [base, f"refs/heads/{branch}"]:
+        return False
+    left = await co.git("status", "--porcelain", "--ignored", "--untracked-files=all", check=False)
+    return left.exit_code == 0 and not left.output.strip()
+
+
 async def _recycled(co: Checkout, branch: str, base: str) -> bool:
     """A reused checkout on `branch` at `base` with nothing else in it: what git checks out anew
     is only what differs from the last task's files. True only when git then says it is clean,
     ignored files included: anything the last task left (or a crash interrupted) that survives
     the reset means a new checkout instead."""
+    # Cleaned while still detached, and put on the task's branch last: a crash at any point
+    # leaves either a detached checkout (cleaned again on the next try) or a clean one.
     try:
-        await reset_checkout(co, branch, base)
+        scrub_special_files(co.path)  # a FIFO an agent left would block git clean
+        await co.git("rebase", "--quit", check=False)
+        await co.git("cherry-pick", "--quit", check=False)
+        await co.git("checkout", "--quiet", "--force", "--detach", base)
+        await co.git("clean", "-ffdxq")  # -ff: nested repositories an agent made go too
+        await co.git("checkout", "--quiet", "-B", branch)
     except (GitError, OSError):
         return False
-    left = await co.git("status", "--porcelain", "--ignored", "--untracked-files=all", check=False)
-    return left.exit_code == 0 and not left.output.strip() and await co.head() == base
+    return await _clean_at(co, branch, base)
 
 
 class Workspaces:
@@ -70,8 +91,8 @@ class Workspaces:
     async def prepare(self, task: TaskRef, repo: str, target_branch: str) -> tuple[str, Checkout]:
         """The task's checkout on its branch at the target's tip: (base commit, checkout).
 
-        The base is recorded once (a ref in the clone); a second call returns it and the checkout
-        as they are, rebuilding the checkout only if it is missing or broken.
+        The base is recorded once (a ref in the clone); a second call returns it and the task's
+        checkout as they are, rebuilding the checkout only if it is missing or broken.
         """
         wt = self.layout.worktree_dir(task)
         clone = await self.clones.ensure_clone(repo)
@@ -88,10 +109,14 @@ class Workspaces:
                 raise GitError(f"cannot record the base of task {task.task_id} in {clone}")
         async with self.clones.lock(clone):  # checked under the lock: a racing prepare built it
             co = await open_checkout(clone, wt)
-            fresh = co is None
             if co is None:
                 co = await self._take_pooled(clone, wt)
-        if fresh and (co is None or not await _recycled(co, task.branch, base)):
+        # A checkout on the task's branch is the task's own, kept as it is (a resumed agent goes
+        # on from it). Any other, a parked one (detached) or one a crash left half-taken with
+        # the last task's files, is used only once it is exactly the base.
+        if co is not None and not await _on_branch(co, task.branch):
+            co = co if await _recycled(co, task.branch, base) else None
+        if co is None:
             # No checkout to reuse, or one that would not come clean: a new one, all files
             # written (the one cost recycling saves).
             async with self.clones.lock(clone):
