@@ -141,7 +141,7 @@ async def serve(
 
 def main() -> int:
     ap = argparse.ArgumentParser(
-        prog=Path(invocation.worker().split()[-1]).name,
+        prog=invocation.worker_prog(),
         description="Serve pipeline workflows and activities.",
     )
     ap.add_argument(

@@ -30,6 +30,10 @@ def starter_prog() -> str:
     return "starter.py" if _from_checkout() else STARTER_SCRIPT
 
 
+def worker_prog() -> str:
+    return "worker.py" if _from_checkout() else WORKER_SCRIPT
+
+
 def worker() -> str:
     """The command that starts a worker, as typed."""
     return "python worker.py" if _from_checkout() else WORKER_SCRIPT

@@ -11,6 +11,28 @@ from autonomous_pipeline.models.sandbox import SandboxKind
 # A task's id names its folders, its branch and its workflow: it must be a name all of them take.
 MAX_NAME_CHARS = 100
 RESERVED_SUFFIX = ".lock"  # git refuses a ref component ending so
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a folder, a branch and a workflow, or None: the one rule the plan's
+    parser (with the line) and the workspace layout (for every name it is given) both apply."""
+    if len(name) > MAX_NAME_CHARS:
+        return (
+            f"is {len(name)} characters long; at most {MAX_NAME_CHARS} "
+            "(it names the task's folder, branch and workflow)"
+        )
+    if name.endswith(RESERVED_SUFFIX):
+        return f"ends in {RESERVED_SUFFIX!r}, which git refuses in a branch name"
+    if (
+        not name
+        or not (name[0].isascii() and name[0].isalnum())
+        or not set(name) <= _NAME_CHARS
+        or ".." in name
+        or name.endswith(".")
+    ):
+        return "holds more than letters, digits, '.', '_', '-' (or starts or ends badly)"
+    return None
 
 
 class CheckKind(StrEnum):

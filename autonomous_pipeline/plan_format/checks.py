@@ -7,13 +7,7 @@ import itertools
 import re
 from collections import defaultdict
 
-from autonomous_pipeline.models.plan import (
-    MAX_NAME_CHARS,
-    RESERVED_SUFFIX,
-    Batch,
-    PlanIssue,
-    Task,
-)
+from autonomous_pipeline.models.plan import Batch, PlanIssue, Task, name_problem
 
 # Verbs that write a file: two parallel tasks writing one path will conflict at merge.
 _WRITES = frozenset({"create", "modify", "update", "delete", "test"})
@@ -53,22 +47,9 @@ def check_ids(batches: list[Batch], orphans: list[Task]) -> list[PlanIssue]:
             )
     seen_task: dict[str, int] = {}
     for t in [t for b in batches for t in b.tasks] + orphans:
-        if len(t.id) > MAX_NAME_CHARS:
-            errors.append(
-                PlanIssue(
-                    line=t.line,
-                    message=f"task id {t.id[:20]}... is {len(t.id)} characters long; at most "
-                    f"{MAX_NAME_CHARS} (it names the task's folder, branch and workflow)",
-                )
-            )
-        elif t.id.lower().endswith(RESERVED_SUFFIX):
-            errors.append(
-                PlanIssue(
-                    line=t.line,
-                    message=f"task id {t.id!r} ends in {RESERVED_SUFFIX!r}, which git refuses "
-                    "in a branch name",
-                )
-            )
+        if (why := name_problem(t.id)) is not None:
+            shown = f"{t.id[:20]}..." if len(t.id) > 40 else repr(t.id)
+            errors.append(PlanIssue(line=t.line, message=f"task id {shown} {why}"))
         key = t.id.lower()
         if key in seen_task:
             errors.append(

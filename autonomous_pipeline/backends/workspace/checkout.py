@@ -117,14 +117,17 @@ async def new_worktree(clone: Path, wt: Path, branch: str | None, commit: str) -
 
 
 async def reset_checkout(co: Checkout, branch: str, commit: str) -> None:
-    """An intact checkout on `branch` at `commit` with nothing else in it."""
+    """An intact checkout on `branch` at `commit` with nothing else in it.
+
+    Cleaned while detached and put on `branch` last: a crash at any point leaves a checkout that
+    is either detached (and so reset again before use) or clean."""
     scrub_special_files(co.path)  # a FIFO an agent left would block git clean
     # Leftovers of an interrupted rebase or cherry-pick would survive a plain reset.
     await co.git("rebase", "--quit", check=False)
     await co.git("cherry-pick", "--quit", check=False)
-    await co.git("checkout", "--quiet", "--force", "-B", branch, commit)
-    await co.git("reset", "--quiet", "--hard", commit)
+    await co.git("checkout", "--quiet", "--force", "--detach", commit)
     await co.git("clean", "-ffdxq")  # -ff: nested repositories an agent made go too
+    await co.git("checkout", "--quiet", "-B", branch)
 
 
 def scrub_special_files(root: Path) -> list[str]:

@@ -20,15 +20,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from autonomous_pipeline.models.plan import MAX_NAME_CHARS, RESERVED_SUFFIX
-
-_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_CHARS - 1}}}$")
+from autonomous_pipeline.models.plan import name_problem
 
 
 def checked(kind: str, value: str) -> str:
     """`value` if it is safe in a path and a ref name; ValueError otherwise. The plan's parser
-    refuses, with their lines, the task ids this would refuse."""
-    if not _NAME.match(value) or ".." in value or value.endswith((RESERVED_SUFFIX, ".")):
+    refuses, with their lines, the task ids this would refuse (models.plan.name_problem)."""
+    if name_problem(value) is not None:
         raise ValueError(f"{kind} {value!r} is not a safe name (letters, digits, '.', '_', '-')")
     return value
 

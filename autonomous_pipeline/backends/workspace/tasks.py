@@ -38,11 +38,16 @@ async def _on_branch(co: Checkout, branch: str) -> bool:
     return head.output.strip() == f"refs/heads/{branch}"
 
 
+async def _head_is(co: Checkout, branch: str, commit: str) -> bool:
+    """Whether the checkout is on `branch`, at `commit`."""
+    head = await co.git("rev-parse", "HEAD", "--symbolic-full-name", "HEAD", check=False)
+    return head.output.split() == [commit, f"refs/heads/{branch}"]
+
+
 async def _clean_at(co: Checkout, branch: str, base: str) -> bool:
     """Whether the checkout is on `branch` at `base` with nothing else in it, ignored files
     included."""
-    head = await co.git("rev-parse", "HEAD", "--symbolic-full-name", "HEAD", check=False)
-    if head.output.split() != [base, f"refs/heads/{branch}"]:
+    if not await _head_is(co, branch, base):
         return False
     left = await co.git("status", "--porcelain", "--ignored", "--untracked-files=all", check=False)
     return left.exit_code == 0 and not left.output.strip()
@@ -53,15 +58,8 @@ async def _recycled(co: Checkout, branch: str, base: str) -> bool:
     is only what differs from the last task's files. True only when git then says it is clean,
     ignored files included: anything the last task left (or a crash interrupted) that survives
     the reset means a new checkout instead."""
-    # Cleaned while still detached, and put on the task's branch last: a crash at any point
-    # leaves either a detached checkout (cleaned again on the next try) or a clean one.
     try:
-        scrub_special_files(co.path)  # a FIFO an agent left would block git clean
-        await co.git("rebase", "--quit", check=False)
-        await co.git("cherry-pick", "--quit", check=False)
-        await co.git("checkout", "--quiet", "--force", "--detach", base)
-        await co.git("clean", "-ffdxq")  # -ff: nested repositories an agent made go too
-        await co.git("checkout", "--quiet", "-B", branch)
+        await reset_checkout(co, branch, base)
     except (GitError, OSError):
         return False
     return await _clean_at(co, branch, base)
@@ -173,8 +171,7 @@ class Workspaces:
         co = await self.checkout(task)
         if co is not None:
             scrub_special_files(co.path)  # checks ran there: a FIFO would block git status
-            head = await co.git("rev-parse", "HEAD", "--symbolic-full-name", "HEAD", check=False)
-            if head.output.split() == [commit, f"refs/heads/{task.branch}"]:
+            if await _head_is(co, task.branch, commit):
                 dirty = await co.git("status", "--porcelain", "--untracked-files=no")
                 if not dirty.output.strip():
                     return co
