@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -258,6 +259,35 @@ def test_a_services_socket_is_hidden_where_services_keep_them(tmp_path: Path) ->
         assert place / "engine.sock" in hidden.files
     finally:
         s.close()
+        shutil.rmtree(place)
+
+
+@pytest.mark.skipif(not os.access("/var/lib", os.W_OK), reason="needs to write in /var/lib")
+def test_a_socket_bound_after_a_scan_is_hidden_by_the_next(tmp_path: Path) -> None:
+    # The scans are kept between steps: one kept from before a service started must not let
+    # its socket through. Folders older than a second, so that their scans are kept.
+    place = Path(tempfile.mkdtemp(dir="/var/lib", prefix="ap-test-"))
+    (place / "deeper").mkdir()
+    old = time.time() - 60
+    for folder in (place / "deeper", place):
+        os.utime(folder, (old, old))
+    socks = [socket.socket(socket.AF_UNIX) for _ in range(2)]
+    try:
+        assert not [
+            f for f in hidden_paths(tmp_path, None, tmp_path, True).files if place in f.parents
+        ]
+        socks[0].bind(str(place / "late.sock"))
+        socks[1].bind(str(place / "deeper" / "later.sock"))
+        files = hidden_paths(tmp_path, None, tmp_path, hide_run=True).files
+        assert {place / "late.sock", place / "deeper" / "later.sock"} <= set(files)
+        # Gone again: no longer named (a mount over a missing file would fail the sandbox).
+        for s in socks:
+            s.close()
+        (place / "late.sock").unlink()
+        assert place / "late.sock" not in hidden_paths(tmp_path, None, tmp_path, True).files
+    finally:
+        for s in socks:
+            s.close()
         shutil.rmtree(place)
 
 

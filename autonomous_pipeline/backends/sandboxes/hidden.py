@@ -17,6 +17,7 @@ import contextlib
 import os
 import stat
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,18 +98,59 @@ def _sockets_under(top: Path, depth: int = 2, skip: frozenset[Path] = frozenset(
     return [Path(p) for p in _walk(str(top), depth, skipped)]
 
 
-def _walk(top: str, depth: int, skip: set[str]) -> list[str]:
-    found: list[str] = []
-    with contextlib.suppress(OSError), os.scandir(top) as entries:
+@dataclass(frozen=True)
+class _Listing:
+    """One folder's scan: its sockets and subfolders, as of its modification time."""
+
+    mtime_ns: int
+    sockets: tuple[str, ...]
+    folders: tuple[str, ...]
+
+
+# Every sandboxed step scans the same folders; a folder whose modification time has not moved
+# has the same entries (creating, binding, renaming or removing one changes it), so its last scan
+# stands. A scan within a second of the folder's change is not kept: a change in the same clock
+# tick would not move the time.
+_LISTINGS: dict[str, _Listing] = {}
+_SETTLED_NS = 1_000_000_000
+
+
+def _listing(folder: str) -> _Listing | None:
+    try:
+        mtime = os.stat(folder, follow_symlinks=False).st_mtime_ns
+    except OSError:
+        return None
+    known = _LISTINGS.get(folder)
+    if known is not None and known.mtime_ns == mtime:
+        return known
+    sockets, folders = [], []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
             with contextlib.suppress(OSError):
                 if entry.is_dir(follow_symlinks=False):
-                    if depth > 1 and entry.path not in skip:
-                        found += _walk(entry.path, depth - 1, skip)
+                    folders.append(entry.path)
                 elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
                     continue
                 elif stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
-                    found.append(entry.path)
+                    sockets.append(entry.path)
+    found = _Listing(mtime, tuple(sockets), tuple(folders))
+    if time.time_ns() - mtime > _SETTLED_NS:
+        _LISTINGS[folder] = found
+    else:
+        _LISTINGS.pop(folder, None)
+    return found
+
+
+def _walk(top: str, depth: int, skip: set[str]) -> list[str]:
+    found: list[str] = []
+    listing = _listing(top)
+    if listing is None:
+        return found
+    found += listing.sockets
+    if depth > 1:
+        for folder in listing.folders:
+            if folder not in skip:
+                found += _walk(folder, depth - 1, skip)
     return found
 
 
