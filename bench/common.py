@@ -350,6 +350,9 @@ class History:
     activities: list[ActivityRun]
     children: dict[str, tuple[float, float | None]]  # child id -> (initiated, closed)
     workflow_tasks: int
+    # Each workflow task's (scheduled -> started, started -> completed) seconds: the wait for a
+    # worker to pick it up, and the worker's own time on it (replay, workflow code, codec).
+    workflow_task_spans: list[tuple[float, float]] = field(default_factory=list)
     # Workflow tasks that timed out or failed: a replay too slow for the task timeout, a bug.
     workflow_task_timeouts: int = 0
     workflow_task_failures: int = 0
@@ -384,6 +387,8 @@ def reduce_history(workflow_id: str, events: list[Any]) -> History:
     children: dict[str, tuple[float, float | None]] = {}
     closed: float | None = None
     wfts = wft_timeouts = wft_failures = 0
+    wft_at: dict[int, float] = {}  # workflow task scheduled/started event id -> its time
+    spans: list[tuple[float, float]] = []
     for ev in events:
         t, kind = _ts(ev), ev.event_type
         if kind == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -406,8 +411,15 @@ def reduce_history(workflow_id: str, events: list[Any]) -> History:
             attrs = getattr(ev, child_closing[kind])
             wid, at = initiated[attrs.initiated_event_id]
             children[wid] = (at, t)
+        elif kind in (E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, E.EVENT_TYPE_WORKFLOW_TASK_STARTED):
+            wft_at[ev.event_id] = t
         elif kind == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             wfts += 1
+            done = ev.workflow_task_completed_event_attributes
+            started = wft_at.get(done.started_event_id)
+            scheduled = wft_at.get(done.scheduled_event_id)
+            if started is not None and scheduled is not None:
+                spans.append((started - scheduled, t - started))
         elif kind == E.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
             wft_timeouts += 1
         elif kind == E.EVENT_TYPE_WORKFLOW_TASK_FAILED:
@@ -426,6 +438,7 @@ def reduce_history(workflow_id: str, events: list[Any]) -> History:
         activities=list(acts.values()),
         children=children,
         workflow_tasks=wfts,
+        workflow_task_spans=spans,
         workflow_task_timeouts=wft_timeouts,
         workflow_task_failures=wft_failures,
     )
@@ -523,7 +536,7 @@ def git_trace_summary(path: Path) -> dict[str, dict[str, float]]:
 def time_split(children: list[History]) -> dict[str, float]:
     """p50 over tasks of where a task workflow's time goes, in seconds: activities running,
     activities waiting in their queue, and the rest (workflow tasks, child start/close)."""
-    run, queued, rest = [], [], []
+    run, queued, rest, wft_queued, wft_run, wft_count = [], [], [], [], [], []
     for h in children:
         if h.closed is None:
             continue
@@ -532,10 +545,17 @@ def time_split(children: list[History]) -> dict[str, float]:
         run.append(r)
         queued.append(q)
         rest.append(h.closed - h.started - r - q)
+        wft_queued.append(sum(s[0] for s in h.workflow_task_spans))
+        wft_run.append(sum(s[1] for s in h.workflow_task_spans))
+        wft_count.append(len(h.workflow_task_spans))
     return {
         "activities_run_s_p50": round(percentile(run, 50), 3),
         "activities_queued_s_p50": round(percentile(queued, 50), 3),
         "workflow_rest_s_p50": round(percentile(rest, 50), 3),
+        # Of the rest: workflow tasks waiting for the worker, and the worker's time on them.
+        "workflow_tasks_p50": percentile(wft_count, 50),
+        "workflow_tasks_queued_s_p50": round(percentile(wft_queued, 50), 3),
+        "workflow_tasks_run_s_p50": round(percentile(wft_run, 50), 3),
     }
 
 
