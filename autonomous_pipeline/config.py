@@ -250,6 +250,15 @@ class Settings(BaseSettings):
     max_concurrent: Annotated[
         int, Flag("tasks running at once", metavar="N"), Field(ge=1, le=64)
     ] = _run("max_concurrent")
+    prepare_ahead: Annotated[
+        int | None,
+        Flag(
+            "tasks that prepare their worktree while all slots are busy (default: a quarter of "
+            "--max-concurrent, at least 1)",
+            metavar="N",
+        ),
+        Field(ge=0, le=64),
+    ] = _run("prepare_ahead")
     heartbeat_timeout: Annotated[
         float,
         Flag("seconds of silence before a worker is presumed dead", metavar="S"),

@@ -6,7 +6,12 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.activity_io import PrepareRunIn
@@ -48,6 +53,16 @@ class PlanWorkflow:
         # Running tasks that are merging, with what they spent: merges queue on the target, not
         # on agent slots, and the run's budget counts their spending before they finish.
         self.merging: dict[str, float] = {}
+        # Agent slots (runs since "agent-slots"): --max-concurrent bounds tasks working (agent,
+        # checks, review), not tasks getting ready; a few more prepare their worktree ahead and
+        # wait, in `ready`, for the run's `go`. `working`: tasks given a slot.
+        self.slots = False
+        self.ready: list[str] = []
+        self.working: set[str] = set()
+        self.signals: set[asyncio.Task[None]] = set()  # `go` signals on their way
+        # Tasks stopped before their agent started: how their result reads.
+        self.held_back: dict[str, tuple[TaskStatus, str]] = {}
+        self.cancel_sent: set[str] = set()  # tasks `cancel --now` has cancelled
         self.tries: dict[str, int] = {}
         self.skip_running: set[str] = set()
         self.paused = False
@@ -117,6 +132,13 @@ class PlanWorkflow:
         """From a task: its agent work is done and it waits for the target; its slot is free."""
         if task_id in self.running:
             self.merging[task_id] = cost_usd
+            self.changed = True
+
+    @workflow.signal
+    def task_ready(self, task_id: str, cost_usd: float = 0.0) -> None:
+        """From a task: its worktree is ready; it waits for a slot to start its agent."""
+        if task_id in self.running and task_id not in self.working and task_id not in self.ready:
+            self.ready.append(task_id)
             self.changed = True
 
     @workflow.signal
@@ -200,6 +222,7 @@ class PlanWorkflow:
                 summary=f"prepare {inp.options.target_branch} from {inp.options.base_commit[:10]}",
             )
             self.target_commit = prep.target_commit
+            self.slots = workflow.patched("agent-slots")
             await self._drive(sched)
         except ActivityError as exc:
             reason = f"run setup failed: {failure_message(exc)}"
@@ -235,18 +258,29 @@ class PlanWorkflow:
                             "the run was cancelled before the task started",
                         )
                 if self.cancel_now:
-                    for t in self.running.values():
-                        t.cancel()
+                    self._cancel_running()
+                else:
+                    why = "the run was cancelled before its agent started"
+                    self._hold_back(TaskStatus.CANCELLED, why)
             elif self._over_budget():
                 for r in self.results.values():
                     if r.status is TaskStatus.PENDING:
                         r.status, r.error = TaskStatus.SKIPPED, self._budget_message()
+                self._hold_back(TaskStatus.SKIPPED, self._budget_message())
             elif not self.paused:
                 states = {t: r.status for t, r in self.results.items()}
+                limit = self.inp.options.max_concurrent
+                if self.slots:
+                    limit += self.inp.options.ahead
                 for tid in sched.ready(states):
-                    if len(self.running) - len(self.merging) >= self.inp.options.max_concurrent:
+                    if len(self.running) - len(self.merging) >= limit:
                         break
                     self._start(tid, sched)
+                self._give_slots()
+            else:
+                # Paused: a task prepared ahead has not started its agent; it waits as pending,
+                # not as running, holding nothing, and starts afresh on resume.
+                self._hold_back(TaskStatus.PENDING, "")
             self._publish_details()
             pending = [t for t, r in self.results.items() if r.status is TaskStatus.PENDING]
             if not self.running and not pending:
@@ -260,6 +294,47 @@ class PlanWorkflow:
                     continue
             self.changed = False
             await workflow.wait_condition(lambda: self.changed)
+
+    def _cancel_running(self) -> None:
+        """Cancel every running task, once: a second cancel of a task already cancelling would
+        stop waiting for its workflow to end, and the run could close while it cleans up."""
+        for tid, t in self.running.items():
+            if tid in self.cancel_sent and workflow.patched("cancel-once"):
+                continue
+            self.cancel_sent.add(tid)
+            t.cancel()
+
+    def _give_slots(self) -> None:
+        """`go` to the tasks waiting, first in the plan first, while slots are free."""
+        busy = sum(1 for t in self.working if t in self.running and t not in self.merging)
+        while self.slots and self.ready and busy < self.inp.options.max_concurrent:
+            # The plan's order among the ready (the results are laid out in it).
+            order = list(self.results)
+            tid = min(self.ready, key=order.index)
+            self.ready.remove(tid)
+            if tid not in self.running:
+                continue
+            self.working.add(tid)
+            busy += 1
+            sent = asyncio.create_task(self._go(tid))
+            self.signals.add(sent)
+            sent.add_done_callback(self.signals.discard)
+
+    async def _go(self, tid: str) -> None:
+        try:
+            await workflow.get_external_workflow_handle(self.child_ids[tid]).signal(TaskWorkflow.go)
+        except FailureError as exc:  # it ended meanwhile: its end frees the slot
+            workflow.logger.warning("could not give task %s its slot: %s", tid, exc)
+
+    def _hold_back(self, status: TaskStatus, reason: str) -> None:
+        """Tasks prepared ahead whose agent has not started end now, to read as `status`:
+        no new agent starts (the run is cancelled, its budget spent, or it is paused)."""
+        if not self.slots:
+            return
+        for tid, t in self.running.items():
+            if tid not in self.working and tid not in self.held_back:
+                self.held_back[tid] = (status, reason)
+                t.cancel()
 
     def _over_budget(self) -> bool:
         budget = self.inp.options.budget_usd
@@ -283,6 +358,7 @@ class PlanWorkflow:
             sandbox=sandbox_of(self.inp.plan, task, self.inp.options.sandbox),
             approver=self.inp.approver,
             approval_digest=self.inp.approval_digests.get(tid),
+            agent_slot=self.slots,
         )
         self.running[tid] = asyncio.create_task(self._run_child(tid, task_input))
 
@@ -323,6 +399,17 @@ class PlanWorkflow:
         if tid in self.skip_running:
             self.skip_running.discard(tid)
             res.status, res.error = TaskStatus.SKIPPED, "skipped by request while running"
+        elif tid in self.held_back and res.status is TaskStatus.CANCELLED:
+            res.status, res.error = self.held_back[tid]
+            if res.status is TaskStatus.PENDING:  # back in line: what it had, nothing more
+                res = TaskResult(id=tid, title=task.title, status=TaskStatus.PENDING)
+                res.attempts, res.agent_runs = previous_attempts, previous.agent_runs
+                res.add(previous)
+        self.held_back.pop(tid, None)
+        self.cancel_sent.discard(tid)
+        self.working.discard(tid)
+        if tid in self.ready:
+            self.ready.remove(tid)
         if res.status is TaskStatus.MERGED and res.commit:
             self.target_commit = res.commit
         self.results[tid] = res

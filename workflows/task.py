@@ -83,6 +83,12 @@ class TaskWorkflow(TaskSteps):
         self.diff_size = (0, 0)
         self.decision: Decision | None = None
         self.unasked_deletions: tuple[int, list[str]] = (0, [])
+        self.slot_given = False
+
+    @workflow.signal
+    def go(self) -> None:
+        """From the run: one of its agent slots is this task's; its agent may start."""
+        self.slot_given = True
 
     @workflow.query
     def status(self) -> TaskResult:
@@ -252,6 +258,7 @@ class TaskWorkflow(TaskSteps):
         # One session for every run of the agent on this task: retries and fix rounds resume it.
         if self.session_id is None:
             self.session_id = str(workflow.uuid4())
+        await self._wait_for_slot()
         res.phase = "agent"
         agent = await self._run_agent(inp, label, base, start=base, fix=None)
         if agent is None:

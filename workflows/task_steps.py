@@ -73,6 +73,7 @@ class TaskSteps:
     decision: Decision | None
     # Files the change deletes that the task does not name: (how many, the first few).
     unasked_deletions: tuple[int, list[str]]
+    slot_given: bool  # the run said `go`: this task holds one of its agent slots
 
     async def _act(self, ref: ActivityRef[A, R], arg: A, **kw: Any) -> R:
         """An activity on the claimed worker's queue; a queue nobody serves any more is noticed."""
@@ -184,6 +185,14 @@ class TaskSteps:
             )
         except FailureError as exc:  # the run has closed (cancelled): nobody to tell
             workflow.logger.warning("could not signal %s to the run: %s", signal, exc)
+
+    async def _wait_for_slot(self) -> None:
+        """Prepared ahead: the agent starts when the run gives this task one of its slots."""
+        if not self.inp.agent_slot or self.slot_given:
+            return
+        self.result.phase = "slot"
+        await self._tell_parent("task_ready")
+        await workflow.wait_condition(lambda: self.slot_given)
 
     async def _verify(self, inp: TaskInput, label: str, base: str, commit: str) -> bool:
         res, commands = self.result, inp.task.commands
@@ -348,6 +357,7 @@ def run_of() -> str:
 _DOING = {
     "claim": "it is waiting for a worker",
     "workspace": "it is preparing its worktree",
+    "slot": "its worktree is ready and it waits for a free slot (--max-concurrent)",
     "agent": "it is running the agent",
     "verify": "it is running its checks",
     "review": "it is being reviewed",

@@ -156,6 +156,7 @@ async def build_input(
         approval=settings.approval,
         budget_usd=settings.budget_usd,
         max_concurrent=settings.max_concurrent,
+        prepare_ahead=settings.prepare_ahead,
         rerun_done=settings.rerun_done,
         verify_timeout_s=settings.verify_timeout,
         heartbeat_timeout_s=settings.heartbeat_timeout,

@@ -71,6 +71,9 @@ class RunOptions(BaseModel):
     # Waits for a usage/rate limit before a task gives up (each wait lasts until the reported reset).
     max_limit_waits: int = 8
     max_concurrent: int = 4
+    # Tasks that get their workspace ready while every slot is taken, so that an agent starts the
+    # moment a slot frees; None: a quarter of max_concurrent, at least one (see `ahead`).
+    prepare_ahead: int | None = None
     rerun_done: bool = False
     verify_timeout_s: float = 600.0
     # Merge attempts when the target keeps moving under us (each one rebases and re-verifies).
@@ -81,6 +84,12 @@ class RunOptions(BaseModel):
     worker_lost_timeout_s: float = 600.0
     # Keep the branch of a task that failed, for inspection (worktrees are always removed).
     keep_failed_branches: bool = True
+
+    @property
+    def ahead(self) -> int:
+        if self.prepare_ahead is not None:
+            return self.prepare_ahead
+        return max(1, -(-self.max_concurrent // 4))
 
     @model_validator(mode="before")
     @classmethod
@@ -137,6 +146,9 @@ class TaskInput(BaseModel):
     approver: str | None = None
     # Runs started when approvals carried a token: the SHA-256 of this task's token.
     approval_digest: str | None = None
+    # The run hands out agent slots: the task prepares its workspace, then waits for the run's
+    # `go` before its agent starts. False: runs started before, whose tasks hold a slot throughout.
+    agent_slot: bool = False
 
     @property
     def sandbox_config(self) -> SandboxConfig:

@@ -70,11 +70,13 @@ def test_pause_resume_skip_retry_and_cancel_now(
     repo = make_dirty_user_repo(tmp_path / "repo")
     plan = tmp_path / "steered.md"
     plan.write_text(PLAN)
-    # 1.2 fails once; the others take 2 s each, one at a time.
+    # 1.2 fails once; the others take 2 s each, one at a time, in the plan's order (nothing
+    # prepared ahead: a task ahead that is ready first would take the slot).
     command = agent_command(write_agent(tmp_path), agent_log, 2.0, fail=("1.2",))
-    res = starter(
-        run_args(cluster, plan, repo, command, "--detach", max_concurrent=1), cluster.env, tmp_path
+    argv = run_args(
+        cluster, plan, repo, command, "--detach", "--prepare-ahead", "0", max_concurrent=1
     )
+    res = starter(argv, cluster.env, tmp_path)
     assert res.returncode == 0, res.stderr
     wid = json.loads(res.stdout)["workflow_id"]
 

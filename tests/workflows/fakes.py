@@ -70,6 +70,7 @@ class Script:
     fix_no_change: set[str] = field(default_factory=set)  # fix rounds that commit nothing
     on_target: set[str] = field(default_factory=set)  # changes other work already merged
     verify_output: str | None = None  # what a failing check prints (default: a pytest line)
+    cleanup_seconds: dict[str, float] = field(default_factory=dict)  # task -> cleanup time
 
 
 class FakeActivities:
@@ -129,6 +130,7 @@ class FakeActivities:
             raise
         finally:
             self.running -= 1
+        self.calls.append(("agent_ended", tid))
         self.agent_inputs.append(inp)
         spend = {
             "cost_usd": self.script.agent_cost,
@@ -247,6 +249,7 @@ class FakeActivities:
 
     @activity.defn(name=CLEANUP_WORKSPACE.name)
     async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:
+        await asyncio.sleep(self.script.cleanup_seconds.get(inp.task_id, 0.0))
         self.cleaned.append(inp.task_id)
         return CleanupOut(removed_worktree=True, deleted_branch=inp.delete_branch)
 

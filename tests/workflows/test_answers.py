@@ -117,7 +117,8 @@ async def accepted_updates(handle: WorkflowHandle) -> int:
 
 @pytest.mark.parametrize("running", [Script(slow={"1.1": 3.0})], indirect=True)
 async def test_steering_is_answered_and_refusals_change_nothing(running: Harness) -> None:
-    handle = await running.start(plan_input(THREE, max_concurrent=1))
+    # Nothing prepared ahead: 1.2 is still pending.
+    handle = await running.start(plan_input(THREE, max_concurrent=1, prepare_ahead=0))
     await wait_status(handle, "1.1", TaskStatus.RUNNING)
     assert "no new task starts" in await steer(handle, SteerKind.PAUSE)
     assert await refused(handle, "steer", SteerRequest(kind=SteerKind.PAUSE)) == (

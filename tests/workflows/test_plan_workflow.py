@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus
 
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.results import RunProgress, RunStatus, TaskStatus
 from autonomous_pipeline.models.run import CancelRequest
 from autonomous_pipeline.workflows.plan import PlanWorkflow
+from autonomous_pipeline.workflows.task import TaskWorkflow
 from tests.conftest import md
 from tests.workflows.conftest import Harness, plan_input
 from tests.workflows.fakes import Script
@@ -124,6 +128,86 @@ async def test_a_merging_task_frees_its_slot_for_the_next_agent(running: Harness
     assert running.fakes.max_running == 1  # agents themselves still one at a time
 
 
+def wide(n: int) -> str:
+    return "## Batch 1: wide\n" + "".join(f"### Task 1.{i}: t{i}\n" for i in range(1, n + 1))
+
+
+@pytest.mark.parametrize("running", [Script(agent_seconds=0.5)], indirect=True)
+async def test_the_next_task_gets_its_worktree_ready_while_the_slot_is_busy(
+    running: Harness,
+) -> None:
+    result = await running.run(plan_input(wide(3), max_concurrent=1, prepare_ahead=1))
+    assert result.status is RunStatus.COMPLETED
+    calls = running.fakes.calls
+    # 1.2 is claimed and prepared during 1.1's agent; its agent waits for the slot.
+    assert calls.index(("prepare_workspace", "1.2")) < calls.index(("agent_ended", "1.1"))
+    assert calls.index(("run_agent", "1.2")) > calls.index(("agent_ended", "1.1"))
+    # One ahead, no more: 1.3 starts when 1.1 has left its slot.
+    assert calls.index(("prepare_workspace", "1.3")) > calls.index(("agent_ended", "1.1"))
+    assert running.fakes.max_running == 1
+
+
+@pytest.mark.parametrize("running", [Script(agent_seconds=0.3)], indirect=True)
+async def test_nothing_prepared_ahead_when_asked_so(running: Harness) -> None:
+    result = await running.run(plan_input(wide(2), max_concurrent=1, prepare_ahead=0))
+    assert result.status is RunStatus.COMPLETED
+    calls = running.fakes.calls
+    assert calls.index(("prepare_workspace", "1.2")) > calls.index(("agent_ended", "1.1"))
+
+
+@pytest.mark.parametrize("running", [Script(agent_seconds=0.3)], indirect=True)
+async def test_slots_hold_at_width_with_tasks_ahead(running: Harness) -> None:
+    result = await running.run(plan_input(wide(9), max_concurrent=3, prepare_ahead=3))
+    assert result.status is RunStatus.COMPLETED
+    assert running.fakes.max_running == 3
+    assert dict(running.fakes.agent_runs) == {f"1.{i}": 1 for i in range(1, 10)}
+
+
+async def _waiting_for_slot(running: Harness, handle, tid: str) -> None:
+    child = running.client.get_workflow_handle(f"{handle.id}/task-{tid}")
+    for _ in range(400):
+        with contextlib.suppress(Exception):
+            if (await child.query(TaskWorkflow.status)).phase == "slot":
+                return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"{tid} never waited for a slot")
+
+
+async def test_cancel_ends_a_task_waiting_for_its_slot_without_its_agent(
+    running: Harness,
+) -> None:
+    running.fakes.script.slow["1.1"] = 1.0
+    handle = await running.start(plan_input(wide(2), max_concurrent=1, prepare_ahead=1))
+    await _waiting_for_slot(running, handle, "1.2")
+    await handle.signal("cancel", CancelRequest())
+    result = await final_result(handle)
+    by_id = {t.id: t for t in result.tasks}
+    assert by_id["1.1"].status is TaskStatus.MERGED  # it was working: allowed to finish
+    assert by_id["1.2"].status is TaskStatus.CANCELLED
+    assert by_id["1.2"].error == "the run was cancelled before its agent started"
+    assert "1.2" not in running.fakes.agent_runs
+    assert "1.2" in running.fakes.cleaned  # its prepared worktree is given back
+
+
+async def test_pause_sends_a_task_prepared_ahead_back_to_pending(running: Harness) -> None:
+    running.fakes.script.slow["1.1"] = 0.5
+    handle = await running.start(plan_input(wide(2), max_concurrent=1, prepare_ahead=1))
+    await _waiting_for_slot(running, handle, "1.2")
+    await handle.signal("pause")
+    # Paused, nothing runs: 1.1 finishes, 1.2 (ready, its agent not started) is back in line.
+    for _ in range(300):
+        p = await handle.query(PlanWorkflow.status_query)
+        if [t.status for t in p.tasks] == [TaskStatus.MERGED, TaskStatus.PENDING]:
+            break
+        await asyncio.sleep(0.02)
+    assert [t.status for t in p.tasks] == [TaskStatus.MERGED, TaskStatus.PENDING], p.tasks
+    assert "1.2" not in running.fakes.agent_runs and "1.2" in running.fakes.cleaned
+    await handle.signal("resume")
+    result = await final_result(handle)
+    assert statuses(result)["1.2"] is TaskStatus.MERGED
+    assert running.fakes.agent_runs["1.2"] == 1
+
+
 @pytest.mark.parametrize("running", [Script(agent_fails_once={"1.2"})], indirect=True)
 async def test_retry_signal_runs_a_failed_task_again_and_releases_its_dependants(
     running: Harness,
@@ -169,15 +253,18 @@ async def test_pause_holds_new_tasks_until_resume(running: Harness) -> None:
 async def test_graceful_cancel_finishes_running_tasks_and_cancels_the_rest(
     running: Harness,
 ) -> None:
-    running.fakes.script.slow["1.1"] = 0.5
+    running.fakes.script.slow["1.1"] = 3.0
     handle = await running.start(plan_input(PLAN, max_concurrent=1))
-    await asyncio.sleep(0.2)
+    for _ in range(200):  # 1.1's agent runs: cancel while it works, whatever the machine's load
+        if ("run_agent", "1.1") in running.fakes.calls:
+            break
+        await asyncio.sleep(0.02)
     await handle.signal("cancel", CancelRequest())
     result = await final_result(handle)
     s = statuses(result)
     assert result.status is RunStatus.CANCELLED
     assert s["1.1"] is TaskStatus.MERGED  # it was running: allowed to finish
-    assert all(s[t] is TaskStatus.CANCELLED for t in ("1.2", "2.1", "2.2", "3.1"))
+    assert all(s[t] is TaskStatus.CANCELLED for t in ("1.2", "2.1", "2.2", "3.1")), s
 
 
 async def test_cancel_now_cancels_running_agents(running: Harness) -> None:
@@ -192,6 +279,27 @@ async def test_cancel_now_cancels_running_agents(running: Harness) -> None:
     assert statuses(result)["1.1"] is TaskStatus.CANCELLED
     assert running.fakes.cancelled == ["1.1"]
     assert "1.1" in running.fakes.cleaned  # cleanup ran although the task was cancelled
+
+
+@pytest.mark.parametrize("running", [Script(cleanup_seconds={"1.1": 1.0})], indirect=True)
+async def test_cancel_now_waits_for_every_task_to_clean_up(running: Harness) -> None:
+    # Two tasks end at different moments: the first one's end must not cut the wait for the
+    # other short (a second cancel of a task already cancelling did: the run tried to close
+    # while that task was still cleaning up).
+    running.fakes.script.slow["1.1"] = 30
+    handle = await running.start(plan_input(PLAN, max_concurrent=1, prepare_ahead=1))
+    await _waiting_for_slot(running, handle, "1.2")
+    await handle.signal("cancel", CancelRequest(now=True))
+    result = await final_result(handle)
+    assert statuses(result)["1.1"] is TaskStatus.CANCELLED
+    assert {"1.1", "1.2"} <= set(running.fakes.cleaned)  # both cleanups ran to the end
+    child = running.client.get_workflow_handle(f"{handle.id}/task-1.1")
+    assert (await child.describe()).status == WorkflowExecutionStatus.FAILED  # ended, not killed
+    # The run never tried to close while a task was open: each of its workflow tasks completed
+    # (a close the server refuses leaves one started and never completed).
+    kinds = [e.event_type async for e in handle.fetch_history_events()]
+    started = kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED)
+    assert started == kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
 
 
 async def test_skip_signal(running: Harness) -> None:
