@@ -297,6 +297,69 @@ class Sampler:
             self._thread.join()
 
 
+@dataclass
+class DiskSampler:
+    """Peaks of a workspace's disk use, sampled in a thread: its checkouts (task worktrees and
+    the parked ones in pool/), their bytes, and the bytes of the shared clones (object stores)."""
+
+    workspace: Path
+    interval: float = 2.0
+    checkouts_peak: int = 0
+    checkouts_peak_kb: int = 0
+    clones_peak_kb: int = 0
+    total_peak_kb: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _checkouts(self) -> list[Path]:
+        found = []
+        for top in (self.workspace / "worktrees", self.workspace / "pool"):
+            with contextlib.suppress(OSError):
+                found += [p.parent for p in top.glob("*/*/.git") if p.is_file()]
+        return found
+
+    def sample(self) -> None:
+        checkouts = self._checkouts()
+        sizes = du_kb([*checkouts, self.workspace / "repos", self.workspace])
+        self.checkouts_peak = max(self.checkouts_peak, len(checkouts))
+        self.checkouts_peak_kb = max(self.checkouts_peak_kb, sum(sizes[:-2]))
+        self.clones_peak_kb = max(self.clones_peak_kb, sizes[-2])
+        self.total_peak_kb = max(self.total_peak_kb, sizes[-1])
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> DiskSampler:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def report(self) -> dict[str, float]:
+        return {
+            "checkouts_peak": self.checkouts_peak,
+            "checkouts_peak_mb": round(self.checkouts_peak_kb / 1024, 1),
+            "clones_peak_mb": round(self.clones_peak_kb / 1024, 1),
+            "workspace_peak_mb": round(self.total_peak_kb / 1024, 1),
+        }
+
+
+def du_kb(paths: list[Path]) -> list[int]:
+    """Each path's disk use in KiB (`du -s`, each counted alone); 0 for what is gone."""
+    sizes = []
+    for path in paths:
+        out = subprocess.run(
+            ["du", "-sk", str(path)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        sizes.append(int(out[0]) if out and out[0].isdigit() else 0)
+    return sizes
+
+
 def py_spy(pid: int, out: Path, env: dict[str, str]) -> subprocess.Popen[bytes] | None:
     """`py-spy record` on `pid` until it exits (raw collapsed stacks for .txt, else a flamegraph)."""
     exe = shutil.which("py-spy", path=str(Path(PYTHON).parent)) or shutil.which("py-spy")

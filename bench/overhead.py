@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository root is not on 
 from bench.common import (  # noqa: E402
     PYTHON,
     SANDBOXES,
+    DiskSampler,
     Sampler,
     activity_breakdown,
     agent_logs,
@@ -189,7 +190,10 @@ def run(
                 spy = py_spy(proc.pid, Path(args.py_spy).resolve(), env)
                 if spy is not None:
                     procs.append(spy)
-            with Sampler(proc.pid, interval=0.5) as worker:
+            with (
+                Sampler(proc.pid, interval=0.5) as worker,
+                DiskSampler(workspace, interval=args.disk_interval) as disk,
+            ):
                 code = watch(proc, err_path, args.timeout, args.stall_timeout)
             wall = time.monotonic() - t0
         stdout = out_path.read_text()
@@ -261,6 +265,8 @@ def run(
         "run_span_s": rounded(span),
         "wall_s": rounded(wall),
         "worker_peak_mb": round(worker.hwm_kb / 1024, 1),
+        # The workspace at its largest: checkouts (live and parked), clones, everything.
+        "disk": disk.report(),
         "cpu_s": {
             "worker": rounded(cpu[0], 1),
             "worker_children": rounded(cpu[1], 1),
@@ -293,6 +299,9 @@ def main() -> None:
         default="worktree",
         help="where the tasks run: the worktree sandbox (namespaces), without namespaces "
         "(--no-isolation), or a container per step (the Debian test image)",
+    )
+    ap.add_argument(
+        "--disk-interval", type=float, default=2.0, help="seconds between disk samples (du)"
     )
     ap.add_argument("--no-verify", action="store_true", help="tasks without a verification step")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds the run may take")

@@ -6,7 +6,8 @@ start to the last agent end, as the fake agent itself logs them (outside the rep
 mode: the same agent, task after task, in one shared clone (checkout -B, agent, commit, merge,
 clean). Prints one JSON object as its last line.
 
-.venv/bin/python bench/parallel.py [--tasks 16] [--concurrency 8] [--agent-seconds 5] [--keep]
+.venv/bin/python bench/parallel.py [--tasks 16] [--concurrency 8] [--agent-seconds 5] [--prepare-ahead N]
+    [--sandbox S] [--keep]
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ def span(log: Path, ids: list[str]) -> float:
     return max(r.end for r in runs if r.end is not None) - min(r.start for r in runs)
 
 
+def starts(log: Path) -> list[float]:
+    runs = agent_runs(log)
+    first = min(r.start for r in runs)
+    return sorted(round(r.start - first, 2) for r in runs)
+
+
 def check_files(repo: Path, env: dict[str, str], ref: str, ids: list[str], mode: str) -> None:
     files = git(repo, env, "ls-tree", "-r", "--name-only", ref, "out").splitlines()
     want = sorted(f"out/{t}.txt" for t in ids)
@@ -76,7 +83,13 @@ def check_files(repo: Path, env: dict[str, str], ref: str, ids: list[str], mode:
 
 
 def run_pipeline(
-    tmp: Path, env: dict[str, str], ids: list[str], concurrency: int, agent_s: float, sandbox: str
+    tmp: Path,
+    env: dict[str, str],
+    ids: list[str],
+    concurrency: int,
+    agent_s: float,
+    sandbox: str,
+    ahead: int | None,
 ) -> dict[str, Any]:
     repo = make_demo_repo(tmp / "repo")
     plan = tmp / "parallel-bench.md"
@@ -91,6 +104,7 @@ def run_pipeline(
         *("--plan", str(plan), "--repo", str(repo), "--workspace", str(tmp / "workspace")),
         *("--agent", "command", "--agent-command", command),
         *("--max-concurrent", str(concurrency), "--json", *flags),
+        *(("--prepare-ahead", str(ahead)) if ahead is not None else ()),
     ]
     t0 = time.monotonic()
     res = subprocess.run(
@@ -122,6 +136,8 @@ def run_pipeline(
     durations = [float(t["duration_s"]) for t in data["tasks"]]
     return {
         "makespan_s": span(log, ids),
+        # When each agent started, from the first: a late second wave is orchestration showing.
+        "agent_starts_s": starts(log),
         "wall_s": wall,
         "task_duration_s": {
             "min": min(durations),
@@ -164,6 +180,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--agent-seconds", type=float, default=5.0)
     ap.add_argument("--sandbox", choices=SANDBOXES, default="worktree")
+    ap.add_argument(
+        "--prepare-ahead", type=int, default=None, help="the run's --prepare-ahead (its default)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = ap.parse_args()
     if args.tasks < 1 or args.concurrency < 1 or args.agent_seconds < 0:
@@ -172,7 +191,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-parallel-")).resolve()
     env = bench_env(tmp)
     try:
-        pipe = run_pipeline(tmp, env, ids, args.concurrency, args.agent_seconds, args.sandbox)
+        pipe = run_pipeline(
+            tmp, env, ids, args.concurrency, args.agent_seconds, args.sandbox, args.prepare_ahead
+        )
         sequential = run_sequential(tmp, env, ids, args.agent_seconds)
     finally:
         stop_server(tmp / "workspace", env)
@@ -189,6 +210,7 @@ def main() -> None:
                 "tasks": args.tasks,
                 "sandbox": args.sandbox,
                 "concurrency": args.concurrency,
+                "prepare_ahead": args.prepare_ahead,
                 "agent_s": args.agent_seconds,
                 "makespan_s": round(makespan, 3),
                 "wall_s": round(pipe["wall_s"], 3),
@@ -196,6 +218,7 @@ def main() -> None:
                 "efficiency": round(lower / makespan, 3) if makespan else None,
                 "sequential_makespan_s": round(sequential, 3),
                 "speedup_vs_sequential": round(sequential / makespan, 3) if makespan else None,
+                "agent_starts_s": pipe["agent_starts_s"],
             }
         )
     )
