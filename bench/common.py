@@ -416,6 +416,8 @@ class History:
     # Each workflow task's (scheduled -> started, started -> completed) seconds: the wait for a
     # worker to pick it up, and the worker's own time on it (replay, workflow code, codec).
     workflow_task_spans: list[tuple[float, float]] = field(default_factory=list)
+    # A task prepared ahead: seconds from telling the run it is ready to the run's `go`.
+    slot_wait_s: float = 0.0
     # Workflow tasks that timed out or failed: a replay too slow for the task timeout, a bug.
     workflow_task_timeouts: int = 0
     workflow_task_failures: int = 0
@@ -452,6 +454,8 @@ def reduce_history(workflow_id: str, events: list[Any]) -> History:
     wfts = wft_timeouts = wft_failures = 0
     wft_at: dict[int, float] = {}  # workflow task scheduled/started event id -> its time
     spans: list[tuple[float, float]] = []
+    ready_at: float | None = None
+    slot_wait = 0.0
     for ev in events:
         t, kind = _ts(ev), ev.event_type
         if kind == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -474,6 +478,14 @@ def reduce_history(workflow_id: str, events: list[Any]) -> History:
             attrs = getattr(ev, child_closing[kind])
             wid, at = initiated[attrs.initiated_event_id]
             children[wid] = (at, t)
+        elif kind == E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED:
+            attrs = ev.signal_external_workflow_execution_initiated_event_attributes
+            if attrs.signal_name == "task_ready":
+                ready_at = t
+        elif kind == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            if ev.workflow_execution_signaled_event_attributes.signal_name == "go" and ready_at:
+                slot_wait += t - ready_at
+                ready_at = None
         elif kind in (E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, E.EVENT_TYPE_WORKFLOW_TASK_STARTED):
             wft_at[ev.event_id] = t
         elif kind == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
@@ -502,6 +514,7 @@ def reduce_history(workflow_id: str, events: list[Any]) -> History:
         children=children,
         workflow_tasks=wfts,
         workflow_task_spans=spans,
+        slot_wait_s=slot_wait,
         workflow_task_timeouts=wft_timeouts,
         workflow_task_failures=wft_failures,
     )
@@ -607,7 +620,7 @@ def time_split(children: list[History]) -> dict[str, float]:
         q = sum(a.queued_s for a in h.activities)
         run.append(r)
         queued.append(q)
-        rest.append(h.closed - h.started - r - q)
+        rest.append(h.closed - h.started - r - q - h.slot_wait_s)
         wft_queued.append(sum(s[0] for s in h.workflow_task_spans))
         wft_run.append(sum(s[1] for s in h.workflow_task_spans))
         wft_count.append(len(h.workflow_task_spans))

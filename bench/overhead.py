@@ -231,8 +231,10 @@ def run(
             why = f"{t['status']}: {(t['error'] or '')[:120]}"
             failures[why] = failures.get(why, 0) + 1
     # Overhead of the tasks that merged (a failed one skips steps, or retried them to no end).
+    # A task prepared ahead waits for a slot: that is the previous task's work, not overhead.
+    waits = {h.workflow_id.rsplit("/task-", 1)[1]: h.slot_wait_s for h in children}
     overhead = [
-        float(t["duration_s"]) - agent_s.get(t["id"], 0.0)
+        float(t["duration_s"]) - agent_s.get(t["id"], 0.0) - waits.get(t["id"], 0.0)
         for t in result["tasks"]
         if t["status"] == "merged"
     ]
@@ -240,7 +242,7 @@ def run(
     for child_id, (initiated, closed) in plan_hist.children.items():
         tid = child_id.rsplit("/task-", 1)[1]
         if closed is not None and tid in merged:
-            slot.append(closed - initiated - agent_s.get(tid, 0.0))
+            slot.append(closed - initiated - agent_s.get(tid, 0.0) - waits.get(tid, 0.0))
     span = (plan_hist.closed or plan_hist.started) - plan_hist.started
     tasks_per_min = args.tasks / span * 60 if span > 0 else None
     cpu = worker.cpu or (0.0, 0.0)
