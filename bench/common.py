@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: examples/ and tests/ are not installed packages
@@ -264,8 +264,37 @@ def tree_rss_kb(pid: int) -> int:
     return total
 
 
+class Periodic:
+    """`sample()` every `interval` seconds in a thread, while the `with` block runs (first at
+    its start when `sample_at_start`)."""
+
+    interval: float
+    sample_at_start: ClassVar[bool] = True
+    _stop: threading.Event
+    _thread: threading.Thread | None
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> Self:
+        if self.sample_at_start:
+            self.sample()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 @dataclass
-class Sampler:
+class Sampler(Periodic):
     """Samples a process (memory of its tree, its peak RSS, its CPU times) in a thread."""
 
     pid: int
@@ -281,24 +310,9 @@ class Sampler:
         self.hwm_kb = max(self.hwm_kb, _status_kb(self.pid, "VmHWM") or 0)
         self.cpu = cpu_seconds(self.pid) or self.cpu
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def __enter__(self) -> Sampler:
-        self.sample()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
 
 @dataclass
-class DiskSampler:
+class DiskSampler(Periodic):
     """Peaks of a workspace's disk use, sampled in a thread: its checkouts (task worktrees and
     the parked ones in pool/), their bytes, and the bytes of the shared clones (object stores)."""
 
@@ -308,6 +322,7 @@ class DiskSampler:
     checkouts_peak_kb: int = 0
     clones_peak_kb: int = 0
     total_peak_kb: int = 0
+    sample_at_start: ClassVar[bool] = False  # nothing is there yet
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -325,20 +340,6 @@ class DiskSampler:
         self.checkouts_peak_kb = max(self.checkouts_peak_kb, sum(sizes[:-2]))
         self.clones_peak_kb = max(self.clones_peak_kb, sizes[-2])
         self.total_peak_kb = max(self.total_peak_kb, sizes[-1])
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def __enter__(self) -> DiskSampler:
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
     def report(self) -> dict[str, float]:
         return {
