@@ -248,7 +248,7 @@ class Settings(BaseSettings):
         float, Flag("seconds per verification command", metavar="S"), Field(gt=0)
     ] = _run("verify_timeout_s")
     max_concurrent: Annotated[
-        int, Flag("tasks running at once", metavar="N"), Field(ge=1, le=64)
+        int, Flag("agents running at once", metavar="N"), Field(ge=1, le=64)
     ] = _run("max_concurrent")
     prepare_ahead: Annotated[
         int | None,

@@ -53,12 +53,19 @@ class PlanWorkflow:
         # Running tasks that are merging, with what they spent: merges queue on the target, not
         # on agent slots, and the run's budget counts their spending before they finish.
         self.merging: dict[str, float] = {}
+        # What running tasks said they had spent when their agent ended (slot per agent).
+        self.spending: dict[str, float] = {}
         # Agent slots (runs since "agent-slots"): --max-concurrent bounds tasks working (agent,
         # checks, review), not tasks getting ready; a few more prepare their worktree ahead and
-        # wait, in `ready`, for the run's `go`. `working`: tasks given a slot.
+        # wait, in `ready`, for the run's `go`. `working`: tasks holding a slot now; `had_slot`:
+        # tasks whose agent has started (they are never held back).
         self.slots = False
+        # Since "slot-per-agent" a slot is held while an agent runs, not until the merge: a task
+        # gives it back when its agent ends and asks again (`ready`) before a fix round.
+        self.per_agent = False
         self.ready: list[str] = []
         self.working: set[str] = set()
+        self.had_slot: set[str] = set()
         self.signals: set[asyncio.Task[None]] = set()  # `go` signals on their way
         # Tasks stopped before their agent started: how their result reads.
         self.held_back: dict[str, tuple[TaskStatus, str]] = {}
@@ -142,6 +149,15 @@ class PlanWorkflow:
             self.changed = True
 
     @workflow.signal
+    def agent_ended(self, task_id: str, cost_usd: float = 0.0) -> None:
+        """From a task: its agent has ended; its slot is free while it is checked and reviewed."""
+        if task_id in self.running:
+            self.spending[task_id] = cost_usd
+        if task_id in self.working:
+            self.working.discard(task_id)
+            self.changed = True
+
+    @workflow.signal
     def task_working(self, task_id: str, cost_usd: float = 0.0) -> None:
         """From a task: it runs an agent again (a conflict fix) and counts as running again."""
         self.merging.pop(task_id, None)
@@ -189,7 +205,12 @@ class PlanWorkflow:
 
     def _spent(self) -> float:
         finished = sum(r.cost_usd for r in self.results.values())
-        return round(finished + sum(self.merging.values()), 10)
+        # A task's spending only grows: the newer of its two reports is the larger.
+        said = set(self.merging) | set(self.spending)
+        running = sum(
+            max(self.merging.get(t, 0.0), self.spending.get(t, 0.0)) for t in sorted(said)
+        )
+        return round(finished + running, 10)
 
     # ------------------------------------------------------------------ the run
 
@@ -223,6 +244,7 @@ class PlanWorkflow:
             )
             self.target_commit = prep.target_commit
             self.slots = workflow.patched("agent-slots")
+            self.per_agent = self.slots and workflow.patched("slot-per-agent")
             await self._drive(sched)
         except ActivityError as exc:
             reason = f"run setup failed: {failure_message(exc)}"
@@ -262,18 +284,20 @@ class PlanWorkflow:
                 else:
                     why = "the run was cancelled before its agent started"
                     self._hold_back(TaskStatus.CANCELLED, why)
+                    self._give_slots(fresh=False)
             elif self._over_budget():
                 for r in self.results.values():
                     if r.status is TaskStatus.PENDING:
                         r.status, r.error = TaskStatus.SKIPPED, self._budget_message()
                 self._hold_back(TaskStatus.SKIPPED, self._budget_message())
+                self._give_slots(fresh=False)
             elif not self.paused:
                 states = {t: r.status for t, r in self.results.items()}
                 limit = self.inp.options.max_concurrent
                 if self.slots:
                     limit += self.inp.options.ahead
                 for tid in sched.ready(states):
-                    if len(self.running) - len(self.merging) >= limit:
+                    if not self._room(limit):
                         break
                     self._start(tid, sched)
                 self._give_slots()
@@ -281,6 +305,7 @@ class PlanWorkflow:
                 # Paused: a task prepared ahead has not started its agent; it waits as pending,
                 # not as running, holding nothing, and starts afresh on resume.
                 self._hold_back(TaskStatus.PENDING, "")
+                self._give_slots(fresh=False)
             self._publish_details()
             pending = [t for t, r in self.results.items() if r.status is TaskStatus.PENDING]
             if not self.running and not pending:
@@ -295,6 +320,21 @@ class PlanWorkflow:
             self.changed = False
             await workflow.wait_condition(lambda: self.changed)
 
+    def _room(self, limit: int) -> bool:
+        """Whether one more task may start: fewer than `limit` tasks before or in their agent.
+        Slot per agent: tasks whose agent has ended (checked, reviewed, waiting for a fix round's
+        slot) do not count, so the next tasks get ready during their checks; but at most
+        --max-concurrent of those, to bound the checks running and the worktrees held."""
+        active = len(self.running) - len(self.merging)
+        if not self.per_agent:
+            return active < limit
+        agent_done = sum(
+            1
+            for t in self.running
+            if t not in self.merging and t in self.had_slot and t not in self.working
+        )
+        return active - agent_done < limit and active < limit + self.inp.options.max_concurrent
+
     def _cancel_running(self) -> None:
         """Cancel every running task, once: a second cancel of a task already cancelling would
         stop waiting for its workflow to end, and the run could close while it cleans up."""
@@ -304,17 +344,23 @@ class PlanWorkflow:
             self.cancel_sent.add(tid)
             t.cancel()
 
-    def _give_slots(self) -> None:
-        """`go` to the tasks waiting, first in the plan first, while slots are free."""
+    def _give_slots(self, fresh: bool = True) -> None:
+        """`go` to the tasks waiting, first in the plan first, while slots are free. Not `fresh`
+        (paused, cancelling, out of budget): only to tasks whose agent has run, for a fix round;
+        the others are held back."""
         busy = sum(1 for t in self.working if t in self.running and t not in self.merging)
-        while self.slots and self.ready and busy < self.inp.options.max_concurrent:
+        while self.slots and busy < self.inp.options.max_concurrent:
+            waiting = [t for t in self.ready if fresh or t in self.had_slot]
+            if not waiting:
+                return
             # The plan's order among the ready (the results are laid out in it).
             order = list(self.results)
-            tid = min(self.ready, key=order.index)
+            tid = min(waiting, key=order.index)
             self.ready.remove(tid)
             if tid not in self.running:
                 continue
             self.working.add(tid)
+            self.had_slot.add(tid)
             busy += 1
             sent = asyncio.create_task(self._go(tid))
             self.signals.add(sent)
@@ -332,7 +378,7 @@ class PlanWorkflow:
         if not self.slots:
             return
         for tid, t in self.running.items():
-            if tid not in self.working and tid not in self.held_back:
+            if tid not in self.had_slot and tid not in self.held_back:
                 self.held_back[tid] = (status, reason)
                 t.cancel()
 
@@ -359,6 +405,7 @@ class PlanWorkflow:
             approver=self.inp.approver,
             approval_digest=self.inp.approval_digests.get(tid),
             agent_slot=self.slots,
+            slot_per_agent=self.per_agent,
         )
         self.running[tid] = asyncio.create_task(self._run_child(tid, task_input))
 
@@ -408,6 +455,7 @@ class PlanWorkflow:
         self.held_back.pop(tid, None)
         self.cancel_sent.discard(tid)
         self.working.discard(tid)
+        self.had_slot.discard(tid)
         if tid in self.ready:
             self.ready.remove(tid)
         if res.status is TaskStatus.MERGED and res.commit:
@@ -415,6 +463,7 @@ class PlanWorkflow:
         self.results[tid] = res
         del self.running[tid]
         self.merging.pop(tid, None)
+        self.spending.pop(tid, None)
         self.changed = True
 
     def _take_requests(self, sched: Schedule) -> None:

@@ -84,6 +84,7 @@ class TaskWorkflow(TaskSteps):
         self.decision: Decision | None = None
         self.unasked_deletions: tuple[int, list[str]] = (0, [])
         self.slot_given = False
+        self.told: asyncio.Task[None] | None = None
 
     @workflow.signal
     def go(self) -> None:
@@ -310,7 +311,10 @@ class TaskWorkflow(TaskSteps):
         to be checked again."""
         task, opts, res = inp.task, inp.options, self.result
         res.phase = "merge"
-        await self._tell_parent("task_merging")
+        if inp.slot_per_agent:
+            self._tell_parent_soon("task_merging")  # the merge need not wait for the run to hear
+        else:
+            await self._tell_parent("task_merging")
         merge = await self._merge(inp, label, work.base, work.commit)
         if merge.merged:
             res.status, res.commit, res.error = TaskStatus.MERGED, merge.commit, None

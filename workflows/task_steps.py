@@ -3,6 +3,7 @@ review, approval and merge. TaskWorkflow composes them; each is one activity on 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -74,6 +75,9 @@ class TaskSteps:
     # Files the change deletes that the task does not name: (how many, the first few).
     unasked_deletions: tuple[int, list[str]]
     slot_given: bool  # the run said `go`: this task holds one of its agent slots
+    # A signal to the run on its way, not waited for (slot per agent): the next one waits for it,
+    # so the run reads them in the order they were sent.
+    told: asyncio.Task[None] | None
 
     async def _act(self, ref: ActivityRef[A, R], arg: A, **kw: Any) -> R:
         """An activity on the claimed worker's queue; a queue nobody serves any more is noticed."""
@@ -113,6 +117,7 @@ class TaskSteps:
                 agent = agent.model_copy(
                     update={"claude": agent.claude.model_copy(update={"max_budget_usd": left})}
                 )
+            await self._wait_for_slot()
             out: RunAgentOut = await self._act(
                 RUN_AGENT,
                 RunAgentIn(
@@ -135,6 +140,7 @@ class TaskSteps:
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"{label} — {'fix' if fix else 'agent'} ({opts.agent.backend})",
             )
+            self._free_slot()
             self.agent_ran = True
             res.attempts += out.attempt
             # Each attempt of the activity started the agent: one a dead worker cut short ran too.
@@ -179,6 +185,14 @@ class TaskSteps:
         parent = workflow.info().parent
         if parent is None or not workflow.patched("merge-frees-slot"):
             return
+        told, self.told = self.told, None
+        if told is not None:
+            await told
+        await self._signal_parent(signal)
+
+    async def _signal_parent(self, signal: str) -> None:
+        parent = workflow.info().parent
+        assert parent is not None
         try:
             await workflow.get_external_workflow_handle(parent.workflow_id).signal(
                 signal, args=[self.inp.task.id, self.result.cost_usd]
@@ -186,13 +200,31 @@ class TaskSteps:
         except FailureError as exc:  # the run has closed (cancelled): nobody to tell
             workflow.logger.warning("could not signal %s to the run: %s", signal, exc)
 
+    def _tell_parent_soon(self, signal: str) -> None:
+        """`_tell_parent` without waiting for the run to have it: the next step starts now."""
+        previous = self.told
+
+        async def tell() -> None:
+            if previous is not None:
+                await previous
+            await self._signal_parent(signal)
+
+        self.told = asyncio.create_task(tell())
+
     async def _wait_for_slot(self) -> None:
         """Prepared ahead: the agent starts when the run gives this task one of its slots."""
         if not self.inp.agent_slot or self.slot_given:
             return
-        self.result.phase = "slot"
+        phase, self.result.phase = self.result.phase, "slot"
         await self._tell_parent("task_ready")
         await workflow.wait_condition(lambda: self.slot_given)
+        self.result.phase = phase
+
+    def _free_slot(self) -> None:
+        """Slot per agent: the agent has ended; its slot goes back to the run."""
+        if self.inp.slot_per_agent and self.slot_given:
+            self.slot_given = False
+            self._tell_parent_soon("agent_ended")
 
     async def _verify(self, inp: TaskInput, label: str, base: str, commit: str) -> bool:
         res, commands = self.result, inp.task.commands

@@ -149,6 +149,10 @@ class TaskInput(BaseModel):
     # The run hands out agent slots: the task prepares its workspace, then waits for the run's
     # `go` before its agent starts. False: runs started before, whose tasks hold a slot throughout.
     agent_slot: bool = False
+    # The slot is held only while an agent runs: the task gives it back when its agent ends, and
+    # asks again before a fix round, so checks and reviews never keep the next agent waiting.
+    # False: runs started before, whose tasks hold their slot until they merge.
+    slot_per_agent: bool = False
 
     @property
     def sandbox_config(self) -> SandboxConfig:

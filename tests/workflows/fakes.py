@@ -71,6 +71,7 @@ class Script:
     on_target: set[str] = field(default_factory=set)  # changes other work already merged
     verify_output: str | None = None  # what a failing check prints (default: a pytest line)
     cleanup_seconds: dict[str, float] = field(default_factory=dict)  # task -> cleanup time
+    verify_seconds: dict[str, float] = field(default_factory=dict)  # task -> verification time
 
 
 class FakeActivities:
@@ -189,6 +190,8 @@ class FakeActivities:
         self.calls.append(("verify_task", inp.task_id))
         self.verify_inputs.append(inp)
         self.verifies[inp.task_id] += 1
+        await asyncio.sleep(self.script.verify_seconds.get(inp.task_id, 0.0))
+        self.calls.append(("verified", inp.task_id))
         failing = self.verifies[inp.task_id] <= self.script.verify_fails_times.get(inp.task_id, 0)
         ok = inp.task_id not in self.script.verify_fails and not failing
         return VerifyOut(

@@ -139,11 +139,14 @@ async def test_the_next_task_gets_its_worktree_ready_while_the_slot_is_busy(
     result = await running.run(plan_input(wide(3), max_concurrent=1, prepare_ahead=1))
     assert result.status is RunStatus.COMPLETED
     calls = running.fakes.calls
-    # 1.2 is claimed and prepared during 1.1's agent; its agent waits for the slot.
-    assert calls.index(("prepare_workspace", "1.2")) < calls.index(("agent_ended", "1.1"))
-    assert calls.index(("run_agent", "1.2")) > calls.index(("agent_ended", "1.1"))
-    # One ahead, no more: 1.3 starts when 1.1 has left its slot.
-    assert calls.index(("prepare_workspace", "1.3")) > calls.index(("agent_ended", "1.1"))
+    # 1.1 and 1.2 start together; the slot goes to the first whose worktree is ready.
+    first, second = [t for name, t in calls if name == "run_agent"][:2]
+    assert {first, second} == {"1.1", "1.2"}
+    # The other is claimed and prepared during that agent; its own agent waits for the slot.
+    assert calls.index(("prepare_workspace", second)) < calls.index(("agent_ended", first))
+    assert calls.index(("run_agent", second)) > calls.index(("agent_ended", first))
+    # One ahead, no more: 1.3 starts when the first has left its slot.
+    assert calls.index(("prepare_workspace", "1.3")) > calls.index(("agent_ended", first))
     assert running.fakes.max_running == 1
 
 
@@ -161,6 +164,85 @@ async def test_slots_hold_at_width_with_tasks_ahead(running: Harness) -> None:
     assert result.status is RunStatus.COMPLETED
     assert running.fakes.max_running == 3
     assert dict(running.fakes.agent_runs) == {f"1.{i}": 1 for i in range(1, 10)}
+
+
+def checked(n: int) -> str:
+    """`wide(n)` whose tasks each have a check to run."""
+    tasks = "".join(f"### Task 1.{i}: t{i}\n**Verification:**\n- `true`\n" for i in range(1, n + 1))
+    return "## Batch 1: wide\n" + tasks
+
+
+@pytest.mark.parametrize(
+    "running", [Script(agent_seconds=0.2, verify_seconds={"1.1": 1.0})], indirect=True
+)
+async def test_the_next_agent_starts_while_the_last_change_is_checked(running: Harness) -> None:
+    result = await running.run(plan_input(checked(2), max_concurrent=1, prepare_ahead=1))
+    assert result.status is RunStatus.COMPLETED
+    calls = running.fakes.calls
+    # The slot is the agent's: 1.1's checks do not keep 1.2's agent waiting.
+    assert calls.index(("run_agent", "1.2")) < calls.index(("verified", "1.1"))
+    assert running.fakes.max_running == 1
+
+
+@pytest.mark.parametrize(
+    "running", [Script(verify_seconds={"1.1": 0.6, "1.2": 0.6, "1.3": 0.6})], indirect=True
+)
+async def test_checks_bound_the_tasks_started_behind_them(running: Harness) -> None:
+    result = await running.run(plan_input(checked(3), max_concurrent=1, prepare_ahead=0))
+    assert result.status is RunStatus.COMPLETED
+    calls = running.fakes.calls
+    # 1.1 is being checked: 1.2 starts and runs its agent meanwhile ...
+    assert calls.index(("run_agent", "1.2")) < calls.index(("verified", "1.1"))
+    # ... but no more than --max-concurrent tasks wait on their checks: 1.3 starts only when
+    # 1.1's are done, however free the agent slot.
+    assert calls.index(("claim_worker", "1.3")) > calls.index(("verified", "1.1"))
+
+
+@pytest.mark.parametrize(
+    "running",
+    [Script(verify_fails_times={"1.1": 1, "1.2": 1}, verify_seconds={"1.1": 0.3, "1.2": 0.3})],
+    indirect=True,
+)
+async def test_a_fix_round_waits_for_a_slot_like_any_agent(running: Harness) -> None:
+    result = await running.run(plan_input(checked(2), max_concurrent=1, prepare_ahead=1))
+    assert statuses(result) == dict.fromkeys(["1.1", "1.2"], TaskStatus.MERGED)
+    # Each task's checks fail once. While one is checked the other's agent has the slot, so
+    # their agents take turns (x, y, x, y), one at a time; a slot held until the merge would
+    # give x, x, y, y. Which of the two goes first depends on whose worktree is ready first.
+    agents = [tid for name, tid in running.fakes.calls if name == "run_agent"]
+    assert len(agents) == 4 and agents[0] != agents[1] and agents[2:] == agents[:2], agents
+    assert running.fakes.max_running == 1
+
+
+async def _phase(running: Harness, handle, tid: str, phase: str) -> None:
+    child = running.client.get_workflow_handle(f"{handle.id}/task-{tid}")
+    for _ in range(400):
+        with contextlib.suppress(Exception):
+            if (await child.query(TaskWorkflow.status)).phase == phase:
+                return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"{tid} never reached phase {phase}")
+
+
+@pytest.mark.parametrize(
+    "running", [Script(verify_fails_times={"1.1": 1}, verify_seconds={"1.1": 0.5})], indirect=True
+)
+async def test_a_paused_run_lets_a_checked_task_finish_its_fix_round(running: Harness) -> None:
+    # 1.2 waits for 1.1's merge, so no agent of its own can be under way when the run pauses.
+    plan = checked(2).replace("### Task 1.2: t2\n", "### Task 1.2: t2\n**Depends on:** Task 1.1\n")
+    handle = await running.start(plan_input(plan, max_concurrent=1, prepare_ahead=0))
+    await _phase(running, handle, "1.1", "verify")
+    await handle.signal("pause")
+    # 1.1's agent has run: it is not held back, and its fix round gets the slot while paused.
+    for _ in range(300):
+        p = await handle.query(PlanWorkflow.status_query)
+        if [t.status for t in p.tasks] == [TaskStatus.MERGED, TaskStatus.PENDING]:
+            break
+        await asyncio.sleep(0.02)
+    assert [t.status for t in p.tasks] == [TaskStatus.MERGED, TaskStatus.PENDING], p.tasks
+    assert running.fakes.agent_runs["1.1"] == 2 and "1.2" not in running.fakes.agent_runs
+    await handle.signal("resume")
+    assert statuses(await final_result(handle))["1.2"] is TaskStatus.MERGED
 
 
 async def _waiting_for_slot(running: Harness, handle, tid: str) -> None:
