@@ -7,7 +7,10 @@ mode: the same agent, task after task, in one shared clone (checkout -B, agent, 
 clean). Prints one JSON object as its last line.
 
 .venv/bin/python bench/parallel.py [--tasks 16] [--concurrency 8] [--agent-seconds 5] [--prepare-ahead N]
-    [--sandbox S] [--keep]
+    [--check-seconds 0] [--sandbox S] [--keep]
+
+--check-seconds makes each task's verification take that long (both modes run it after the agent):
+checks that hold a slot show as agents starting late.
 """
 
 from __future__ import annotations
@@ -45,7 +48,12 @@ def task_ids(n: int) -> list[str]:
     return [f"1.{i}" for i in range(1, n + 1)]
 
 
-def generate(ids: list[str]) -> str:
+def check(tid: str, seconds: float) -> str:
+    test = f"grep -qx {tid} out/{tid}.txt"
+    return f"sleep {seconds:g} && {test}" if seconds > 0 else test
+
+
+def generate(ids: list[str], check_s: float = 0.0) -> str:
     """One batch of independent tasks, each creating its own file."""
     out = ["# Parallel bench", "", "## Batch 1: Independent files", "**Dependencies:** None", ""]
     for tid in ids:
@@ -54,7 +62,7 @@ def generate(ids: list[str]) -> str:
             "**Files:**",
             f"- Create: `out/{tid}.txt`",
             "**Verification:**",
-            f"- `grep -qx {tid} out/{tid}.txt`",
+            f"- `{check(tid, check_s)}`",
             "",
         ]
     return "\n".join(out) + "\n"
@@ -90,10 +98,11 @@ def run_pipeline(
     agent_s: float,
     sandbox: str,
     ahead: int | None,
+    check_s: float,
 ) -> dict[str, Any]:
     repo = make_demo_repo(tmp / "repo")
     plan = tmp / "parallel-bench.md"
-    plan.write_text(generate(ids))
+    plan.write_text(generate(ids, check_s))
     log = agent_logs(tmp) / "pipeline-agents.log"
     # The agent beside its log: a container sees that folder; there its interpreter is python3.
     python = "python3" if sandbox == "container" else sys.executable
@@ -147,7 +156,9 @@ def run_pipeline(
     }
 
 
-def run_sequential(tmp: Path, env: dict[str, str], ids: list[str], agent_s: float) -> float:
+def run_sequential(
+    tmp: Path, env: dict[str, str], ids: list[str], agent_s: float, check_s: float
+) -> float:
     """The old design: one shared checkout, one task at a time, branch/agent/commit/merge/clean."""
     origin = make_demo_repo(tmp / "seq-origin")
     checkout = tmp / "seq-checkout"
@@ -163,6 +174,9 @@ def run_sequential(tmp: Path, env: dict[str, str], ids: list[str], agent_s: floa
         )
         if res.returncode != 0:
             raise SystemExit(f"sequential: agent {tid} exited {res.returncode}: {res.stderr}")
+        verified = subprocess.run(["sh", "-c", check(tid, check_s)], cwd=checkout, check=False)
+        if verified.returncode != 0:
+            raise SystemExit(f"sequential: the check of {tid} failed")
         git(checkout, env, "add", "-A")
         git(checkout, env, "commit", "-q", "-m", f"task {tid}")
         git(checkout, env, "checkout", "-q", "main")
@@ -183,6 +197,9 @@ def main() -> None:
     ap.add_argument(
         "--prepare-ahead", type=int, default=None, help="the run's --prepare-ahead (its default)"
     )
+    ap.add_argument(
+        "--check-seconds", type=float, default=0.0, help="each task's check sleeps this long"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = ap.parse_args()
     if args.tasks < 1 or args.concurrency < 1 or args.agent_seconds < 0:
@@ -192,9 +209,16 @@ def main() -> None:
     env = bench_env(tmp)
     try:
         pipe = run_pipeline(
-            tmp, env, ids, args.concurrency, args.agent_seconds, args.sandbox, args.prepare_ahead
+            tmp,
+            env,
+            ids,
+            args.concurrency,
+            args.agent_seconds,
+            args.sandbox,
+            args.prepare_ahead,
+            args.check_seconds,
         )
-        sequential = run_sequential(tmp, env, ids, args.agent_seconds)
+        sequential = run_sequential(tmp, env, ids, args.agent_seconds, args.check_seconds)
     finally:
         stop_server(tmp / "workspace", env)
         if args.keep:
@@ -212,6 +236,7 @@ def main() -> None:
                 "concurrency": args.concurrency,
                 "prepare_ahead": args.prepare_ahead,
                 "agent_s": args.agent_seconds,
+                "check_s": args.check_seconds,
                 "makespan_s": round(makespan, 3),
                 "wall_s": round(pipe["wall_s"], 3),
                 "lower_bound_s": round(lower, 3),
