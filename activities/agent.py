@@ -108,9 +108,10 @@ class AgentActivities:
         self.agents = agents
 
     async def _workdir(
-        self, inp: RunAgentIn, sandbox: SandboxBackend, resume: bool
+        self, inp: RunAgentIn, sandbox: SandboxBackend, resume: bool, first: bool
     ) -> tuple[Checkout, bool]:
-        """The checkout the agent runs in, and whether its session is resumed."""
+        """The checkout the agent runs in, and whether its session is resumed. `first`: the
+        task's first agent run, in its first attempt (no agent has been in the worktree)."""
         task, start = inp.task, inp.start_commit or inp.base_commit
         ref = TaskRef(inp.run_key, task.id)
         if inp.fix is not None and inp.fix.conflicts:
@@ -134,6 +135,10 @@ class AgentActivities:
             activity.logger.warning(
                 "task %s: the worktree to resume is gone or moved; starting afresh", task.id
             )
+        if first and (co := await self.workspaces.clean_at(ref, start)) is not None:
+            # The task's first agent, first attempt: prepare_workspace has just left this
+            # worktree clean at `start`; checking that it still is costs less than a reset.
+            return co, False
         # A fresh attempt never builds on the half-finished files of one that died.
         return await sandbox.reset(ref, start), False
 
@@ -152,7 +157,10 @@ class AgentActivities:
                 "killed what a previous attempt of task %s left running", task.id
             )
         # A retry after a crash continues the session, like a resume the workflow asked for.
-        co, resume = await self._workdir(inp, sandbox, sessions and (inp.resume or attempt > 1))
+        first = attempt == 1 and not inp.resume and inp.fix is None
+        co, resume = await self._workdir(
+            inp, sandbox, sessions and (inp.resume or attempt > 1), first
+        )
         prompt = build_prompt(task, inp.plan_title, inp.start_commit or inp.base_commit)
         if inp.fix is not None:
             prompt = fix_prompt(task, prompt, inp.fix)

@@ -57,6 +57,21 @@ async def test_first_attempt_starts_the_session_and_reports_exact_costs(ws: Work
     assert argv[argv.index("--permission-mode") + 1] == "bypassPermissions"
 
 
+async def test_a_first_attempt_starts_clean_of_changed_files_too(ws: Workspace) -> None:
+    base, wt = await ws.prepare()
+    # A tracked file changed and a folder made since the worktree was prepared: none of it is
+    # the agent's starting point.
+    tracked = next(p for p in sorted(wt.iterdir()) if p.is_file() and p.name != ".git")
+    original = tracked.read_bytes()
+    tracked.write_text("changed by someone\n")
+    (wt / "build" / "deep").mkdir(parents=True)
+    (wt / "build" / "deep" / "out.o").write_bytes(b"\0")
+    ws.stub("success", STUB_CLAUDE_WRITE="hello.py")
+    out = await run(ws, agent_in(base))
+    assert out.succeeded and out.changed_files == ["hello.py"]
+    assert tracked.read_bytes() == original and not (wt / "build").exists()
+
+
 async def test_a_retry_resumes_the_session_in_the_worktree_as_it_was(ws: Workspace) -> None:
     base, wt = await ws.prepare()
     # What the first attempt wrote before its worker died.

@@ -177,6 +177,14 @@ class Workspaces:
                     return co
         return await self.reset(task, commit)
 
+    async def clean_at(self, task: TaskRef, commit: str) -> Checkout | None:
+        """The checkout, if it is on the task branch at `commit` with nothing else in it (ignored
+        files included): two git calls, where `reset` makes it so with six."""
+        co = await self.checkout(task)
+        if co is not None and await _clean_at(co, task.branch, commit):
+            return co
+        return None
+
     async def worktree_at(self, task: TaskRef, commit: str) -> Checkout | None:
         """The checkout as it is, if it is intact and its HEAD is or descends from `commit`.
 
