@@ -179,11 +179,15 @@ class Workspaces:
 
     async def clean_at(self, task: TaskRef, commit: str) -> Checkout | None:
         """The checkout, if it is on the task branch at `commit` with nothing else in it (ignored
-        files included): two git calls, where `reset` makes it so with six."""
+        files included): cheaper than `reset`, which rewrites the index and cleans."""
         co = await self.checkout(task)
-        if co is not None and await _clean_at(co, task.branch, commit):
-            return co
-        return None
+        if co is None:
+            return None
+        # What git status does not show: special files, an interrupted rebase or cherry-pick.
+        scrub_special_files(co.path)
+        await co.git("rebase", "--quit", check=False)
+        await co.git("cherry-pick", "--quit", check=False)
+        return co if await _clean_at(co, task.branch, commit) else None
 
     async def worktree_at(self, task: TaskRef, commit: str) -> Checkout | None:
         """The checkout as it is, if it is intact and its HEAD is or descends from `commit`.
