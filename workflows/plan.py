@@ -205,11 +205,10 @@ class PlanWorkflow:
 
     def _spent(self) -> float:
         finished = sum(r.cost_usd for r in self.results.values())
-        # A task's spending only grows: the newer of its two reports is the larger.
-        said = set(self.merging) | set(self.spending)
-        running = sum(
-            max(self.merging.get(t, 0.0), self.spending.get(t, 0.0)) for t in sorted(said)
-        )
+        # A task's spending only grows: the newer of its two reports is the larger. Summed in the
+        # order the reports came: runs before "slot-per-agent" have only `merging`'s.
+        said = [*self.merging, *(t for t in self.spending if t not in self.merging)]
+        running = sum(max(self.merging.get(t, 0.0), self.spending.get(t, 0.0)) for t in said)
         return round(finished + running, 10)
 
     # ------------------------------------------------------------------ the run
@@ -321,10 +320,11 @@ class PlanWorkflow:
             await workflow.wait_condition(lambda: self.changed)
 
     def _room(self, limit: int) -> bool:
-        """Whether one more task may start: fewer than `limit` tasks before or in their agent.
-        Slot per agent: tasks whose agent has ended (checked, reviewed, waiting for a fix round's
-        slot) do not count, so the next tasks get ready during their checks; but at most
-        --max-concurrent of those, to bound the checks running and the worktrees held."""
+        """Whether one more task may start: fewer than `limit` tasks (--max-concurrent plus
+        --prepare-ahead) before or in their agent. Slot per agent: tasks whose agent has ended
+        (checked, reviewed, waiting for a fix round's slot) do not count, so the next tasks get
+        ready during their checks; but all running tasks, merging ones included, stay fewer than
+        `limit` + --max-concurrent: the bound on checks running and on worktrees held."""
         active = len(self.running) - len(self.merging)
         if not self.per_agent:
             return active < limit
@@ -333,7 +333,8 @@ class PlanWorkflow:
             for t in self.running
             if t not in self.merging and t in self.had_slot and t not in self.working
         )
-        return active - agent_done < limit and active < limit + self.inp.options.max_concurrent
+        cap = limit + self.inp.options.max_concurrent
+        return active - agent_done < limit and len(self.running) < cap
 
     def _cancel_running(self) -> None:
         """Cancel every running task, once: a second cancel of a task already cancelling would
@@ -350,11 +351,19 @@ class PlanWorkflow:
         the others are held back."""
         busy = sum(1 for t in self.working if t in self.running and t not in self.merging)
         while self.slots and busy < self.inp.options.max_concurrent:
-            waiting = [t for t in self.ready if fresh or t in self.had_slot]
+            # The plan's order among the ready (the results are laid out in it). First agents
+            # start in that order too, not in the order their worktrees got ready.
+            order = list(self.results)
+            waiting = [
+                t
+                for t in self.ready
+                if (fresh or t in self.had_slot)
+                and (
+                    t in self.had_slot or not self.per_agent or not self._preparing_before(t, order)
+                )
+            ]
             if not waiting:
                 return
-            # The plan's order among the ready (the results are laid out in it).
-            order = list(self.results)
             tid = min(waiting, key=order.index)
             self.ready.remove(tid)
             if tid not in self.running:
@@ -365,6 +374,16 @@ class PlanWorkflow:
             sent = asyncio.create_task(self._go(tid))
             self.signals.add(sent)
             sent.add_done_callback(self.signals.discard)
+
+    def _preparing_before(self, tid: str, order: list[str]) -> bool:
+        """Whether a task before `tid` in the plan still prepares its worktree for its first
+        agent (a few seconds at most): that one gets the slot first."""
+        at = order.index(tid)
+        return any(
+            order.index(t) < at
+            for t in self.running
+            if t not in self.had_slot and t not in self.ready and t not in self.held_back
+        )
 
     async def _go(self, tid: str) -> None:
         try:

@@ -177,6 +177,9 @@ class TaskWorkflow(TaskSteps):
                 res.status, res.error = TaskStatus.CANCELLED, f"cancelled during {res.phase}"
         finally:
             await self._cleanup(inp, label, cancelled)
+        if self.told is not None:
+            # A signal to the run still on its way: the task ends only once the run has it.
+            await self.told
         res.duration_s = round((workflow.now() - started).total_seconds(), 3)
         if res.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) and workflow.patched(
             "fail-visibly"

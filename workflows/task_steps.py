@@ -140,7 +140,6 @@ class TaskSteps:
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"{label} — {'fix' if fix else 'agent'} ({opts.agent.backend})",
             )
-            self._free_slot()
             self.agent_ran = True
             res.attempts += out.attempt
             # Each attempt of the activity started the agent: one a dead worker cut short ran too.
@@ -160,6 +159,7 @@ class TaskSteps:
                         out.unasked_deletions_total,
                         out.unasked_deletions[:5],
                     )
+                self._free_slot()  # after res.add: what it spent travels with it
                 return out
             if (
                 out.failure_kind is not None
@@ -174,10 +174,12 @@ class TaskSteps:
                     res.phase,
                     f"waiting {int(delay)} s for the agent's {out.failure_kind.value.replace('_', ' ')}",
                 )
+                # The slot stays this task's: another agent would hit the same account's limit.
                 await workflow.sleep(delay)
                 res.phase = phase
                 continue
             res.status, res.error = TaskStatus.FAILED, out.error or "the agent failed"
+            self._free_slot()
             return None
 
     async def _tell_parent(self, signal: str) -> None:

@@ -139,9 +139,10 @@ async def test_the_next_task_gets_its_worktree_ready_while_the_slot_is_busy(
     result = await running.run(plan_input(wide(3), max_concurrent=1, prepare_ahead=1))
     assert result.status is RunStatus.COMPLETED
     calls = running.fakes.calls
-    # 1.1 and 1.2 start together; the slot goes to the first whose worktree is ready.
+    # 1.1 and 1.2 start together; the slot goes to 1.1, first in the plan, whichever worktree
+    # is ready first.
     first, second = [t for name, t in calls if name == "run_agent"][:2]
-    assert {first, second} == {"1.1", "1.2"}
+    assert (first, second) == ("1.1", "1.2")
     # The other is claimed and prepared during that agent; its own agent waits for the slot.
     assert calls.index(("prepare_workspace", second)) < calls.index(("agent_ended", first))
     assert calls.index(("run_agent", second)) > calls.index(("agent_ended", first))
@@ -193,8 +194,8 @@ async def test_checks_bound_the_tasks_started_behind_them(running: Harness) -> N
     calls = running.fakes.calls
     # 1.1 is being checked: 1.2 starts and runs its agent meanwhile ...
     assert calls.index(("run_agent", "1.2")) < calls.index(("verified", "1.1"))
-    # ... but no more than --max-concurrent tasks wait on their checks: 1.3 starts only when
-    # 1.1's are done, however free the agent slot.
+    # ... but running tasks stay under --max-concurrent + --prepare-ahead + --max-concurrent
+    # (here 2, merging included): 1.3 starts only when 1.1 has left, however free the slot.
     assert calls.index(("claim_worker", "1.3")) > calls.index(("verified", "1.1"))
 
 
@@ -212,6 +213,15 @@ async def test_a_fix_round_waits_for_a_slot_like_any_agent(running: Harness) -> 
     agents = [tid for name, tid in running.fakes.calls if name == "run_agent"]
     assert len(agents) == 4 and agents[0] != agents[1] and agents[2:] == agents[:2], agents
     assert running.fakes.max_running == 1
+
+
+@pytest.mark.parametrize("running", [Script(rate_limited={"1.1": 1})], indirect=True)
+async def test_a_task_waiting_out_a_usage_limit_keeps_its_slot(running: Harness) -> None:
+    result = await running.run(plan_input(wide(2), max_concurrent=1, prepare_ahead=1))
+    assert statuses(result) == dict.fromkeys(["1.1", "1.2"], TaskStatus.MERGED)
+    # Another agent would hit the same account's limit: nothing runs between 1.1's two runs.
+    agents = [tid for name, tid in running.fakes.calls if name == "run_agent"]
+    assert agents in (["1.1", "1.1", "1.2"], ["1.2", "1.1", "1.1"]), agents
 
 
 async def _phase(running: Harness, handle, tid: str, phase: str) -> None:
