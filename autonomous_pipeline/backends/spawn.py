@@ -15,17 +15,20 @@ lock another thread held at fork time (CPython gh-112275), and forking for it is
 - with --ready-fd, one byte written to FD (then closed) once all of that is in place: the
   sandbox that ran this wrapper is up, so what follows is the command's doing, not the wall's;
 - then exec ARGV, which keeps the pid, the process group and these settings.
+
+It runs once for every sandboxed process, before the process itself: it imports only what it
+uses, and no module of the package but `landlock` (by its folder), since every import here is
+time an agent or a check waits for (pathlib and signal would triple the interpreter's start).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import signal
 import sys
-from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+_SIGKILL = 9  # the same number on every Linux architecture
 EXEC_FAILED = 127
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 _SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "armv7l": 311, "ppc64le": 271, "s390x": 280}
@@ -45,17 +48,17 @@ def new_session_keyring() -> None:
 def main(args: list[str]) -> int:
     split = args.index("--")
     options, argv = args[:split], args[split + 1 :]
-    writable = [Path(options[i + 1]) for i, a in enumerate(options) if a == "--writable"]
+    writable = [options[i + 1] for i, a in enumerate(options) if a == "--writable"]
     if "--parent" in options:
         parent = int(options[options.index("--parent") + 1])
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, _SIGKILL)
         if os.getppid() != parent:
             return EXEC_FAILED  # the worker is already gone: nobody wants this child any more
     if "--new-keyring" in options:
         new_session_keyring()
     if "--confine" in options:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-        from autonomous_pipeline.backends.confine import restrict_writes
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from landlock import restrict_writes
 
         restrict_writes(writable)
     if "--ready-fd" in options:
