@@ -16,12 +16,13 @@ never reach it. What git could not read safely (FIFOs, sockets, device nodes: a 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autonomous_pipeline.backends.git import split_z, task_trailer, with_trailer
+from autonomous_pipeline.backends.git import GitError, split_z, task_trailer, with_trailer
 from autonomous_pipeline.backends.secrets import Redactor, redactor
 from autonomous_pipeline.backends.workspace.changes import (
     MAX_UNNAMED_BYTES,
@@ -35,6 +36,7 @@ from autonomous_pipeline.backends.workspace.checkout import Checkout, scrub_spec
 from autonomous_pipeline.backends.workspace.layout import TaskRef
 
 _CHUNK = 4 * 1024 * 1024
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass
@@ -58,8 +60,9 @@ async def collect(
 ) -> Committed:
     if not co.pointer_intact():
         return Committed(rejected="the agent removed or corrupted the worktree's .git")
-    head = await co.head()
-    if head is None or not await co.is_ancestor(base_commit, head):
+    head, branch = await _head(co)
+    # An agent that committed nothing left HEAD at the base: no ancestry to check.
+    if head is None or (head != base_commit and not await co.is_ancestor(base_commit, head)):
         return Committed(
             rejected=f"HEAD {head or '(none)'} does not descend from the task's base "
             f"{base_commit[:12]}: the agent rewrote history (amend, reset or rebase)"
@@ -67,88 +70,168 @@ async def collect(
     named = list(named)
     mask = redactor()  # what it says is written to the transcript: a name may hold a secret
     removed = [f"{shown(mask(p))} (not a file: removed)" for p in scrub_special_files(co.path)]
-    plan = await _plan(co, head, named)
-    committed = await co.git("diff", "--name-only", "--no-renames", "-z", base_commit, head)
-    paths = sorted({*plan.paths, *split_z(committed.output)})
-    if why := _refusal(co.path, paths, named, await _encodings(co, paths)):
+    plan = await _plan(co, named)
+    committed: list[str] = []
+    if head != base_commit:
+        listing = await co.git("diff", "--name-only", "--no-renames", "-z", base_commit, head)
+        committed = split_z(listing.output)
+    paths = sorted({*plan.paths, *committed})
+    # Encodings matter only to the secret scan: with no secret to look for, git is not asked.
+    encodings = await _encodings(co, paths) if mask else {}
+    if why := _refusal(co.path, paths, named, encodings):
         return Committed(rejected=why, left_out=removed)
-    await _stage(co, head, plan)
+    staged = await _stage(co, head, plan)
     left = await co.git("ls-files", "--others", "--exclude-standard", "--directory", "-z")
     left_out = removed + [
         f"{shown(mask(p))} ({junk_reason(p, co.path)})" for p in split_z(left.output)
     ]
-    staged = await co.git("diff", "--cached", "--name-only", "--no-renames", "-z", head)
     trailer = task_trailer(task.run_key, task.task_id)
     msg = with_trailer(message, trailer)
-    if staged.output:
-        await co.git("commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-m", msg)
-        head = await co.head() or head
-    same = await co.git("diff", "--quiet", "--no-renames", base_commit, head, check=False)
-    if same.exit_code == 0:  # nothing changed, or changes that cancel out: a no-op
+    if staged:
+        done = await co.git(
+            "commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-m", msg, check=False
+        )
+        if done.ok:
+            head = await co.head() or head
+        elif await _staged_anything(co, head):
+            raise GitError(f"git commit failed in {co.path}", argv=done.argv, output=done.output)
+        else:
+            staged = False  # nothing differed from HEAD after all (a staged change undone)
+    if head == base_commit:
         return Committed(left_out=left_out)
-    body = await co.git("show", "--no-patch", "--format=%B", head)
-    if trailer not in body.output.splitlines():
+    raw = await co.git("diff", "--raw", "--no-renames", "-z", base_commit, head)
+    changes = _raw_changes(raw.output)
+    if not changes:  # changes that cancel out: a no-op
+        return Committed(left_out=left_out)
+    if not staged:
         # The agent committed everything itself: mark the task's tip so merges can find it.
-        await co.git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", msg)
-        head = await co.head() or head
-    if await co.current_branch() != f"refs/heads/{task.branch}":
+        body = await co.git("show", "--no-patch", "--format=%B", head)
+        if trailer not in body.output.splitlines():
+            await co.git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", msg)
+            head = await co.head() or head
+    if branch != f"refs/heads/{task.branch}":
         # The agent switched branches or detached HEAD: its work becomes the task branch.
         await co.git("update-ref", f"refs/heads/{task.branch}", head)
         await co.git("symbolic-ref", "HEAD", f"refs/heads/{task.branch}")
-    diff = await co.git("diff", "--name-only", "--no-renames", "-z", base_commit, head)
-    gone = await co.git(
-        "diff", "--name-only", "--no-renames", "--diff-filter=D", "-z", base_commit, head
-    )
-    deleted = [p for p in split_z(gone.output) if not named_by(p, named)]
-    return Committed(head, split_z(diff.output), deleted, left_out)
+    deleted = [p for p, status in changes if status == "D" and not named_by(p, named)]
+    return Committed(head, [p for p, _ in changes], deleted, left_out)
+
+
+async def _head(co: Checkout) -> tuple[str | None, str]:
+    """The checkout's HEAD commit (None: none) and what HEAD names ("HEAD" when detached), from
+    one git call."""
+    res = await co.git("rev-parse", "HEAD", "--symbolic-full-name", "HEAD", check=False)
+    lines = res.output.split()
+    if not res.ok or len(lines) != 2 or not _SHA.fullmatch(lines[0]):
+        return None, ""
+    return lines[0], lines[1]
+
+
+def _raw_changes(output: str) -> list[tuple[str, str]]:
+    """(path, status letter) from `git diff --raw -z`: ":modes shas STATUS", path, ..."""
+    fields = split_z(output)
+    return [
+        (path, meta.split()[-1][:1]) for meta, path in zip(fields[::2], fields[1::2], strict=False)
+    ]
 
 
 @dataclass
 class _Plan:
     """What staging will take, found without staging anything."""
 
-    paths: list[str]  # every path the commit would change (tracked changes and new files)
-    excluded: list[str]  # pathspecs that leave junk, nested repositories and huge files out
+    tracked: list[str]  # tracked paths whose file differs from HEAD (or whose index does)
+    new: list[str]  # untracked files that are work: neither junk nor nested repositories
     named_files: list[str]  # untracked files the task names, added even when they look junk
 
+    @property
+    def paths(self) -> list[str]:
+        """Every path the commit would change."""
+        return sorted({*self.tracked, *self.new, *self.named_files})
 
-async def _plan(co: Checkout, head: str, named: list[str]) -> _Plan:
-    tracked = await co.git("diff", "--name-only", "--no-renames", "-z", head)
+
+async def _plan(co: Checkout, named: list[str]) -> _Plan:
+    # Index or file differing from HEAD: what the agent changed, staged or not.
+    status = await co.git(
+        "status", "--porcelain=v2", "-z", "--untracked-files=no", "--no-renames",
+        "--ignore-submodules=all",
+    )  # fmt: skip
+    tracked = [_status_path(entry) for entry in split_z(status.output) if entry[:1] in "1u"]
     specs = junk_pathspecs()
     others = split_z(
         (await co.git("ls-files", "--others", "--exclude-standard", "-z", "--", ".", *specs)).output
     )
     # A repository the agent cloned or created inside shows as "dir/": never committed (git
-    # would make it a link to a repository nobody else has), named or not.
-    nested = [p.rstrip("/") for p in others if p.endswith("/")]
-    # A huge file is left out before `git add`, which would hash it into the clone for good.
-    huge = [p for p in others if not p.endswith("/") and unwanted(p, "100644", co.path, ())]
-    specs += [f":(exclude,literal){p}" for p in nested]
-    specs += [f":(exclude,literal){p}" for p in huge if not named_by(p, named)]
-    wanted = [f":(literal){n.strip('/')}" for n in named if n.strip("/")]
+    # would make it a link to a repository nobody else has), named or not. A huge file is left
+    # out before `git add`, which would hash it into the clone for good.
+    files = [p for p in others if not p.endswith("/")]
+    new = [p for p in files if not unwanted(p, "100644", co.path, named)]
     named_files: list[str] = []
-    if wanted:
-        listing = await co.git("ls-files", "--others", "-z", "--", *wanted, check=False)
+    wanted = [n.strip("/") for n in named if n.strip("/")]
+    if wanted and not _all_listed(co.path, wanted, set(files)):
+        # Named files git did not list as work (junk, ignored, or a folder or glob to expand).
+        listing = await co.git(
+            "--literal-pathspecs", "ls-files", "--others", "-z", "--", *wanted, check=False
+        )
         named_files = [p for p in split_z(listing.output) if not p.endswith("/")]
-    new = [p for p in others if not p.endswith("/") and (p not in huge or named_by(p, named))]
-    return _Plan(sorted({*split_z(tracked.output), *new, *named_files}), specs, named_files)
+    return _Plan(tracked, new, named_files)
 
 
-async def _stage(co: Checkout, head: str, plan: _Plan) -> None:
-    """Stage every tracked change and the untracked files that are work, not junk."""
-    await co.git("add", "--update")
-    await co.git("add", "--all", "--", ".", *plan.excluded)
+async def _staged_anything(co: Checkout, head: str) -> bool:
+    res = await co.git("diff", "--cached", "--quiet", "--no-renames", head, check=False)
+    return res.exit_code != 0
+
+
+def _status_path(entry: str) -> str:
+    """The path of a `git status --porcelain=v2` entry: after 8 fields ("1", changed) or 10
+    ("u", unmerged); a path may hold spaces."""
+    return entry.split(" ", 10 if entry.startswith("u") else 8)[-1]
+
+
+def _all_listed(workdir: Path, wanted: list[str], listed: set[str]) -> bool:
+    """Whether every named path is a file git listed as work already, or nothing at all: then
+    asking git for the named ones would find nothing more. (A tracked file or a folder named
+    is not known here: git is asked.)"""
+    for name in wanted:
+        if name in listed:
+            continue
+        try:
+            os.lstat(workdir / name)
+        except OSError:
+            continue  # named, not made (or a glob, which git takes literally): nothing to add
+        return False
+    return True
+
+
+async def _stage(co: Checkout, head: str, plan: _Plan) -> bool:
+    """Stage every change of `plan`, by name: what the agent staged itself is replaced by
+    what its files hold. Whether anything was staged."""
+    work = sorted({*plan.tracked, *plan.new})
+    if work:
+        await co.git_paths("--literal-pathspecs", "add", "--all", paths=work)
     if plan.named_files:
         # Named paths go in even when they look like junk: the task asked for them. Files, not
         # folders: a repository inside a named folder stays out.
         # Not checked: git adds the others and says no to paths .gitignore excludes.
-        await co.git_paths("add", paths=plan.named_files, check=False)
-    raw = await co.git("diff", "--cached", "--raw", "--no-renames", "--diff-filter=A", "-z", head)
-    fields = split_z(raw.output)  # ":old new sha sha A", path, ...
-    drop = [path for meta, path in zip(fields[::2], fields[1::2], strict=False)
-            if meta.split()[1] == "160000"]  # fmt: skip
-    if drop:
-        await co.git_paths("rm", "--cached", "-q", "-r", paths=drop)
+        await co.git_paths("--literal-pathspecs", "add", paths=plan.named_files, check=False)
+    # A tracked file the agent replaced with a repository of its own would be staged as a link
+    # to it (mode 160000): never. Only a path that is now a folder can be one.
+    if any(_is_dir(co.path / p) for p in work):
+        raw = await co.git(
+            "diff", "--cached", "--raw", "--no-renames", "--diff-filter=A", "-z", head
+        )
+        fields = split_z(raw.output)  # ":old new sha sha A", path, ...
+        drop = [path for meta, path in zip(fields[::2], fields[1::2], strict=False)
+                if meta.split()[1] == "160000"]  # fmt: skip
+        if drop:
+            await co.git_paths("rm", "--cached", "-q", "-r", paths=drop)
+    return bool(work or plan.named_files)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 async def _encodings(co: Checkout, paths: list[str]) -> dict[str, str]:
