@@ -157,6 +157,13 @@ async def rev_parse(ref: str, cwd: Path, env_extra: dict[str, str] | None = None
     return res.output.strip() if res.ok else None
 
 
+async def for_each_ref(cwd: Path, *refs: str) -> dict[str, str]:
+    """{ref: the object it names} of those of `refs` that exist, from one git call."""
+    res = await git("for-each-ref", "--format=%(refname) %(objectname)", *refs, cwd=cwd)
+    found = dict(line.split(" ", 1) for line in res.output.splitlines() if " " in line)
+    return {ref: found[ref] for ref in refs if ref in found}
+
+
 async def is_ancestor(
     ancestor: str, descendant: str, cwd: Path, env_extra: dict[str, str] | None = None
 ) -> bool:

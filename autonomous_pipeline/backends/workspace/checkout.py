@@ -116,18 +116,53 @@ async def new_worktree(clone: Path, wt: Path, branch: str | None, commit: str) -
     return Checkout(wt, admin, clone)
 
 
+# What an interrupted rebase, cherry-pick, revert or merge leaves in a checkout's git folder: a
+# plain reset would leave them (and the next git command would take up the operation again).
+_INTERRUPTED = ("rebase-merge", "rebase-apply", "CHERRY_PICK_HEAD", "REVERT_HEAD", "sequencer")
+
+
+async def quit_interrupted(co: Checkout) -> None:
+    """Forget an interrupted rebase or cherry-pick, as `--quit` does (files kept as they are).
+    Asked of git only when one of its state files is there: most checkouts have none."""
+    if any(os.path.lexists(co.admin / name) for name in _INTERRUPTED):
+        await co.git("rebase", "--quit", check=False)
+        await co.git("cherry-pick", "--quit", check=False)
+        await co.git("revert", "--quit", check=False)
+
+
 async def reset_checkout(co: Checkout, branch: str, commit: str) -> None:
     """An intact checkout on `branch` at `commit` with nothing else in it.
 
     Cleaned while detached and put on `branch` last: a crash at any point leaves a checkout that
     is either detached (and so reset again before use) or clean."""
     scrub_special_files(co.path)  # a FIFO an agent left would block git clean
-    # Leftovers of an interrupted rebase or cherry-pick would survive a plain reset.
-    await co.git("rebase", "--quit", check=False)
-    await co.git("cherry-pick", "--quit", check=False)
+    await quit_interrupted(co)  # its leftovers would survive a plain reset
     await co.git("checkout", "--quiet", "--force", "--detach", commit)
     await co.git("clean", "-ffdxq")  # -ff: nested repositories an agent made go too
-    await co.git("checkout", "--quiet", "-B", branch)
+    # The files are `commit`'s already: set the branch and HEAD, no second checkout.
+    await co.git("update-ref", f"refs/heads/{branch}", commit)
+    await co.git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+
+
+async def clean_at(co: Checkout, branch: str, commit: str, untracked: bool = True) -> bool:
+    """Whether the checkout is on `branch` at `commit` with nothing else in it, ignored files
+    included (`untracked=False`: no tracked change; untracked files may stay): one `git
+    status`, which names the branch and its commit too."""
+    others = ["--ignored", "--untracked-files=all"] if untracked else ["--untracked-files=no"]
+    res = await co.git("status", "--porcelain=v2", "--branch", "-z", *others, check=False)
+    if not res.ok:
+        return False
+    heads = {"# branch.oid": commit, "# branch.head": branch}
+    for entry in res.output.split("\0"):
+        if not entry:
+            continue
+        key, _, value = entry.rpartition(" ")
+        if key in heads:
+            if value != heads.pop(key):
+                return False
+        elif not entry.startswith("# "):
+            return False  # a change, an untracked or an ignored file
+    return not heads
 
 
 def scrub_special_files(root: Path) -> list[str]:

@@ -14,12 +14,15 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
-from autonomous_pipeline.backends.git import GitError, drop_worktree, git, rev_parse
+from autonomous_pipeline.backends.git import GitError, drop_worktree, for_each_ref, git, rev_parse
 from autonomous_pipeline.backends.workspace import conflict
 from autonomous_pipeline.backends.workspace.checkout import (
     Checkout,
+    admin_dir,
+    clean_at,
     new_worktree,
     open_checkout,
+    quit_interrupted,
     reset_checkout,
     scrub_special_files,
 )
@@ -38,21 +41,6 @@ async def _on_branch(co: Checkout, branch: str) -> bool:
     return head.output.strip() == f"refs/heads/{branch}"
 
 
-async def _head_is(co: Checkout, branch: str, commit: str) -> bool:
-    """Whether the checkout is on `branch`, at `commit`."""
-    head = await co.git("rev-parse", "HEAD", "--symbolic-full-name", "HEAD", check=False)
-    return head.output.split() == [commit, f"refs/heads/{branch}"]
-
-
-async def _clean_at(co: Checkout, branch: str, base: str) -> bool:
-    """Whether the checkout is on `branch` at `base` with nothing else in it, ignored files
-    included."""
-    if not await _head_is(co, branch, base):
-        return False
-    left = await co.git("status", "--porcelain", "--ignored", "--untracked-files=all", check=False)
-    return left.exit_code == 0 and not left.output.strip()
-
-
 async def _recycled(co: Checkout, branch: str, base: str) -> bool:
     """A reused checkout on `branch` at `base` with nothing else in it: what git checks out anew
     is only what differs from the last task's files. True only when git then says it is clean,
@@ -62,7 +50,16 @@ async def _recycled(co: Checkout, branch: str, base: str) -> bool:
         await reset_checkout(co, branch, base)
     except (GitError, OSError):
         return False
-    return await _clean_at(co, branch, base)
+    return await clean_at(co, branch, base)
+
+
+def _opened(clone: Path, wt: Path) -> Checkout | None:
+    """`wt` as a checkout of `clone` by git's own records, its HEAD unread (no git call)."""
+    admin = admin_dir(clone, wt) if wt.is_dir() else None
+    if admin is None:
+        return None
+    co = Checkout(wt, admin, clone)
+    return co if co.pointer_intact() else None
 
 
 class Workspaces:
@@ -95,24 +92,16 @@ class Workspaces:
         wt = self.layout.worktree_dir(task)
         clone = await self.clones.ensure_clone(repo)
         self.clones.remember(task, clone)
-        base = await rev_parse(task.base_ref, clone)
-        if base is None:
-            tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
-            if tip is None:
-                raise GitError(f"target branch {target_branch} does not exist in {repo}")
-            # Recorded with "must not exist yet": a concurrent or repeated prepare keeps the first.
-            await git("update-ref", task.base_ref, tip, "", cwd=clone, check=False)
-            base = await rev_parse(task.base_ref, clone)
-            if base is None:
-                raise GitError(f"cannot record the base of task {task.task_id} in {clone}")
+        base = await self._base(task, clone, repo, target_branch)
         async with self.clones.lock(clone):  # checked under the lock: a racing prepare built it
             co = await open_checkout(clone, wt)
+            pooled = co is None
             if co is None:
                 co = await self._take_pooled(clone, wt)
         # A checkout on the task's branch is the task's own, kept as it is (a resumed agent goes
         # on from it). Any other, a parked one (detached) or one a crash left half-taken with
         # the last task's files, is used only once it is exactly the base.
-        if co is not None and not await _on_branch(co, task.branch):
+        if co is not None and (pooled or not await _on_branch(co, task.branch)):
             co = co if await _recycled(co, task.branch, base) else None
         if co is None:
             # No checkout to reuse, or one that would not come clean: a new one, all files
@@ -122,16 +111,35 @@ class Workspaces:
         assert co is not None
         return base, co
 
+    async def _base(self, task: TaskRef, clone: Path, repo: str, target_branch: str) -> str:
+        """The task's base: the target's tip when it was first asked for, recorded once."""
+        tip_ref = f"refs/remotes/origin/{target_branch}"
+        refs = await for_each_ref(clone, task.base_ref, tip_ref)
+        if (base := refs.get(task.base_ref)) is not None:
+            return base
+        tip = refs.get(tip_ref)
+        if tip is None:
+            raise GitError(f"target branch {target_branch} does not exist in {repo}")
+        # Recorded with "must not exist yet": a concurrent or repeated prepare keeps the first.
+        made = await git("update-ref", task.base_ref, tip, "", cwd=clone, check=False)
+        base = tip if made.ok else await rev_parse(task.base_ref, clone)
+        if base is None:
+            raise GitError(f"cannot record the base of task {task.task_id} in {clone}")
+        return base
+
     async def _take_pooled(self, clone: Path, wt: Path) -> Checkout | None:
         """A parked checkout of `clone`, moved to `wt` (under the clone's lock: no two tasks get
-        the same). Broken ones found on the way are removed."""
+        the same). Broken ones found on the way are removed. Its HEAD is not read here: the
+        reset that follows fails on a broken one, which is then replaced."""
         pool = self.layout.pool_dir(clone)
         slots = sorted(pool.iterdir()) if pool.is_dir() else []
         for slot in slots:
-            if await open_checkout(clone, slot) is not None:
+            if (admin := admin_dir(clone, slot)) is not None and Checkout(
+                slot, admin, clone
+            ).pointer_intact():
                 wt.parent.mkdir(parents=True, exist_ok=True)
                 moved = await git("worktree", "move", str(slot), str(wt), cwd=clone, check=False)
-                if moved.exit_code == 0 and (co := await open_checkout(clone, wt)) is not None:
+                if moved.exit_code == 0 and (co := _opened(clone, wt)) is not None:
                     return co
             await drop_worktree(clone, slot if slot.exists() else wt)
         return None
@@ -142,11 +150,12 @@ class Workspaces:
         pool = self.layout.pool_dir(clone)
         if pool.is_dir() and len(list(pool.iterdir())) >= POOL_MAX:
             return False
-        co = await open_checkout(clone, wt)
+        co = _opened(clone, wt)
         if co is None:
             return False
-        # Off the task's branch, so that the branch can be deleted; no file is touched.
-        detached = await co.git("checkout", "--quiet", "--detach", check=False)
+        # Off the task's branch, so that the branch can be deleted: HEAD written as the commit
+        # it names (what `checkout --detach` does, without reading the index or any file).
+        detached = await co.git("update-ref", "--no-deref", "HEAD", "HEAD", check=False)
         if detached.exit_code != 0:
             return False
         pool.mkdir(parents=True, exist_ok=True)
@@ -171,10 +180,8 @@ class Workspaces:
         co = await self.checkout(task)
         if co is not None:
             scrub_special_files(co.path)  # checks ran there: a FIFO would block git status
-            if await _head_is(co, task.branch, commit):
-                dirty = await co.git("status", "--porcelain", "--untracked-files=no")
-                if not dirty.output.strip():
-                    return co
+            if await clean_at(co, task.branch, commit, untracked=False):
+                return co
         return await self.reset(task, commit)
 
     async def clean_at(self, task: TaskRef, commit: str) -> Checkout | None:
@@ -185,9 +192,8 @@ class Workspaces:
             return None
         # What git status does not show: special files, an interrupted rebase or cherry-pick.
         scrub_special_files(co.path)
-        await co.git("rebase", "--quit", check=False)
-        await co.git("cherry-pick", "--quit", check=False)
-        return co if await _clean_at(co, task.branch, commit) else None
+        await quit_interrupted(co)
+        return co if await clean_at(co, task.branch, commit) else None
 
     async def worktree_at(self, task: TaskRef, commit: str) -> Checkout | None:
         """The checkout as it is, if it is intact and its HEAD is or descends from `commit`.
@@ -223,9 +229,12 @@ class Workspaces:
             async with self.clones.lock(clone):
                 removed = await self._park(clone, wt) or await drop_worktree(clone, wt)
                 if delete_branch:
-                    deleted = await rev_parse(f"refs/heads/{task.branch}", clone) is not None
-                    for ref in (f"refs/heads/{task.branch}", task.base_ref, task.conflict_ref):
-                        await git("update-ref", "-d", ref, cwd=clone, check=False)
+                    refs = (f"refs/heads/{task.branch}", task.base_ref, task.conflict_ref)
+                    there = await for_each_ref(clone, *refs)
+                    deleted = refs[0] in there
+                    if there:
+                        drop = "".join(f"delete {ref}\n" for ref in there).encode()
+                        await git("update-ref", "--stdin", cwd=clone, stdin=drop, check=False)
                     self.clones.forget(task)
         for folder in private:
             await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
