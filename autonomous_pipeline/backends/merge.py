@@ -8,6 +8,7 @@ A merge that already happened (the run crashed after the push) is recognised by 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from autonomous_pipeline.backends.base import Role, Runner, SandboxBackend
@@ -74,6 +75,28 @@ async def _carrier(clone: Path, base_commit: str, commit: str, tip: str) -> str:
     return res.output.strip() or tip
 
 
+@dataclass(frozen=True)
+class _Merge:
+    """One task's merge, as every attempt of it needs it."""
+
+    workspaces: Workspaces
+    sandbox: SandboxBackend
+    task: TaskRef
+    repo: str
+    target_branch: str
+    base_commit: str
+    commit: str
+    commands: list[str]
+    verify_timeout_s: float
+    env: Mapping[str, str]
+    base_runner: Callable[[str], BaseRunner]
+    beat: Callable[[str], None]
+
+    @property
+    def tracking(self) -> str:
+        return f"refs/remotes/origin/{self.target_branch}"
+
+
 async def merge_task(
     workspaces: Workspaces,
     sandbox: SandboxBackend,
@@ -90,68 +113,99 @@ async def merge_task(
     base_runner: Callable[[str], BaseRunner],
     heartbeat: Callable[[str], None] | None = None,
 ) -> MergeOut:
-    """`base_runner(commit)` opens a runner on a checkout of `commit` (re-verification's base)."""
+    """`base_runner(commit)` opens a runner on a checkout of `commit` (re-verification's base).
+
+    The first attempt trusts the clone's record of the target, which this workspace's own
+    merges keep current as they push: fetching first would cost every merge a round trip. When
+    someone else moved the target, the push's lease says so (a merge of ours that landed before
+    a crash shows then too) and the merge goes on from a fetch, that first attempt not counted.
+    A conflict or a failed check is reported only against a fetched tip: against a stale one it
+    may be gone already, and a fix round costs an agent run.
+    """
     beat = heartbeat or (lambda _note: None)
     beat(f"waiting for other merges into {target_branch}")
+    m = _Merge(
+        workspaces, sandbox, task, repo, target_branch, base_commit, commit, commands,
+        verify_timeout_s, env, base_runner, beat,
+    )  # fmt: skip
     clones = workspaces.clones
     # One merge into the target at a time here: racing merges each rebased and re-verified
     # onto a tip another merge moved before they could push, and ran out of attempts.
     async with clones.merge_lock(repo, target_branch):
-        checks: list[CheckResult] = []
-        for attempt in range(1, max(1, attempts) + 1):
-            # Fetched every time: merging onto a stale tip would waste a rebase and a re-verification.
-            clone = await clones.ensure_clone(repo)
-            tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+        clone, fetched, attempt = await clones.existing(repo), False, 1
+        while True:
+            tip = await rev_parse(m.tracking, clone)
+            if tip is None and not fetched:
+                clone, fetched = await clones.ensure_clone(repo), True
+                continue
             if tip is None:
                 raise GitError(f"target branch {target_branch} does not exist in {repo}")
-            done = await find_merged(clone, tip, base_commit, task.run_key, task.task_id)
-            if done is not None:
-                return MergeOut(merged=True, commit=done, already_merged=True, attempts=attempt)
-            if tip == base_commit or await is_ancestor(tip, commit, clone):
-                new = commit  # exactly the commit that was verified: nothing to redo
-            else:
-                beat(f"rebasing onto {tip[:12]} (attempt {attempt})")
-                # From the task's commit every time: an earlier attempt may have rebased elsewhere.
-                co = await workspaces.at_commit(task, commit)
-                rebased = await _rebase(co, base_commit, tip)
-                if isinstance(rebased, list):
-                    return MergeOut(
-                        merged=False,
-                        conflict_paths=rebased,
-                        error=f"conflict rebasing onto {target_branch} at {tip[:12]}",
-                        attempts=attempt,
-                    )
-                new = rebased
-                if new == tip:
-                    # Every commit of the task's became empty on the tip: other work (another
-                    # run, a person) already made this change. Nothing of ours to publish.
-                    return MergeOut(
-                        merged=False,
-                        on_target=True,
-                        commit=await _carrier(clone, base_commit, commit, tip),
-                        attempts=attempt,
-                    )
-                if commands:
-                    beat(f"re-verifying on {tip[:12]}")
-                    runner: Runner = sandbox.runner(task, co, Role.CHECK)
-                    checks = await run_checks(
-                        runner, commands, timeout_s=verify_timeout_s, env=env,
-                        base=base_runner(tip),
-                    )  # fmt: skip
-                    if not checks_passed(checks):
-                        return MergeOut(
-                            merged=False,
-                            checks=checks,
-                            error=f"verification failed after rebasing onto {tip[:12]}",
-                            attempts=attempt,
-                        )
-            if not await is_ancestor(tip, new, clone):
-                raise GitError(
-                    f"refusing to push {new}: not a fast-forward of {target_branch} at {tip}"
+            out = await _attempt(m, clone, tip, attempt)
+            if out is not None and (out.merged or fetched):
+                return out
+            if out is not None:  # a failure seen from the unfetched view: is it still one?
+                clone, fetched = await clones.ensure_clone(repo), True
+                if await rev_parse(m.tracking, clone) == tip:
+                    return out
+                continue
+            # The push found the target moved: counted only when this attempt's view was fetched.
+            attempt += 1 if fetched else 0
+            if attempt > max(1, attempts):
+                return MergeOut(merged=False, error="target kept moving", attempts=attempt - 1)
+            clone, fetched = await clones.ensure_clone(repo), True
+
+
+async def _attempt(m: _Merge, clone: Path, tip: str, attempt: int) -> MergeOut | None:
+    """Merge onto `tip`: the outcome, or None when the push found the target moved."""
+    task, commit, base_commit = m.task, m.commit, m.base_commit
+    done = await find_merged(clone, tip, base_commit, task.run_key, task.task_id)
+    if done is not None:
+        return MergeOut(merged=True, commit=done, already_merged=True, attempts=attempt)
+    checks: list[CheckResult] = []
+    # Whether `tip` is known to be an ancestor of what is pushed: else it is checked below.
+    forward = tip != base_commit and await is_ancestor(tip, commit, clone)
+    if tip == base_commit or forward:
+        new = commit  # exactly the commit that was verified: nothing to redo
+    else:
+        m.beat(f"rebasing onto {tip[:12]} (attempt {attempt})")
+        # From the task's commit every time: an earlier attempt may have rebased elsewhere.
+        co = await m.workspaces.at_commit(task, commit)
+        rebased = await _rebase(co, base_commit, tip)
+        if isinstance(rebased, list):
+            return MergeOut(
+                merged=False,
+                conflict_paths=rebased,
+                error=f"conflict rebasing onto {m.target_branch} at {tip[:12]}",
+                attempts=attempt,
+            )
+        new = rebased
+        if new == tip:
+            # Every commit of the task's became empty on the tip: other work (another run, a
+            # person) already made this change. Nothing of ours to publish.
+            return MergeOut(
+                merged=False,
+                on_target=True,
+                commit=await _carrier(clone, base_commit, commit, tip),
+                attempts=attempt,
+            )
+        if m.commands:
+            m.beat(f"re-verifying on {tip[:12]}")
+            runner: Runner = m.sandbox.runner(task, co, Role.CHECK)
+            checks = await run_checks(
+                runner, m.commands, timeout_s=m.verify_timeout_s, env=m.env,
+                base=m.base_runner(tip),
+            )  # fmt: skip
+            if not checks_passed(checks):
+                return MergeOut(
+                    merged=False,
+                    checks=checks,
+                    error=f"verification failed after rebasing onto {tip[:12]}",
+                    attempts=attempt,
                 )
-            beat(f"publishing {new[:12]} (attempt {attempt})")
-            if await clones.push_target(repo, new, target_branch, expected=tip) != "moved":
-                return MergeOut(merged=True, commit=new, checks=checks, attempts=attempt)
-        return MergeOut(
-            merged=False, error="target kept moving", checks=checks, attempts=max(1, attempts)
-        )
+    if not forward and not await is_ancestor(tip, new, clone):
+        raise GitError(f"refusing to push {new}: not a fast-forward of {m.target_branch} at {tip}")
+    m.beat(f"publishing {new[:12]} (attempt {attempt})")
+    pushed = await m.workspaces.clones.push_target(m.repo, new, m.target_branch, expected=tip)
+    if pushed == "moved":
+        return None
+    return MergeOut(merged=True, commit=new, checks=checks, attempts=attempt)

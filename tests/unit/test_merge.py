@@ -122,16 +122,19 @@ async def test_target_moving_between_fetch_and_push_is_retried(
     outside: list[str] = []
 
     async def racing_push(repo: str, new: str, branch: str, expected: str) -> PushResult:
-        if not outside:  # someone else publishes right before our first push
-            outside.append(push_outside(env.repo, TARGET, "theirs.txt", "theirs\n", env.tmp))
+        if len(outside) < 2:  # someone else publishes right before each of our first two pushes
+            name = f"theirs{len(outside)}.txt"
+            outside.append(push_outside(env.repo, TARGET, name, "theirs\n", env.tmp))
         return await real(repo, new, branch, expected)
 
     monkeypatch.setattr(env.sb.clones, "push_target", racing_push)
     out = await env.merge("1.1", base, commit, commands=["test -f hello.txt"])
+    # The first push went from the clone's unfetched record of the target: meeting a moved
+    # target there is not a race lost, and is not counted. The second, from a fetch, lost one.
     assert out.merged and out.attempts == 2 and out.commit != commit
     assert out.checks and out.checks[0].passed  # re-verified on the new base
-    assert sh(env.repo, "rev-parse", f"{TARGET}^") == outside[0]
-    assert env.show("hello.txt") == "hello" and env.show("theirs.txt") == "theirs"
+    assert sh(env.repo, "rev-parse", f"{TARGET}^") == outside[1]
+    assert env.show("hello.txt") == "hello" and env.show("theirs1.txt") == "theirs"
 
 
 async def test_a_target_that_keeps_moving_runs_out_of_attempts(
@@ -237,3 +240,24 @@ async def test_a_change_other_work_already_made_is_on_target_with_its_commit(env
     assert out.commit == carrier  # the commit that carries the change, not the tip
     assert env.target() == tip  # nothing was pushed
     assert "Task 1.1" not in log_subjects(env.repo, TARGET)
+
+
+async def test_a_failure_seen_on_a_stale_record_of_the_target_is_checked_on_a_fetched_one(
+    env: Env,
+) -> None:
+    # A merge starts from the clone's own record of the target, unfetched. What fails there (a
+    # check here) must not be reported when the target has moved on to where it passes.
+    check = ["! (test -f x.txt && test -f y.txt)"]
+    b1, c1 = await env.task("1.1", {"x.txt": "x\n"})
+    b2, c2 = await env.task("1.2", {"y.txt": "y\n"})
+    assert (await env.merge("1.1", b1, c1)).merged  # the clone's record holds x.txt now
+    person = env.tmp / "person"
+    sh(env.tmp, "clone", "-q", "--branch", TARGET, str(env.repo), str(person))
+    sh(person, "rm", "-q", "x.txt")
+    sh(person, "commit", "-qm", "x.txt goes")
+    sh(person, "push", "-q", "origin", f"HEAD:refs/heads/{TARGET}")
+    out = await env.merge("1.2", b2, c2, commands=check)
+    assert out.merged and out.attempts == 1, out
+    assert out.checks and out.checks[0].passed  # verified on the fetched tip, without x.txt
+    assert env.show("y.txt") == "y"
+    assert sh(env.repo, "log", "-1", "--format=%s", f"{TARGET}^") == "x.txt goes"

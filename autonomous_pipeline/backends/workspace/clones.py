@@ -78,6 +78,13 @@ class Clones:
             self._fetch_started[clone] = started
         return clone
 
+    async def existing(self, repo: str) -> Path:
+        """The clone of `repo` as it is, without a fetch; made (and fetched) if there is none."""
+        clone = self.layout.clone_dir(repo)
+        if (clone / "HEAD").is_file() and self.sandbox_config(clone).is_file():
+            return clone
+        return await self.ensure_clone(repo)
+
     async def _create(self, clone: Path, repo: str) -> None:
         # Built aside and renamed, so a crash never leaves a half-made clone in place.
         for old in clone.parent.glob(f"{clone.name}.tmp-*"):
