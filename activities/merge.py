@@ -1,4 +1,5 @@
-"""merge_task: rebase onto the target's tip and publish it with a compare-and-swap push."""
+"""merge_task: rebase onto the target's tip and publish it with a compare-and-swap push.
+finish_task: the task's checks, that merge and its cleanup, as one step."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from temporalio import activity
 from autonomous_pipeline.activities.heartbeat import heartbeating
 from autonomous_pipeline.activities.sandboxing import sandbox_failures, sandbox_for
 from autonomous_pipeline.activities.verify import base_runner
+from autonomous_pipeline.backends.finish import finish_task
 from autonomous_pipeline.backends.merge import merge_task
 from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
 from autonomous_pipeline.backends.secrets import agent_env
 from autonomous_pipeline.backends.workspace.layout import TaskRef
-from autonomous_pipeline.models.activity_io import MergeIn, MergeOut
-from autonomous_pipeline.models.activity_refs import MERGE_TASK
+from autonomous_pipeline.models.activity_io import FinishOut, MergeIn, MergeOut
+from autonomous_pipeline.models.activity_refs import FINISH_TASK, MERGE_TASK
 
 
 class MergeActivities:
@@ -38,5 +40,29 @@ class MergeActivities:
                 attempts=inp.attempts,
                 env=agent_env(inp.env),
                 base_runner=lambda tip: lambda: base_runner(workspaces, sandbox, task, tip),
+                heartbeat=note,
+            )
+
+    @activity.defn(name=FINISH_TASK.name)
+    async def finish_task(self, inp: MergeIn) -> FinishOut:
+        task = TaskRef(inp.run_key, inp.task_id)
+        sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)
+        workspaces = self.sandboxes.workspaces
+        first = f"checking and merging into {inp.target_branch}"
+        async with heartbeating(first) as note, sandbox_failures():
+            return await finish_task(
+                workspaces,
+                sandbox,
+                task=task,
+                repo=inp.repo,
+                target_branch=inp.target_branch,
+                base_commit=inp.base_commit,
+                commit=inp.commit,
+                commands=inp.commands,
+                verify_timeout_s=inp.verify_timeout_s,
+                attempts=inp.attempts,
+                env=agent_env(inp.env),
+                base_runner=lambda tip: lambda: base_runner(workspaces, sandbox, task, tip),
+                retry=activity.info().attempt > 1,
                 heartbeat=note,
             )

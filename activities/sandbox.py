@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from temporalio import activity
 
 from autonomous_pipeline.activities.heartbeat import heartbeating
@@ -25,6 +27,7 @@ from autonomous_pipeline.models.activity_refs import (
     PREPARE_RUN,
     PREPARE_WORKSPACE,
 )
+from autonomous_pipeline.models.sandbox import SandboxConfig
 
 
 class SandboxActivities:
@@ -43,6 +46,10 @@ class SandboxActivities:
 
     @activity.defn(name=PREPARE_WORKSPACE.name)
     async def prepare_workspace(self, inp: PrepareWorkspaceIn) -> PrepareWorkspaceOut:
+        return await self.prepare(inp)
+
+    async def prepare(self, inp: PrepareWorkspaceIn) -> PrepareWorkspaceOut:
+        """The task's worktree on this worker (prepare_workspace, and claim_workspace's)."""
         # Heartbeats, like every step of a task: a worker killed here is noticed in seconds, not
         # when the step's whole time limit has run out.
         task = TaskRef(inp.run_key, inp.task_id)
@@ -51,6 +58,11 @@ class SandboxActivities:
             base, _ = await sandbox.prepare(task, inp.repo, inp.target_branch)
         clone = self.workspaces.layout.clone_dir(inp.repo)
         return PrepareWorkspaceOut(base_commit=base, branch=task.branch, clone=str(clone))
+
+    async def discard(self, run_key: str, task_id: str, config: SandboxConfig) -> None:
+        """Remove a task's worktree and refs from this worker (a claim that failed here)."""
+        with contextlib.suppress(Exception):
+            await self.sandboxes.get(config).destroy(TaskRef(run_key, task_id), True)
 
     @activity.defn(name=CLEANUP_WORKSPACE.name)
     async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:

@@ -46,10 +46,13 @@ def activities(
 ) -> tuple[list[Callable[..., Any]], list[Callable[..., Any]]]:
     """(the shared queue's activities, the workspace queue's): every one in models.activity_refs."""
     sandbox_acts = SandboxActivities(sandboxes)
+    claims = ClaimActivities(local_queue, sandbox_acts)
     shared: list[Callable[..., Any]] = [
         sandbox_acts.prepare_run,
-        ClaimActivities(local_queue).claim_worker,
+        claims.claim_worker,
+        claims.claim_workspace,
     ]
+    merges = MergeActivities(sandboxes)
     local: list[Callable[..., Any]] = [
         sandbox_acts.prepare_workspace,
         sandbox_acts.cleanup_workspace,
@@ -57,7 +60,8 @@ def activities(
         AgentActivities(sandboxes, make_agent).run_agent,
         VerifyActivities(sandboxes).verify_task,
         ReviewActivities(sandboxes, make_reviewer_agent).review_task,
-        MergeActivities(sandboxes).merge_task,
+        merges.merge_task,
+        merges.finish_task,
     ]
     return shared, local
 

@@ -18,22 +18,27 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.activity_io import (
         ClaimIn,
+        ClaimWorkspaceIn,
         CleanupIn,
         CleanupOut,
         ConflictFixIn,
         ConflictFixOut,
+        FinishOut,
         FixRequest,
+        MergeOut,
         PrepareWorkspaceIn,
         PrepareWorkspaceOut,
     )
     from autonomous_pipeline.models.activity_refs import (
         CLAIM_WORKER,
+        CLAIM_WORKSPACE,
         CLEANUP_WORKSPACE,
+        FINISH_TASK,
         PREPARE_CONFLICT_FIX,
         PREPARE_WORKSPACE,
     )
     from autonomous_pipeline.models.results import TaskResult, TaskStatus
-    from autonomous_pipeline.models.run import Decision, TaskInput
+    from autonomous_pipeline.models.run import Approval, Decision, TaskInput
     from autonomous_pipeline.models.steer import DecideRequest, SteerReply
     from autonomous_pipeline.workflows import policies
     from autonomous_pipeline.workflows.approval import from_operator
@@ -85,6 +90,11 @@ class TaskWorkflow(TaskSteps):
         self.unasked_deletions: tuple[int, list[str]] = (0, [])
         self.slot_given = False
         self.told: asyncio.Task[None] | None = None
+        # Runs since "fused-steps": the claim prepares the worktree, and checks, merge and
+        # cleanup are one step where no reviewer and no person take part.
+        self.fused = False
+        self.prepared: PrepareWorkspaceOut | None = None  # by the claim, for the next attempt
+        self.cleaned = False  # the worktree was put away by the finishing step
 
     @workflow.signal
     def go(self) -> None:
@@ -144,17 +154,9 @@ class TaskWorkflow(TaskSteps):
         res = self.result
         cancelled = False
         try:
+            self.fused = workflow.patched("fused-steps")
             for claim in range(1, MAX_CLAIMS + 1):
-                res.phase = "claim"
-                got = await workflow.execute_activity(
-                    CLAIM_WORKER.name,
-                    ClaimIn(run_key=inp.run_key, task_id=task.id, claim=claim),
-                    result_type=CLAIM_WORKER.result,
-                    start_to_close_timeout=timedelta(seconds=20),
-                    retry_policy=policies.GIT_RETRY,
-                    summary=f"{label} — pick a worker",
-                )
-                self.queue = got.queue
+                await self._claim(inp, label, claim)
                 try:
                     await self._attempt(inp, label)
                     break
@@ -194,10 +196,48 @@ class TaskWorkflow(TaskSteps):
         # Before that patch, the outcome was always a result.
         return res
 
+    async def _claim(self, inp: TaskInput, label: str, claim: int) -> None:
+        """A worker for the task: its queue is where every later step goes. Since "fused-steps"
+        the worker prepares the task's worktree as it claims it."""
+        task, res = inp.task, self.result
+        if not self.fused:
+            res.phase = "claim"
+            got = await workflow.execute_activity(
+                CLAIM_WORKER.name,
+                ClaimIn(run_key=inp.run_key, task_id=task.id, claim=claim),
+                result_type=CLAIM_WORKER.result,
+                start_to_close_timeout=timedelta(seconds=20),
+                retry_policy=policies.GIT_RETRY,
+                summary=f"{label} — pick a worker",
+            )
+            self.queue = got.queue
+            return
+        res.phase = "workspace"
+        claimed = await workflow.execute_activity(
+            CLAIM_WORKSPACE.name,
+            ClaimWorkspaceIn(
+                run_key=inp.run_key,
+                task_id=task.id,
+                repo=inp.options.repo,
+                target_branch=inp.options.target_branch,
+                sandbox=inp.sandbox_config,
+                claim=claim,
+            ),
+            result_type=CLAIM_WORKSPACE.result,
+            start_to_close_timeout=policies.GIT_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
+            retry_policy=policies.GIT_RETRY,
+            summary=f"{label} — pick a worker, prepare the worktree",
+        )
+        self.queue = claimed.queue
+        self.prepared = PrepareWorkspaceOut(
+            base_commit=claimed.base_commit, branch=claimed.branch, clone=claimed.clone
+        )
+
     async def _cleanup(self, inp: TaskInput, label: str, cancelled: bool) -> None:
         res = self.result
         assert res is not None
-        if self.queue is None:
+        if self.queue is None or self.cleaned:
             return
         keep = res.status is TaskStatus.FAILED and inp.options.keep_failed_branches
         cleanup = self._act(
@@ -230,6 +270,9 @@ class TaskWorkflow(TaskSteps):
         next, or None once the task has ended (its result says how)."""
         work = await self._first_change(inp, label)
         while work is not None:
+            if self._finishes_in_one_step(inp):
+                work = await self._finish(inp, label, work)
+                continue
             fix = await self._findings(inp, label, work)
             if fix is not None:
                 work = await self._fix_round(inp, label, work, fix)
@@ -242,7 +285,7 @@ class TaskWorkflow(TaskSteps):
         """workspace -> agent: the task's first commit, or None (the agent failed or did nothing)."""
         task, opts, res = inp.task, inp.options, self.result
         res.phase = "workspace"
-        ws: PrepareWorkspaceOut = await self._act(
+        ws = self.prepared or await self._act(
             PREPARE_WORKSPACE,
             PrepareWorkspaceIn(
                 run_key=inp.run_key,
@@ -256,6 +299,7 @@ class TaskWorkflow(TaskSteps):
             retry_policy=policies.GIT_RETRY,
             summary=f"{label} — workspace",
         )
+        self.prepared = None  # a later attempt (after a lost worker) claims and prepares anew
         base = res.base_commit = ws.base_commit
         # Where the task's work can be looked at while it runs (an approval) and, if kept, after.
         res.branch, res.clone = ws.branch, ws.clone
@@ -308,17 +352,72 @@ class TaskWorkflow(TaskSteps):
         work.commit = fixed.commit or work.commit
         return work
 
-    async def _merge_or_rework(self, inp: TaskInput, label: str, work: Work) -> Work | None:
-        """Merge; None once the task has ended (merged, already on the target, or failed). A
-        first merge conflict gets one fix round on the target's tip: that change is returned,
-        to be checked again."""
-        task, opts, res = inp.task, inp.options, self.result
-        res.phase = "merge"
+    def _finishes_in_one_step(self, inp: TaskInput) -> bool:
+        """Checks, merge and cleanup as one step: when nobody else looks at the change between
+        them (no reviewer; no approval, which deleting many unnamed files always asks for)."""
+        opts = inp.options
+        wiped = self.unasked_deletions[0] > opts.approval_max_unasked_deletions
+        return (
+            self.fused
+            and opts.reviewer.backend == "none"
+            and opts.approval is Approval.NEVER
+            and not wiped
+        )
+
+    async def _finish(self, inp: TaskInput, label: str, work: Work) -> Work | None:
+        """Checks, merge and cleanup in one step (see backends.finish): None once the task has
+        ended; else the change to go on with, after a fix round (failing checks) or a conflict
+        fix."""
+        opts, res = inp.options, self.result
+        if work.standing is not None:
+            # The last fix round changed nothing: its request stands, with no reason to check.
+            fix, work.standing = work.standing, None
+            return await self._fix_round(inp, label, work, fix)
+        res.phase = "checks and merge"
+        await self._merging(inp)
+        out: FinishOut = await self._act(
+            FINISH_TASK,
+            self._merge_input(inp, work.base, work.commit),
+            start_to_close_timeout=policies.GIT_TIMEOUT
+            + 2 * policies.verify_timeout(opts.verify_timeout_s, len(inp.task.commands)),
+            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+            retry_policy=policies.GIT_RETRY,
+            summary=f"{label} — checks, merge into {opts.target_branch}",
+        )
+        if out.checks:
+            res.checks = out.checks
+        # Moved onto the target's tip to be checked there: fix rounds go on from it.
+        work.base = res.base_commit = out.base_commit
+        work.commit = out.commit
+        if out.cleaned:
+            self.cleaned = True
+            res.branch = res.clone = None  # merged: the branch is gone with the worktree
+        if out.merge is None:
+            fix = FixRequest(failed=[c for c in out.checks if not c.passed and not c.pre_existing])
+            fix.failing_checks = [c.command for c in fix.failed]
+            self._tell_parent_soon("task_working")  # checked and found wanting: working again
+            return await self._fix_round(inp, label, work, fix)
+        return await self._merged(inp, label, work, out.merge)
+
+    async def _merging(self, inp: TaskInput) -> None:
+        """Tell the run the task is merging (its concurrency slot is free meanwhile)."""
         if inp.slot_per_agent:
             self._tell_parent_soon("task_merging")  # the merge need not wait for the run to hear
         else:
             await self._tell_parent("task_merging")
+
+    async def _merge_or_rework(self, inp: TaskInput, label: str, work: Work) -> Work | None:
+        """Merge; None once the task has ended (merged, already on the target, or failed). A
+        first merge conflict gets one fix round on the target's tip: that change is returned,
+        to be checked again."""
+        self.result.phase = "merge"
+        await self._merging(inp)
         merge = await self._merge(inp, label, work.base, work.commit)
+        return await self._merged(inp, label, work, merge)
+
+    async def _merged(self, inp: TaskInput, label: str, work: Work, merge: MergeOut) -> Work | None:
+        """What a merge's outcome makes of the task (see _merge_or_rework)."""
+        task, opts, res = inp.task, inp.options, self.result
         if merge.merged:
             res.status, res.commit, res.error = TaskStatus.MERGED, merge.commit, None
             return None

@@ -339,23 +339,27 @@ class TaskSteps:
         res.error = "rejected" + (f": {decision.reason}" if decision.reason else "")
         return False
 
+    def _merge_input(self, inp: TaskInput, base: str, commit: str) -> MergeIn:
+        opts = inp.options
+        return MergeIn(
+            run_key=inp.run_key,
+            task_id=inp.task.id,
+            repo=opts.repo,
+            target_branch=opts.target_branch,
+            base_commit=base,
+            commit=commit,
+            commands=inp.task.commands,
+            verify_timeout_s=opts.verify_timeout_s,
+            attempts=opts.merge_attempts,
+            env=opts.agent.env,
+            sandbox=inp.sandbox_config,
+        )
+
     async def _merge(self, inp: TaskInput, label: str, base: str, commit: str) -> MergeOut:
         opts, commands = inp.options, inp.task.commands
         merge: MergeOut = await self._act(
             MERGE_TASK,
-            MergeIn(
-                run_key=inp.run_key,
-                task_id=inp.task.id,
-                repo=opts.repo,
-                target_branch=opts.target_branch,
-                base_commit=base,
-                commit=commit,
-                commands=commands,
-                verify_timeout_s=opts.verify_timeout_s,
-                attempts=opts.merge_attempts,
-                env=opts.agent.env,
-                sandbox=inp.sandbox_config,
-            ),
+            self._merge_input(inp, base, commit),
             start_to_close_timeout=policies.GIT_TIMEOUT
             + policies.verify_timeout(opts.verify_timeout_s, len(commands)),
             heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
@@ -396,6 +400,7 @@ _DOING = {
     "verify": "it is running its checks",
     "review": "it is being reviewed",
     "merge": "it is merging",
+    "checks and merge": "it is running its checks and merging",
     "conflict fix": "its agent is resolving a merge conflict",
 }
 

@@ -41,7 +41,7 @@ async def find_merged(
     return res.output.strip() or None
 
 
-async def _rebase(co: Checkout, base_commit: str, tip: str) -> str | list[str]:
+async def rebase_onto(co: Checkout, base_commit: str, tip: str) -> str | list[str]:
     """The task's commits replayed on `tip`: the new HEAD, or the conflicting paths."""
     res = await co.git("rebase", "--quiet", "--onto", tip, base_commit, check=False)
     if res.ok:
@@ -170,7 +170,7 @@ async def _attempt(m: _Merge, clone: Path, tip: str, attempt: int) -> MergeOut |
         m.beat(f"rebasing onto {tip[:12]} (attempt {attempt})")
         # From the task's commit every time: an earlier attempt may have rebased elsewhere.
         co = await m.workspaces.at_commit(task, commit)
-        rebased = await _rebase(co, base_commit, tip)
+        rebased = await rebase_onto(co, base_commit, tip)
         if isinstance(rebased, list):
             return MergeOut(
                 merged=False,

@@ -56,6 +56,18 @@ class PrepareWorkspaceOut(BaseModel):
     clone: str | None = None  # the pipeline's clone holding `branch` (for a person to fetch)
 
 
+class ClaimWorkspaceIn(PrepareWorkspaceIn):
+    """Claim a worker and prepare the task's worktree there, in one step (runs since
+    "fused-steps"): the worker that answers is the one whose disk the worktree is on."""
+
+    claim: int = 1  # which claim of the task this is (> 1: its previous worker vanished)
+
+
+class ClaimWorkspaceOut(PrepareWorkspaceOut):
+    queue: str  # the claiming worker's workspace queue: the task's other activities go there
+    host: str
+
+
 class FixRequest(BaseModel):
     """What a fix round must address."""
 
@@ -180,6 +192,19 @@ class MergeOut(BaseModel):
     checks: list[CheckResult] = Field(default_factory=list)
     error: str | None = None
     attempts: int = 0
+
+
+class FinishOut(BaseModel):
+    """Checks, merge and cleanup in one step (runs since "fused-steps"). The change is first
+    moved onto the target's tip when that has moved and the move is clean, so that it is
+    checked once, where it will land: `base_commit` and `commit` say where it stands now."""
+
+    base_commit: str
+    commit: str
+    passed: bool  # the checks passed (or failed on the base as well); False: nothing merged
+    checks: list[CheckResult] = Field(default_factory=list)
+    merge: MergeOut | None = None  # None: not merged, because the checks failed
+    cleaned: bool = False  # merged (or on the target already) and the worktree put away
 
 
 class CleanupIn(BaseModel):

@@ -11,10 +11,13 @@ from pydantic import BaseModel
 from autonomous_pipeline.models.activity_io import (
     ClaimIn,
     ClaimOut,
+    ClaimWorkspaceIn,
+    ClaimWorkspaceOut,
     CleanupIn,
     CleanupOut,
     ConflictFixIn,
     ConflictFixOut,
+    FinishOut,
     MergeIn,
     MergeOut,
     PrepareRunIn,
@@ -48,6 +51,10 @@ REVIEW_TASK = ActivityRef("review_task", ReviewIn, ReviewOut)
 PREPARE_CONFLICT_FIX = ActivityRef("prepare_conflict_fix", ConflictFixIn, ConflictFixOut)
 MERGE_TASK = ActivityRef("merge_task", MergeIn, MergeOut)
 CLEANUP_WORKSPACE = ActivityRef("cleanup_workspace", CleanupIn, CleanupOut)
+# Since "fused-steps": a worker claimed with the worktree prepared, and checks, merge and cleanup
+# as one step: two round trips to the server per task instead of five.
+CLAIM_WORKSPACE = ActivityRef("claim_workspace", ClaimWorkspaceIn, ClaimWorkspaceOut)
+FINISH_TASK = ActivityRef("finish_task", MergeIn, FinishOut)
 
 ALL = (
     PREPARE_RUN,
@@ -59,4 +66,6 @@ ALL = (
     PREPARE_CONFLICT_FIX,
     MERGE_TASK,
     CLEANUP_WORKSPACE,
+    CLAIM_WORKSPACE,
+    FINISH_TASK,
 )

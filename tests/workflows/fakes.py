@@ -11,10 +11,13 @@ from temporalio import activity
 from autonomous_pipeline.models.activity_io import (
     ClaimIn,
     ClaimOut,
+    ClaimWorkspaceIn,
+    ClaimWorkspaceOut,
     CleanupIn,
     CleanupOut,
     ConflictFixIn,
     ConflictFixOut,
+    FinishOut,
     MergeIn,
     MergeOut,
     PrepareRunIn,
@@ -30,7 +33,9 @@ from autonomous_pipeline.models.activity_io import (
 )
 from autonomous_pipeline.models.activity_refs import (
     CLAIM_WORKER,
+    CLAIM_WORKSPACE,
     CLEANUP_WORKSPACE,
+    FINISH_TASK,
     MERGE_TASK,
     PREPARE_CONFLICT_FIX,
     PREPARE_RUN,
@@ -72,6 +77,8 @@ class Script:
     verify_output: str | None = None  # what a failing check prints (default: a pytest line)
     cleanup_seconds: dict[str, float] = field(default_factory=dict)  # task -> cleanup time
     verify_seconds: dict[str, float] = field(default_factory=dict)  # task -> verification time
+    # finish_task moves these tasks' changes onto a target tip "tip2-<id>" before checking them
+    moved_base: set[str] = field(default_factory=set)
 
 
 class FakeActivities:
@@ -90,6 +97,7 @@ class FakeActivities:
         self.reviews: dict[str, int] = defaultdict(int)
         self.verifies: dict[str, int] = defaultdict(int)
         self.commits: dict[str, int] = defaultdict(int)
+        self.finishes: list[MergeIn] = []
 
     @activity.defn(name=PREPARE_RUN.name)
     async def prepare_run(self, inp: PrepareRunIn) -> PrepareRunOut:
@@ -256,6 +264,56 @@ class FakeActivities:
         self.cleaned.append(inp.task_id)
         return CleanupOut(removed_worktree=True, deleted_branch=inp.delete_branch)
 
+    # The fused steps record the same calls as the steps they stand for, in the same order.
+    @activity.defn(name=CLAIM_WORKSPACE.name)
+    async def claim_workspace(self, inp: ClaimWorkspaceIn) -> ClaimWorkspaceOut:
+        claimed = await self.claim_worker(
+            ClaimIn(**inp.model_dump(include={"run_key", "task_id", "claim"}))
+        )
+        prepared = await self.prepare_workspace(inp)
+        return ClaimWorkspaceOut(**prepared.model_dump(), queue=claimed.queue, host=claimed.host)
+
+    @activity.defn(name=FINISH_TASK.name)
+    async def finish_task(self, inp: MergeIn) -> FinishOut:
+        self.finishes.append(inp)
+        if inp.task_id in self.script.moved_base and not inp.base_commit.startswith("tip2-"):
+            inp = inp.model_copy(
+                update={"base_commit": f"tip2-{inp.task_id}", "commit": f"{inp.commit}-moved"}
+            )
+        checks: list[CheckResult] = []
+        if inp.commands:
+            verified = await self.verify_task(
+                VerifyIn(
+                    run_key=inp.run_key,
+                    task_id=inp.task_id,
+                    commands=inp.commands,
+                    base_commit=inp.base_commit,
+                    timeout_s=inp.verify_timeout_s,
+                    env=inp.env,
+                    sandbox=inp.sandbox,
+                )
+            )
+            if not verified.passed:
+                return FinishOut(
+                    base_commit=inp.base_commit,
+                    commit=inp.commit,
+                    passed=False,
+                    checks=verified.checks,
+                )
+            checks = verified.checks
+        merge = await self.merge_task(inp)
+        cleaned = merge.merged or merge.on_target
+        if cleaned:
+            await self.cleanup_workspace(CleanupIn(run_key=inp.run_key, task_id=inp.task_id))
+        return FinishOut(
+            base_commit=inp.base_commit,
+            commit=inp.commit,
+            passed=True,
+            checks=merge.checks or checks,
+            merge=merge,
+            cleaned=cleaned,
+        )
+
     def all(self) -> list:
         return [
             self.prepare_run,
@@ -267,4 +325,6 @@ class FakeActivities:
             self.review_task,
             self.prepare_conflict_fix,
             self.cleanup_workspace,
+            self.claim_workspace,
+            self.finish_task,
         ]

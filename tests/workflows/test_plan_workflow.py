@@ -241,7 +241,7 @@ async def test_a_paused_run_lets_a_checked_task_finish_its_fix_round(running: Ha
     # 1.2 waits for 1.1's merge, so no agent of its own can be under way when the run pauses.
     plan = checked(2).replace("### Task 1.2: t2\n", "### Task 1.2: t2\n**Depends on:** Task 1.1\n")
     handle = await running.start(plan_input(plan, max_concurrent=1, prepare_ahead=0))
-    await _phase(running, handle, "1.1", "verify")
+    await _phase(running, handle, "1.1", "checks and merge")
     await handle.signal("pause")
     # 1.1's agent has run: it is not held back, and its fix round gets the slot while paused.
     for _ in range(300):
@@ -426,5 +426,5 @@ async def test_a_task_whose_workers_keep_vanishing_fails_with_the_reason(running
     result = await running.run(plan_input(PLAN, worker_lost_timeout_s=1))
     by_id = {t.id: t for t in result.tasks}
     assert by_id["1.1"].status is TaskStatus.FAILED
-    assert by_id["1.1"].error == "workspace: the task's worker was lost 3 times"
+    assert by_id["1.1"].error == "agent: the task's worker was lost 3 times"
     assert by_id["2.1"].status is TaskStatus.SKIPPED

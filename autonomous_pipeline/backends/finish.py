@@ -1,0 +1,117 @@
+"""Finish a task in one step: its change moved onto the target's tip, checked there, merged, and
+its checkout put away.
+
+What each part does is the same as the separate steps (`backends.verify`, `backends.merge`,
+`Workspaces.remove`); done together they cost one round trip to the server instead of three. Two
+things differ, on purpose:
+
+- The change is moved onto the target's tip before it is checked, when the tip has moved since
+  the task's base and the move is clean: checked where it will land, it is checked once, where
+  a check after the agent and a second one at the merge ran every check twice whenever another
+  task had merged meanwhile (all the time, with agents in parallel). A failure found there is
+  the task's to fix, on that tip. A move that conflicts is left to the merge, which reports it.
+- Running it again after a crash is safe at any point: a merge that already landed is found
+  first, and then only the cleanup is done again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from autonomous_pipeline.backends.base import Role, SandboxBackend
+from autonomous_pipeline.backends.git import is_ancestor, rev_parse
+from autonomous_pipeline.backends.merge import find_merged, merge_task, rebase_onto
+from autonomous_pipeline.backends.verify import BaseRunner, checks_passed, run_checks
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.backends.workspace.tasks import Workspaces
+from autonomous_pipeline.models.activity_io import FinishOut, MergeOut
+from autonomous_pipeline.models.results import CheckResult
+
+
+async def finish_task(
+    workspaces: Workspaces,
+    sandbox: SandboxBackend,
+    *,
+    task: TaskRef,
+    repo: str,
+    target_branch: str,
+    base_commit: str,
+    commit: str,
+    commands: list[str],
+    verify_timeout_s: float,
+    attempts: int,
+    env: Mapping[str, str],
+    base_runner: Callable[[str], BaseRunner],
+    retry: bool,
+    heartbeat: Callable[[str], None],
+) -> FinishOut:
+    """`retry`: an earlier attempt of this step may have merged already (it crashed after)."""
+    if retry and (done := await _landed(workspaces, task, repo, target_branch, base_commit)):
+        await sandbox.destroy(task, True)
+        merged = MergeOut(merged=True, commit=done, already_merged=True, attempts=1)
+        return FinishOut(
+            base_commit=base_commit, commit=commit, passed=True, merge=merged, cleaned=True
+        )
+    base, commit = await _onto_tip(workspaces, task, repo, target_branch, base_commit, commit)
+    checks: list[CheckResult] = []
+    if commands:
+        heartbeat(f"checking {commit[:12]}: {len(commands)} command(s)")
+        co = await workspaces.at_commit(task, commit)
+        await sandbox.reap(task)
+        checks = await run_checks(
+            sandbox.runner(task, co, Role.CHECK), commands, timeout_s=verify_timeout_s, env=env,
+            base=base_runner(base),  # a failure is compared with the same command on the base
+        )  # fmt: skip
+        if not checks_passed(checks):
+            return FinishOut(base_commit=base, commit=commit, passed=False, checks=checks)
+    merge = await merge_task(
+        workspaces, sandbox, task=task, repo=repo, target_branch=target_branch,
+        base_commit=base, commit=commit, commands=commands, verify_timeout_s=verify_timeout_s,
+        attempts=attempts, env=env, base_runner=base_runner, heartbeat=heartbeat,
+    )  # fmt: skip
+    cleaned = merge.merged or merge.on_target
+    if cleaned:
+        heartbeat("putting the worktree away")
+        await sandbox.destroy(task, True)
+    return FinishOut(
+        base_commit=base,
+        commit=commit,
+        passed=True,
+        checks=merge.checks or checks,
+        merge=merge,
+        cleaned=cleaned,
+    )
+
+
+async def _landed(
+    workspaces: Workspaces, task: TaskRef, repo: str, target_branch: str, base_commit: str
+) -> str | None:
+    """The task's commit on the target, if an earlier attempt merged it (fetched first)."""
+    clone = await workspaces.clones.ensure_clone(repo)
+    tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+    if tip is None:
+        return None
+    return await find_merged(clone, tip, base_commit, task.run_key, task.task_id)
+
+
+async def _onto_tip(
+    workspaces: Workspaces,
+    task: TaskRef,
+    repo: str,
+    target_branch: str,
+    base_commit: str,
+    commit: str,
+) -> tuple[str, str]:
+    """(base, commit) of the change: moved onto the target's tip (as the clone knows it) when
+    that has moved and the move is clean, else as it was."""
+    clone = await workspaces.clones.existing(repo)
+    tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+    if tip is None or tip == base_commit or await is_ancestor(tip, commit, clone):
+        return base_commit, commit
+    co = await workspaces.at_commit(task, commit)
+    moved = await rebase_onto(co, base_commit, tip)
+    if isinstance(moved, list) or moved == tip:
+        # A conflict (the merge reports it, with its paths) or nothing left to move (the merge
+        # finds the change on the target): the change stays as it was, to be checked there.
+        return base_commit, commit
+    return tip, moved

@@ -1,0 +1,110 @@
+"""Finishing a task in one step (checks, merge, cleanup) on real repositories: the change is
+checked once, where it lands; a failure is the task's to fix there; a retry after a merge that
+landed does not check or merge again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autonomous_pipeline.backends.finish import finish_task
+from autonomous_pipeline.backends.git import is_ancestor
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.models.activity_io import FinishOut
+from tests.gitutil import isolate_git, sh
+from tests.sandboxes import base_runner
+from tests.unit.test_merge import TARGET, Env
+
+
+class Finish(Env):
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.runs = tmp / "check-runs.log"  # one line per run of the counted check (PLAIN)
+
+    def counted(self, command: str) -> str:
+        """`command`, noting each run outside the worktree (the test sandbox confines nothing)."""
+        return f"echo run >> {self.runs} && {command}"
+
+    @property
+    def clone(self) -> Path:
+        return self.sb.layout.clone_dir(str(self.repo))
+
+    def check_runs(self) -> int:
+        return len(self.runs.read_text().splitlines()) if self.runs.exists() else 0
+
+    async def finish(
+        self, task_id: str, base: str, commit: str, retry: bool = False, **kw: Any
+    ) -> FinishOut:
+        args: dict[str, Any] = {"commands": [], "verify_timeout_s": 30, "attempts": 5} | kw
+        task = TaskRef("r1", task_id)
+        return await finish_task(
+            self.sb, self.sandbox, task=task, repo=str(self.repo), target_branch=TARGET,
+            base_commit=base, commit=commit, env={"PATH": "/usr/bin:/bin"},
+            base_runner=lambda tip: lambda: base_runner(self.sb, self.sandbox, task, tip),
+            retry=retry, heartbeat=lambda _note: None, **args,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Finish:
+    isolate_git(monkeypatch, tmp_path)
+    return Finish(tmp_path)
+
+
+async def test_a_change_on_a_moved_target_is_checked_once_where_it_lands(env: Finish) -> None:
+    b1, c1 = await env.task("1.1", {"x.txt": "x\n"})
+    b2, c2 = await env.task("1.2", {"y.txt": "y\n"})
+    first = await env.finish("1.1", b1, c1, commands=[env.counted("test -f x.txt")])
+    assert first.merge is not None and first.merge.merged and first.cleaned
+    assert env.check_runs() == 1
+    out = await env.finish("1.2", b2, c2, commands=[env.counted("test -f x.txt -a -f y.txt")])
+    # Moved onto 1.1's merge before its check: checked there, and pushed without a second run.
+    assert out.passed and out.merge is not None and out.merge.merged, out
+    assert out.base_commit == first.merge.commit and out.commit != c2
+    assert env.check_runs() == 2
+    assert [c.passed for c in out.checks] == [True]
+    assert env.target() == out.merge.commit == out.commit
+    assert env.show("x.txt") == "x" and env.show("y.txt") == "y"
+    assert out.cleaned and not env.wt("1.2").exists()  # put away, into the pool
+    assert sh(env.repo, "log", "--format=%s", "-1", TARGET) == "Task 1.2"
+
+
+async def test_a_check_failing_on_the_moved_target_is_the_tasks_to_fix_there(env: Finish) -> None:
+    # Each change passes alone; together they break what the check enforces.
+    check = ["! (test -f x.txt && test -f y.txt)"]
+    b1, c1 = await env.task("1.1", {"x.txt": "x\n"})
+    b2, c2 = await env.task("1.2", {"y.txt": "y\n"})
+    assert (await env.finish("1.1", b1, c1, commands=check)).merge is not None
+    tip = env.target()
+    out = await env.finish("1.2", b2, c2, commands=check)
+    assert not out.passed and out.merge is None and not out.cleaned
+    assert [(c.passed, c.pre_existing) for c in out.checks] == [(False, False)]
+    # The fix round goes on from the moved change, in the task's worktree, which is kept.
+    assert out.base_commit == tip and await is_ancestor(tip, out.commit, env.clone)
+    assert sh(env.wt("1.2"), "rev-parse", "HEAD") == out.commit
+    assert env.target() == tip  # nothing merged
+
+
+async def test_a_move_that_conflicts_is_left_to_the_merge_to_report(env: Finish) -> None:
+    b1, c1 = await env.task("1.1", {"same.txt": "one\n"})
+    b2, c2 = await env.task("1.2", {"same.txt": "two\n"})
+    assert (await env.finish("1.1", b1, c1)).merge is not None
+    out = await env.finish("1.2", b2, c2, commands=["true"])
+    assert out.passed and out.merge is not None and not out.merge.merged
+    assert out.merge.conflict_paths == ["same.txt"]
+    assert (out.base_commit, out.commit) == (b2, c2) and not out.cleaned
+
+
+async def test_a_retry_after_the_merge_landed_only_cleans_up(env: Finish) -> None:
+    base, commit = await env.task("1.1", {"x.txt": "x\n"})
+    check = [env.counted("test -f x.txt")]
+    first = await env.finish("1.1", base, commit, commands=check)
+    assert first.merge is not None and first.merge.merged
+    # The step crashed after it merged, and runs again with the same input.
+    again = await env.finish("1.1", base, commit, retry=True, commands=check)
+    assert again.merge is not None and again.merge.already_merged and again.cleaned
+    assert again.merge.commit == first.merge.commit == env.target()
+    assert env.check_runs() == 1  # not checked again
+    assert not env.wt("1.1").exists()
