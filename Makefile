@@ -12,6 +12,8 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# Bytecode written once, whatever PYTHONDONTWRITEBYTECODE says: every run imports it.
+	$(PY) -m compileall -q autonomous_pipeline workflows activities >/dev/null
 	touch $(STAMP)
 
 lint: $(STAMP)

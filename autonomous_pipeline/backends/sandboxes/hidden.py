@@ -154,6 +154,16 @@ def _walk(top: str, depth: int, skip: set[str]) -> list[str]:
     return found
 
 
+def _real(path: Path) -> Path | None:
+    """Where `path` leads, or None when nothing is there (most names of the lists above, on
+    most machines: one lstat each, not a resolve of every component)."""
+    if not os.path.lexists(path):
+        return None
+    with contextlib.suppress(OSError):
+        return path.resolve()
+    return None
+
+
 def _toolchains(home: Path) -> list[Path]:
     """What of a hidden HOME is programs, shown again: the usual toolchain folders and the
     folders of PATH that are in it (the operator put them there to be run)."""
@@ -161,10 +171,9 @@ def _toolchains(home: Path) -> list[Path]:
     on_path = [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if os.path.isabs(p)]
     found = []
     for folder in [*listed, *on_path]:
-        with contextlib.suppress(OSError):
-            real = folder.resolve()
-            if real.is_dir() and real.is_relative_to(home) and real != home:
-                found.append(real)
+        real = _real(folder)
+        if real is not None and real.is_dir() and real.is_relative_to(home) and real != home:
+            found.append(real)
     return found
 
 
@@ -192,16 +201,14 @@ def hidden_paths(
     candidates.append(Path("/run") if hide_run else Path("/run/user"))
     dirs: list[Path] = []
     for folder in candidates:
-        with contextlib.suppress(OSError):
-            real = folder.resolve()
-            if real.is_dir():
-                dirs.append(real)
+        real = _real(folder)
+        if real is not None and real.is_dir():
+            dirs.append(real)
     credentials: list[Path] = []
     for name in [*(home / f for f in HOME_FILES), *map(Path, SYSTEM_FILES)]:
-        with contextlib.suppress(OSError):
-            real = name.resolve()  # a dotfile linked from elsewhere: its target is what to hide
-            if real.is_file():
-                credentials.append(real)
+        real = _real(name)  # a dotfile linked from elsewhere: its target is what to hide
+        if real is not None and real.is_file():
+            credentials.append(real)
     # Covered wherever they are, hidden folders included: a folder shown again or writable
     # inside them (PIPELINE_AGENT_WRITABLE=~/.cargo) must not bring them back.
     files = list(credentials)
