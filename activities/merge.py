@@ -8,6 +8,7 @@ from temporalio import activity
 from autonomous_pipeline.activities.heartbeat import heartbeating
 from autonomous_pipeline.activities.sandboxing import sandbox_failures, sandbox_for
 from autonomous_pipeline.activities.verify import base_runner
+from autonomous_pipeline.backends._proc import background
 from autonomous_pipeline.backends.finish import finish_task
 from autonomous_pipeline.backends.merge import merge_task
 from autonomous_pipeline.backends.sandboxes.registry import Sandboxes
@@ -49,20 +50,23 @@ class MergeActivities:
         sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)
         workspaces = self.sandboxes.workspaces
         first = f"checking and merging into {inp.target_branch}"
+        # After the agent, not before it: on a busy machine the agents starting get the CPU
+        # first, and this step's git and checks what is left.
         async with heartbeating(first) as note, sandbox_failures():
-            return await finish_task(
-                workspaces,
-                sandbox,
-                task=task,
-                repo=inp.repo,
-                target_branch=inp.target_branch,
-                base_commit=inp.base_commit,
-                commit=inp.commit,
-                commands=inp.commands,
-                verify_timeout_s=inp.verify_timeout_s,
-                attempts=inp.attempts,
-                env=agent_env(inp.env),
-                base_runner=lambda tip: lambda: base_runner(workspaces, sandbox, task, tip),
-                retry=activity.info().attempt > 1,
-                heartbeat=note,
-            )
+            with background():
+                return await finish_task(
+                    workspaces,
+                    sandbox,
+                    task=task,
+                    repo=inp.repo,
+                    target_branch=inp.target_branch,
+                    base_commit=inp.base_commit,
+                    commit=inp.commit,
+                    commands=inp.commands,
+                    verify_timeout_s=inp.verify_timeout_s,
+                    attempts=inp.attempts,
+                    env=agent_env(inp.env),
+                    base_runner=lambda tip: lambda: base_runner(workspaces, sandbox, task, tip),
+                    retry=activity.info().attempt > 1,
+                    heartbeat=note,
+                )

@@ -63,6 +63,11 @@ class PlanWorkflow:
         # Since "slot-per-agent" a slot is held while an agent runs, not until the merge: a task
         # gives it back when its agent ends and asks again (`ready`) before a fix round.
         self.per_agent = False
+        # Since "slots-not-idle": a slot waits for an earlier task still preparing only when
+        # there are not enough free for both.
+        self.not_idle = False
+        # Since "ahead-after-slots": tasks ahead start once the free slots' tasks are ready.
+        self.ahead_waits = False
         self.ready: list[str] = []
         self.working: set[str] = set()
         self.had_slot: set[str] = set()
@@ -244,6 +249,8 @@ class PlanWorkflow:
             self.target_commit = prep.target_commit
             self.slots = workflow.patched("agent-slots")
             self.per_agent = self.slots and workflow.patched("slot-per-agent")
+            self.not_idle = self.per_agent and workflow.patched("slots-not-idle")
+            self.ahead_waits = self.not_idle and workflow.patched("ahead-after-slots")
             await self._drive(sched)
         except ActivityError as exc:
             reason = f"run setup failed: {failure_message(exc)}"
@@ -296,7 +303,7 @@ class PlanWorkflow:
                 if self.slots:
                     limit += self.inp.options.ahead
                 for tid in sched.ready(states):
-                    if not self._room(limit):
+                    if not self._room(limit) or self._ahead_must_wait():
                         break
                     self._start(tid, sched)
                 self._give_slots()
@@ -336,6 +343,25 @@ class PlanWorkflow:
         cap = limit + self.inp.options.max_concurrent
         return active - agent_done < limit and len(self.running) < cap
 
+    def _ahead_must_wait(self) -> bool:
+        """Since "ahead-after-slots": while slots are free, a task is started ahead of them only
+        once the tasks that will take them have their worktrees ready. Started together, the
+        tasks ahead built theirs beside the first agents' and every agent started later. With
+        every slot busy, tasks ahead start at once: their worktrees are built during agents."""
+        if not self.ahead_waits:
+            return False
+        free = self.inp.options.max_concurrent - sum(
+            1 for t in self.working if t in self.running and t not in self.merging
+        )
+        preparing = [
+            t
+            for t in self.running
+            if t not in self.had_slot and t not in self.ready and t not in self.held_back
+        ]
+        # The free slots the tasks ready now do not take go to those still preparing.
+        left = free - len(self.ready)
+        return left > 0 and len(preparing) >= left
+
     def _cancel_running(self) -> None:
         """Cancel every running task, once: a second cancel of a task already cancelling would
         stop waiting for its workflow to end, and the run could close while it cleans up."""
@@ -352,14 +378,20 @@ class PlanWorkflow:
         busy = sum(1 for t in self.working if t in self.running and t not in self.merging)
         while self.slots and busy < self.inp.options.max_concurrent:
             # The plan's order among the ready (the results are laid out in it). First agents
-            # start in that order too, not in the order their worktrees got ready.
+            # start in that order too, not in the order their worktrees got ready: a task does
+            # not take a slot an earlier one, still preparing, will want. Since "slots-not-idle"
+            # only when the slots free are too few for both: with enough for every earlier task,
+            # a slot does not stay idle while the slowest worktree is built.
             order = list(self.results)
+            free = self.inp.options.max_concurrent - busy
             waiting = [
                 t
                 for t in self.ready
                 if (fresh or t in self.had_slot)
                 and (
-                    t in self.had_slot or not self.per_agent or not self._preparing_before(t, order)
+                    t in self.had_slot
+                    or not self.per_agent
+                    or not self._preparing_before(t, order, free)
                 )
             ]
             if not waiting:
@@ -375,15 +407,21 @@ class PlanWorkflow:
             self.signals.add(sent)
             sent.add_done_callback(self.signals.discard)
 
-    def _preparing_before(self, tid: str, order: list[str]) -> bool:
-        """Whether a task before `tid` in the plan still prepares its worktree for its first
-        agent (a few seconds at most): that one gets the slot first."""
+    def _preparing_before(self, tid: str, order: list[str], free: int) -> bool:
+        """Whether tasks before `tid` in the plan, still preparing their worktree for their first
+        agent (a few seconds at most), will want the `free` slots: they get them first."""
         at = order.index(tid)
-        return any(
-            order.index(t) < at
+        earlier = sum(
+            1
             for t in self.running
-            if t not in self.had_slot and t not in self.ready and t not in self.held_back
+            if t not in self.had_slot
+            and t not in self.ready
+            and t not in self.held_back
+            and order.index(t) < at
         )
+        if not self.not_idle:
+            return earlier > 0
+        return earlier >= free
 
     async def _go(self, tid: str) -> None:
         try:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import contextvars
 import os
 import shutil
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,20 @@ from autonomous_pipeline.backends.secrets import redactor
 # After SIGTERM the group gets this long to exit before SIGKILL.
 KILL_GRACE_S = 2.0
 SPAWN = Path(__file__).with_name("spawn.py")
+
+# Set (as a niceness) while a step's work can wait for others': its processes run at that lower
+# priority, so that on a busy machine the CPU goes first to what an agent waits for.
+_BACKGROUND: contextvars.ContextVar[int] = contextvars.ContextVar("background", default=0)
+
+
+@contextlib.contextmanager
+def background(niceness: int = 10) -> Iterator[None]:
+    """The processes this block starts (and theirs) run at a lower CPU priority."""
+    token = _BACKGROUND.set(niceness)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(token)
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,10 @@ async def run_process(
         start_new_session=True,  # its own process group: killpg reaches grandchildren
         pass_fds=tuple(pass_fds),
     )
+    if (niceness := _BACKGROUND.get()) > 0:
+        # Right after the spawn: whatever it starts from here on inherits the priority.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
     redact = redactor(env) if mask else None
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)

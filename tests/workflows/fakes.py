@@ -79,6 +79,7 @@ class Script:
     verify_seconds: dict[str, float] = field(default_factory=dict)  # task -> verification time
     # finish_task moves these tasks' changes onto a target tip "tip2-<id>" before checking them
     moved_base: set[str] = field(default_factory=set)
+    prepare_seconds: dict[str, float] = field(default_factory=dict)  # task -> worktree time
 
 
 class FakeActivities:
@@ -118,6 +119,7 @@ class FakeActivities:
 
     @activity.defn(name=PREPARE_WORKSPACE.name)
     async def prepare_workspace(self, inp: PrepareWorkspaceIn) -> PrepareWorkspaceOut:
+        await asyncio.sleep(self.script.prepare_seconds.get(inp.task_id, 0.0))
         self.calls.append(("prepare_workspace", inp.task_id))
         return PrepareWorkspaceOut(base_commit=f"base-{inp.task_id}", branch=f"b/{inp.task_id}")
 

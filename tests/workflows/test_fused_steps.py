@@ -11,8 +11,9 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.service import RPCError
 
+from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.results import TaskStatus
-from autonomous_pipeline.models.run import Approval, ReviewerConfig
+from autonomous_pipeline.models.run import Approval, CancelRequest, ReviewerConfig
 from autonomous_pipeline.workflows.task import TaskWorkflow
 from tests.conftest import md
 from tests.workflows.conftest import Harness, plan_input
@@ -37,6 +38,14 @@ async def activities_of(running: Harness, workflow_id: str) -> list[str]:
         async for e in handle.fetch_history_events()
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
+
+
+async def end(handle) -> None:
+    """Cancel the run and wait for it to close: nothing of it may outlive the test (a run left
+    waiting holds the time-skipping server's clock for the tests after it)."""
+    await handle.signal("cancel", CancelRequest(now=True))
+    result = await final_result(handle)
+    assert all(t.status.terminal for t in result.tasks)
 
 
 async def scheduled_until(running: Harness, workflow_id: str, name: str) -> list[str]:
@@ -85,7 +94,7 @@ async def test_a_run_that_asks_for_approval_keeps_its_steps_apart(running: Harne
     names = await scheduled_until(running, f"{handle.id}/task-1.1", "review_task")
     assert names[:4] == ["claim_workspace", "run_agent", "verify_task", "review_task"]
     assert "finish_task" not in names
-    await handle.cancel()
+    await end(handle)
 
 
 @pytest.mark.parametrize(
@@ -120,4 +129,4 @@ async def test_deleting_many_unnamed_files_still_waits_for_a_person(running: Har
     assert phase.startswith("awaiting approval: deletes 50 files the task does not name"), phase
     names = await activities_of(running, child.id)
     assert "finish_task" not in names and "merge_task" not in names
-    await handle.cancel()
+    await end(handle)

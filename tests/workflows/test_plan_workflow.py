@@ -167,6 +167,35 @@ async def test_slots_hold_at_width_with_tasks_ahead(running: Harness) -> None:
     assert dict(running.fakes.agent_runs) == {f"1.{i}": 1 for i in range(1, 10)}
 
 
+@pytest.mark.parametrize(
+    "running", [Script(agent_seconds=0.3, prepare_seconds={"1.1": 1.0})], indirect=True
+)
+async def test_no_slot_idles_while_an_earlier_worktree_is_built(running: Harness) -> None:
+    # Three slots, three tasks: the later ones need not wait for 1.1's slow worktree.
+    result = await running.run(plan_input(wide(3), max_concurrent=3, prepare_ahead=0))
+    assert result.status is RunStatus.COMPLETED
+    calls = running.fakes.calls
+    assert calls.index(("run_agent", "1.2")) < calls.index(("prepare_workspace", "1.1"))
+    assert calls.index(("run_agent", "1.3")) < calls.index(("prepare_workspace", "1.1"))
+
+
+@pytest.mark.parametrize(
+    "running", [Script(agent_seconds=0.3, prepare_seconds={"1.2": 1.0})], indirect=True
+)
+async def test_a_task_ready_first_does_not_take_the_slot_of_an_earlier_one(
+    running: Harness,
+) -> None:
+    # One slot free when 1.1's agent ends, two tasks ahead: 1.3 is ready first, but 1.2 comes
+    # first in the plan, and gets it once its worktree is built.
+    result = await running.run(plan_input(wide(3), max_concurrent=1, prepare_ahead=2))
+    assert result.status is RunStatus.COMPLETED
+    agents = [t for name, t in running.fakes.calls if name == "run_agent"]
+    assert agents == ["1.1", "1.2", "1.3"]
+    assert running.fakes.calls.index(("prepare_workspace", "1.3")) < running.fakes.calls.index(
+        ("prepare_workspace", "1.2")
+    )
+
+
 def checked(n: int) -> str:
     """`wide(n)` whose tasks each have a check to run."""
     tasks = "".join(f"### Task 1.{i}: t{i}\n**Verification:**\n- `true`\n" for i in range(1, n + 1))
