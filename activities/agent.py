@@ -135,6 +135,10 @@ class AgentActivities:
             activity.logger.warning(
                 "task %s: the worktree to resume is gone or moved; starting afresh", task.id
             )
+        if first and inp.prepared and (co := await self.workspaces.checkout(ref)) is not None:
+            # The task's first agent, first attempt, after a fresh claim that checked the
+            # worktree clean at `start`: nothing has run in it since.
+            return co, False
         if first and (co := await self.workspaces.clean_at(ref, start)) is not None:
             # The task's first agent, first attempt: prepare_workspace has just left this
             # worktree clean at `start`; checking that it still is costs less than a reset.

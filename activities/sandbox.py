@@ -55,7 +55,7 @@ class SandboxActivities:
         task = TaskRef(inp.run_key, inp.task_id)
         sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)
         async with heartbeating(f"preparing the worktree of task {inp.task_id}"):
-            base, _ = await sandbox.prepare(task, inp.repo, inp.target_branch)
+            base, _ = await sandbox.prepare(task, inp.repo, inp.target_branch, inp.fresh)
         clone = self.workspaces.layout.clone_dir(inp.repo)
         return PrepareWorkspaceOut(base_commit=base, branch=task.branch, clone=str(clone))
 

@@ -221,6 +221,7 @@ class TaskWorkflow(TaskSteps):
                 repo=inp.options.repo,
                 target_branch=inp.options.target_branch,
                 sandbox=inp.sandbox_config,
+                fresh=not self.agent_ran,
                 claim=claim,
             ),
             result_type=CLAIM_WORKSPACE.result,
@@ -285,6 +286,7 @@ class TaskWorkflow(TaskSteps):
         """workspace -> agent: the task's first commit, or None (the agent failed or did nothing)."""
         task, opts, res = inp.task, inp.options, self.result
         res.phase = "workspace"
+        claimed = self.prepared is not None and not self.agent_ran
         ws = self.prepared or await self._act(
             PREPARE_WORKSPACE,
             PrepareWorkspaceIn(
@@ -308,7 +310,7 @@ class TaskWorkflow(TaskSteps):
             self.session_id = str(workflow.uuid4())
         await self._wait_for_slot()
         res.phase = "agent"
-        agent = await self._run_agent(inp, label, base, start=base, fix=None)
+        agent = await self._run_agent(inp, label, base, start=base, fix=None, prepared=claimed)
         if agent is None:
             return None
         if agent.commit is None:

@@ -96,9 +96,16 @@ class TaskSteps:
             raise
 
     async def _run_agent(
-        self, inp: TaskInput, label: str, base: str, start: str, fix: FixRequest | None
+        self,
+        inp: TaskInput,
+        label: str,
+        base: str,
+        start: str,
+        fix: FixRequest | None,
+        prepared: bool = False,
     ) -> RunAgentOut | None:
-        """Run the agent, waiting out usage limits on durable timers. None: the task has failed."""
+        """Run the agent, waiting out usage limits on durable timers. None: the task has failed.
+        `prepared`: the worktree is as a fresh claim left it (checked clean at `start`)."""
         opts, res = inp.options, self.result
         assert res is not None
         waits = 0
@@ -131,6 +138,7 @@ class TaskSteps:
                     session_id=self.session_id,
                     resume=self.agent_ran,
                     sandbox=inp.sandbox_config,
+                    prepared=prepared and not self.agent_ran,
                 ),
                 start_to_close_timeout=timedelta(seconds=opts.agent.timeout_s)
                 + policies.AGENT_TIMEOUT_SLACK,

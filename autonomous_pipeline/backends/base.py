@@ -85,8 +85,11 @@ class Runner(Protocol):
 class SandboxBackend(Protocol):
     kind: SandboxKind
 
-    async def prepare(self, task: TaskRef, repo: str, target_branch: str) -> tuple[str, Checkout]:
-        """The task's checkout at the target's tip, made once: (base commit, checkout)."""
+    async def prepare(
+        self, task: TaskRef, repo: str, target_branch: str, fresh: bool = False
+    ) -> tuple[str, Checkout]:
+        """The task's checkout at the target's tip, made once: (base commit, checkout).
+        `fresh`: no agent has run, so it is returned clean at the base, checked so."""
         ...
 
     async def reset(self, task: TaskRef, commit: str) -> Checkout:

@@ -48,6 +48,9 @@ class PrepareWorkspaceIn(BaseModel):
     repo: str
     target_branch: str
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    # No agent of the task has run: its checkout is made clean at the base, and checked so, even
+    # when one is there already (else it is kept as it is, for a resumed agent).
+    fresh: bool = False
 
 
 class PrepareWorkspaceOut(BaseModel):
@@ -93,6 +96,9 @@ class RunAgentIn(BaseModel):
     # Chosen in workflow code, so every attempt and fix round of the task shares one session.
     session_id: str | None = None
     resume: bool = False  # continue the session (and its worktree) instead of starting afresh
+    # The worktree is as a fresh claim left it, checked clean at the base: a first attempt
+    # need not check it again.
+    prepared: bool = False
 
 
 class RunAgentOut(Spend):

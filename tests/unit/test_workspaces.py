@@ -143,6 +143,21 @@ async def test_prepare_twice_reuses_the_worktree_and_its_base(env: Env) -> None:
     assert sh(env.repo, "branch", "--list", "pipeline/r1/*") == ""
 
 
+async def test_a_fresh_prepare_leaves_nothing_of_a_try_before(env: Env) -> None:
+    # What a crash or an earlier try of the task left in its own checkout: kept for an agent
+    # that resumes, gone for one that starts afresh (which then trusts the checkout as it is).
+    base, wt = await env.task()
+    (wt / "left.txt").write_text("from a try before\n")
+    (wt / "a.txt").write_text("edited\n")
+    commit_file(wt, "committed.txt", "a commit of the try before\n", "the try before")
+    await env.sb.prepare(TaskRef("r1", "1.1"), str(env.repo), TARGET)
+    assert (wt / "left.txt").exists() and sh(wt, "rev-parse", "HEAD") != base
+    again, co = await env.sb.prepare(TaskRef("r1", "1.1"), str(env.repo), TARGET, fresh=True)
+    assert (again, co.path) == (base, wt)
+    assert sh(wt, "rev-parse", "HEAD") == base
+    assert sh(wt, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
+
+
 async def test_parallel_prepares_get_distinct_worktrees(env: Env) -> None:
     await env.sb.prepare_run(str(env.repo), env.main, TARGET)
     ids = ["1.1", "1.2", "1.3", "2.1"]

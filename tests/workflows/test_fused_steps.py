@@ -105,6 +105,8 @@ async def test_a_check_failing_where_the_change_was_moved_is_fixed_there(running
     [task] = result.tasks
     assert task.status is TaskStatus.MERGED and task.agent_runs == 2
     first, fix = running.fakes.agent_inputs
+    # The first agent finds the worktree as the claim checked it; the fix round's is its own.
+    assert first.prepared and not fix.prepared
     # The fix round starts from the moved change, on the tip it was moved onto.
     assert (fix.base_commit, fix.start_commit) == ("tip2-1.1", "c-1.1-1-moved")
     assert fix.fix is not None and fix.fix.failing_checks == ["pytest -q"]

@@ -50,8 +50,10 @@ class GitSandbox(ABC):
         own = {*slirp.host_addresses(), *self._control_plane_addresses}
         return [*sorted(own), *slirp.ALWAYS_REFUSED]
 
-    async def prepare(self, task: TaskRef, repo: str, target_branch: str) -> tuple[str, Checkout]:
-        return await self.workspaces.prepare(task, repo, target_branch)
+    async def prepare(
+        self, task: TaskRef, repo: str, target_branch: str, fresh: bool = False
+    ) -> tuple[str, Checkout]:
+        return await self.workspaces.prepare(task, repo, target_branch, fresh)
 
     async def reset(self, task: TaskRef, commit: str) -> Checkout:
         return await self.workspaces.reset(task, commit)

@@ -106,7 +106,8 @@ async def open_checkout(clone: Path, wt: Path) -> Checkout | None:
 
 async def new_worktree(clone: Path, wt: Path, branch: str | None, commit: str) -> Checkout:
     """(Re)create `wt` at `commit`, on `branch` (None: detached). Hold the clone's lock."""
-    await drop_worktree(clone, wt)
+    if os.path.lexists(wt) or admin_dir(clone, wt) is not None:
+        await drop_worktree(clone, wt)  # what a crash left there (git asked only then)
     wt.parent.mkdir(parents=True, exist_ok=True)
     where = ["-B", branch] if branch else ["--detach"]
     await git("worktree", "add", "--quiet", *where, str(wt), commit, cwd=clone)

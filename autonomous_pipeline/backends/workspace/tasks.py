@@ -83,11 +83,14 @@ class Workspaces:
             return None
         return await open_checkout(clone, self.layout.worktree_dir(task))
 
-    async def prepare(self, task: TaskRef, repo: str, target_branch: str) -> tuple[str, Checkout]:
+    async def prepare(
+        self, task: TaskRef, repo: str, target_branch: str, fresh: bool = False
+    ) -> tuple[str, Checkout]:
         """The task's checkout on its branch at the target's tip: (base commit, checkout).
 
         The base is recorded once (a ref in the clone); a second call returns it and the task's
-        checkout as they are, rebuilding the checkout only if it is missing or broken.
+        checkout as they are, rebuilding the checkout only if it is missing or broken. `fresh`:
+        no agent of the task has run, so the checkout is returned clean at the base, checked so.
         """
         wt = self.layout.worktree_dir(task)
         clone = await self.clones.ensure_clone(repo)
@@ -103,6 +106,13 @@ class Workspaces:
         # the last task's files, is used only once it is exactly the base.
         if co is not None and (pooled or not await _on_branch(co, task.branch)):
             co = co if await _recycled(co, task.branch, base) else None
+        elif co is not None and fresh:
+            # The task's own, from a claim that crashed or a try before: no agent's work to
+            # keep, and whatever is there goes.
+            scrub_special_files(co.path)
+            await quit_interrupted(co)
+            if not await clean_at(co, task.branch, base):
+                co = co if await _recycled(co, task.branch, base) else None
         if co is None:
             # No checkout to reuse, or one that would not come clean: a new one, all files
             # written (the one cost recycling saves).
