@@ -219,6 +219,44 @@ def make_repo(path: Path, env: dict[str, str], files: int, commits: int) -> Path
 # ---------------------------------------------------------------------------------- processes
 
 
+def _machine_ticks() -> list[int]:
+    """The machine's CPU time so far, by kind (the "cpu" line of /proc/stat, in ticks)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return []
+
+
+@dataclass
+class MachineTimes:
+    """How the machine's CPUs spent a `with` block: busy (here), idle, and stolen by the host
+    (other virtual machines' work on the same cores: what makes a figure noisy)."""
+
+    start: list[int] = field(default_factory=list)
+    end: list[int] = field(default_factory=list)
+
+    def __enter__(self) -> Self:
+        self.start = _machine_ticks()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end = _machine_ticks()
+
+    def report(self) -> dict[str, float] | None:
+        if len(self.start) < 8 or len(self.end) < 8:
+            return None
+        d = [b - a for a, b in zip(self.start, self.end, strict=False)]
+        tick = os.sysconf("SC_CLK_TCK")
+        # user nice system idle iowait irq softirq steal
+        busy = sum(d[:3]) + sum(d[5:7])
+        total = sum(d[:8]) or 1
+        return {
+            "busy_s": round(busy / tick, 1),
+            "idle_s": round((d[3] + d[4]) / tick, 1),
+            "steal_s": round(d[7] / tick, 1),
+            "steal_share": round(d[7] / total, 3),
+        }
+
+
 def cpu_seconds(pid: int) -> tuple[float, float] | None:
     """(own CPU seconds, CPU seconds of its reaped children) of a live process, from /proc."""
     try:

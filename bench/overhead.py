@@ -53,6 +53,7 @@ from bench.common import (  # noqa: E402
     PYTHON,
     SANDBOXES,
     DiskSampler,
+    MachineTimes,
     Sampler,
     activity_breakdown,
     agent_logs,
@@ -194,6 +195,7 @@ def run(
             with (
                 Sampler(proc.pid, interval=0.5) as worker,
                 DiskSampler(workspace, interval=args.disk_interval) as disk,
+                MachineTimes() as machine,
             ):
                 code = watch(proc, err_path, args.timeout, args.stall_timeout)
             wall = time.monotonic() - t0
@@ -276,6 +278,8 @@ def run(
             "worker_children": rounded(cpu[1], 1),
             "server": rounded(server_cpu[0], 1) if server_cpu else None,
         },
+        # The whole machine meanwhile: a share of steal means other guests had the cores.
+        "machine": machine.report(),
         "plan_history_events": plan_hist.events,
         "max_task_history_events": max((h.events for h in children), default=0),
         "time_split": time_split(children),

@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:  # run as a script: examples/ and tests/ are not i
 from bench.common import (  # noqa: E402
     PYTHON,
     SANDBOXES,
+    MachineTimes,
     agent_logs,
     bench_env,
     git,
@@ -208,16 +209,17 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-parallel-")).resolve()
     env = bench_env(tmp)
     try:
-        pipe = run_pipeline(
-            tmp,
-            env,
-            ids,
-            args.concurrency,
-            args.agent_seconds,
-            args.sandbox,
-            args.prepare_ahead,
-            args.check_seconds,
-        )
+        with MachineTimes() as machine:
+            pipe = run_pipeline(
+                tmp,
+                env,
+                ids,
+                args.concurrency,
+                args.agent_seconds,
+                args.sandbox,
+                args.prepare_ahead,
+                args.check_seconds,
+            )
         sequential = run_sequential(tmp, env, ids, args.agent_seconds, args.check_seconds)
     finally:
         stop_server(tmp / "workspace", env)
@@ -244,6 +246,8 @@ def main() -> None:
                 "sequential_makespan_s": round(sequential, 3),
                 "speedup_vs_sequential": round(sequential / makespan, 3) if makespan else None,
                 "agent_starts_s": pipe["agent_starts_s"],
+                # The machine during the pipeline's run: steal is other guests' use of the cores.
+                "machine": machine.report(),
             }
         )
     )
