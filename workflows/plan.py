@@ -140,8 +140,11 @@ class PlanWorkflow:
         )
 
     @workflow.signal
-    def task_merging(self, task_id: str, cost_usd: float = 0.0) -> None:
-        """From a task: its agent work is done and it waits for the target; its slot is free."""
+    def task_merging(self, task_id: str, cost_usd: float = 0.0, frees_slot: bool = False) -> None:
+        """From a task: its agent work is done and it waits for the target; its slot is free.
+        `frees_slot`: its agent has just ended, and this says so too (no `agent_ended` came)."""
+        if frees_slot:
+            self.agent_ended(task_id, cost_usd)
         if task_id in self.running:
             self.merging[task_id] = cost_usd
             self.changed = True

@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
         PREPARE_WORKSPACE,
     )
     from autonomous_pipeline.models.results import TaskResult, TaskStatus
-    from autonomous_pipeline.models.run import Approval, Decision, TaskInput
+    from autonomous_pipeline.models.run import Decision, TaskInput
     from autonomous_pipeline.models.steer import DecideRequest, SteerReply
     from autonomous_pipeline.workflows import policies
     from autonomous_pipeline.workflows.approval import from_operator
@@ -89,6 +89,7 @@ class TaskWorkflow(TaskSteps):
         self.decision: Decision | None = None
         self.unasked_deletions: tuple[int, list[str]] = (0, [])
         self.slot_given = False
+        self.slot_to_free = False
         self.told: asyncio.Task[None] | None = None
         # Runs since "fused-steps": the claim prepares the worktree, and checks, merge and
         # cleanup are one step where no reviewer and no person take part.
@@ -354,18 +355,6 @@ class TaskWorkflow(TaskSteps):
         work.commit = fixed.commit or work.commit
         return work
 
-    def _finishes_in_one_step(self, inp: TaskInput) -> bool:
-        """Checks, merge and cleanup as one step: when nobody else looks at the change between
-        them (no reviewer; no approval, which deleting many unnamed files always asks for)."""
-        opts = inp.options
-        wiped = self.unasked_deletions[0] > opts.approval_max_unasked_deletions
-        return (
-            self.fused
-            and opts.reviewer.backend == "none"
-            and opts.approval is Approval.NEVER
-            and not wiped
-        )
-
     async def _finish(self, inp: TaskInput, label: str, work: Work) -> Work | None:
         """Checks, merge and cleanup in one step (see backends.finish): None once the task has
         ended; else the change to go on with, after a fix round (failing checks) or a conflict
@@ -403,8 +392,10 @@ class TaskWorkflow(TaskSteps):
 
     async def _merging(self, inp: TaskInput) -> None:
         """Tell the run the task is merging (its concurrency slot is free meanwhile)."""
+        frees, self.slot_to_free = self.slot_to_free, False
         if inp.slot_per_agent:
-            self._tell_parent_soon("task_merging")  # the merge need not wait for the run to hear
+            # The merge need not wait for the run to hear.
+            self._tell_parent_soon("task_merging", frees_slot=frees)
         else:
             await self._tell_parent("task_merging")
 

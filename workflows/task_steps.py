@@ -75,6 +75,9 @@ class TaskSteps:
     # Files the change deletes that the task does not name: (how many, the first few).
     unasked_deletions: tuple[int, list[str]]
     slot_given: bool  # the run said `go`: this task holds one of its agent slots
+    # Its agent has ended; the slot goes back with the signal that the task is merging.
+    slot_to_free: bool
+    fused: bool  # since "fused-steps": checks, merge and cleanup are one step where they can be
     # A signal to the run on its way, not waited for (slot per agent): the next one waits for it,
     # so the run reads them in the order they were sent.
     told: asyncio.Task[None] | None
@@ -167,7 +170,13 @@ class TaskSteps:
                         out.unasked_deletions_total,
                         out.unasked_deletions[:5],
                     )
-                self._free_slot()  # after res.add: what it spent travels with it
+                if out.commit is not None and self._finishes_in_one_step(inp):
+                    # The finishing step starts now and tells the run so: that one signal frees
+                    # the slot too (see _merging).
+                    self.slot_to_free = self.slot_given
+                    self.slot_given = False
+                else:
+                    self._free_slot()  # after res.add: what it spent travels with it
                 return out
             if (
                 out.failure_kind is not None
@@ -190,6 +199,18 @@ class TaskSteps:
             self._free_slot()
             return None
 
+    def _finishes_in_one_step(self, inp: TaskInput) -> bool:
+        """Checks, merge and cleanup as one step: when nobody else looks at the change between
+        them (no reviewer; no approval, which deleting many unnamed files always asks for)."""
+        opts = inp.options
+        wiped = self.unasked_deletions[0] > opts.approval_max_unasked_deletions
+        return (
+            self.fused
+            and opts.reviewer.backend == "none"
+            and opts.approval is Approval.NEVER
+            and not wiped
+        )
+
     async def _tell_parent(self, signal: str) -> None:
         """Tell the run where this task is (its concurrency slot is freed while it merges)."""
         parent = workflow.info().parent
@@ -200,24 +221,27 @@ class TaskSteps:
             await told
         await self._signal_parent(signal)
 
-    async def _signal_parent(self, signal: str) -> None:
+    async def _signal_parent(self, signal: str, frees_slot: bool = False) -> None:
         parent = workflow.info().parent
         assert parent is not None
+        args: list[object] = [self.inp.task.id, self.result.cost_usd]
+        if frees_slot:
+            args.append(True)
         try:
             await workflow.get_external_workflow_handle(parent.workflow_id).signal(
-                signal, args=[self.inp.task.id, self.result.cost_usd]
+                signal, args=args
             )
         except FailureError as exc:  # the run has closed (cancelled): nobody to tell
             workflow.logger.warning("could not signal %s to the run: %s", signal, exc)
 
-    def _tell_parent_soon(self, signal: str) -> None:
+    def _tell_parent_soon(self, signal: str, frees_slot: bool = False) -> None:
         """`_tell_parent` without waiting for the run to have it: the next step starts now."""
         previous = self.told
 
         async def tell() -> None:
             if previous is not None:
                 await previous
-            await self._signal_parent(signal)
+            await self._signal_parent(signal, frees_slot)
 
         self.told = asyncio.create_task(tell())
 

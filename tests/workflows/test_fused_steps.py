@@ -74,6 +74,20 @@ async def test_an_unreviewed_task_takes_three_steps(running: Harness) -> None:
     assert task.branch is None  # merged: nothing kept to look at
 
 
+async def test_the_run_hears_of_the_agents_end_and_the_merge_in_one_signal(
+    running: Harness,
+) -> None:
+    result = await running.run(plan_input(PLAN))
+    [task] = result.tasks
+    handle = running.client.get_workflow_handle(task.workflow_id or "")
+    sent = [
+        e.signal_external_workflow_execution_initiated_event_attributes.signal_name
+        async for e in handle.fetch_history_events()
+        if e.event_type == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
+    ]
+    assert sent == ["task_ready", "task_merging"]
+
+
 async def test_a_reviewed_task_keeps_its_steps_apart(running: Harness) -> None:
     result = await running.run(plan_input(PLAN, reviewer=ReviewerConfig(backend="claude")))
     [task] = result.tasks
