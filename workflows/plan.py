@@ -321,6 +321,10 @@ class PlanWorkflow:
                 return
             if not self.running and not self.paused and not self.cancelling:
                 states = {t: r.status for t, r in self.results.items()}
+                if sched.blocked(states):
+                    # A dependency ended (failed, skipped) as this pass began: the top of the
+                    # loop skips its dependants with that reason.
+                    continue
                 if not sched.ready(states):  # unreachable for a validated plan; never hang on it
                     for tid in pending:
                         self.results[tid].status = TaskStatus.SKIPPED

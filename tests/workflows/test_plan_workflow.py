@@ -73,6 +73,30 @@ async def test_failure_skips_dependants_and_lets_the_rest_run(running: Harness) 
     assert "1.2" in running.fakes.cleaned
 
 
+CHAIN = """
+## Batch 1: one
+### Task 1.1: a
+## Batch 2: two
+**Dependencies:** Batch 1
+### Task 2.1: b
+## Batch 3: three
+**Dependencies:** Batch 2
+### Task 3.1: c
+"""
+
+
+@pytest.mark.parametrize("running", [Script(agent_fails={"1.1"})], indirect=True)
+async def test_a_failure_skips_a_chain_of_dependants_each_with_its_reason(
+    running: Harness,
+) -> None:
+    # Nothing else runs when 1.1 fails: its dependants' dependants are skipped for the task
+    # they wait on, not as "never satisfiable".
+    result = await running.run(plan_input(CHAIN))
+    errors = {t.id: t.error for t in result.tasks}
+    assert errors["2.1"] == "dependency 1.1 ended failed"
+    assert errors["3.1"] == "dependency 2.1 ended skipped"
+
+
 @pytest.mark.parametrize(
     "running", [Script(no_op={"1.1"}, verify_fails={"3.1"}, conflict={"1.2"})], indirect=True
 )
