@@ -132,12 +132,18 @@ def test_pause_resume_skip_retry_and_cancel_now(
     )
     running = [t for t, s in by_id(status(cluster, wid, tmp_path)).items() if s == "running"]
     if running:
-        # Refused while it runs; it may have ended since the status above (then it is retried).
+        # Refused while it runs; it may have ended since the status above (then it is retried,
+        # or, merged, refused as such).
         res = starter(
             ["retry", wid, running[0], "--address", cluster.address], cluster.env, tmp_path
         )
         if res.returncode == 2:
-            assert res.stderr.startswith(f"refused: task {running[0]} is still running"), res.stderr
+            assert res.stderr.startswith(
+                (
+                    f"refused: task {running[0]} is still running",
+                    f"refused: task {running[0]} has already ended: merged",
+                )
+            ), res.stderr
         else:
             assert res.returncode == 0 and "will run again" in res.stdout, res.stdout + res.stderr
     assert "running agents are stopped" in send(cluster, tmp_path, "cancel", wid, "--now")
