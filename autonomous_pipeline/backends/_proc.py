@@ -15,9 +15,10 @@ import shutil
 import signal
 import sys
 import time
+import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autonomous_pipeline.backends.confine import available
@@ -34,12 +35,58 @@ _BACKGROUND: contextvars.ContextVar[int] = contextvars.ContextVar("background", 
 
 @contextlib.contextmanager
 def background(niceness: int = 10) -> Iterator[None]:
-    """The processes this block starts (and theirs) run at a lower CPU priority."""
+    """The processes this block starts (and theirs) run at a lower CPU priority, and start only
+    while no `foreground` block of this process runs."""
     token = _BACKGROUND.set(niceness)
     try:
         yield
     finally:
         _BACKGROUND.reset(token)
+
+
+# Blocks an agent waits on (its worktree made ready, its change collected), running now in this
+# process: while there are any, background steps start no process. A niceness orders the
+# processes; this orders the worker's own work, one thread for every step. Kept per event loop.
+@dataclass
+class _Foreground:
+    running: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+_FOREGROUND: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Foreground] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _foreground_state() -> _Foreground:
+    loop = asyncio.get_running_loop()
+    state = _FOREGROUND.get(loop)
+    if state is None:
+        state = _FOREGROUND[loop] = _Foreground()
+        state.idle.set()
+    return state
+
+
+@contextlib.asynccontextmanager
+async def foreground() -> AsyncIterator[None]:
+    """Background steps wait while this block runs (a short one: never an agent's own run)."""
+    state = _foreground_state()
+    state.running += 1
+    state.idle.clear()
+    try:
+        yield
+    finally:
+        state.running -= 1
+        if state.running == 0:
+            state.idle.set()
+
+
+async def _after_foreground(limit_s: float = 5.0) -> None:
+    """Until no foreground block runs (at most `limit_s`: a background step is never starved)."""
+    state = _foreground_state()
+    if state.running:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.idle.wait(), limit_s)
 
 
 @dataclass(frozen=True)
@@ -95,6 +142,8 @@ async def run_process(
     `pass_fds` are inherited by the child; `on_spawn(pid)` runs once it exists and before its
     output is read (a sandbox attaches its network then).
     """
+    if _BACKGROUND.get() > 0:
+        await _after_foreground()
     start = time.monotonic()
     command = list(argv)
     if die_with_parent or confine is not None:

@@ -426,3 +426,32 @@ async def test_a_checkout_a_crash_left_half_taken_is_cleaned_before_use(env: Env
     assert wt2 == target and not (wt2 / "left-by-1.1.txt").exists()
     assert sh(wt2, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
     assert sh(wt2, "rev-parse", "HEAD") == base and sh(wt2, "branch", "--show-current")
+
+
+async def test_a_new_checkout_a_crash_left_half_written_is_reset_before_use(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A new checkout is registered under the clone's lock and written after it: a worker killed
+    # in between leaves one with no files. It is detached until written, so it is never taken
+    # for the task's own (kept as it is, for a resumed agent).
+    from autonomous_pipeline.backends.workspace.checkout import Checkout
+
+    real = Checkout.git
+
+    async def killed(self: Checkout, *args: str, **kw: object):  # type: ignore[no-untyped-def]
+        if args[:1] == ("read-tree",):
+            raise OSError("the worker was killed here")
+        return await real(self, *args, **kw)  # type: ignore[arg-type]
+
+    await env.sb.prepare_run(str(env.repo), env.main, TARGET)
+    monkeypatch.setattr(Checkout, "git", killed)
+    with pytest.raises(OSError, match="killed"):
+        await env.sb.prepare(TaskRef("r1", "1.1"), str(env.repo), TARGET)
+    monkeypatch.setattr(Checkout, "git", real)
+    wt = env.sb.layout.worktree_dir(TaskRef("r1", "1.1"))
+    assert wt.is_dir() and not (wt / "a.txt").exists()  # registered, never written
+    base, again = await env.sb.prepare(TaskRef("r1", "1.1"), str(env.repo), TARGET)
+    assert again.path == wt and (wt / "a.txt").is_file()
+    assert sh(wt, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
+    assert sh(wt, "rev-parse", "HEAD") == base
+    assert sh(wt, "symbolic-ref", "HEAD") == "refs/heads/pipeline/r1/task-1.1"

@@ -104,17 +104,32 @@ async def open_checkout(clone: Path, wt: Path) -> Checkout | None:
     return co
 
 
-async def new_worktree(clone: Path, wt: Path, branch: str | None, commit: str) -> Checkout:
-    """(Re)create `wt` at `commit`, on `branch` (None: detached). Hold the clone's lock."""
-    if os.path.lexists(wt) or admin_dir(clone, wt) is not None:
-        await drop_worktree(clone, wt)  # what a crash left there (git asked only then)
-    wt.parent.mkdir(parents=True, exist_ok=True)
-    where = ["-B", branch] if branch else ["--detach"]
-    await git("worktree", "add", "--quiet", *where, str(wt), commit, cwd=clone)
-    admin = admin_dir(clone, wt)
+async def new_worktree(
+    clone: Path,
+    wt: Path,
+    branch: str | None,
+    commit: str,
+    lock: contextlib.AbstractAsyncContextManager[object],
+) -> Checkout:
+    """(Re)create `wt` at `commit`, on `branch` (None: detached). `lock` (the clone's, not held)
+    is taken only to register it: its files are written after, so that several tasks' new
+    checkouts are written at once, not one after the other under the lock. Detached until its
+    files are all there and on `branch` last: a crash leaves one that is reset before use."""
+    async with lock:
+        if os.path.lexists(wt) or admin_dir(clone, wt) is not None:
+            await drop_worktree(clone, wt)  # what a crash left there (git asked only then)
+        wt.parent.mkdir(parents=True, exist_ok=True)
+        await git("worktree", "add", "--quiet", "--no-checkout", "--detach", str(wt), commit,
+                  cwd=clone)  # fmt: skip
+        admin = admin_dir(clone, wt)
     if admin is None:
         raise OSError(f"git made no administrative folder for {wt} in {clone}")
-    return Checkout(wt, admin, clone)
+    co = Checkout(wt, admin, clone)
+    await co.git("read-tree", "-u", "--reset", "HEAD")
+    if branch is not None:
+        await co.git("update-ref", f"refs/heads/{branch}", commit)
+        await co.git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+    return co
 
 
 # What an interrupted rebase, cherry-pick, revert or merge leaves in a checkout's git folder: a

@@ -116,8 +116,7 @@ class Workspaces:
         if co is None:
             # No checkout to reuse, or one that would not come clean: a new one, all files
             # written (the one cost recycling saves).
-            async with self.clones.lock(clone):
-                co = await new_worktree(clone, wt, task.branch, base)
+            co = await new_worktree(clone, wt, task.branch, base, self.clones.lock(clone))
         assert co is not None
         return base, co
 
@@ -179,8 +178,7 @@ class Workspaces:
         wt = self.layout.worktree_dir(task)
         co = await open_checkout(clone, wt)
         if co is None:
-            async with self.clones.lock(clone):
-                return await new_worktree(clone, wt, task.branch, commit)
+            return await new_worktree(clone, wt, task.branch, commit, self.clones.lock(clone))
         await reset_checkout(co, task.branch, commit)
         return co
 
@@ -296,11 +294,10 @@ class Workspaces:
     async def _apply_change(self, task: TaskRef, clone: Path, tip: str, change: str) -> list[str]:
         """The checkout on the task branch at `tip`, `change` applied uncommitted: conflicts."""
         wt = self.layout.worktree_dir(task)
-        async with self.clones.lock(clone):
-            co = await open_checkout(clone, wt)
-            fresh = co is None
-            if co is None:
-                co = await new_worktree(clone, wt, task.branch, tip)
+        co = await open_checkout(clone, wt)
+        fresh = co is None
+        if co is None:
+            co = await new_worktree(clone, wt, task.branch, tip, self.clones.lock(clone))
         if not fresh:
             await reset_checkout(co, task.branch, tip)
         return await conflict.apply_change(co, change)
@@ -311,8 +308,7 @@ class Workspaces:
         on exit."""
         clone = await self.clones.of(task)
         wt = self.layout.detached_dir()
-        async with self.clones.lock(clone):
-            co = await new_worktree(clone, wt, None, commit)
+        co = await new_worktree(clone, wt, None, commit, self.clones.lock(clone))
         try:
             yield co
         finally:
