@@ -69,4 +69,5 @@ class MergeActivities:
                     base_runner=lambda tip: lambda: base_runner(workspaces, sandbox, task, tip),
                     retry=activity.info().attempt > 1,
                     heartbeat=note,
+                    after_agent=inp.after_agent,
                 )

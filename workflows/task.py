@@ -368,7 +368,8 @@ class TaskWorkflow(TaskSteps):
         await self._merging(inp)
         out: FinishOut = await self._act(
             FINISH_TASK,
-            self._merge_input(inp, work.base, work.commit),
+            # Straight after an agent run: the worktree is as that step left it.
+            self._merge_input(inp, work.base, work.commit).model_copy(update={"after_agent": True}),
             start_to_close_timeout=policies.GIT_TIMEOUT
             + 2 * policies.verify_timeout(opts.verify_timeout_s, len(inp.task.commands)),
             heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),

@@ -22,6 +22,7 @@ from autonomous_pipeline.backends.base import Role, SandboxBackend
 from autonomous_pipeline.backends.git import is_ancestor, rev_parse
 from autonomous_pipeline.backends.merge import find_merged, merge_task, rebase_onto
 from autonomous_pipeline.backends.verify import BaseRunner, checks_passed, run_checks
+from autonomous_pipeline.backends.workspace.checkout import Checkout
 from autonomous_pipeline.backends.workspace.layout import TaskRef
 from autonomous_pipeline.backends.workspace.tasks import Workspaces
 from autonomous_pipeline.models.activity_io import FinishOut, MergeOut
@@ -44,19 +45,22 @@ async def finish_task(
     base_runner: Callable[[str], BaseRunner],
     retry: bool,
     heartbeat: Callable[[str], None],
+    after_agent: bool = False,
 ) -> FinishOut:
-    """`retry`: an earlier attempt of this step may have merged already (it crashed after)."""
+    """`retry`: an earlier attempt of this step may have merged already (it crashed after).
+    `after_agent`: the worktree is as the agent step left it (trusted on a first attempt)."""
     if retry and (done := await _landed(workspaces, task, repo, target_branch, base_commit)):
         await sandbox.destroy(task, True)
         merged = MergeOut(merged=True, commit=done, already_merged=True, attempts=1)
         return FinishOut(
             base_commit=base_commit, commit=commit, passed=True, merge=merged, cleaned=True
         )
-    base, commit = await _onto_tip(workspaces, task, repo, target_branch, base_commit, commit)
+    at = _Checkout(workspaces, task, trusted=after_agent and not retry)
+    base, commit = await _onto_tip(at, repo, target_branch, base_commit, commit)
     checks: list[CheckResult] = []
     if commands:
         heartbeat(f"checking {commit[:12]}: {len(commands)} command(s)")
-        co = await workspaces.at_commit(task, commit)
+        co = await at.at(commit)
         await sandbox.reap(task)
         checks = await run_checks(
             sandbox.runner(task, co, Role.CHECK), commands, timeout_s=verify_timeout_s, env=env,
@@ -94,24 +98,36 @@ async def _landed(
     return await find_merged(clone, tip, base_commit, task.run_key, task.task_id)
 
 
+class _Checkout:
+    """The task's checkout at a commit: as the agent step left it when that is `trusted` and
+    its HEAD says so, else made so (`Workspaces.at_commit`, which reads every file's state)."""
+
+    def __init__(self, workspaces: Workspaces, task: TaskRef, trusted: bool) -> None:
+        self.workspaces, self.task, self.trusted = workspaces, task, trusted
+
+    async def at(self, commit: str) -> Checkout:
+        if self.trusted:
+            self.trusted = False  # once: what this step does to it next is checked again
+            co = await self.workspaces.checkout(self.task)
+            if co is not None and await co.head() == commit:
+                return co
+        return await self.workspaces.at_commit(self.task, commit)
+
+
 async def _onto_tip(
-    workspaces: Workspaces,
-    task: TaskRef,
-    repo: str,
-    target_branch: str,
-    base_commit: str,
-    commit: str,
+    at: _Checkout, repo: str, target_branch: str, base_commit: str, commit: str
 ) -> tuple[str, str]:
     """(base, commit) of the change: moved onto the target's tip (as the clone knows it) when
     that has moved and the move is clean, else as it was."""
-    clone = await workspaces.clones.existing(repo)
+    clone = await at.workspaces.clones.existing(repo)
     tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
     if tip is None or tip == base_commit or await is_ancestor(tip, commit, clone):
         return base_commit, commit
-    co = await workspaces.at_commit(task, commit)
+    co = await at.at(commit)
     moved = await rebase_onto(co, base_commit, tip)
     if isinstance(moved, list) or moved == tip:
         # A conflict (the merge reports it, with its paths) or nothing left to move (the merge
         # finds the change on the target): the change stays as it was, to be checked there.
         return base_commit, commit
+    at.trusted = True  # the rebase left it at `moved`, every file written by git
     return tip, moved

@@ -186,6 +186,9 @@ class MergeIn(BaseModel):
     attempts: int = 5
     env: list[str] = Field(default_factory=list)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    # The worktree is as the agent step left it (at `commit`, nothing staged): a first attempt
+    # checks only where its HEAD is, not every file.
+    after_agent: bool = False
 
 
 class MergeOut(BaseModel):

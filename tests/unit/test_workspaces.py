@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from autonomous_pipeline.backends.git import (
     GitError,
@@ -455,3 +457,19 @@ async def test_a_new_checkout_a_crash_left_half_written_is_reset_before_use(
     assert sh(wt, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
     assert sh(wt, "rev-parse", "HEAD") == base
     assert sh(wt, "symbolic-ref", "HEAD") == "refs/heads/pipeline/r1/task-1.1"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.sampled_from(["a", "b", " ", "\t", "#"]), max_size=6), max_size=8
+    ).filter(lambda lines: any(line.strip() for line in lines))
+)
+def test_a_commit_message_is_cleaned_as_git_commit_cleans_it(lines: list[str]) -> None:
+    from autonomous_pipeline.backends.workspace.collect import _cleaned
+
+    message = "\n".join(lines)
+    git_says = subprocess.run(
+        ["git", "stripspace"], input=message, capture_output=True, text=True, check=True
+    ).stdout
+    assert _cleaned(message) == git_says

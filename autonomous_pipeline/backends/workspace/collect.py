@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autonomous_pipeline.backends.git import GitError, split_z, task_trailer, with_trailer
+from autonomous_pipeline.backends.git import split_z, task_trailer, with_trailer
 from autonomous_pipeline.backends.secrets import Redactor, redactor
 from autonomous_pipeline.backends.workspace.changes import (
     MAX_UNNAMED_BYTES,
@@ -88,13 +88,9 @@ async def collect(
     trailer = task_trailer(task.run_key, task.task_id)
     msg = with_trailer(message, trailer)
     if staged:
-        done = await co.git(
-            "commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-m", msg, check=False
-        )
-        if done.ok:
-            head = await co.head() or head
-        elif await _staged_anything(co, head):
-            raise GitError(f"git commit failed in {co.path}", argv=done.argv, output=done.output)
+        new = await _commit_index(co, head, msg)
+        if new is not None:
+            head = new
         else:
             staged = False  # nothing differed from HEAD after all (a staged change undone)
     if head == base_commit:
@@ -176,9 +172,34 @@ async def _plan(co: Checkout, named: list[str]) -> _Plan:
     return _Plan(tracked, new, named_files)
 
 
-async def _staged_anything(co: Checkout, head: str) -> bool:
-    res = await co.git("diff", "--cached", "--quiet", "--no-renames", head, check=False)
-    return res.exit_code != 0
+async def _commit_index(co: Checkout, head: str, message: str) -> str | None:
+    """Commit what is staged on top of `head` and move HEAD (its branch, or itself when
+    detached) there, by compare-and-swap: the new commit, or None when the index holds exactly
+    `head`'s tree. Plumbing, not `git commit`, which would read every file's state once more
+    (a tenth of a second on 50,000 files) for what `git add` has just written."""
+    tree = (await co.git("write-tree")).output.strip()
+    if tree == (await co.git("rev-parse", f"{head}^{{tree}}")).output.strip():
+        return None
+    made = await co.git(
+        "commit-tree", tree, "-p", head, "-F", "-", stdin=_cleaned(message).encode()
+    )
+    new = made.output.strip()
+    subject = message.strip().splitlines()[0] if message.strip() else "commit"
+    await co.git("update-ref", "-m", f"commit: {subject}", "HEAD", new, head)
+    return new
+
+
+def _cleaned(message: str) -> str:
+    """`message` as `git commit --cleanup=whitespace` stores it: trailing spaces and leading or
+    trailing blank lines gone, runs of blank lines made one, a newline at the end."""
+    lines = [line.rstrip() for line in message.splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return "\n".join(out) + "\n"
 
 
 def _status_path(entry: str) -> str:
