@@ -108,3 +108,16 @@ async def test_a_retry_after_the_merge_landed_only_cleans_up(env: Finish) -> Non
     assert again.merge.commit == first.merge.commit == env.target()
     assert env.check_runs() == 1  # not checked again
     assert not env.wt("1.1").exists()
+
+
+async def test_a_worktree_not_where_the_agent_step_left_it_is_made_so(env: Finish) -> None:
+    # Trusted as the agent step left it only while its HEAD says so: moved, it is checked out
+    # at the commit again before the checks run.
+    base, commit = await env.task("1.1", {"x.txt": "x\n"})
+    sh(env.wt("1.1"), "checkout", "-q", "--detach", base)
+    seen = env.tmp / "seen.log"  # what the check found in the worktree
+    check = f"if test -f x.txt; then echo x >> {seen}; else echo none >> {seen}; fi"
+    out = await env.finish("1.1", base, commit, after_agent=True, commands=[check])
+    assert out.passed and out.merge is not None and out.merge.merged, out
+    assert seen.read_text() == "x\n"
+    assert env.show("x.txt") == "x"
