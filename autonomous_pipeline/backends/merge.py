@@ -43,6 +43,8 @@ async def find_merged(
 
 async def rebase_onto(co: Checkout, base_commit: str, tip: str) -> str | list[str]:
     """The task's commits replayed on `tip`: the new HEAD, or the conflicting paths."""
+    if (one := await _replay_one(co, base_commit, tip)) is not None:
+        return one
     res = await co.git("rebase", "--quiet", "--onto", tip, base_commit, check=False)
     if res.ok:
         head = await co.head()
@@ -55,6 +57,42 @@ async def rebase_onto(co: Checkout, base_commit: str, tip: str) -> str | list[st
     if not conflicts:
         raise GitError(f"rebase onto {tip} failed", argv=res.argv, output=res.output)
     return conflicts
+
+
+async def _replay_one(co: Checkout, base_commit: str, tip: str) -> str | None:
+    """A change of one commit on `base_commit` replayed on `tip` without `git rebase`: the tree
+    merged by `git merge-tree` (no checkout, no index), a commit of it with the original's
+    author and message, and the checkout moved there, which writes only the files that differ.
+    What rebase makes of it, for a third of the time on a large repository. None when it is not
+    that case (several commits, a target that does not descend from the base, a conflict): the
+    caller rebases."""
+    listing = await co.git("rev-list", "--parents", f"{base_commit}..HEAD", check=False)
+    lines = listing.output.split("\n")
+    commits = [line.split() for line in lines if line.strip()]
+    if not listing.ok or len(commits) != 1 or commits[0][1:] != [base_commit]:
+        return None
+    head = commits[0][0]
+    if not await co.is_ancestor(base_commit, tip):
+        return None
+    merged = await co.git("merge-tree", "--write-tree", tip, head, check=False)
+    if merged.exit_code != 0:
+        return None  # a conflict: rebase names the paths
+    tree = merged.output.split()[0]
+    meta = await co.git("log", "-1", "--date=raw", "--format=%an%x00%ae%x00%ad%x00%T%x00%B", head)
+    name, email, date, _tree, message = meta.output.split("\0", 4)
+    message = message.rstrip("\n") + "\n"  # as stored: log adds a line end of its own
+    tip_tree = (await co.git("rev-parse", f"{tip}^{{tree}}")).output.strip()
+    if tree == tip_tree:
+        new = tip  # the change is on the tip already: nothing of it is left, as with rebase
+    else:
+        author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
+        made = await git(
+            "commit-tree", tree, "-p", tip, "-F", "-",
+            cwd=co.path, stdin=message.encode(), env_extra=co.env | author,
+        )  # fmt: skip
+        new = made.output.strip()
+    await co.git("reset", "--quiet", "--hard", new)  # moves the task's branch, or HEAD
+    return new
 
 
 # Paths a carrier search names at most (each is an argument of one git command).

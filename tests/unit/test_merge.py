@@ -10,6 +10,7 @@ import pytest
 
 from autonomous_pipeline.backends.git import GitError, PushResult
 from autonomous_pipeline.backends.merge import merge_task
+from autonomous_pipeline.backends.workspace.checkout import Checkout
 from autonomous_pipeline.backends.workspace.layout import TaskRef
 from autonomous_pipeline.backends.workspace.tasks import Workspaces
 from autonomous_pipeline.models.activity_io import MergeOut
@@ -261,3 +262,32 @@ async def test_a_failure_seen_on_a_stale_record_of_the_target_is_checked_on_a_fe
     assert out.checks and out.checks[0].passed  # verified on the fetched tip, without x.txt
     assert env.show("y.txt") == "y"
     assert sh(env.repo, "log", "-1", "--format=%s", f"{TARGET}^") == "x.txt goes"
+
+
+async def test_a_one_commit_change_is_replayed_as_rebase_would_replay_it(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b1, c1 = await env.task("1.1", {"x.txt": "x\n"})
+    b2, c2 = await env.task("1.2", {"y.txt": "y\n"})
+    assert (await env.merge("1.1", b1, c1)).merged
+    tip = env.target()
+    used: list[str] = []
+    real = Checkout.git
+
+    async def spied(self: Checkout, *args: str, **kw: Any) -> Any:
+        used.append(args[0])
+        return await real(self, *args, **kw)
+
+    monkeypatch.setattr(Checkout, "git", spied)
+    out = await env.merge("1.2", b2, c2)
+    assert out.merged and out.commit is not None
+    assert "merge-tree" in used and "rebase" not in used, used
+    # What `git rebase` makes of the same commit, in a clone of its own.
+    other = env.tmp / "by-rebase"
+    sh(env.tmp, "clone", "-q", str(env.sb.layout.clone_dir(str(env.repo))), str(other))
+    sh(other, "checkout", "-q", "-B", "t", c2)
+    sh(other, "rebase", "-q", "--onto", tip, b2)
+    fields = "%T%n%P%n%an <%ae> %ad%n%B"
+    assert sh(env.repo, "log", "-1", f"--format={fields}", out.commit) == sh(
+        other, "log", "-1", f"--format={fields}", "HEAD"
+    )
