@@ -11,7 +11,6 @@ from temporalio.exceptions import ApplicationError
 
 from autonomous_pipeline.activities.heartbeat import heartbeating
 from autonomous_pipeline.activities.sandboxing import sandbox_failures, sandbox_for
-from autonomous_pipeline.backends._proc import foreground
 from autonomous_pipeline.backends.agents.claude_failures import parse_failure
 from autonomous_pipeline.backends.base import (
     AgentBackend,
@@ -163,10 +162,9 @@ class AgentActivities:
             )
         # A retry after a crash continues the session, like a resume the workflow asked for.
         first = attempt == 1 and not inp.resume and inp.fix is None
-        async with foreground():  # what the agent waits for: ahead of background steps
-            co, resume = await self._workdir(
-                inp, sandbox, sessions and (inp.resume or attempt > 1), first
-            )
+        co, resume = await self._workdir(
+            inp, sandbox, sessions and (inp.resume or attempt > 1), first
+        )
         prompt = build_prompt(task, inp.plan_title, inp.start_commit or inp.base_commit)
         if inp.fix is not None:
             prompt = fix_prompt(task, prompt, inp.fix)
@@ -229,13 +227,12 @@ class AgentActivities:
             # Rate limits and overload are results: the workflow waits on a durable timer.
             return out
         # Fix rounds commit on top of the task's commit; the base stays the task's base.
-        async with foreground():  # the slot frees once this returns
-            done = await sandbox.collect(
-                ref,
-                inp.base_commit,
-                commit_message(inp, outcome.summary),
-                named=[f.path for f in task.files],
-            )
+        done = await sandbox.collect(
+            ref,
+            inp.base_commit,
+            commit_message(inp, outcome.summary),
+            named=[f.path for f in task.files],
+        )
         if done.left_out:
             # Said where the person looking into the task reads: its transcript.
             with transcript.open("a", encoding="utf-8") as fh:

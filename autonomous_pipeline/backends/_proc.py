@@ -15,10 +15,9 @@ import shutil
 import signal
 import sys
 import time
-import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from autonomous_pipeline.backends.confine import available
@@ -28,65 +27,22 @@ from autonomous_pipeline.backends.secrets import redactor
 KILL_GRACE_S = 2.0
 SPAWN = Path(__file__).with_name("spawn.py")
 
-# Set (as a niceness) while a step's work can wait for others': its processes run at that lower
-# priority, so that on a busy machine the CPU goes first to what an agent waits for.
+# Set (as niceness added to the worker's) while a step's work can wait for others': its processes
+# run at that lower priority, so that on a busy machine the CPU goes first to what an agent
+# waits for.
 _BACKGROUND: contextvars.ContextVar[int] = contextvars.ContextVar("background", default=0)
 
 
 @contextlib.contextmanager
-def background(niceness: int = 10) -> Iterator[None]:
-    """The processes this block starts (and theirs) run at a lower CPU priority, and start only
-    while no `foreground` block of this process runs."""
-    token = _BACKGROUND.set(niceness)
+def background(lower: int = 10) -> Iterator[None]:
+    """The processes this block starts (and theirs) run at a lower CPU priority. Only a
+    priority: with the CPU free they run at full speed (a merge that dependants wait for is
+    never held back for long)."""
+    token = _BACKGROUND.set(lower)
     try:
         yield
     finally:
         _BACKGROUND.reset(token)
-
-
-# Blocks an agent waits on (its worktree made ready, its change collected), running now in this
-# process: while there are any, background steps start no process. A niceness orders the
-# processes; this orders the worker's own work, one thread for every step. Kept per event loop.
-@dataclass
-class _Foreground:
-    running: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-_FOREGROUND: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Foreground] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _foreground_state() -> _Foreground:
-    loop = asyncio.get_running_loop()
-    state = _FOREGROUND.get(loop)
-    if state is None:
-        state = _FOREGROUND[loop] = _Foreground()
-        state.idle.set()
-    return state
-
-
-@contextlib.asynccontextmanager
-async def foreground() -> AsyncIterator[None]:
-    """Background steps wait while this block runs (a short one: never an agent's own run)."""
-    state = _foreground_state()
-    state.running += 1
-    state.idle.clear()
-    try:
-        yield
-    finally:
-        state.running -= 1
-        if state.running == 0:
-            state.idle.set()
-
-
-async def _after_foreground(limit_s: float = 5.0) -> None:
-    """Until no foreground block runs (at most `limit_s`: a background step is never starved)."""
-    state = _foreground_state()
-    if state.running:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.idle.wait(), limit_s)
 
 
 @dataclass(frozen=True)
@@ -142,8 +98,6 @@ async def run_process(
     `pass_fds` are inherited by the child; `on_spawn(pid)` runs once it exists and before its
     output is read (a sandbox attaches its network then).
     """
-    if _BACKGROUND.get() > 0:
-        await _after_foreground()
     start = time.monotonic()
     command = list(argv)
     if die_with_parent or confine is not None:
@@ -157,6 +111,9 @@ async def run_process(
             for path in confine:
                 wrapper += ["--writable", str(path)]
         command = [*wrapper, "--", *command]
+    if (lower := _BACKGROUND.get()) > 0 and (nice := shutil.which("nice")) is not None:
+        # Lowered before it runs, and all it starts with it; added to the worker's own niceness.
+        command = [nice, "-n", str(lower), *command]
     proc = await asyncio.create_subprocess_exec(
         *command,
         cwd=str(cwd),
@@ -167,10 +124,6 @@ async def run_process(
         start_new_session=True,  # its own process group: killpg reaches grandchildren
         pass_fds=tuple(pass_fds),
     )
-    if (niceness := _BACKGROUND.get()) > 0:
-        # Right after the spawn: whatever it starts from here on inherits the priority.
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
     redact = redactor(env) if mask else None
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)

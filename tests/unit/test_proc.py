@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from autonomous_pipeline.backends import _proc
-from autonomous_pipeline.backends._proc import run_process
+from autonomous_pipeline.backends._proc import background, run_process
 
 PY = sys.executable
 
@@ -203,3 +203,13 @@ def test_a_recorded_group_is_killed_only_while_its_leader_is_the_process_recorde
     finally:
         leader.kill()
         leader.wait()
+
+
+async def test_a_background_step_runs_its_processes_at_a_lower_priority(tmp_path: Path) -> None:
+    # `nice` alone prints the niceness it runs at; its children inherit it.
+    base = int(os.getpriority(os.PRIO_PROCESS, 0))
+    plain = await run_process(["nice"], cwd=tmp_path, die_with_parent=False)
+    with background():
+        low = await run_process(["sh", "-c", "nice"], cwd=tmp_path, die_with_parent=False)
+    assert int(plain.output) == base
+    assert int(low.output) == min(base + 10, 19)
