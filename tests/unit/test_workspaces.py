@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -473,3 +474,24 @@ def test_a_commit_message_is_cleaned_as_git_commit_cleans_it(lines: list[str]) -
         ["git", "stripspace"], input=message, capture_output=True, text=True, check=True
     ).stdout
     assert _cleaned(message) == git_says
+
+
+async def test_a_fifo_made_after_a_scrub_is_found_by_the_next_even_with_its_times_set_back(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Folders unchanged since the last scrub are not read again; an agent that adds a FIFO to
+    # one and sets the folder's times back does not make it look unchanged (its change time
+    # moves all the same).
+    from autonomous_pipeline.backends.workspace import checkout
+
+    monkeypatch.setattr(checkout, "_SETTLED_NS", 0)  # every folder remembered at once
+    _, wt = await env.task()
+    assert checkout.scrub_special_files(wt) == []
+    folder = wt / "src"
+    before = folder.stat()
+    os.mkfifo(folder / ".gitignore")
+    os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert checkout.scrub_special_files(wt) == ["src/.gitignore"]
+    assert not (folder / ".gitignore").exists()
+    os.mkfifo(wt / "deep")  # and at the top
+    assert checkout.scrub_special_files(wt) == ["deep"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,34 +183,78 @@ async def clean_at(co: Checkout, branch: str, commit: str, untracked: bool = Tru
     return not heads
 
 
+# Folders found clean of special files by the last scrub of each checkout (by path): a folder's
+# inode and change time, and the folders in it. An entry made, removed or renamed in a folder
+# changes its change time, which no process can set back (utimes sets it to now): the same
+# inode with the same change time holds the same entries, so the next scrub stats it and goes
+# on into its subfolders without reading it. Folders changed less than a second ago are not
+# kept: a change in the same clock tick would not move the time.
+_SCRUBBED: OrderedDict[str, dict[str, tuple[int, int, tuple[str, ...]]]] = OrderedDict()
+_SETTLED_NS = 1_000_000_000
+_SCRUBBED_MAX = 64  # checkouts remembered (the most recent): a worker's memory stays bounded
+
+
 def scrub_special_files(root: Path) -> list[str]:
     """Remove what is neither a file, a folder nor a link (FIFOs, sockets, device nodes) from
     an agent's checkout, outside git's own folders: host-side git would block on a FIFO, and
     none of them can be committed. The paths removed, relative to `root`.
 
     Types come from the directory entries (no stat per file, which on a 50,000-file checkout
-    is most of the cost); a filesystem that does not report them is stat'ed by `os.scandir`."""
+    is most of the cost); a filesystem that does not report them is stat'ed by `os.scandir`.
+    Folders unchanged since the last scrub of this checkout are not read again (_SCRUBBED)."""
     removed: list[str] = []
     top = str(root)
+    known = _SCRUBBED.get(top, {})
+    seen: dict[str, tuple[int, int, tuple[str, ...]]] = {}
+    now = time.time_ns()
     stack = [top]
     while stack:
         folder = stack.pop()
+        try:
+            info = os.stat(folder, follow_symlinks=False)
+        except OSError:
+            continue
+        stamp = (info.st_ino, info.st_ctime_ns)
+        if (last := known.get(folder)) is not None and last[:2] == stamp:
+            seen[folder] = last
+            stack.extend(last[2])
+            continue
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
         except OSError:
             continue
+        subfolders: list[str] = []
+        clean = True
         for entry in entries:
             if folder == top and entry.name == ".git":
                 continue  # the checkout's own pointer: checked as text elsewhere
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
+                    subfolders.append(entry.path)
                     continue
                 if entry.is_file(follow_symlinks=False) or entry.is_symlink():
                     continue
                 os.unlink(entry.path)
             except OSError:
+                clean = False  # not removed: read again next time
                 continue
             removed.append(os.path.relpath(entry.path, top))
+        stack.extend(subfolders)
+        if (
+            clean
+            and not removed_here(removed, folder, top)
+            and now - info.st_ctime_ns > _SETTLED_NS
+        ):
+            seen[folder] = (*stamp, tuple(subfolders))
+    _SCRUBBED[top] = seen
+    _SCRUBBED.move_to_end(top)
+    while len(_SCRUBBED) > _SCRUBBED_MAX:
+        _SCRUBBED.popitem(last=False)
     return sorted(removed)
+
+
+def removed_here(removed: list[str], folder: str, top: str) -> bool:
+    """Whether this scrub removed an entry of `folder` (its change time moved by that)."""
+    rel = os.path.relpath(folder, top)
+    return any(os.path.dirname(r) == ("" if rel == "." else rel) for r in removed)
