@@ -6,10 +6,11 @@ What each part does is the same as the separate steps (`backends.verify`, `backe
 things differ, on purpose:
 
 - The change is moved onto the target's tip before it is checked, when the tip has moved since
-  the task's base and the move is clean: checked where it will land, it is checked once, where
-  a check after the agent and a second one at the merge ran every check twice whenever another
-  task had merged meanwhile (all the time, with agents in parallel). A failure found there is
-  the task's to fix, on that tip. A move that conflicts is left to the merge, which reports it.
+  the task's base and the move is clean, and all of it under the target's merge lock: checked
+  where it will land, it is checked once, where a check after the agent and a second one at
+  the merge ran every check twice whenever another task had merged meanwhile (all the time,
+  with agents in parallel). A failure found there is the task's to fix, on that tip. A move
+  that conflicts is left to the merge, which reports it.
 - Running it again after a crash is safe at any point: a merge that already landed is found
   first, and then only the cleanup is done again.
 """
@@ -56,23 +57,29 @@ async def finish_task(
             base_commit=base_commit, commit=commit, passed=True, merge=merged, cleaned=True
         )
     at = _Checkout(workspaces, task, trusted=after_agent and not retry)
-    base, commit = await _onto_tip(at, repo, target_branch, base_commit, commit)
-    checks: list[CheckResult] = []
-    if commands:
-        heartbeat(f"checking {commit[:12]}: {len(commands)} command(s)")
-        co = await at.at(commit)
-        await sandbox.reap(task)
-        checks = await run_checks(
-            sandbox.runner(task, co, Role.CHECK), commands, timeout_s=verify_timeout_s, env=env,
-            base=base_runner(base),  # a failure is compared with the same command on the base
+    heartbeat(f"waiting for other merges into {target_branch}")
+    # The merge lock first, then the move onto the tip, the checks and the push: taken after the
+    # checks, a tip that moved meanwhile (with agents in parallel, always) meant checking again
+    # under the lock, so every change was checked twice and once one at a time anyway.
+    async with workspaces.clones.merge_lock(repo, target_branch):
+        base, commit = await _onto_tip(at, repo, target_branch, base_commit, commit)
+        checks: list[CheckResult] = []
+        if commands:
+            heartbeat(f"checking {commit[:12]}: {len(commands)} command(s)")
+            co = await at.at(commit)
+            await sandbox.reap(task)
+            checks = await run_checks(
+                sandbox.runner(task, co, Role.CHECK), commands, timeout_s=verify_timeout_s,
+                env=env, base=base_runner(base),  # a failure is compared on the base
+            )  # fmt: skip
+            if not checks_passed(checks):
+                return FinishOut(base_commit=base, commit=commit, passed=False, checks=checks)
+        merge = await merge_task(
+            workspaces, sandbox, task=task, repo=repo, target_branch=target_branch,
+            base_commit=base, commit=commit, commands=commands,
+            verify_timeout_s=verify_timeout_s, attempts=attempts, env=env,
+            base_runner=base_runner, heartbeat=heartbeat, locked=True,
         )  # fmt: skip
-        if not checks_passed(checks):
-            return FinishOut(base_commit=base, commit=commit, passed=False, checks=checks)
-    merge = await merge_task(
-        workspaces, sandbox, task=task, repo=repo, target_branch=target_branch,
-        base_commit=base, commit=commit, commands=commands, verify_timeout_s=verify_timeout_s,
-        attempts=attempts, env=env, base_runner=base_runner, heartbeat=heartbeat,
-    )  # fmt: skip
     cleaned = merge.merged or merge.on_target
     if cleaned:
         heartbeat("putting the worktree away")

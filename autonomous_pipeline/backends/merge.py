@@ -150,8 +150,10 @@ async def merge_task(
     env: Mapping[str, str],
     base_runner: Callable[[str], BaseRunner],
     heartbeat: Callable[[str], None] | None = None,
+    locked: bool = False,
 ) -> MergeOut:
     """`base_runner(commit)` opens a runner on a checkout of `commit` (re-verification's base).
+    `locked`: the caller holds the target's merge lock (`Clones.merge_lock`) already.
 
     The first attempt trusts the clone's record of the target, which this workspace's own
     merges keep current as they push: fetching first would cost every merge a round trip. When
@@ -166,31 +168,38 @@ async def merge_task(
         workspaces, sandbox, task, repo, target_branch, base_commit, commit, commands,
         verify_timeout_s, env, base_runner, beat,
     )  # fmt: skip
-    clones = workspaces.clones
+    if locked:
+        return await _merge(m, attempts)
     # One merge into the target at a time here: racing merges each rebased and re-verified
     # onto a tip another merge moved before they could push, and ran out of attempts.
-    async with clones.merge_lock(repo, target_branch):
-        clone, fetched, attempt = await clones.existing(repo), False, 1
-        while True:
-            tip = await rev_parse(m.tracking, clone)
-            if tip is None and not fetched:
-                clone, fetched = await clones.ensure_clone(repo), True
-                continue
-            if tip is None:
-                raise GitError(f"target branch {target_branch} does not exist in {repo}")
-            out = await _attempt(m, clone, tip, attempt)
-            if out is not None and (out.merged or fetched):
-                return out
-            if out is not None:  # a failure seen from the unfetched view: is it still one?
-                clone, fetched = await clones.ensure_clone(repo), True
-                if await rev_parse(m.tracking, clone) == tip:
-                    return out
-                continue
-            # The push found the target moved: counted only when this attempt's view was fetched.
-            attempt += 1 if fetched else 0
-            if attempt > max(1, attempts):
-                return MergeOut(merged=False, error="target kept moving", attempts=attempt - 1)
+    async with workspaces.clones.merge_lock(repo, target_branch):
+        return await _merge(m, attempts)
+
+
+async def _merge(m: _Merge, attempts: int) -> MergeOut:
+    """merge_task's attempts, with the merge lock held."""
+    clones, repo = m.workspaces.clones, m.repo
+    clone, fetched, attempt = await clones.existing(repo), False, 1
+    while True:
+        tip = await rev_parse(m.tracking, clone)
+        if tip is None and not fetched:
             clone, fetched = await clones.ensure_clone(repo), True
+            continue
+        if tip is None:
+            raise GitError(f"target branch {m.target_branch} does not exist in {repo}")
+        out = await _attempt(m, clone, tip, attempt)
+        if out is not None and (out.merged or fetched):
+            return out
+        if out is not None:  # a failure seen from the unfetched view: is it still one?
+            clone, fetched = await clones.ensure_clone(repo), True
+            if await rev_parse(m.tracking, clone) == tip:
+                return out
+            continue
+        # The push found the target moved: counted only when this attempt's view was fetched.
+        attempt += 1 if fetched else 0
+        if attempt > max(1, attempts):
+            return MergeOut(merged=False, error="target kept moving", attempts=attempt - 1)
+        clone, fetched = await clones.ensure_clone(repo), True
 
 
 async def _attempt(m: _Merge, clone: Path, tip: str, attempt: int) -> MergeOut | None:

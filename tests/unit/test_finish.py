@@ -4,6 +4,7 @@ landed does not check or merge again."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,18 @@ async def test_a_worktree_not_where_the_agent_step_left_it_is_made_so(env: Finis
     assert out.passed and out.merge is not None and out.merge.merged, out
     assert seen.read_text() == "x\n"
     assert env.show("x.txt") == "x"
+
+
+async def test_changes_finishing_together_are_each_checked_once(env: Finish) -> None:
+    # Both wait for the target's merge lock before they move and check: the second is checked
+    # once, on the first's merge, not once beside it and again under the lock.
+    b1, c1 = await env.task("1.1", {"x.txt": "x\n"})
+    b2, c2 = await env.task("1.2", {"y.txt": "y\n"})
+    first, second = await asyncio.gather(
+        env.finish("1.1", b1, c1, commands=[env.counted("true")]),
+        env.finish("1.2", b2, c2, commands=[env.counted("true")]),
+    )
+    assert first.merge is not None and first.merge.merged
+    assert second.merge is not None and second.merge.merged
+    assert env.check_runs() == 2
+    assert env.show("x.txt") == "x" and env.show("y.txt") == "y"
