@@ -17,12 +17,12 @@ things differ, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
 
-from autonomous_pipeline.backends.base import Role, SandboxBackend
+from autonomous_pipeline.backends.base import Role
 from autonomous_pipeline.backends.git import is_ancestor, rev_parse
-from autonomous_pipeline.backends.merge import find_merged, merge_task, rebase_onto
-from autonomous_pipeline.backends.verify import BaseRunner, checks_passed, run_checks
+from autonomous_pipeline.backends.merge import MergeJob, find_merged, merge_task, rebase_onto
+from autonomous_pipeline.backends.verify import checks_passed, run_checks
 from autonomous_pipeline.backends.workspace.checkout import Checkout
 from autonomous_pipeline.backends.workspace.layout import TaskRef
 from autonomous_pipeline.backends.workspace.tasks import Workspaces
@@ -31,59 +31,42 @@ from autonomous_pipeline.models.results import CheckResult
 
 
 async def finish_task(
-    workspaces: Workspaces,
-    sandbox: SandboxBackend,
-    *,
-    task: TaskRef,
-    repo: str,
-    target_branch: str,
-    base_commit: str,
-    commit: str,
-    commands: list[str],
-    verify_timeout_s: float,
-    attempts: int,
-    env: Mapping[str, str],
-    base_runner: Callable[[str], BaseRunner],
-    retry: bool,
-    heartbeat: Callable[[str], None],
-    after_agent: bool = False,
+    m: MergeJob, attempts: int, retry: bool, after_agent: bool = False
 ) -> FinishOut:
     """`retry`: an earlier attempt of this step may have merged already (it crashed after).
     `after_agent`: the worktree is as the agent step left it (trusted on a first attempt)."""
-    if retry and (done := await _landed(workspaces, task, repo, target_branch, base_commit)):
-        await sandbox.destroy(task, True)
+    workspaces, task = m.workspaces, m.task
+    if retry and (done := await _landed(m)):
+        await m.sandbox.destroy(task, True)
         merged = MergeOut(merged=True, commit=done, already_merged=True, attempts=1)
         return FinishOut(
-            base_commit=base_commit, commit=commit, passed=True, merge=merged, cleaned=True
+            base_commit=m.base_commit, commit=m.commit, passed=True, merge=merged, cleaned=True
         )
     at = _Checkout(workspaces, task, trusted=after_agent and not retry)
-    heartbeat(f"waiting for other merges into {target_branch}")
+    m.beat(f"waiting for other merges into {m.target_branch}")
     # The merge lock first, then the move onto the tip, the checks and the push: taken after the
     # checks, a tip that moved meanwhile (with agents in parallel, always) meant checking again
     # under the lock, so every change was checked twice and once one at a time anyway.
-    async with workspaces.clones.merge_lock(repo, target_branch):
-        base, commit = await _onto_tip(at, repo, target_branch, base_commit, commit)
+    async with workspaces.clones.merge_lock(m.repo, m.target_branch):
+        base, commit = await _onto_tip(at, m.repo, m.target_branch, m.base_commit, m.commit)
         checks: list[CheckResult] = []
-        if commands:
-            heartbeat(f"checking {commit[:12]}: {len(commands)} command(s)")
+        if m.commands:
+            m.beat(f"checking {commit[:12]}: {len(m.commands)} command(s)")
             co = await at.at(commit)
-            await sandbox.reap(task)
+            await m.sandbox.reap(task)
             checks = await run_checks(
-                sandbox.runner(task, co, Role.CHECK), commands, timeout_s=verify_timeout_s,
-                env=env, base=base_runner(base),  # a failure is compared on the base
+                m.sandbox.runner(task, co, Role.CHECK), m.commands,
+                timeout_s=m.verify_timeout_s, env=m.env,
+                base=m.base_runner(base),  # a failure is compared on the base
             )  # fmt: skip
             if not checks_passed(checks):
                 return FinishOut(base_commit=base, commit=commit, passed=False, checks=checks)
-        merge = await merge_task(
-            workspaces, sandbox, task=task, repo=repo, target_branch=target_branch,
-            base_commit=base, commit=commit, commands=commands,
-            verify_timeout_s=verify_timeout_s, attempts=attempts, env=env,
-            base_runner=base_runner, heartbeat=heartbeat, locked=True,
-        )  # fmt: skip
+        moved = dataclasses.replace(m, base_commit=base, commit=commit)
+        merge = await merge_task(moved, attempts, locked=True)
     cleaned = merge.merged or merge.on_target
     if cleaned:
-        heartbeat("putting the worktree away")
-        await sandbox.destroy(task, True)
+        m.beat("putting the worktree away")
+        await m.sandbox.destroy(task, True)
     return FinishOut(
         base_commit=base,
         commit=commit,
@@ -94,15 +77,13 @@ async def finish_task(
     )
 
 
-async def _landed(
-    workspaces: Workspaces, task: TaskRef, repo: str, target_branch: str, base_commit: str
-) -> str | None:
+async def _landed(m: MergeJob) -> str | None:
     """The task's commit on the target, if an earlier attempt merged it (fetched first)."""
-    clone = await workspaces.clones.ensure_clone(repo)
-    tip = await rev_parse(f"refs/remotes/origin/{target_branch}", clone)
+    clone = await m.workspaces.clones.ensure_clone(m.repo)
+    tip = await rev_parse(m.tracking, clone)
     if tip is None:
         return None
-    return await find_merged(clone, tip, base_commit, task.run_key, task.task_id)
+    return await find_merged(clone, tip, m.base_commit, m.task.run_key, m.task.task_id)
 
 
 class _Checkout:

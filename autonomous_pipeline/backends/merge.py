@@ -114,8 +114,9 @@ async def _carrier(clone: Path, base_commit: str, commit: str, tip: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Merge:
-    """One task's merge, as every attempt of it needs it."""
+class MergeJob:
+    """One task's change to publish on the target, as every step that publishes it needs it:
+    the merge, and the finishing step that checks it first (`backends.finish`)."""
 
     workspaces: Workspaces
     sandbox: SandboxBackend
@@ -127,33 +128,18 @@ class _Merge:
     commands: list[str]
     verify_timeout_s: float
     env: Mapping[str, str]
+    # Opens a runner on a checkout of a commit: where a failing check is run again.
     base_runner: Callable[[str], BaseRunner]
-    beat: Callable[[str], None]
+    beat: Callable[[str], None] = lambda _note: None  # the activity's progress note
 
     @property
     def tracking(self) -> str:
         return f"refs/remotes/origin/{self.target_branch}"
 
 
-async def merge_task(
-    workspaces: Workspaces,
-    sandbox: SandboxBackend,
-    *,
-    task: TaskRef,
-    repo: str,
-    target_branch: str,
-    base_commit: str,
-    commit: str,
-    commands: list[str],
-    verify_timeout_s: float,
-    attempts: int,
-    env: Mapping[str, str],
-    base_runner: Callable[[str], BaseRunner],
-    heartbeat: Callable[[str], None] | None = None,
-    locked: bool = False,
-) -> MergeOut:
-    """`base_runner(commit)` opens a runner on a checkout of `commit` (re-verification's base).
-    `locked`: the caller holds the target's merge lock (`Clones.merge_lock`) already.
+async def merge_task(m: MergeJob, attempts: int, locked: bool = False) -> MergeOut:
+    """Publish `m.commit` on the target, in at most `attempts` tries of a lost race. `locked`:
+    the caller holds the target's merge lock (`Clones.merge_lock`) already.
 
     The first attempt trusts the clone's record of the target, which this workspace's own
     merges keep current as they push: fetching first would cost every merge a round trip. When
@@ -162,21 +148,16 @@ async def merge_task(
     A conflict or a failed check is reported only against a fetched tip: against a stale one it
     may be gone already, and a fix round costs an agent run.
     """
-    beat = heartbeat or (lambda _note: None)
-    beat(f"waiting for other merges into {target_branch}")
-    m = _Merge(
-        workspaces, sandbox, task, repo, target_branch, base_commit, commit, commands,
-        verify_timeout_s, env, base_runner, beat,
-    )  # fmt: skip
+    m.beat(f"waiting for other merges into {m.target_branch}")
     if locked:
         return await _merge(m, attempts)
     # One merge into the target at a time here: racing merges each rebased and re-verified
     # onto a tip another merge moved before they could push, and ran out of attempts.
-    async with workspaces.clones.merge_lock(repo, target_branch):
+    async with m.workspaces.clones.merge_lock(m.repo, m.target_branch):
         return await _merge(m, attempts)
 
 
-async def _merge(m: _Merge, attempts: int) -> MergeOut:
+async def _merge(m: MergeJob, attempts: int) -> MergeOut:
     """merge_task's attempts, with the merge lock held."""
     clones, repo = m.workspaces.clones, m.repo
     clone, fetched, attempt = await clones.existing(repo), False, 1
@@ -202,7 +183,7 @@ async def _merge(m: _Merge, attempts: int) -> MergeOut:
         clone, fetched = await clones.ensure_clone(repo), True
 
 
-async def _attempt(m: _Merge, clone: Path, tip: str, attempt: int) -> MergeOut | None:
+async def _attempt(m: MergeJob, clone: Path, tip: str, attempt: int) -> MergeOut | None:
     """Merge onto `tip`: the outcome, or None when the push found the target moved."""
     task, commit, base_commit = m.task, m.commit, m.base_commit
     done = await find_merged(clone, tip, base_commit, task.run_key, task.task_id)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from autonomous_pipeline.activities.agent import AgentActivities
 from autonomous_pipeline.activities.sandbox import SandboxActivities
-from autonomous_pipeline.backends.merge import merge_task
+from autonomous_pipeline.backends.merge import MergeJob, merge_task
 from autonomous_pipeline.backends.registry import make_agent
 from autonomous_pipeline.backends.workspace.layout import TaskRef
 from autonomous_pipeline.models.activity_io import (
@@ -146,17 +146,9 @@ async def test_a_change_that_applies_cleanly_has_no_conflicts(ws: Workspace) -> 
 async def merge(ws: Workspace, base: str, commit: str) -> MergeOut:
     sandbox = ws.sandboxes.get(PLAIN)
     task = TaskRef(RUN, "1.1")
-    return await merge_task(
-        ws.sb,
-        sandbox,
-        task=task,
-        repo=str(ws.repo),
-        target_branch=TARGET,
-        base_commit=base,
-        commit=commit,
-        commands=[],
-        verify_timeout_s=30,
-        attempts=2,
-        env={},
+    job = MergeJob(
+        ws.sb, sandbox, task, str(ws.repo), TARGET, base, commit, [],
+        verify_timeout_s=30, env={},
         base_runner=lambda tip: lambda: base_runner(ws.sb, sandbox, task, tip),
-    )
+    )  # fmt: skip
+    return await merge_task(job, attempts=2)

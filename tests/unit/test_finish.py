@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from autonomous_pipeline.backends.finish import finish_task
 from autonomous_pipeline.backends.git import is_ancestor
-from autonomous_pipeline.backends.workspace.layout import TaskRef
 from autonomous_pipeline.models.activity_io import FinishOut
 from tests.gitutil import isolate_git, sh
-from tests.sandboxes import base_runner
 from tests.unit.test_merge import TARGET, Env
 
 
@@ -36,16 +33,16 @@ class Finish(Env):
         return len(self.runs.read_text().splitlines()) if self.runs.exists() else 0
 
     async def finish(
-        self, task_id: str, base: str, commit: str, retry: bool = False, **kw: Any
+        self,
+        task_id: str,
+        base: str,
+        commit: str,
+        retry: bool = False,
+        commands: list[str] | None = None,
+        after_agent: bool = False,
     ) -> FinishOut:
-        args: dict[str, Any] = {"commands": [], "verify_timeout_s": 30, "attempts": 5} | kw
-        task = TaskRef("r1", task_id)
-        return await finish_task(
-            self.sb, self.sandbox, task=task, repo=str(self.repo), target_branch=TARGET,
-            base_commit=base, commit=commit, env={"PATH": "/usr/bin:/bin"},
-            base_runner=lambda tip: lambda: base_runner(self.sb, self.sandbox, task, tip),
-            retry=retry, heartbeat=lambda _note: None, **args,
-        )  # fmt: skip
+        job = self.job(task_id, base, commit, commands=commands)
+        return await finish_task(job, attempts=5, retry=retry, after_agent=after_agent)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from autonomous_pipeline.backends.git import GitError, PushResult
-from autonomous_pipeline.backends.merge import merge_task
+from autonomous_pipeline.backends.merge import MergeJob, merge_task
 from autonomous_pipeline.backends.workspace.checkout import Checkout
 from autonomous_pipeline.backends.workspace.layout import TaskRef
 from autonomous_pipeline.backends.workspace.tasks import Workspaces
@@ -51,17 +51,31 @@ class Env:
         assert commit is not None
         return base, commit
 
-    async def merge(
-        self, task_id: str, base: str, commit: str, target: str = TARGET, **kw: Any
-    ) -> MergeOut:
-        args: dict[str, Any] = {"commands": [], "verify_timeout_s": 30, "attempts": 5} | kw
+    def job(
+        self,
+        task_id: str,
+        base: str,
+        commit: str,
+        target: str = TARGET,
+        commands: list[str] | None = None,
+    ) -> MergeJob:
         task = TaskRef("r1", task_id)
-        return await merge_task(
-            self.sb, self.sandbox, task=task, repo=str(self.repo),
-            target_branch=target, base_commit=base, commit=commit, env={"PATH": "/usr/bin:/bin"},
+        return MergeJob(
+            self.sb, self.sandbox, task, str(self.repo), target, base, commit, commands or [],
+            verify_timeout_s=30, env={"PATH": "/usr/bin:/bin"},
             base_runner=lambda tip: lambda: base_runner(self.sb, self.sandbox, task, tip),
-            **args,
         )  # fmt: skip
+
+    async def merge(
+        self,
+        task_id: str,
+        base: str,
+        commit: str,
+        target: str = TARGET,
+        commands: list[str] | None = None,
+        attempts: int = 5,
+    ) -> MergeOut:
+        return await merge_task(self.job(task_id, base, commit, target, commands), attempts)
 
     def wt(self, task_id: str) -> Path:
         return self.sb.layout.worktree_dir(TaskRef("r1", task_id))
