@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -48,11 +50,23 @@ class Harness:
     client: Client
     fakes: FakeActivities
     queue: str
+    started: list[WorkflowHandle] = field(default_factory=list)
 
     async def start(self, inp: PlanRunInput) -> WorkflowHandle:
-        return await self.client.start_workflow(
+        handle = await self.client.start_workflow(
             PlanWorkflow.run, inp, id=f"plan-{uuid.uuid4().hex[:8]}", task_queue=self.queue
         )
+        self.started.append(handle)
+        return handle
+
+    async def close(self) -> None:
+        """Terminate what the test left running (its tasks go with it). The time-skipping
+        server's clock is shared by every test: a run left waiting with no worker behind it
+        stalls the clock, or lets it leap, for the tests after it."""
+        for handle in self.started:
+            with contextlib.suppress(RPCError):
+                if (await handle.describe()).status is WorkflowExecutionStatus.RUNNING:
+                    await handle.terminate("the test ended")
 
     async def run(self, inp: PlanRunInput) -> PlanResult:
         return await final_result(await self.start(inp))
@@ -72,4 +86,8 @@ async def running(
         activities=fakes.all(),
         max_heartbeat_throttle_interval=timedelta(seconds=0.2),
     ):
-        yield Harness(env.client, fakes, queue)
+        harness = Harness(env.client, fakes, queue)
+        try:
+            yield harness
+        finally:
+            await harness.close()
