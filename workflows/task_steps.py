@@ -216,6 +216,14 @@ class TaskSteps:
         parent = workflow.info().parent
         if parent is None or not workflow.patched("merge-frees-slot"):
             return
+        if workflow.patched("cancel-while-telling"):
+            # The SDK lets a signal already sent complete and forgets a cancel that came while
+            # this task waited for it: the task then went on (to wait forever for a slot). The
+            # signal goes in a task of its own; only the wait for it is cancelled.
+            self._tell_parent_soon(signal)
+            assert self.told is not None
+            await asyncio.shield(self.told)
+            return
         told, self.told = self.told, None
         if told is not None:
             await told
