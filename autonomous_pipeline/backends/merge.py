@@ -65,7 +65,7 @@ async def _replay_one(co: Checkout, base_commit: str, tip: str) -> str | None:
     author and message, and the checkout moved there, which writes only the files that differ.
     What rebase makes of it, for a third of the time on a large repository. None when it is not
     that case (several commits, a target that does not descend from the base, a conflict): the
-    caller rebases."""
+    caller rebases, as it does when the change and the tip differ in .gitattributes."""
     listing = await co.git("rev-list", "--parents", f"{base_commit}..HEAD", check=False)
     lines = listing.output.split("\n")
     commits = [line.split() for line in lines if line.strip()]
@@ -73,6 +73,13 @@ async def _replay_one(co: Checkout, base_commit: str, tip: str) -> str | None:
         return None
     head = commits[0][0]
     if not await co.is_ancestor(base_commit, tip):
+        return None
+    # merge-tree reads merge attributes from this checkout (the change's files); rebase reads
+    # them from the tip's. Only where the two agree is the result the same.
+    attributes = await co.git(
+        "diff", "--quiet", tip, head, "--", ":(glob)**/.gitattributes", check=False
+    )
+    if attributes.exit_code != 0:
         return None
     merged = await co.git("merge-tree", "--write-tree", tip, head, check=False)
     if merged.exit_code != 0:

@@ -305,3 +305,19 @@ async def test_a_one_commit_change_is_replayed_as_rebase_would_replay_it(
     assert sh(env.repo, "log", "-1", f"--format={fields}", out.commit) == sh(
         other, "log", "-1", f"--format={fields}", "HEAD"
     )
+
+
+async def test_merge_attributes_the_change_brings_do_not_merge_it_where_rebase_would_not(
+    env: Env,
+) -> None:
+    # Rebase reads the target's .gitattributes; a merge of trees in the task's checkout would
+    # read the task's. A change that declares its own file `merge=union` conflicts all the same.
+    b0, c0 = await env.task("1.0", {"f.txt": "one\n"})
+    assert (await env.merge("1.0", b0, c0)).merged
+    base, commit = await env.task(
+        "1.1", {"f.txt": "TASK\n", ".gitattributes": "f.txt merge=union\n"}
+    )
+    push_outside(env.repo, TARGET, "f.txt", "TIP\n", env.tmp)
+    out = await env.merge("1.1", base, commit)
+    assert not out.merged and out.conflict_paths == ["f.txt"], out
+    assert env.show("f.txt") == "TIP"
