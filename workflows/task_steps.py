@@ -172,9 +172,11 @@ class TaskSteps:
                     )
                 if out.commit is not None and self._finishes_in_one_step(inp):
                     # The finishing step starts now and tells the run so: that one signal frees
-                    # the slot too (see _merging).
-                    self.slot_to_free = self.slot_given
-                    self.slot_given = False
+                    # the slot too (see _merging). A run from before slots per agent takes the
+                    # slot back as the task merges, and never hands it out again: it stays given.
+                    if inp.slot_per_agent:
+                        self.slot_to_free = self.slot_given
+                        self.slot_given = False
                 else:
                     self._free_slot()  # after res.add: what it spent travels with it
                 return out

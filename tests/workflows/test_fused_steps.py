@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 
 import pytest
+from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.results import TaskStatus
 from autonomous_pipeline.models.run import Approval, CancelRequest, ReviewerConfig
+from autonomous_pipeline.workflows.plan import PlanWorkflow
 from autonomous_pipeline.workflows.task import TaskWorkflow
 from tests.conftest import md
 from tests.workflows.conftest import Harness, plan_input
-from tests.workflows.fakes import Script
+from tests.workflows.fakes import FakeActivities, Script
 
 PLAN = md(
     """
@@ -146,3 +151,31 @@ async def test_deleting_many_unnamed_files_still_waits_for_a_person(running: Har
     names = await activities_of(running, child.id)
     assert "finish_task" not in names and "merge_task" not in names
     await end(handle)
+
+
+async def test_a_run_from_before_slots_per_agent_gives_its_new_tasks_fix_rounds(
+    env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run started before "slot-per-agent" holds a task's slot until it merges; tasks it starts
+    # after the upgrade take their steps fused. A failed check's fix round must not wait for a
+    # slot the run never hands back (it waited for ever).
+    real = workflow.patched
+    monkeypatch.setattr(workflow, "patched", lambda id: id != "slot-per-agent" and real(id))
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    fakes = FakeActivities(Script(verify_fails_times={"1.1": 1}), queue)
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[PlanWorkflow, TaskWorkflow],
+        activities=fakes.all(),
+        workflow_runner=UnsandboxedWorkflowRunner(),  # so that the patch above is seen
+    ):
+        harness = Harness(env.client, fakes, queue)
+        try:
+            handle = await harness.start(plan_input(PLAN))
+            result = await asyncio.wait_for(final_result(handle), 30)
+        finally:
+            await harness.close()
+    [task] = result.tasks
+    assert task.status is TaskStatus.MERGED and task.agent_runs == 2, task
+    assert "claim_workspace" in await activities_of(harness, f"{handle.id}/task-1.1")
