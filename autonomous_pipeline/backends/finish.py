@@ -18,6 +18,7 @@ things differ, on purpose:
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from autonomous_pipeline.backends.base import Role
 from autonomous_pipeline.backends.git import is_ancestor, rev_parse
@@ -29,6 +30,8 @@ from autonomous_pipeline.backends.workspace.tasks import Workspaces
 from autonomous_pipeline.models.activity_io import FinishOut, MergeOut
 from autonomous_pipeline.models.results import CheckResult
 
+log = logging.getLogger(__name__)
+
 
 async def finish_task(
     m: MergeJob, attempts: int, retry: bool, after_agent: bool = False
@@ -36,18 +39,23 @@ async def finish_task(
     """`retry`: an earlier attempt of this step may have merged already (it crashed after).
     `after_agent`: the worktree is as the agent step left it (trusted on a first attempt)."""
     workspaces, task = m.workspaces, m.task
-    if retry and (done := await _landed(m)):
-        await m.sandbox.destroy(task, True)
-        merged = MergeOut(merged=True, commit=done, already_merged=True, attempts=1)
-        return FinishOut(
-            base_commit=m.base_commit, commit=m.commit, passed=True, merge=merged, cleaned=True
-        )
     at = _Checkout(workspaces, task, trusted=after_agent and not retry)
     m.beat(f"waiting for other merges into {m.target_branch}")
     # The merge lock first, then the move onto the tip, the checks and the push: taken after the
     # checks, a tip that moved meanwhile (with agents in parallel, always) meant checking again
     # under the lock, so every change was checked twice and once one at a time anyway.
     async with workspaces.clones.merge_lock(m.repo, m.target_branch):
+        # Looked for under the lock: an earlier attempt that timed out but lives on may have
+        # pushed while this one waited for it.
+        if retry and (done := await _landed(m)):
+            merged = MergeOut(merged=True, commit=done, already_merged=True, attempts=1)
+            return FinishOut(
+                base_commit=m.base_commit,
+                commit=m.commit,
+                passed=True,
+                merge=merged,
+                cleaned=await _put_away(m),
+            )
         base, commit = await _onto_tip(at, m.repo, m.target_branch, m.base_commit, m.commit)
         checks: list[CheckResult] = []
         if m.commands:
@@ -63,10 +71,7 @@ async def finish_task(
                 return FinishOut(base_commit=base, commit=commit, passed=False, checks=checks)
         moved = dataclasses.replace(m, base_commit=base, commit=commit)
         merge = await merge_task(moved, attempts, locked=True)
-    cleaned = merge.merged or merge.on_target
-    if cleaned:
-        m.beat("putting the worktree away")
-        await m.sandbox.destroy(task, True)
+    cleaned = (merge.merged or merge.on_target) and await _put_away(m)
     return FinishOut(
         base_commit=base,
         commit=commit,
@@ -75,6 +80,18 @@ async def finish_task(
         merge=merge,
         cleaned=cleaned,
     )
+
+
+async def _put_away(m: MergeJob) -> bool:
+    """The merged task's worktree removed; False (logged) when that failed. The change has
+    landed: a failure here must not make the step fail, and the run's cleanup step tries again."""
+    m.beat("putting the worktree away")
+    try:
+        await m.sandbox.destroy(m.task, True)
+    except Exception as exc:
+        log.warning("task %s merged; its worktree was not put away: %s", m.task.task_id, exc)
+        return False
+    return True
 
 
 async def _landed(m: MergeJob) -> str | None:

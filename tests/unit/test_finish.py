@@ -134,3 +134,35 @@ async def test_changes_finishing_together_are_each_checked_once(env: Finish) -> 
     assert second.merge is not None and second.merge.merged
     assert env.check_runs() == 2
     assert env.show("x.txt") == "x" and env.show("y.txt") == "y"
+
+
+async def test_a_retry_beside_an_attempt_still_alive_finds_its_merge_under_the_lock(
+    env: Finish,
+) -> None:
+    # The first attempt timed out for the server but lives on and pushes while the retry waits
+    # for the merge lock: the retry finds that merge, and checks nothing again.
+    base, commit = await env.task("1.1", {"x.txt": "x\n"})
+    check = [env.counted("sleep 0.5")]
+    first = asyncio.create_task(env.finish("1.1", base, commit, commands=check))
+    while not env.check_runs():  # the first attempt holds the lock, in its checks
+        await asyncio.sleep(0.02)
+    again = await env.finish("1.1", base, commit, retry=True, commands=check)
+    done = await first
+    assert done.merge is not None and done.merge.merged
+    assert again.merge is not None and again.merge.already_merged, again
+    assert again.merge.commit == done.merge.commit == env.target()
+    assert env.check_runs() == 1
+
+
+async def test_a_merged_task_whose_worktree_could_not_be_removed_is_still_merged(
+    env: Finish, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, commit = await env.task("1.1", {"x.txt": "x\n"})
+
+    async def fails(*args: object, **kw: object) -> None:
+        raise OSError("device busy")
+
+    monkeypatch.setattr(env.sandbox, "destroy", fails)
+    out = await env.finish("1.1", base, commit)
+    assert out.merge is not None and out.merge.merged and out.merge.commit == env.target()
+    assert not out.cleaned  # the task's own cleanup step tries again
