@@ -40,9 +40,17 @@ class ClaimActivities:
             prepared = await self.workspace.prepare(inp)
         except BaseException:
             # Retried, the claim may go to another worker: what this one made goes now, or its
-            # worktree would stay on this disk with no task to remove it.
-            await self.workspace.discard(inp.run_key, inp.task_id, inp.sandbox)
+            # worktree would stay on this disk with no task to remove it. Unless the server has
+            # already given up on this attempt (timed out, not found): the next attempt may be
+            # running, on this disk too, and the worktree is its own by now (its agent even).
+            if not _superseded(activity.cancellation_details()):
+                await self.workspace.discard(inp.run_key, inp.task_id, inp.sandbox)
             raise
         return ClaimWorkspaceOut(
             **prepared.model_dump(), queue=self.queue, host=socket.gethostname()
         )
+
+
+def _superseded(details: activity.ActivityCancellationDetails | None) -> bool:
+    """Whether a cancel says the server counts this attempt as over (another may run)."""
+    return details is not None and (details.timed_out or details.not_found)
