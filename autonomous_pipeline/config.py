@@ -259,6 +259,15 @@ class Settings(BaseSettings):
         ),
         Field(ge=0, le=64),
     ] = _run("prepare_ahead")
+    max_checkouts: Annotated[
+        int | None,
+        Flag(
+            "checkouts the run's tasks hold at once, at most: agents, tasks ahead and changes "
+            "waiting to merge (default: 2 x --max-concurrent + --prepare-ahead)",
+            metavar="N",
+        ),
+        Field(ge=1, le=256),
+    ] = _run("max_checkouts")
     heartbeat_timeout: Annotated[
         float,
         Flag("seconds of silence before a worker is presumed dead", metavar="S"),

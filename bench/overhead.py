@@ -29,7 +29,7 @@ Diagnostics: --py-spy profiles the worker for the whole run; --git-trace records
 which no task changes state for --stall-timeout seconds fails with the worker's stacks.
 
 .venv/bin/python bench/overhead.py [--tasks 200] [--files 5000] [--commits 200] \
-    [--max-concurrent 8] [--prepare-ahead N] [--agent command|literal] [--sandbox worktree|no-isolation|container]
+    [--max-concurrent 8] [--prepare-ahead N] [--max-checkouts N] [--agent command|literal] [--sandbox worktree|no-isolation|container]
     [--no-verify] [--py-spy OUT.svg|OUT.txt] \
     [--git-trace FILE] [--stall-timeout 180] [--keep]
 """
@@ -163,6 +163,7 @@ def run(
         *("--plan", str(plan), "--repo", str(repo), "--workspace", str(workspace)),
         *("--max-concurrent", str(args.max_concurrent), "--json"),
         *(("--prepare-ahead", str(args.prepare_ahead)) if args.prepare_ahead is not None else ()),
+        *(("--max-checkouts", str(args.max_checkouts)) if args.max_checkouts is not None else ()),
     ]
     if args.agent == "command":
         script = agent_logs(tmp) / "agent.sh"  # beside its log: a container sees that folder
@@ -259,6 +260,7 @@ def run(
         "commits": args.commits,
         "concurrency": args.max_concurrent,
         "prepare_ahead": args.prepare_ahead,
+        "max_checkouts": args.max_checkouts,
         "agent": args.agent,
         "verify": not args.no_verify,
         "overhead_s_p50": rounded(p50),
@@ -302,6 +304,9 @@ def main() -> None:
     ap.add_argument("--max-concurrent", type=int, default=8)
     ap.add_argument(
         "--prepare-ahead", type=int, default=None, help="the run's --prepare-ahead (its default)"
+    )
+    ap.add_argument(
+        "--max-checkouts", type=int, default=None, help="the run's --max-checkouts (its default)"
     )
     ap.add_argument("--agent", choices=["command", "literal"], default="command")
     ap.add_argument(

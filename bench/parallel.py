@@ -6,7 +6,7 @@ start to the last agent end, as the fake agent itself logs them (outside the rep
 mode: the same agent, task after task, in one shared clone (checkout -B, agent, commit, merge,
 clean). Prints one JSON object as its last line.
 
-.venv/bin/python bench/parallel.py [--tasks 16] [--concurrency 8] [--agent-seconds 5] [--prepare-ahead N]
+.venv/bin/python bench/parallel.py [--tasks 16] [--concurrency 8] [--agent-seconds 5] [--prepare-ahead N] [--max-checkouts N]
     [--check-seconds 0] [--sandbox S] [--keep]
 
 --check-seconds makes each task's verification take that long (both modes run it after the agent):
@@ -100,6 +100,7 @@ def run_pipeline(
     sandbox: str,
     ahead: int | None,
     check_s: float,
+    checkouts: int | None = None,
 ) -> dict[str, Any]:
     repo = make_demo_repo(tmp / "repo")
     plan = tmp / "parallel-bench.md"
@@ -115,6 +116,7 @@ def run_pipeline(
         *("--agent", "command", "--agent-command", command),
         *("--max-concurrent", str(concurrency), "--json", *flags),
         *(("--prepare-ahead", str(ahead)) if ahead is not None else ()),
+        *(("--max-checkouts", str(checkouts)) if checkouts is not None else ()),
     ]
     t0 = time.monotonic()
     res = subprocess.run(
@@ -199,6 +201,9 @@ def main() -> None:
         "--prepare-ahead", type=int, default=None, help="the run's --prepare-ahead (its default)"
     )
     ap.add_argument(
+        "--max-checkouts", type=int, default=None, help="the run's --max-checkouts (its default)"
+    )
+    ap.add_argument(
         "--check-seconds", type=float, default=0.0, help="each task's check sleeps this long"
     )
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
@@ -219,6 +224,7 @@ def main() -> None:
                 args.sandbox,
                 args.prepare_ahead,
                 args.check_seconds,
+                args.max_checkouts,
             )
         sequential = run_sequential(tmp, env, ids, args.agent_seconds, args.check_seconds)
     finally:
@@ -237,6 +243,7 @@ def main() -> None:
                 "sandbox": args.sandbox,
                 "concurrency": args.concurrency,
                 "prepare_ahead": args.prepare_ahead,
+                "max_checkouts": args.max_checkouts,
                 "agent_s": args.agent_seconds,
                 "check_s": args.check_seconds,
                 "makespan_s": round(makespan, 3),

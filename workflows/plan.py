@@ -340,14 +340,18 @@ class PlanWorkflow:
         ready during their checks; but all running tasks, merging ones included, stay fewer than
         `limit` + --max-concurrent: the bound on checks running and on worktrees held."""
         active = len(self.running) - len(self.merging)
+        # --max-checkouts: every running task holds a checkout, merging ones included.
+        checkouts = self.inp.options.max_checkouts
         if not self.per_agent:
-            return active < limit
+            return active < limit and (checkouts is None or len(self.running) < checkouts)
         agent_done = sum(
             1
             for t in self.running
             if t not in self.merging and t in self.had_slot and t not in self.working
         )
         cap = limit + self.inp.options.max_concurrent
+        if checkouts is not None:
+            cap = min(cap, checkouts)
         return active - agent_done < limit and len(self.running) < cap
 
     def _ahead_must_wait(self) -> bool:

@@ -111,6 +111,12 @@ async def build_input(
     plan: Plan, plan_bytes: bytes, settings: Settings
 ) -> tuple[PlanRunInput, str]:
     assert settings.plan is not None
+    checkouts = settings.max_checkouts
+    if checkouts is not None and checkouts < settings.max_concurrent:
+        raise UsageError(
+            f"--max-checkouts {checkouts} is fewer than --max-concurrent "
+            f"{settings.max_concurrent}: each agent works in a checkout of its own"
+        )
     plan_name = slug(settings.plan.stem)
     target = settings.target_branch or f"pipeline/{plan_name}"
     facts = await check_repo(settings.repo.expanduser(), settings.base, target)
@@ -157,6 +163,7 @@ async def build_input(
         budget_usd=settings.budget_usd,
         max_concurrent=settings.max_concurrent,
         prepare_ahead=settings.prepare_ahead,
+        max_checkouts=settings.max_checkouts,
         rerun_done=settings.rerun_done,
         verify_timeout_s=settings.verify_timeout,
         heartbeat_timeout_s=settings.heartbeat_timeout,

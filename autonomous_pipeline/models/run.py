@@ -74,6 +74,10 @@ class RunOptions(BaseModel):
     # Tasks that get their workspace ready while every slot is taken, so that an agent starts the
     # moment a slot frees; None: a quarter of max_concurrent, at least one (see `ahead`).
     prepare_ahead: int | None = None
+    # Checkouts the run's tasks hold at once, at most (a task holds one from its claim until it
+    # has merged); None: 2 x max_concurrent + prepare_ahead (see PlanWorkflow._room). Fewer
+    # bound the disk a big repository takes, at the price of agents waiting for merges.
+    max_checkouts: int | None = None
     rerun_done: bool = False
     verify_timeout_s: float = 600.0
     # Merge attempts when the target keeps moving under us (each one rebases and re-verifies).

@@ -212,6 +212,14 @@ RUNS = [
         setup=_user_repo,
     ),
     Case(
+        "fewer checkouts than agents",
+        GOOD,
+        args=("--agent", "literal", "--max-concurrent", "4", "--max-checkouts", "2"),
+        expect=("--max-checkouts 2 is fewer than --max-concurrent 4",),
+        dry=False,
+        setup=_user_repo,
+    ),
+    Case(
         "repo that does not exist",
         GOOD,
         args=("--agent", "literal", "--repo", "/nonexistent/repo"),

@@ -99,6 +99,8 @@ class FakeActivities:
         self.verifies: dict[str, int] = defaultdict(int)
         self.commits: dict[str, int] = defaultdict(int)
         self.finishes: list[MergeIn] = []
+        self.checkouts: set[str] = set()  # tasks holding a worktree: prepared, not cleaned up
+        self.max_checkouts = 0
 
     @activity.defn(name=PREPARE_RUN.name)
     async def prepare_run(self, inp: PrepareRunIn) -> PrepareRunOut:
@@ -121,6 +123,8 @@ class FakeActivities:
     async def prepare_workspace(self, inp: PrepareWorkspaceIn) -> PrepareWorkspaceOut:
         await asyncio.sleep(self.script.prepare_seconds.get(inp.task_id, 0.0))
         self.calls.append(("prepare_workspace", inp.task_id))
+        self.checkouts.add(inp.task_id)
+        self.max_checkouts = max(self.max_checkouts, len(self.checkouts))
         return PrepareWorkspaceOut(base_commit=f"base-{inp.task_id}", branch=f"b/{inp.task_id}")
 
     @activity.defn(name=RUN_AGENT.name)
@@ -264,6 +268,7 @@ class FakeActivities:
     async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:
         await asyncio.sleep(self.script.cleanup_seconds.get(inp.task_id, 0.0))
         self.cleaned.append(inp.task_id)
+        self.checkouts.discard(inp.task_id)
         return CleanupOut(removed_worktree=True, deleted_branch=inp.delete_branch)
 
     # The fused steps record the same calls as the steps they stand for, in the same order.

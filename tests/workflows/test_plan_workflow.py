@@ -252,6 +252,19 @@ async def test_checks_bound_the_tasks_started_behind_them(running: Harness) -> N
     assert calls.index(("claim_worker", "1.3")) > calls.index(("verified", "1.1"))
 
 
+@pytest.mark.parametrize("checkouts", [None, 3])
+@pytest.mark.parametrize("running", [Script(merge_seconds=0.4)], indirect=True)
+async def test_max_checkouts_bounds_the_worktrees_held_at_once(
+    running: Harness, checkouts: int | None
+) -> None:
+    # Agents end fast and merges are slow: changes waiting to merge hold their worktrees while
+    # new tasks start, up to 2 x --max-concurrent + --prepare-ahead (5), or --max-checkouts.
+    opts = {"max_concurrent": 2, "prepare_ahead": 1, "max_checkouts": checkouts}
+    result = await running.run(plan_input(checked(8), **opts))
+    assert statuses(result) == {f"1.{i}": TaskStatus.MERGED for i in range(1, 9)}
+    assert running.fakes.max_checkouts == (checkouts or 5), running.fakes.max_checkouts
+
+
 @pytest.mark.parametrize(
     "running",
     [Script(verify_fails_times={"1.1": 1, "1.2": 1}, verify_seconds={"1.1": 0.3, "1.2": 0.3})],
