@@ -262,7 +262,8 @@ async def test_max_checkouts_bounds_the_worktrees_held_at_once(
     opts = {"max_concurrent": 2, "prepare_ahead": 1, "max_checkouts": checkouts}
     result = await running.run(plan_input(checked(8), **opts))
     assert statuses(result) == {f"1.{i}": TaskStatus.MERGED for i in range(1, 9)}
-    assert running.fakes.max_checkouts == (checkouts or 5), running.fakes.max_checkouts
+    held = running.fakes.max_checkouts
+    assert (held == checkouts) if checkouts else (3 < held <= 5), held
 
 
 @pytest.mark.parametrize(
