@@ -495,3 +495,24 @@ async def test_a_fifo_made_after_a_scrub_is_found_by_the_next_even_with_its_time
     assert not (folder / ".gitignore").exists()
     os.mkfifo(wt / "deep")  # and at the top
     assert checkout.scrub_special_files(wt) == ["deep"]
+
+
+async def test_two_prepares_of_one_task_at_once_leave_one_whole_checkout(env: Env) -> None:
+    # Two attempts of a claim overlap (the first timed out but lives on): one prepares while the
+    # other is writing the same checkout. Neither may drop the other's half-written files.
+    for i in range(3000):  # enough files that writing them takes a while
+        (env.repo / f"f{i}.txt").write_text(f"{i}\n")
+    sh(env.repo, "add", "-A")
+    sh(env.repo, "commit", "-qm", "many files")
+    env.main = sh(env.repo, "rev-parse", "main")
+    await env.sb.prepare_run(str(env.repo), env.main, TARGET)
+    task = TaskRef("r1", "1.1")
+    first, second = await asyncio.gather(
+        env.sb.prepare(task, str(env.repo), TARGET, fresh=True),
+        env.sb.prepare(task, str(env.repo), TARGET, fresh=True),
+    )
+    assert first[0] == second[0] == env.main
+    wt = first[1].path
+    assert second[1].path == wt and worktrees(env.clone).count(str(wt)) == 1
+    assert sh(wt, "status", "--porcelain") == ""  # every file there, as committed
+    assert sh(wt, "symbolic-ref", "HEAD") == f"refs/heads/{task.branch}"

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
-from autonomous_pipeline.backends.git import GitError, drop_worktree, for_each_ref, git, rev_parse
+from autonomous_pipeline.backends.git import (
+    GitError,
+    drop_worktree,
+    for_each_ref,
+    git,
+    repo_lock,
+    rev_parse,
+)
 from autonomous_pipeline.backends.workspace import conflict
 from autonomous_pipeline.backends.workspace.checkout import (
     Checkout,
@@ -62,6 +70,11 @@ def _opened(clone: Path, wt: Path) -> Checkout | None:
     return co if co.pointer_intact() else None
 
 
+# Lock files tasks' checkouts are striped over (see Workspaces.task_lock): tasks that share one
+# wait for each other's prepare, a fraction of a second, seldom.
+TASK_LOCKS = 64
+
+
 class Workspaces:
     def __init__(self, workspace: Path) -> None:
         self.layout = Layout(workspace)
@@ -83,8 +96,22 @@ class Workspaces:
             return None
         return await open_checkout(clone, self.layout.worktree_dir(task))
 
+    def task_lock(self, task: TaskRef) -> contextlib.AbstractAsyncContextManager[None]:
+        """One prepare or removal of a task's checkout at a time on this disk: two attempts of
+        a step that overlap (one timed out but lives on) would each build or drop the checkout
+        the other is writing. Striped over a fixed set of lock files, which are never removed
+        (removing a lock file someone waits on would let two hold it)."""
+        digest = hashlib.sha256(f"{task.run_key}/{task.task_id}".encode()).digest()
+        return repo_lock(self.layout.root / "locks" / f"task-{digest[0] % TASK_LOCKS:02d}.lock")
+
     async def prepare(
         self, task: TaskRef, repo: str, target_branch: str, fresh: bool = False
+    ) -> tuple[str, Checkout]:
+        async with self.task_lock(task):
+            return await self._prepare(task, repo, target_branch, fresh)
+
+    async def _prepare(
+        self, task: TaskRef, repo: str, target_branch: str, fresh: bool
     ) -> tuple[str, Checkout]:
         """The task's checkout on its branch at the target's tip: (base commit, checkout).
 
@@ -226,6 +253,10 @@ class Workspaces:
 
     async def remove(self, task: TaskRef, delete_branch: bool) -> tuple[bool, bool]:
         """(checkout removed, branch deleted) by this call; nothing there is not an error."""
+        async with self.task_lock(task):
+            return await self._remove(task, delete_branch)
+
+    async def _remove(self, task: TaskRef, delete_branch: bool) -> tuple[bool, bool]:
         wt = self.layout.worktree_dir(task)
         private = self.layout.private_dirs(task)
         clone = await self.clones.find(task)
