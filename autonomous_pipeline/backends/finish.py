@@ -84,7 +84,7 @@ async def finish_task(
 
 async def _put_away(m: MergeJob) -> bool:
     """The merged task's worktree removed; False (logged) when that failed. The change has
-    landed: a failure here must not make the step fail, and the run's cleanup step tries again."""
+    landed: a failure here must not make the step fail, and the task's cleanup step tries again."""
     m.beat("putting the worktree away")
     try:
         await m.sandbox.destroy(m.task, True)
