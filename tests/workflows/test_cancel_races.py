@@ -53,8 +53,8 @@ class HoldTheTelling(Interceptor):
                 if input.signal == "task_ready" and args[:1] == [hold.task]:
                     hold.telling.set()
                     # Under the SDK's deadlock detection (2 s) whatever the test's progress.
-                    hold.cancelled.wait(1.2)
-                    time.sleep(0.3)  # the cancel request on its way to the task
+                    hold.cancelled.wait(1.0)
+                    time.sleep(0.2)  # the cancel request on its way to the task
                 return await super().signal_external_workflow(input)
 
         class Inbound(WorkflowInboundInterceptor):

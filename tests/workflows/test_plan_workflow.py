@@ -253,7 +253,7 @@ async def test_checks_bound_the_tasks_started_behind_them(running: Harness) -> N
 
 
 @pytest.mark.parametrize("checkouts", [None, 3])
-@pytest.mark.parametrize("running", [Script(merge_seconds=0.4)], indirect=True)
+@pytest.mark.parametrize("running", [Script(merge_seconds=1.0)], indirect=True)
 async def test_max_checkouts_bounds_the_worktrees_held_at_once(
     running: Harness, checkouts: int | None
 ) -> None:
