@@ -85,8 +85,8 @@ async def _replay_one(co: Checkout, base_commit: str, tip: str) -> str | None:
     if merged.exit_code != 0:
         return None  # a conflict: rebase names the paths
     tree = merged.output.split()[0]
-    meta = await co.git("log", "-1", "--date=raw", "--format=%an%x00%ae%x00%ad%x00%T%x00%B", head)
-    name, email, date, _tree, message = meta.output.split("\0", 4)
+    meta = await co.git("log", "-1", "--date=raw", "--format=%an%x00%ae%x00%ad%x00%B", head)
+    name, email, date, message = meta.output.split("\0", 3)
     message = message.rstrip("\n") + "\n"  # as stored: log adds a line end of its own
     tip_tree = (await co.git("rev-parse", f"{tip}^{{tree}}")).output.strip()
     if tree == tip_tree:

@@ -5,6 +5,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
@@ -72,22 +73,32 @@ class Harness:
         return await final_result(await self.start(inp))
 
 
-@pytest.fixture
-async def running(
-    env: WorkflowEnvironment, request: pytest.FixtureRequest
+@contextlib.asynccontextmanager
+async def serving(
+    env: WorkflowEnvironment, script: Script, **worker_options: Any
 ) -> AsyncIterator[Harness]:
-    script: Script = getattr(request, "param", None) or Script()
+    """A worker of the workflows and `script`'s fake activities on a queue of its own (with
+    `worker_options`: interceptors, a runner), and what the test left running ended after."""
     queue = f"q-{uuid.uuid4().hex[:8]}"
     fakes = FakeActivities(script, queue)
+    options: dict[str, Any] = {"max_heartbeat_throttle_interval": timedelta(seconds=0.2)}
     async with Worker(
         env.client,
         task_queue=queue,
         workflows=[PlanWorkflow, TaskWorkflow],
         activities=fakes.all(),
-        max_heartbeat_throttle_interval=timedelta(seconds=0.2),
+        **(options | worker_options),
     ):
         harness = Harness(env.client, fakes, queue)
         try:
             yield harness
         finally:
             await harness.close()
+
+
+@pytest.fixture
+async def running(
+    env: WorkflowEnvironment, request: pytest.FixtureRequest
+) -> AsyncIterator[Harness]:
+    async with serving(env, getattr(request, "param", None) or Script()) as harness:
+        yield harness

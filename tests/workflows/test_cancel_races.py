@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +15,6 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import (
     Interceptor,
     SignalExternalWorkflowInput,
-    Worker,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
     WorkflowOutboundInterceptor,
@@ -26,10 +23,8 @@ from temporalio.worker import (
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.results import RunStatus, TaskStatus
 from autonomous_pipeline.models.run import CancelRequest
-from autonomous_pipeline.workflows.plan import PlanWorkflow
-from autonomous_pipeline.workflows.task import TaskWorkflow
-from tests.workflows.conftest import Harness, plan_input
-from tests.workflows.fakes import FakeActivities, Script
+from tests.workflows.conftest import plan_input, serving
+from tests.workflows.fakes import Script
 from tests.workflows.test_plan_workflow import PLAN
 
 
@@ -81,17 +76,8 @@ async def test_a_cancel_while_a_task_tells_the_run_it_is_ready_ends_it(
     env: WorkflowEnvironment, attempt: int
 ) -> None:
     hold = HoldTheTelling("1.2")
-    queue = f"q-{uuid.uuid4().hex[:8]}"
-    fakes = FakeActivities(Script(slow={"1.1": 30}), queue)
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[PlanWorkflow, TaskWorkflow],
-        activities=fakes.all(),
-        interceptors=[hold],
-        max_heartbeat_throttle_interval=timedelta(seconds=0.2),
-    ):
-        harness = Harness(env.client, fakes, queue)
+    async with serving(env, Script(slow={"1.1": 30}), interceptors=[hold]) as harness:
+        fakes = harness.fakes
         try:
             handle = await harness.start(plan_input(PLAN, max_concurrent=1, prepare_ahead=1))
             assert await asyncio.to_thread(hold.telling.wait, 10)
@@ -101,7 +87,6 @@ async def test_a_cancel_while_a_task_tells_the_run_it_is_ready_ends_it(
             result = await asyncio.wait_for(final_result(handle), 60)
         finally:
             hold.cancelled.set()
-            await harness.close()
     assert result.status is RunStatus.CANCELLED
     s = {t.id: t.status for t in result.tasks}
     assert s["1.1"] is TaskStatus.CANCELLED and s["1.2"] is TaskStatus.CANCELLED, s

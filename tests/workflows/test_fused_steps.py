@@ -6,23 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 
 import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.results import TaskStatus
 from autonomous_pipeline.models.run import Approval, CancelRequest, ReviewerConfig
-from autonomous_pipeline.workflows.plan import PlanWorkflow
 from autonomous_pipeline.workflows.task import TaskWorkflow
 from tests.conftest import md
-from tests.workflows.conftest import Harness, plan_input
-from tests.workflows.fakes import FakeActivities, Script
+from tests.workflows.conftest import Harness, plan_input, serving
+from tests.workflows.fakes import Script
 
 PLAN = md(
     """
@@ -161,21 +159,11 @@ async def test_a_run_from_before_slots_per_agent_gives_its_new_tasks_fix_rounds(
     # slot the run never hands back (it waited for ever).
     real = workflow.patched
     monkeypatch.setattr(workflow, "patched", lambda id: id != "slot-per-agent" and real(id))
-    queue = f"q-{uuid.uuid4().hex[:8]}"
-    fakes = FakeActivities(Script(verify_fails_times={"1.1": 1}), queue)
-    async with Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[PlanWorkflow, TaskWorkflow],
-        activities=fakes.all(),
-        workflow_runner=UnsandboxedWorkflowRunner(),  # so that the patch above is seen
-    ):
-        harness = Harness(env.client, fakes, queue)
-        try:
-            handle = await harness.start(plan_input(PLAN))
-            result = await asyncio.wait_for(final_result(handle), 30)
-        finally:
-            await harness.close()
+    script = Script(verify_fails_times={"1.1": 1})
+    # Unsandboxed, so that the workflows see the patch above.
+    async with serving(env, script, workflow_runner=UnsandboxedWorkflowRunner()) as harness:
+        handle = await harness.start(plan_input(PLAN))
+        result = await asyncio.wait_for(final_result(handle), 30)
     [task] = result.tasks
     assert task.status is TaskStatus.MERGED and task.agent_runs == 2, task
     assert "claim_workspace" in await activities_of(harness, f"{handle.id}/task-1.1")

@@ -243,7 +243,7 @@ def scrub_special_files(root: Path) -> list[str]:
         stack.extend(subfolders)
         if (
             clean
-            and not removed_here(removed, folder, top)
+            and not _removed_here(removed, folder, top)
             and now - info.st_ctime_ns > _SETTLED_NS
         ):
             seen[folder] = (*stamp, tuple(subfolders))
@@ -254,7 +254,7 @@ def scrub_special_files(root: Path) -> list[str]:
     return sorted(removed)
 
 
-def removed_here(removed: list[str], folder: str, top: str) -> bool:
+def _removed_here(removed: list[str], folder: str, top: str) -> bool:
     """Whether this scrub removed an entry of `folder` (its change time moved by that)."""
     rel = os.path.relpath(folder, top)
     return any(os.path.dirname(r) == ("" if rel == "." else rel) for r in removed)
