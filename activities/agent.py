@@ -11,6 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from autonomous_pipeline.activities.heartbeat import heartbeating
 from autonomous_pipeline.activities.sandboxing import sandbox_failures, sandbox_for
+from autonomous_pipeline.activities.slots import giving_back
 from autonomous_pipeline.backends.agents.claude_failures import parse_failure
 from autonomous_pipeline.backends.base import (
     AgentBackend,
@@ -226,13 +227,19 @@ class AgentActivities:
             raise_if_auth(kind, outcome.error, f"{inp.agent.backend} agent")
             # Rate limits and overload are results: the workflow waits on a durable timer.
             return out
-        # Fix rounds commit on top of the task's commit; the base stays the task's base.
-        done = await sandbox.collect(
-            ref,
-            inp.base_commit,
-            commit_message(inp, outcome.summary),
-            named=[f.path for f in task.files],
-        )
+        # The agent has exited: its slot goes back while its change is collected.
+        told = giving_back(inp.slot)
+        try:
+            # Fix rounds commit on top of the task's commit; the base stays the task's base.
+            done = await sandbox.collect(
+                ref,
+                inp.base_commit,
+                commit_message(inp, outcome.summary),
+                named=[f.path for f in task.files],
+            )
+        finally:
+            if told is not None:
+                await told
         if done.left_out:
             # Said where the person looking into the task reads: its transcript.
             with transcript.open("a", encoding="utf-8") as fh:

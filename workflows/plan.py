@@ -14,7 +14,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from autonomous_pipeline.models.activity_io import PrepareRunIn
+    from autonomous_pipeline.models.activity_io import AGENT_EXITED, PrepareRunIn, SlotGrant
     from autonomous_pipeline.models.activity_refs import PREPARE_RUN
     from autonomous_pipeline.models.results import (
         PlanResult,
@@ -71,6 +71,9 @@ class PlanWorkflow:
         self.ready: list[str] = []
         self.working: set[str] = set()
         self.had_slot: set[str] = set()
+        # How many `go`s each running task has had: an agent step that gives its slot back as
+        # its agent exits names which one (SlotGrant), so a late one frees nothing.
+        self.grants: dict[str, int] = {}
         self.signals: set[asyncio.Task[None]] = set()  # `go` signals on their way
         # Tasks stopped before their agent started: how their result reads.
         self.held_back: dict[str, tuple[TaskStatus, str]] = {}
@@ -163,6 +166,16 @@ class PlanWorkflow:
             self.spending[task_id] = cost_usd
         if task_id in self.working:
             self.working.discard(task_id)
+            self.changed = True
+
+    @workflow.signal(name=AGENT_EXITED)
+    def agent_exited(self, grant: SlotGrant) -> None:
+        """From a task's agent step: its agent has exited and succeeded; the slot is free while
+        the step collects the change. Only the slot of the task's latest `go`: a step retried
+        after its agent exited (a worker lost) runs that agent again beside the others."""
+        tid = grant.task_id
+        if tid in self.working and self.grants.get(tid) == grant.grant:
+            self.working.discard(tid)
             self.changed = True
 
     @workflow.signal
@@ -413,6 +426,7 @@ class PlanWorkflow:
                 continue
             self.working.add(tid)
             self.had_slot.add(tid)
+            self.grants[tid] = self.grants.get(tid, 0) + 1
             busy += 1
             sent = asyncio.create_task(self._go(tid))
             self.signals.add(sent)
@@ -524,6 +538,7 @@ class PlanWorkflow:
         self.cancel_sent.discard(tid)
         self.working.discard(tid)
         self.had_slot.discard(tid)
+        self.grants.pop(tid, None)
         if tid in self.ready:
             self.ready.remove(tid)
         if res.status is TaskStatus.MERGED and res.commit:

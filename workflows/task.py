@@ -90,6 +90,7 @@ class TaskWorkflow(TaskSteps):
         self.unasked_deletions: tuple[int, list[str]] = (0, [])
         self.slot_given = False
         self.slot_to_free = False
+        self.grants = 0  # the run's `go`s to this task so far (SlotGrant)
         self.told: asyncio.Task[None] | None = None
         # Runs since "fused-steps": the claim prepares the worktree, and checks, merge and
         # cleanup are one step where no reviewer and no person take part.
@@ -101,6 +102,7 @@ class TaskWorkflow(TaskSteps):
     def go(self) -> None:
         """From the run: one of its agent slots is this task's; its agent may start."""
         self.slot_given = True
+        self.grants += 1
 
     @workflow.query
     def status(self) -> TaskResult:

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         ReviewOut,
         RunAgentIn,
         RunAgentOut,
+        SlotGrant,
         VerifyIn,
         VerifyOut,
     )
@@ -75,6 +76,7 @@ class TaskSteps:
     # Files the change deletes that the task does not name: (how many, the first few).
     unasked_deletions: tuple[int, list[str]]
     slot_given: bool  # the run said `go`: this task holds one of its agent slots
+    grants: int  # how many `go`s the run has sent this task
     # Its agent has ended; the slot goes back with the signal that the task is merging.
     slot_to_free: bool
     fused: bool  # since "fused-steps": checks, merge and cleanup are one step where they can be
@@ -142,6 +144,7 @@ class TaskSteps:
                     resume=self.agent_ran,
                     sandbox=inp.sandbox_config,
                     prepared=prepared and not self.agent_ran,
+                    slot=self._slot_grant(),
                 ),
                 start_to_close_timeout=timedelta(seconds=opts.agent.timeout_s)
                 + policies.AGENT_TIMEOUT_SLACK,
@@ -263,6 +266,21 @@ class TaskSteps:
         await self._tell_parent("task_ready")
         await workflow.wait_condition(lambda: self.slot_given)
         self.result.phase = phase
+
+    def _slot_grant(self) -> SlotGrant | None:
+        """The slot the agent step gives back as its agent exits (since "slot-at-exit"): the
+        next agent need not wait for this change to be collected and the step to report. Not
+        with a run budget, which the run checks with what the agent spent before the next starts."""
+        parent = workflow.info().parent
+        if (
+            parent is None
+            or not self.inp.slot_per_agent
+            or not self.slot_given
+            or self.inp.options.budget_usd is not None
+            or not workflow.patched("slot-at-exit")
+        ):
+            return None
+        return SlotGrant(run_id=parent.workflow_id, task_id=self.inp.task.id, grant=self.grants)
 
     def _free_slot(self) -> None:
         """Slot per agent: the agent has ended; its slot goes back to the run."""

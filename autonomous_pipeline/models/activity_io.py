@@ -83,6 +83,20 @@ class FixRequest(BaseModel):
     unchanged_rounds: int = 0
 
 
+# The run's signal by which an agent step gives its slot back as its agent exits (SlotGrant).
+AGENT_EXITED = "agent_exited"
+
+
+class SlotGrant(BaseModel):
+    """The run's agent slot a step's agent runs in: the run's `grant`-th `go` to the task. The
+    step gives it back as soon as its agent has exited and succeeded, so that the next agent
+    starts while this change is collected; a grant the run has since replaced frees nothing."""
+
+    run_id: str  # the run's workflow id
+    task_id: str
+    grant: int
+
+
 class RunAgentIn(BaseModel):
     run_key: str
     plan_title: str | None = None
@@ -99,6 +113,8 @@ class RunAgentIn(BaseModel):
     # The worktree is as a fresh claim left it, checked clean at the base: a first attempt
     # need not check it again.
     prepared: bool = False
+    # Given back when the agent exits (since "slot-at-exit"); None: when the step ends.
+    slot: SlotGrant | None = None
 
 
 class RunAgentOut(Spend):

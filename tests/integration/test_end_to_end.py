@@ -3,6 +3,7 @@ a command agent that really sleeps and writes files, and a real (dirty) user rep
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -10,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
 
+from autonomous_pipeline.cli.redaction import data_converter
+from autonomous_pipeline.models.activity_io import AGENT_EXITED, SlotGrant
 from tests.conftest import md
 from tests.integration.conftest import Cluster
 from tests.integration.helpers import (
@@ -322,3 +327,38 @@ def test_detach_returns_at_once_and_status_follows_the_run(
     assert_workspace_clean(cluster.workspace, repo, run_key_of(wid))
     assert_untouched(before, repo_snapshot(repo, target))
     assert_no_agent_alive(log)
+
+
+async def slots_given_back(address: str, workflow_id: str) -> list[SlotGrant]:
+    """The slots the run's agent steps gave back as their agents exited, from its history."""
+    client = await Client.connect(address, data_converter=data_converter())
+    converter = client.data_converter.payload_converter
+    return [
+        converter.from_payloads(e.workflow_execution_signaled_event_attributes.input.payloads,
+                                [SlotGrant])[0]
+        async for e in client.get_workflow_handle(workflow_id).fetch_history_events()
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        and e.workflow_execution_signaled_event_attributes.signal_name == AGENT_EXITED
+    ]  # fmt: skip
+
+
+def test_an_agents_slot_goes_back_as_its_agent_exits(
+    cluster: Cluster, tmp_path: Path, agent_log: Path
+) -> None:
+    # The real agent step tells the run, through the worker's client, before it collects the
+    # change; the run still never runs more agents than its slots.
+    repo = make_dirty_user_repo(tmp_path / "repo")
+    plan = tmp_path / "slot-plan.md"
+    plan.write_text(PARALLEL_PLAN)
+    command = agent_command(write_agent(tmp_path), agent_log, 0.5)
+    args = run_args(cluster, plan, repo, command, "--prepare-ahead", "1", max_concurrent=2)
+    res = starter(args, cluster.env, tmp_path)
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n{cluster.logs()}"
+    data = json.loads(res.stdout)
+    ids = ["1.1", "1.2", "1.3", "1.4", "2.1", "2.2"]
+    assert [t["status"] for t in data["tasks"]] == ["merged"] * len(ids)
+    given = asyncio.run(slots_given_back(cluster.address, data["workflow_id"]))
+    assert sorted((g.task_id, g.grant) for g in given) == [(t, 1) for t in ids]
+    assert {g.run_id for g in given} == {data["workflow_id"]}
+    runs = agent_runs(agent_log)
+    assert max_overlap([(r.start, r.end or r.start) for r in runs]) <= 2

@@ -35,7 +35,7 @@ from tests.workflows.conftest import plan_input
 from tests.workflows.fakes import FakeActivities, Script
 
 # Raise this with every change to a workflow's commands; each version keeps its own histories.
-VERSION = "v10"
+VERSION = "v11"
 OUT = Path(__file__).resolve().parent / "histories" / VERSION
 PLAN = md(
     """

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 
+from autonomous_pipeline.activities.slots import giving_back
 from autonomous_pipeline.models.activity_io import (
     ClaimIn,
     ClaimOut,
@@ -80,6 +81,8 @@ class Script:
     # finish_task moves these tasks' changes onto a target tip "tip2-<id>" before checking them
     moved_base: set[str] = field(default_factory=set)
     prepare_seconds: dict[str, float] = field(default_factory=dict)  # task -> worktree time
+    # How long the agent step takes after its agent exits (collecting the change).
+    collect_seconds: float = 0.0
 
 
 class FakeActivities:
@@ -184,6 +187,13 @@ class FakeActivities:
                 failure_kind=FailureKind.OTHER,
                 **spend,
             )
+        # As the real step does once its agent has exited and succeeded: the slot goes back
+        # while the change is collected.
+        told = giving_back(inp.slot)
+        await asyncio.sleep(self.script.collect_seconds)
+        if told is not None:
+            await told
+        self.calls.append(("collected", tid))
         if tid in self.script.no_op or (inp.fix is not None and tid in self.script.fix_no_change):
             return RunAgentOut(exit_code=0, succeeded=True, commit=None, **spend)
         self.commits[tid] += 1

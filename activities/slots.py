@@ -1,0 +1,36 @@
+"""Give the run's agent slot back as the agent exits, before the step has collected its change."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.service import RPCError
+
+from autonomous_pipeline.models.activity_io import AGENT_EXITED, SlotGrant
+
+# A run that does not hear in this time gets the slot back when the step ends, as without this.
+SIGNAL_TIMEOUT = timedelta(seconds=5)
+
+
+async def give_back(grant: SlotGrant) -> None:
+    """Tell the run its slot is free. Best effort: the step's own end frees it anyway."""
+    try:
+        client = activity.client()
+    except RuntimeError:  # run without a worker's client (a test's activity environment)
+        return
+    try:
+        await client.get_workflow_handle(grant.run_id).signal(
+            AGENT_EXITED, grant, rpc_timeout=SIGNAL_TIMEOUT
+        )
+    except (TimeoutError, RPCError) as exc:  # the run closed; the server is away
+        activity.logger.warning(
+            "task %s: could not give the run its slot back early: %s", grant.task_id, exc
+        )
+
+
+def giving_back(grant: SlotGrant | None) -> asyncio.Task[None] | None:
+    """`give_back` beside what the step does next (collecting the change): awaited before the
+    step returns, so the run hears of it before it hears of the step's end."""
+    return asyncio.create_task(give_back(grant)) if grant is not None else None

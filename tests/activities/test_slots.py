@@ -1,0 +1,29 @@
+"""Giving a slot back early is best effort: a run that cannot hear it fails nothing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from autonomous_pipeline.activities.slots import give_back
+from autonomous_pipeline.cli.redaction import data_converter
+from autonomous_pipeline.models.activity_io import SlotGrant
+from tests import temporal_env
+
+GRANT = SlotGrant(run_id="no-such-run", task_id="1.1", grant=1)
+
+
+async def test_a_run_that_is_gone_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_env.test_server_path(),
+        data_converter=data_converter(),
+    ) as env:
+        with caplog.at_level(logging.WARNING):
+            await ActivityEnvironment(client=env.client).run(give_back, GRANT)
+    assert "could not give the run its slot back early" in caplog.text
+
+
+async def test_without_a_client_nothing_is_sent() -> None:
+    await ActivityEnvironment().run(give_back, GRANT)  # no client to send with: returns

@@ -1,0 +1,84 @@
+"""An agent's slot goes back as its agent exits (runs since "slot-at-exit"): the next agent starts
+while the step still collects the change, and the run never runs more agents than its slots."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from autonomous_pipeline.cli.results import final_result
+from autonomous_pipeline.models.activity_io import AGENT_EXITED, SlotGrant
+from autonomous_pipeline.models.results import RunStatus, TaskStatus
+from tests.workflows.conftest import Harness, plan_input
+from tests.workflows.fakes import Script
+
+
+def wide(n: int) -> str:
+    return "## Batch 1: wide\n" + "".join(f"### Task 1.{i}: t{i}\n" for i in range(1, n + 1))
+
+
+def checked(n: int) -> str:
+    tasks = "".join(f"### Task 1.{i}: t{i}\n**Verification:**\n- `true`\n" for i in range(1, n + 1))
+    return "## Batch 1: wide\n" + tasks
+
+
+def grants(running: Harness, tid: str) -> list[int | None]:
+    return [
+        i.slot.grant if i.slot else None for i in running.fakes.agent_inputs if i.task.id == tid
+    ]
+
+
+@pytest.mark.parametrize("running", [Script(agent_seconds=0.3, collect_seconds=1.0)], indirect=True)
+async def test_the_next_agent_starts_while_the_change_is_collected(running: Harness) -> None:
+    result = await running.run(plan_input(wide(3), max_concurrent=1, prepare_ahead=1))
+    assert result.status is RunStatus.COMPLETED
+    calls = running.fakes.calls
+    assert calls.index(("run_agent", "1.2")) < calls.index(("collected", "1.1"))
+    assert calls.index(("run_agent", "1.3")) < calls.index(("collected", "1.2"))
+    assert running.fakes.max_running == 1  # agents themselves one at a time
+    assert [grants(running, t) for t in ("1.1", "1.2", "1.3")] == [[1], [1], [1]]
+
+
+@pytest.mark.parametrize("running", [Script(agent_seconds=0.3, collect_seconds=0.5)], indirect=True)
+async def test_with_a_run_budget_the_slot_waits_for_what_the_agent_spent(
+    running: Harness,
+) -> None:
+    # The run checks its budget with what an agent spent before the next starts: that is known
+    # when the step ends.
+    inp = plan_input(wide(2), max_concurrent=1, prepare_ahead=1, budget_usd=100.0)
+    result = await running.run(inp)
+    assert result.status is RunStatus.COMPLETED
+    calls = running.fakes.calls
+    assert calls.index(("run_agent", "1.2")) > calls.index(("collected", "1.1"))
+    assert grants(running, "1.1") == [None]
+
+
+@pytest.mark.parametrize(
+    "running",
+    [Script(agent_seconds=0.3, collect_seconds=0.5, verify_fails_times={"1.1": 1})],
+    indirect=True,
+)
+async def test_a_fix_round_gives_back_the_slot_of_its_own_go(running: Harness) -> None:
+    result = await running.run(plan_input(checked(2), max_concurrent=1, prepare_ahead=1))
+    assert result.status is RunStatus.COMPLETED
+    assert [t.status for t in result.tasks] == [TaskStatus.MERGED] * 2
+    assert grants(running, "1.1") == [1, 2]
+    assert running.fakes.max_running == 1
+
+
+@pytest.mark.parametrize("running", [Script(slow={"1.1": 3.0})], indirect=True)
+async def test_a_slot_named_wrongly_frees_nothing(running: Harness) -> None:
+    handle = await running.start(plan_input(wide(2), max_concurrent=1, prepare_ahead=1))
+    for _ in range(200):
+        if ("run_agent", "1.1") in running.fakes.calls:
+            break
+        await asyncio.sleep(0.05)
+    # A grant the run never gave, one it has not given yet, and a task that holds no slot.
+    for task_id, grant in (("1.1", 0), ("1.1", 2), ("1.2", 1), ("9.9", 1)):
+        await handle.signal(AGENT_EXITED, SlotGrant(run_id=handle.id, task_id=task_id, grant=grant))
+    result = await final_result(handle)
+    assert result.status is RunStatus.COMPLETED
+    calls = running.fakes.calls
+    assert calls.index(("run_agent", "1.2")) > calls.index(("agent_ended", "1.1"))
+    assert running.fakes.max_running == 1
