@@ -171,10 +171,14 @@ class PlanWorkflow:
     @workflow.signal(name=AGENT_EXITED)
     def agent_exited(self, grant: SlotGrant) -> None:
         """From a task's agent step: its agent has exited and succeeded; the slot is free while
-        the step collects the change. Only the slot of the task's latest `go`: a step retried
-        after its agent exited (a worker lost) runs that agent again beside the others."""
+        the step collects the change. Only the slot of the latest `go` to the task's current try
+        (a retried step asks for a slot again: TaskSteps._run_agent)."""
         tid = grant.task_id
-        if tid in self.working and self.grants.get(tid) == grant.grant:
+        if (
+            tid in self.working
+            and self.grants.get(tid) == grant.grant
+            and self.child_ids.get(tid) == grant.task_workflow_id
+        ):
             self.working.discard(tid)
             self.changed = True
 

@@ -91,6 +91,7 @@ class TaskWorkflow(TaskSteps):
         self.slot_given = False
         self.slot_to_free = False
         self.grants = 0  # the run's `go`s to this task so far (SlotGrant)
+        self.slot_at_exit = True
         self.told: asyncio.Task[None] | None = None
         # Runs since "fused-steps": the claim prepares the worktree, and checks, merge and
         # cleanup are one step where no reviewer and no person take part.

@@ -19,6 +19,7 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.activity_io import (
+        SLOT_GONE,
         FixRequest,
         MergeIn,
         MergeOut,
@@ -42,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.failure import FailureKind
     from autonomous_pipeline.models.results import TaskResult, TaskStatus
     from autonomous_pipeline.models.review import Verdict
-    from autonomous_pipeline.models.run import Approval, Decision, TaskInput
+    from autonomous_pipeline.models.run import AgentConfig, Approval, Decision, TaskInput
     from autonomous_pipeline.workflows import policies
     from autonomous_pipeline.workflows.approval import from_operator
 
@@ -54,6 +55,16 @@ def failure_message(exc: BaseException) -> str:
     if isinstance(exc, ApplicationError) and exc.type:
         return f"{exc.type}: {exc.message}"
     return str(exc)
+
+
+def slot_gone(exc: ActivityError) -> int | None:
+    """A retried agent step that stopped because its slot may be gone: how many attempts before
+    it ran the agent. None: another failure."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError) and cause.type == SLOT_GONE:
+        earlier = cause.details[0] if cause.details else 1
+        return earlier if isinstance(earlier, int) else 1
+    return None
 
 
 def worker_lost(exc: ActivityError) -> bool:
@@ -77,6 +88,8 @@ class TaskSteps:
     unasked_deletions: tuple[int, list[str]]
     slot_given: bool  # the run said `go`: this task holds one of its agent slots
     grants: int  # how many `go`s the run has sent this task
+    # Agent steps give their slot back as the agent exits; off once a step was retried (below).
+    slot_at_exit: bool
     # Its agent has ended; the slot goes back with the signal that the task is merging.
     slot_to_free: bool
     fused: bool  # since "fused-steps": checks, merge and cleanup are one step where they can be
@@ -130,30 +143,23 @@ class TaskSteps:
                     update={"claude": agent.claude.model_copy(update={"max_budget_usd": left})}
                 )
             await self._wait_for_slot()
-            out: RunAgentOut = await self._act(
-                RUN_AGENT,
-                RunAgentIn(
-                    run_key=inp.run_key,
-                    plan_title=inp.plan_title,
-                    task=inp.task,
-                    base_commit=base,
-                    start_commit=start,
-                    agent=agent,
-                    fix=fix,
-                    session_id=self.session_id,
-                    resume=self.agent_ran,
-                    sandbox=inp.sandbox_config,
-                    prepared=prepared and not self.agent_ran,
-                    slot=self._slot_grant(),
-                ),
-                start_to_close_timeout=timedelta(seconds=opts.agent.timeout_s)
-                + policies.AGENT_TIMEOUT_SLACK,
-                heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
-                retry_policy=policies.AGENT_RETRY,
-                # Wait until the agent is really dead before cleanup removes its worktree.
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"{label} — {'fix' if fix else 'agent'} ({opts.agent.backend})",
-            )
+            try:
+                out: RunAgentOut = await self._run_agent_step(
+                    inp, label, base, start, agent, fix, prepared
+                )
+            except ActivityError as exc:
+                earlier = slot_gone(exc)
+                if earlier is None:
+                    raise
+                # An attempt failed, perhaps after its agent exited and gave the slot back (the
+                # change not collected): the agent runs again in a slot the run gives it, held
+                # to the step's end this time. The agent ran: its session, if any, is resumed.
+                self._free_slot()
+                self.slot_at_exit = False
+                self.agent_ran = True
+                res.attempts += earlier
+                res.agent_runs += earlier
+                continue
             self.agent_ran = True
             res.attempts += out.attempt
             # Each attempt of the activity started the agent: one a dead worker cut short ran too.
@@ -203,6 +209,42 @@ class TaskSteps:
             res.status, res.error = TaskStatus.FAILED, out.error or "the agent failed"
             self._free_slot()
             return None
+
+    async def _run_agent_step(
+        self,
+        inp: TaskInput,
+        label: str,
+        base: str,
+        start: str,
+        agent: AgentConfig,
+        fix: FixRequest | None,
+        prepared: bool,
+    ) -> RunAgentOut:
+        opts = inp.options
+        return await self._act(
+            RUN_AGENT,
+            RunAgentIn(
+                run_key=inp.run_key,
+                plan_title=inp.plan_title,
+                task=inp.task,
+                base_commit=base,
+                start_commit=start,
+                agent=agent,
+                fix=fix,
+                session_id=self.session_id,
+                resume=self.agent_ran,
+                sandbox=inp.sandbox_config,
+                prepared=prepared and not self.agent_ran,
+                slot=self._slot_grant(),
+            ),
+            start_to_close_timeout=timedelta(seconds=opts.agent.timeout_s)
+            + policies.AGENT_TIMEOUT_SLACK,
+            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+            retry_policy=policies.AGENT_RETRY,
+            # Wait until the agent is really dead before cleanup removes its worktree.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=f"{label} — {'fix' if fix else 'agent'} ({opts.agent.backend})",
+        )
 
     def _finishes_in_one_step(self, inp: TaskInput) -> bool:
         """Checks, merge and cleanup as one step: when nobody else looks at the change between
@@ -276,11 +318,18 @@ class TaskSteps:
             parent is None
             or not self.inp.slot_per_agent
             or not self.slot_given
+            or not self.slot_at_exit
             or self.inp.options.budget_usd is not None
             or not workflow.patched("slot-at-exit")
         ):
             return None
-        return SlotGrant(run_id=parent.workflow_id, task_id=self.inp.task.id, grant=self.grants)
+        return SlotGrant(
+            workflow_id=parent.workflow_id,
+            run_id=parent.run_id,
+            task_workflow_id=workflow.info().workflow_id,
+            task_id=self.inp.task.id,
+            grant=self.grants,
+        )
 
     def _free_slot(self) -> None:
         """Slot per agent: the agent has ended; its slot goes back to the run."""

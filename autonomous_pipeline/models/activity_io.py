@@ -85,14 +85,21 @@ class FixRequest(BaseModel):
 
 # The run's signal by which an agent step gives its slot back as its agent exits (SlotGrant).
 AGENT_EXITED = "agent_exited"
+# The error of a retried agent step that may have given its slot back already: its agent runs
+# again only in a slot of its own (the task asks the run for one).
+SLOT_GONE = "SlotMayBeGone"
 
 
 class SlotGrant(BaseModel):
-    """The run's agent slot a step's agent runs in: the run's `grant`-th `go` to the task. The
-    step gives it back as soon as its agent has exited and succeeded, so that the next agent
-    starts while this change is collected; a grant the run has since replaced frees nothing."""
+    """The run's agent slot a step's agent runs in: the run's `grant`-th `go` to this try of the
+    task. The step gives it back as soon as its agent has exited and succeeded, so that the next
+    agent starts while this change is collected. Only that slot: a signal that comes late, after
+    the run gave the task another `go`, started another try of it, or a new run began under the
+    same id, frees nothing."""
 
-    run_id: str  # the run's workflow id
+    workflow_id: str  # the run's
+    run_id: str  # the run's execution: a later run under the same workflow id is another
+    task_workflow_id: str  # the task's try
     task_id: str
     grant: int
 

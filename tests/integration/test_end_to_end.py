@@ -359,6 +359,7 @@ def test_an_agents_slot_goes_back_as_its_agent_exits(
     assert [t["status"] for t in data["tasks"]] == ["merged"] * len(ids)
     given = asyncio.run(slots_given_back(cluster.address, data["workflow_id"]))
     assert sorted((g.task_id, g.grant) for g in given) == [(t, 1) for t in ids]
-    assert {g.run_id for g in given} == {data["workflow_id"]}
+    assert {g.workflow_id for g in given} == {data["workflow_id"]}
+    assert {g.task_workflow_id for g in given} == {f"{data['workflow_id']}/task-{t}" for t in ids}
     runs = agent_runs(agent_log)
     assert max_overlap([(r.start, r.end or r.start) for r in runs]) <= 2

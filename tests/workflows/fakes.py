@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 
-from autonomous_pipeline.activities.slots import giving_back
+from autonomous_pipeline.activities.slots import check_retry, giving_back
 from autonomous_pipeline.models.activity_io import (
     ClaimIn,
     ClaimOut,
@@ -83,6 +83,7 @@ class Script:
     prepare_seconds: dict[str, float] = field(default_factory=dict)  # task -> worktree time
     # How long the agent step takes after its agent exits (collecting the change).
     collect_seconds: float = 0.0
+    collect_fails_once: set[str] = field(default_factory=set)  # the first collect raises
 
 
 class FakeActivities:
@@ -133,6 +134,7 @@ class FakeActivities:
     @activity.defn(name=RUN_AGENT.name)
     async def run_agent(self, inp: RunAgentIn) -> RunAgentOut:
         tid = inp.task.id
+        check_retry(inp.slot)  # as the real step does
         self.calls.append(("run_agent", tid))
         self.agent_runs[tid] += 1
         self.running += 1
@@ -193,6 +195,10 @@ class FakeActivities:
         await asyncio.sleep(self.script.collect_seconds)
         if told is not None:
             await told
+        if tid in self.script.collect_fails_once and n == 1:
+            from temporalio.exceptions import ApplicationError
+
+            raise ApplicationError("could not collect the change", type="GitError")
         self.calls.append(("collected", tid))
         if tid in self.script.no_op or (inp.fix is not None and tid in self.script.fix_no_change):
             return RunAgentOut(exit_code=0, succeeded=True, commit=None, **spend)

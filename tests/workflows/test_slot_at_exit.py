@@ -74,11 +74,44 @@ async def test_a_slot_named_wrongly_frees_nothing(running: Harness) -> None:
         if ("run_agent", "1.1") in running.fakes.calls:
             break
         await asyncio.sleep(0.05)
-    # A grant the run never gave, one it has not given yet, and a task that holds no slot.
-    for task_id, grant in (("1.1", 0), ("1.1", 2), ("1.2", 1), ("9.9", 1)):
-        await handle.signal(AGENT_EXITED, SlotGrant(run_id=handle.id, task_id=task_id, grant=grant))
+    # A grant the run never gave, one it has not given yet, a task that holds no slot, and the
+    # right grant from another try of the task.
+    run = (await handle.describe()).run_id
+    this_try = f"{handle.id}/task-1.1"
+    for task_id, grant, try_id in (
+        ("1.1", 0, this_try),
+        ("1.1", 2, this_try),
+        ("1.2", 1, f"{handle.id}/task-1.2"),
+        ("9.9", 1, f"{handle.id}/task-9.9"),
+        ("1.1", 1, f"{this_try}/try-2"),
+    ):
+        slot = SlotGrant(
+            workflow_id=handle.id, run_id=run, task_workflow_id=try_id, task_id=task_id, grant=grant
+        )
+        await handle.signal(AGENT_EXITED, slot)
     result = await final_result(handle)
     assert result.status is RunStatus.COMPLETED
     calls = running.fakes.calls
     assert calls.index(("run_agent", "1.2")) > calls.index(("agent_ended", "1.1"))
     assert running.fakes.max_running == 1
+
+
+@pytest.mark.parametrize(
+    "running",
+    [Script(agent_seconds=0.3, slow={"1.2": 3.0}, collect_seconds=0.3, collect_fails_once={"1.1"})],
+    indirect=True,
+)
+async def test_a_step_retried_after_its_agent_exited_asks_for_a_slot_again(
+    running: Harness,
+) -> None:
+    # 1.1's agent exits and gives its slot back (1.2's agent takes it), then the change cannot be
+    # collected: the retried step must not run 1.1's agent beside 1.2's. It asks the run for a
+    # slot and runs again holding it to the step's end.
+    result = await running.run(plan_input(wide(2), max_concurrent=1, prepare_ahead=1))
+    assert result.status is RunStatus.COMPLETED
+    assert [t.status for t in result.tasks] == [TaskStatus.MERGED] * 2
+    assert running.fakes.max_running == 1
+    assert running.fakes.agent_runs["1.1"] == 2
+    assert grants(running, "1.1") == [1, None]  # the second run holds its slot to the end
+    first = result.tasks[0]
+    assert first.agent_runs == 2 and first.attempts == 2, first
