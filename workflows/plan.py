@@ -155,6 +155,11 @@ class PlanWorkflow:
     @workflow.signal
     def task_ready(self, task_id: str, cost_usd: float = 0.0) -> None:
         """From a task: its worktree is ready; it waits for a slot to start its agent."""
+        if task_id in self.running and task_id in self.working:
+            # It asks for the slot it holds: its agent step was retried (since "slot-at-exit")
+            # and the slot had not gone back. It keeps it, and goes on at once.
+            self._grant(task_id)
+            return
         if task_id in self.running and task_id not in self.working and task_id not in self.ready:
             self.ready.append(task_id)
             self.changed = True
@@ -430,11 +435,15 @@ class PlanWorkflow:
                 continue
             self.working.add(tid)
             self.had_slot.add(tid)
-            self.grants[tid] = self.grants.get(tid, 0) + 1
             busy += 1
-            sent = asyncio.create_task(self._go(tid))
-            self.signals.add(sent)
-            sent.add_done_callback(self.signals.discard)
+            self._grant(tid)
+
+    def _grant(self, tid: str) -> None:
+        """Send `go`: the task's agent may start in the slot counted for it."""
+        self.grants[tid] = self.grants.get(tid, 0) + 1
+        sent = asyncio.create_task(self._go(tid))
+        self.signals.add(sent)
+        sent.add_done_callback(self.signals.discard)
 
     def _preparing_before(self, tid: str, order: list[str], free: int) -> bool:
         """Whether tasks before `tid` in the plan, still preparing their worktree for their first

@@ -153,8 +153,10 @@ class TaskSteps:
                     raise
                 # An attempt failed, perhaps after its agent exited and gave the slot back (the
                 # change not collected): the agent runs again in a slot the run gives it, held
-                # to the step's end this time. The agent ran: its session, if any, is resumed.
-                self._free_slot()
+                # to the step's end this time: the one it holds still, if the run has not had it
+                # back (a worker lost mid-agent), else the next free. The agent ran: its
+                # session, if any, is resumed.
+                self.slot_given = False
                 self.slot_at_exit = False
                 self.agent_ran = True
                 res.attempts += earlier

@@ -84,6 +84,8 @@ class Script:
     # How long the agent step takes after its agent exits (collecting the change).
     collect_seconds: float = 0.0
     collect_fails_once: set[str] = field(default_factory=set)  # the first collect raises
+    # The first run's step fails while its agent runs (as a worker lost would): no slot given back.
+    agent_crashes_once: set[str] = field(default_factory=set)
 
 
 class FakeActivities:
@@ -150,6 +152,10 @@ class FakeActivities:
             raise
         finally:
             self.running -= 1
+        if tid in self.script.agent_crashes_once and self.agent_runs[tid] == 1:
+            from temporalio.exceptions import ApplicationError
+
+            raise ApplicationError("the worker went away", type="WorkerGone")
         self.calls.append(("agent_ended", tid))
         self.agent_inputs.append(inp)
         spend = {

@@ -115,3 +115,17 @@ async def test_a_step_retried_after_its_agent_exited_asks_for_a_slot_again(
     assert grants(running, "1.1") == [1, None]  # the second run holds its slot to the end
     first = result.tasks[0]
     assert first.agent_runs == 2 and first.attempts == 2, first
+
+
+@pytest.mark.parametrize(
+    "running", [Script(agent_seconds=0.3, agent_crashes_once={"1.1"})], indirect=True
+)
+async def test_a_step_retried_mid_agent_keeps_its_slot(running: Harness) -> None:
+    # The step failed while its agent ran: the slot never went back, and the retry keeps it
+    # (1.2, ready and waiting, does not jump the queue).
+    result = await running.run(plan_input(wide(2), max_concurrent=1, prepare_ahead=1))
+    assert result.status is RunStatus.COMPLETED
+    calls = [c for c in running.fakes.calls if c[0] == "run_agent"]
+    assert calls == [("run_agent", "1.1"), ("run_agent", "1.1"), ("run_agent", "1.2")]
+    assert running.fakes.agent_runs["1.1"] == 2 and running.fakes.max_running == 1
+    assert grants(running, "1.1") == [None]  # its second run holds the slot to the end
