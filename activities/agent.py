@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from autonomous_pipeline.activities.heartbeat import heartbeating
 from autonomous_pipeline.activities.sandboxing import sandbox_failures, sandbox_for
-from autonomous_pipeline.activities.slots import check_retry, giving_back
+from autonomous_pipeline.activities.slots import giving_back, slot_gone
 from autonomous_pipeline.backends.agents.claude_failures import parse_failure
 from autonomous_pipeline.backends.base import (
     AgentBackend,
@@ -152,7 +152,6 @@ class AgentActivities:
         task = inp.task
         ref = TaskRef(inp.run_key, task.id)
         attempt = activity.info().attempt
-        check_retry(inp.slot)
         sandbox = sandbox_for(self.sandboxes, inp.sandbox, inp.run_key)
         backend = self.agents(for_image(inp.agent, inp.sandbox))
         sessions = has_sessions(backend) and inp.session_id is not None
@@ -238,6 +237,10 @@ class AgentActivities:
                 commit_message(inp, outcome.summary),
                 named=[f.path for f in task.files],
             )
+        except Exception as exc:
+            if told is None:
+                raise
+            raise slot_gone(task.id, attempt) from exc
         finally:
             if told is not None:
                 await told

@@ -37,16 +37,14 @@ def giving_back(grant: SlotGrant | None) -> asyncio.Task[None] | None:
     return asyncio.create_task(give_back(grant)) if grant is not None else None
 
 
-def check_retry(grant: SlotGrant | None) -> None:
-    """Refuse a retried attempt of a step that gives its slot back early: an earlier attempt may
-    have given it back as its agent exited, and running the agent again here could exceed the
-    run's slots. The task asks the run for a slot, then runs the step again (holding the slot to
-    its end). The error says how many attempts came before."""
-    attempt = activity.info().attempt
-    if grant is not None and attempt > 1:
-        raise ApplicationError(
-            f"task {grant.task_id}: the agent step is retried; its slot may be gone",
-            attempt - 1,
-            type=SLOT_GONE,
-            non_retryable=True,
-        )
+def slot_gone(task_id: str, attempts: int) -> ApplicationError:
+    """The error of a step that gave its slot back as its agent exited, then failed (its change
+    not collected): not retried in place, where its agent would run again beside the one that
+    took the slot. The task asks the run for a slot and runs the step again. `attempts`: those
+    of the step so far, each of which ran the agent."""
+    return ApplicationError(
+        f"task {task_id}: the change could not be collected after the agent gave its slot back",
+        attempts,
+        type=SLOT_GONE,
+        non_retryable=True,
+    )

@@ -156,8 +156,8 @@ class PlanWorkflow:
     def task_ready(self, task_id: str, cost_usd: float = 0.0) -> None:
         """From a task: its worktree is ready; it waits for a slot to start its agent."""
         if task_id in self.running and task_id in self.working:
-            # It asks for the slot it holds: its agent step was retried (since "slot-at-exit")
-            # and the slot had not gone back. It keeps it, and goes on at once.
+            # It asks for the slot it holds: its agent step failed after giving the slot back
+            # (since "slot-at-exit"), and that signal never came. It keeps it, and goes on.
             self._grant(task_id)
             return
         if task_id in self.running and task_id not in self.working and task_id not in self.ready:

@@ -58,8 +58,8 @@ def failure_message(exc: BaseException) -> str:
 
 
 def slot_gone(exc: ActivityError) -> int | None:
-    """A retried agent step that stopped because its slot may be gone: how many attempts before
-    it ran the agent. None: another failure."""
+    """An agent step that failed after giving its slot back (activities.slots.slot_gone): how
+    many attempts it made, each of which ran the agent. None: another failure."""
     cause = exc.cause
     if isinstance(cause, ApplicationError) and cause.type == SLOT_GONE:
         earlier = cause.details[0] if cause.details else 1
@@ -151,11 +151,10 @@ class TaskSteps:
                 earlier = slot_gone(exc)
                 if earlier is None:
                     raise
-                # An attempt failed, perhaps after its agent exited and gave the slot back (the
-                # change not collected): the agent runs again in a slot the run gives it, held
-                # to the step's end this time: the one it holds still, if the run has not had it
-                # back (a worker lost mid-agent), else the next free. The agent ran: its
-                # session, if any, is resumed.
+                # The agent exited and gave its slot back, then its change was not collected:
+                # the agent runs again in a slot the run gives it, held to the step's end this
+                # time (the one it holds still, if the run never heard it was given back). The
+                # agent ran: its session, if any, is resumed.
                 self.slot_given = False
                 self.slot_at_exit = False
                 self.agent_ran = True

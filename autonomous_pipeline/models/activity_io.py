@@ -85,8 +85,8 @@ class FixRequest(BaseModel):
 
 # The run's signal by which an agent step gives its slot back as its agent exits (SlotGrant).
 AGENT_EXITED = "agent_exited"
-# The error of a retried agent step that may have given its slot back already: its agent runs
-# again only in a slot of its own (the task asks the run for one).
+# The error of an agent step that failed after giving its slot back: its agent runs again only
+# in a slot of its own (the task asks the run for one).
 SLOT_GONE = "SlotMayBeGone"
 
 

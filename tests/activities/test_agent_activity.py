@@ -9,9 +9,17 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from autonomous_pipeline.activities.agent import AUTH_ERROR, AgentActivities
+from autonomous_pipeline.backends.git import GitError
 from autonomous_pipeline.backends.registry import make_agent
+from autonomous_pipeline.backends.sandboxes.common import GitSandbox
 from autonomous_pipeline.backends.workspace.layout import TaskRef
-from autonomous_pipeline.models.activity_io import FixRequest, RunAgentIn, RunAgentOut
+from autonomous_pipeline.models.activity_io import (
+    SLOT_GONE,
+    FixRequest,
+    RunAgentIn,
+    RunAgentOut,
+    SlotGrant,
+)
 from autonomous_pipeline.models.review import Finding
 from autonomous_pipeline.models.run import AgentConfig
 from tests.activities.conftest import RUN, SID, Workspace, activity_env, task
@@ -180,3 +188,30 @@ async def test_a_fix_round_that_changes_nothing_returns_the_task_commit(ws: Work
     fix = FixRequest(findings=[Finding(message="nothing really")])
     out = await run(ws, agent_in(base, cfg, start_commit=first.commit, fix=fix))
     assert out.succeeded and out.commit == first.commit
+
+
+@pytest.mark.parametrize("slot", [True, False], ids=["slot-given-back", "slot-held"])
+async def test_a_change_not_collected_after_the_slot_went_back_is_not_retried_in_place(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, slot: bool
+) -> None:
+    # Its agent exited and gave its slot to the next agent: a retry here would run this agent
+    # again beside that one. Holding its slot to the end, a step is retried as ever.
+    base, _ = await ws.prepare()
+    ws.stub("success", STUB_CLAUDE_WRITE="hello.py")
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise GitError("index.lock: File exists")
+
+    monkeypatch.setattr(GitSandbox, "collect", broken)
+    grant = SlotGrant(
+        workflow_id="run", run_id="r", task_workflow_id="run/task-1.1", task_id="1.1", grant=1
+    )
+    inp = agent_in(base, slot=grant if slot else None)
+    with pytest.raises(Exception) as raised:
+        await run(ws, inp, attempt=2)
+    if slot:
+        assert isinstance(raised.value, ApplicationError) and raised.value.type == SLOT_GONE
+        assert raised.value.non_retryable and raised.value.details == (2,)
+        assert isinstance(raised.value.__cause__, GitError)
+    else:
+        assert isinstance(raised.value, GitError)

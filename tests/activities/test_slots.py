@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import pytest
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from autonomous_pipeline.activities.slots import check_retry, give_back
+from autonomous_pipeline.activities.slots import give_back
 from autonomous_pipeline.cli.redaction import data_converter
-from autonomous_pipeline.models.activity_io import SLOT_GONE, SlotGrant
+from autonomous_pipeline.models.activity_io import SlotGrant
 from tests import temporal_env
 
 GRANT = SlotGrant(
@@ -35,15 +33,3 @@ async def test_a_run_that_is_gone_is_logged_not_raised(caplog: pytest.LogCapture
 
 async def test_without_a_client_nothing_is_sent() -> None:
     await ActivityEnvironment().run(give_back, GRANT)  # no client to send with: returns
-
-
-def test_a_retried_step_that_may_have_given_its_slot_back_stops_before_its_agent() -> None:
-    env = ActivityEnvironment()
-    env.run(check_retry, GRANT)  # a first attempt goes on
-    env.run(check_retry, None)  # so does any attempt of a step that holds its slot to the end
-    env.info = dataclasses.replace(env.info, attempt=3)
-    env.run(check_retry, None)
-    with pytest.raises(ApplicationError) as raised:
-        env.run(check_retry, GRANT)
-    assert raised.value.type == SLOT_GONE and raised.value.non_retryable
-    assert raised.value.details == (2,)  # the attempts before it, which ran the agent

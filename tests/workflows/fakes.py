@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 
-from autonomous_pipeline.activities.slots import check_retry, giving_back
+from autonomous_pipeline.activities.slots import giving_back, slot_gone
 from autonomous_pipeline.models.activity_io import (
     ClaimIn,
     ClaimOut,
@@ -136,7 +136,6 @@ class FakeActivities:
     @activity.defn(name=RUN_AGENT.name)
     async def run_agent(self, inp: RunAgentIn) -> RunAgentOut:
         tid = inp.task.id
-        check_retry(inp.slot)  # as the real step does
         self.calls.append(("run_agent", tid))
         self.agent_runs[tid] += 1
         self.running += 1
@@ -202,6 +201,9 @@ class FakeActivities:
         if told is not None:
             await told
         if tid in self.script.collect_fails_once and n == 1:
+            # As the real step does: with the slot given back, not retried in place.
+            if told is not None:
+                raise slot_gone(tid, activity.info().attempt)
             from temporalio.exceptions import ApplicationError
 
             raise ApplicationError("could not collect the change", type="GitError")

@@ -121,11 +121,12 @@ async def test_a_step_retried_after_its_agent_exited_asks_for_a_slot_again(
     "running", [Script(agent_seconds=0.3, agent_crashes_once={"1.1"})], indirect=True
 )
 async def test_a_step_retried_mid_agent_keeps_its_slot(running: Harness) -> None:
-    # The step failed while its agent ran: the slot never went back, and the retry keeps it
-    # (1.2, ready and waiting, does not jump the queue).
+    # The step failed while its agent ran: the slot never went back, and the step is retried in
+    # place, in that slot (1.2, ready and waiting, does not jump the queue; no workflow task of
+    # the run or the task is needed, which after a worker's death could wait on its cache).
     result = await running.run(plan_input(wide(2), max_concurrent=1, prepare_ahead=1))
     assert result.status is RunStatus.COMPLETED
     calls = [c for c in running.fakes.calls if c[0] == "run_agent"]
     assert calls == [("run_agent", "1.1"), ("run_agent", "1.1"), ("run_agent", "1.2")]
     assert running.fakes.agent_runs["1.1"] == 2 and running.fakes.max_running == 1
-    assert grants(running, "1.1") == [None]  # its second run holds the slot to the end
+    assert grants(running, "1.1") == [1]  # the retry gives the same slot back as it exits
