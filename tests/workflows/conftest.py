@@ -46,6 +46,17 @@ def plan_input(markdown: str, **options: object) -> PlanRunInput:
     return PlanRunInput(run_key="test", plan_name="test", plan=parse_plan(markdown), options=opts)
 
 
+def wide(n: int) -> str:
+    """One batch of `n` independent tasks, 1.1 to 1.n."""
+    return "## Batch 1: wide\n" + "".join(f"### Task 1.{i}: t{i}\n" for i in range(1, n + 1))
+
+
+def checked(n: int) -> str:
+    """`wide(n)` whose tasks each have a check to run."""
+    tasks = "".join(f"### Task 1.{i}: t{i}\n**Verification:**\n- `true`\n" for i in range(1, n + 1))
+    return "## Batch 1: wide\n" + tasks
+
+
 @dataclass
 class Harness:
     client: Client

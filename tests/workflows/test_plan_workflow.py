@@ -15,7 +15,7 @@ from autonomous_pipeline.models.run import CancelRequest
 from autonomous_pipeline.workflows.plan import PlanWorkflow
 from autonomous_pipeline.workflows.task import TaskWorkflow
 from tests.conftest import md
-from tests.workflows.conftest import Harness, plan_input
+from tests.workflows.conftest import Harness, checked, plan_input, wide
 from tests.workflows.fakes import Script
 
 PLAN = md(
@@ -152,10 +152,6 @@ async def test_a_merging_task_frees_its_slot_for_the_next_agent(running: Harness
     assert running.fakes.max_running == 1  # agents themselves still one at a time
 
 
-def wide(n: int) -> str:
-    return "## Batch 1: wide\n" + "".join(f"### Task 1.{i}: t{i}\n" for i in range(1, n + 1))
-
-
 @pytest.mark.parametrize("running", [Script(agent_seconds=0.5)], indirect=True)
 async def test_the_next_task_gets_its_worktree_ready_while_the_slot_is_busy(
     running: Harness,
@@ -218,12 +214,6 @@ async def test_a_task_ready_first_does_not_take_the_slot_of_an_earlier_one(
     assert running.fakes.calls.index(("prepare_workspace", "1.3")) < running.fakes.calls.index(
         ("prepare_workspace", "1.2")
     )
-
-
-def checked(n: int) -> str:
-    """`wide(n)` whose tasks each have a check to run."""
-    tasks = "".join(f"### Task 1.{i}: t{i}\n**Verification:**\n- `true`\n" for i in range(1, n + 1))
-    return "## Batch 1: wide\n" + tasks
 
 
 @pytest.mark.parametrize(

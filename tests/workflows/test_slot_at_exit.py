@@ -10,17 +10,8 @@ import pytest
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.activity_io import AGENT_EXITED, SlotGrant
 from autonomous_pipeline.models.results import RunStatus, TaskStatus
-from tests.workflows.conftest import Harness, plan_input
+from tests.workflows.conftest import Harness, checked, plan_input, wide
 from tests.workflows.fakes import Script
-
-
-def wide(n: int) -> str:
-    return "## Batch 1: wide\n" + "".join(f"### Task 1.{i}: t{i}\n" for i in range(1, n + 1))
-
-
-def checked(n: int) -> str:
-    tasks = "".join(f"### Task 1.{i}: t{i}\n**Verification:**\n- `true`\n" for i in range(1, n + 1))
-    return "## Batch 1: wide\n" + tasks
 
 
 def grants(running: Harness, tid: str) -> list[int | None]:
