@@ -177,7 +177,7 @@ class PlanWorkflow:
     def agent_exited(self, grant: SlotGrant) -> None:
         """From a task's agent step: its agent has exited and succeeded; the slot is free while
         the step collects the change. Only the slot of the latest `go` to the task's current try
-        (a retried step asks for a slot again: TaskSteps._run_agent)."""
+        (a step that fails after this asks for a slot again: TaskSteps._run_agent)."""
         tid = grant.task_id
         if (
             tid in self.working

@@ -88,7 +88,7 @@ class TaskSteps:
     unasked_deletions: tuple[int, list[str]]
     slot_given: bool  # the run said `go`: this task holds one of its agent slots
     grants: int  # how many `go`s the run has sent this task
-    # Agent steps give their slot back as the agent exits; off once a step was retried (below).
+    # Agent steps give their slot back as the agent exits; off once one failed after that.
     slot_at_exit: bool
     # Its agent has ended; the slot goes back with the signal that the task is merging.
     slot_to_free: bool
