@@ -30,6 +30,7 @@ from autonomous_pipeline.backends.workspace.layout import TaskRef
 from autonomous_pipeline.models.activity_io import LIST_CAP, RunAgentIn, RunAgentOut
 from autonomous_pipeline.models.activity_refs import RUN_AGENT
 from autonomous_pipeline.models.failure import FailureKind
+from autonomous_pipeline.models.results import Spend
 from autonomous_pipeline.models.run import AgentConfig, ReviewerConfig
 from autonomous_pipeline.models.sandbox import SandboxConfig, SandboxKind
 
@@ -229,21 +230,24 @@ class AgentActivities:
             return out
         # The agent has exited: its slot goes back while its change is collected.
         told = giving_back(inp.slot)
-        try:
-            # Fix rounds commit on top of the task's commit; the base stays the task's base.
-            done = await sandbox.collect(
-                ref,
-                inp.base_commit,
-                commit_message(inp, outcome.summary),
-                named=[f.path for f in task.files],
-            )
-        except Exception as exc:
-            if told is None:
-                raise
-            raise slot_gone(task.id, attempt) from exc
-        finally:
-            if told is not None:
-                await told
+        # Heartbeating on: a collect that outlived the heartbeat timeout would be retried in
+        # place, its agent beside the one that took the slot.
+        async with heartbeating(f"{inp.agent.backend} {what}: collecting the change"):
+            try:
+                # Fix rounds commit on top of the task's commit; the base stays the task's base.
+                done = await sandbox.collect(
+                    ref,
+                    inp.base_commit,
+                    commit_message(inp, outcome.summary),
+                    named=[f.path for f in task.files],
+                )
+            except Exception as exc:
+                if told is None:
+                    raise
+                raise slot_gone(task.id, attempt, Spend.model_validate(out.model_dump())) from exc
+            finally:
+                if told is not None:
+                    await told
         if done.left_out:
             # Said where the person looking into the task reads: its transcript.
             with transcript.open("a", encoding="utf-8") as fh:

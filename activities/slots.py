@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 
 from autonomous_pipeline.models.activity_io import AGENT_EXITED, SLOT_GONE, SlotGrant
+from autonomous_pipeline.models.results import Spend
 
 # A run that does not hear in this time gets the slot back when the step ends, as without this.
 SIGNAL_TIMEOUT = timedelta(seconds=5)
@@ -25,7 +25,7 @@ async def give_back(grant: SlotGrant) -> None:
         await client.get_workflow_handle(grant.workflow_id, run_id=grant.run_id).signal(
             AGENT_EXITED, grant, rpc_timeout=SIGNAL_TIMEOUT
         )
-    except (TimeoutError, RPCError) as exc:  # the run closed; the server is away
+    except Exception as exc:  # the run closed, the server is away: best effort, never fatal
         activity.logger.warning(
             "task %s: could not give the run its slot back early: %s", grant.task_id, exc
         )
@@ -37,14 +37,16 @@ def giving_back(grant: SlotGrant | None) -> asyncio.Task[None] | None:
     return asyncio.create_task(give_back(grant)) if grant is not None else None
 
 
-def slot_gone(task_id: str, attempts: int) -> ApplicationError:
+def slot_gone(task_id: str, attempts: int, spent: Spend) -> ApplicationError:
     """The error of a step that gave its slot back as its agent exited, then failed (its change
     not collected): not retried in place, where its agent would run again beside the one that
     took the slot. The task asks the run for a slot and runs the step again. `attempts`: those
-    of the step so far, each of which ran the agent."""
+    of the step so far, each of which ran the agent; `spent`: what this one's agent spent, which
+    counts towards the task's budget like any other run's."""
     return ApplicationError(
         f"task {task_id}: the change could not be collected after the agent gave its slot back",
         attempts,
+        spent.model_dump(mode="json"),
         type=SLOT_GONE,
         non_retryable=True,
     )

@@ -68,6 +68,8 @@ class PlanWorkflow:
         self.not_idle = False
         # Since "ahead-after-slots": tasks ahead start once the free slots' tasks are ready.
         self.ahead_waits = False
+        # Since "slot-at-exit": agent steps give their slot back as their agent exits.
+        self.at_exit = False
         self.ready: list[str] = []
         self.working: set[str] = set()
         self.had_slot: set[str] = set()
@@ -155,7 +157,7 @@ class PlanWorkflow:
     @workflow.signal
     def task_ready(self, task_id: str, cost_usd: float = 0.0) -> None:
         """From a task: its worktree is ready; it waits for a slot to start its agent."""
-        if task_id in self.running and task_id in self.working:
+        if self.at_exit and task_id in self.running and task_id in self.working:
             # It asks for the slot it holds: its agent step failed after giving the slot back
             # (since "slot-at-exit"), and that signal never came. It keeps it, and goes on.
             self._grant(task_id)
@@ -180,7 +182,8 @@ class PlanWorkflow:
         (a step that fails after this asks for a slot again: TaskSteps._run_agent)."""
         tid = grant.task_id
         if (
-            tid in self.working
+            self.at_exit
+            and tid in self.working
             and self.grants.get(tid) == grant.grant
             and self.child_ids.get(tid) == grant.task_workflow_id
         ):
@@ -276,6 +279,7 @@ class PlanWorkflow:
             self.per_agent = self.slots and workflow.patched("slot-per-agent")
             self.not_idle = self.per_agent and workflow.patched("slots-not-idle")
             self.ahead_waits = self.not_idle and workflow.patched("ahead-after-slots")
+            self.at_exit = self.per_agent and workflow.patched("slot-at-exit")
             await self._drive(sched)
         except ActivityError as exc:
             reason = f"run setup failed: {failure_message(exc)}"
@@ -501,6 +505,7 @@ class PlanWorkflow:
             approval_digest=self.inp.approval_digests.get(tid),
             agent_slot=self.slots,
             slot_per_agent=self.per_agent,
+            slot_at_exit=self.at_exit,
         )
         self.running[tid] = asyncio.create_task(self._run_child(tid, task_input))
 

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         R,
     )
     from autonomous_pipeline.models.failure import FailureKind
-    from autonomous_pipeline.models.results import TaskResult, TaskStatus
+    from autonomous_pipeline.models.results import Spend, TaskResult, TaskStatus
     from autonomous_pipeline.models.review import Verdict
     from autonomous_pipeline.models.run import AgentConfig, Approval, Decision, TaskInput
     from autonomous_pipeline.workflows import policies
@@ -57,14 +57,17 @@ def failure_message(exc: BaseException) -> str:
     return str(exc)
 
 
-def slot_gone(exc: ActivityError) -> int | None:
+def slot_gone(exc: ActivityError) -> tuple[int, Spend] | None:
     """An agent step that failed after giving its slot back (activities.slots.slot_gone): how
-    many attempts it made, each of which ran the agent. None: another failure."""
+    many attempts it made, each of which ran the agent, and what its agent spent. None: another
+    failure."""
     cause = exc.cause
-    if isinstance(cause, ApplicationError) and cause.type == SLOT_GONE:
-        earlier = cause.details[0] if cause.details else 1
-        return earlier if isinstance(earlier, int) else 1
-    return None
+    if not isinstance(cause, ApplicationError) or cause.type != SLOT_GONE:
+        return None
+    details = list(cause.details)
+    attempts = details[0] if details and isinstance(details[0], int) else 1
+    spent = Spend.model_validate(details[1]) if len(details) > 1 else Spend()
+    return attempts, spent
 
 
 def worker_lost(exc: ActivityError) -> bool:
@@ -148,9 +151,10 @@ class TaskSteps:
                     inp, label, base, start, agent, fix, prepared
                 )
             except ActivityError as exc:
-                earlier = slot_gone(exc)
-                if earlier is None:
+                gone = slot_gone(exc)
+                if gone is None:
                     raise
+                earlier, spent = gone
                 # The agent exited and gave its slot back, then its change was not collected:
                 # the agent runs again in a slot the run gives it, held to the step's end this
                 # time (the one it holds still, if the run never heard it was given back). The
@@ -160,6 +164,7 @@ class TaskSteps:
                 self.agent_ran = True
                 res.attempts += earlier
                 res.agent_runs += earlier
+                res.add(spent)  # the task's budget counts it: the next run gets what is left
                 continue
             self.agent_ran = True
             res.attempts += out.attempt
@@ -318,6 +323,7 @@ class TaskSteps:
         if (
             parent is None
             or not self.inp.slot_per_agent
+            or not self.inp.slot_at_exit
             or not self.slot_given
             or not self.slot_at_exit
             or self.inp.options.budget_usd is not None

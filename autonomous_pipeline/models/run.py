@@ -157,6 +157,9 @@ class TaskInput(BaseModel):
     # asks again before a fix round, so checks and reviews never keep the next agent waiting.
     # False: runs started before, whose tasks hold their slot until they merge.
     slot_per_agent: bool = False
+    # Since "slot-at-exit" (the run's): an agent step gives its slot back as its agent exits.
+    # The run decides, so that a run whose code predates it never has to answer for it.
+    slot_at_exit: bool = False
 
     @property
     def sandbox_config(self) -> SandboxConfig:

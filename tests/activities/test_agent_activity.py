@@ -211,7 +211,8 @@ async def test_a_change_not_collected_after_the_slot_went_back_is_not_retried_in
         await run(ws, inp, attempt=2)
     if slot:
         assert isinstance(raised.value, ApplicationError) and raised.value.type == SLOT_GONE
-        assert raised.value.non_retryable and raised.value.details == (2,)
+        assert raised.value.non_retryable and raised.value.details[0] == 2
+        assert raised.value.details[1]["cost_usd"] == 0.09495555  # what the agent spent
         assert isinstance(raised.value.__cause__, GitError)
     else:
         assert isinstance(raised.value, GitError)

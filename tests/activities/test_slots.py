@@ -33,3 +33,22 @@ async def test_a_run_that_is_gone_is_logged_not_raised(caplog: pytest.LogCapture
 
 async def test_without_a_client_nothing_is_sent() -> None:
     await ActivityEnvironment().run(give_back, GRANT)  # no client to send with: returns
+
+
+class _Refusing:
+    """A client whose every signal fails with something other than an RPC error."""
+
+    def get_workflow_handle(self, *args: object, **kwargs: object) -> _Refusing:
+        return self
+
+    async def signal(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("the connection was dropped")
+
+
+async def test_any_failure_to_give_back_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Best effort: the step's own end frees the slot anyway, and its result must not be lost.
+    with caplog.at_level(logging.WARNING):
+        await ActivityEnvironment(client=_Refusing()).run(give_back, GRANT)  # type: ignore[arg-type]
+    assert "the connection was dropped" in caplog.text

@@ -46,7 +46,7 @@ from autonomous_pipeline.models.activity_refs import (
     VERIFY_TASK,
 )
 from autonomous_pipeline.models.failure import FailureKind
-from autonomous_pipeline.models.results import CheckResult
+from autonomous_pipeline.models.results import CheckResult, Spend
 from autonomous_pipeline.models.review import Finding, Severity, Verdict
 
 
@@ -203,7 +203,8 @@ class FakeActivities:
         if tid in self.script.collect_fails_once and n == 1:
             # As the real step does: with the slot given back, not retried in place.
             if told is not None:
-                raise slot_gone(tid, activity.info().attempt)
+                spent = Spend(cost_usd=self.script.agent_cost, tokens_in=1000, tokens_out=100)
+                raise slot_gone(tid, activity.info().attempt, spent)
             from temporalio.exceptions import ApplicationError
 
             raise ApplicationError("could not collect the change", type="GitError")

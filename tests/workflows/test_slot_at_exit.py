@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from temporalio import workflow
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.activity_io import AGENT_EXITED, SlotGrant
 from autonomous_pipeline.models.results import RunStatus, TaskStatus
-from tests.workflows.conftest import Harness, checked, plan_input, wide
+from tests.workflows.conftest import Harness, checked, plan_input, serving, wide
 from tests.workflows.fakes import Script
 
 
@@ -106,6 +109,7 @@ async def test_a_step_retried_after_its_agent_exited_asks_for_a_slot_again(
     assert grants(running, "1.1") == [1, None]  # the second run holds its slot to the end
     first = result.tasks[0]
     assert first.agent_runs == 2 and first.attempts == 2, first
+    assert first.cost_usd == 0.5 and first.tokens_in == 2000, first  # both runs' spending
 
 
 @pytest.mark.parametrize(
@@ -121,3 +125,25 @@ async def test_a_step_retried_mid_agent_keeps_its_slot(running: Harness) -> None
     assert calls == [("run_agent", "1.1"), ("run_agent", "1.1"), ("run_agent", "1.2")]
     assert running.fakes.agent_runs["1.1"] == 2 and running.fakes.max_running == 1
     assert grants(running, "1.1") == [1]  # the retry gives the same slot back as it exits
+
+
+async def test_a_run_from_before_slot_at_exit_never_hears_of_it(
+    env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run whose code predates "slot-at-exit" has no answer for a task that gives its slot back
+    # early and then asks for it again: its tasks, new code or not, hold their slots to the end.
+    real = workflow.patched
+
+    def patched(patch_id: str) -> bool:
+        plan = workflow.info().workflow_type == "PlanWorkflow"
+        return not (plan and patch_id == "slot-at-exit") and real(patch_id)
+
+    monkeypatch.setattr(workflow, "patched", patched)
+    script = Script(agent_seconds=0.3, collect_seconds=0.3, collect_fails_once={"1.1"})
+    # Unsandboxed, so that the workflows see the patch above.
+    async with serving(env, script, workflow_runner=UnsandboxedWorkflowRunner()) as harness:
+        handle = await harness.start(plan_input(wide(2), max_concurrent=1, prepare_ahead=1))
+        result = await asyncio.wait_for(final_result(handle), 30)
+    assert [t.status for t in result.tasks] == [TaskStatus.MERGED] * 2
+    assert all(i.slot is None for i in harness.fakes.agent_inputs)
+    assert harness.fakes.max_running == 1
