@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from autonomous_pipeline.activities.heartbeat import heartbeating
 from autonomous_pipeline.activities.sandboxing import sandbox_failures, sandbox_for
-from autonomous_pipeline.activities.slots import giving_back, slot_gone
+from autonomous_pipeline.activities.slots import giving_back
 from autonomous_pipeline.backends.agents.claude_failures import parse_failure
 from autonomous_pipeline.backends.base import (
     AgentBackend,
@@ -228,26 +228,21 @@ class AgentActivities:
             raise_if_auth(kind, outcome.error, f"{inp.agent.backend} agent")
             # Rate limits and overload are results: the workflow waits on a durable timer.
             return out
-        # The agent has exited: its slot goes back while its change is collected.
-        told = giving_back(inp.slot)
-        # Heartbeating on: a collect that outlived the heartbeat timeout would be retried in
-        # place, its agent beside the one that took the slot.
-        async with heartbeating(f"{inp.agent.backend} {what}: collecting the change"):
-            try:
-                # Fix rounds commit on top of the task's commit; the base stays the task's base.
-                done = await sandbox.collect(
-                    ref,
-                    inp.base_commit,
-                    commit_message(inp, outcome.summary),
-                    named=[f.path for f in task.files],
-                )
-            except Exception as exc:
-                if told is None:
-                    raise
-                raise slot_gone(task.id, attempt, Spend.model_validate(out.model_dump())) from exc
-            finally:
-                if told is not None:
-                    await told
+        # The agent has exited: its slot goes back while its change is collected. Heartbeating
+        # on: a collect that outlived the heartbeat timeout would be retried in place, its agent
+        # beside the one that took the slot.
+        spent = Spend.model_validate(out.model_dump())
+        async with (
+            heartbeating(f"{inp.agent.backend} {what}: collecting the change"),
+            giving_back(inp.slot, task.id, attempt, spent),
+        ):
+            # Fix rounds commit on top of the task's commit; the base stays the task's base.
+            done = await sandbox.collect(
+                ref,
+                inp.base_commit,
+                commit_message(inp, outcome.summary),
+                named=[f.path for f in task.files],
+            )
         if done.left_out:
             # Said where the person looking into the task reads: its transcript.
             with transcript.open("a", encoding="utf-8") as fh:

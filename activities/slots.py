@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from temporalio import activity
@@ -31,10 +33,23 @@ async def give_back(grant: SlotGrant) -> None:
         )
 
 
-def giving_back(grant: SlotGrant | None) -> asyncio.Task[None] | None:
-    """`give_back` beside what the step does next (collecting the change): awaited before the
-    step returns, so the run hears of it before it hears of the step's end."""
-    return asyncio.create_task(give_back(grant)) if grant is not None else None
+@contextlib.asynccontextmanager
+async def giving_back(
+    grant: SlotGrant | None, task_id: str, attempts: int, spent: Spend
+) -> AsyncIterator[None]:
+    """`give_back` beside the block (collecting the change), which the run need not wait for;
+    awaited before the block is left, so the run hears of it before it hears of the step's end.
+    A failure in the block is then `slot_gone`. Without a grant, only the block."""
+    told = asyncio.create_task(give_back(grant)) if grant is not None else None
+    try:
+        yield
+    except Exception as exc:
+        if told is None:
+            raise
+        raise slot_gone(task_id, attempts, spent) from exc
+    finally:
+        if told is not None:
+            await told
 
 
 def slot_gone(task_id: str, attempts: int, spent: Spend) -> ApplicationError:

@@ -57,7 +57,7 @@ def failure_message(exc: BaseException) -> str:
     return str(exc)
 
 
-def slot_gone(exc: ActivityError) -> tuple[int, Spend] | None:
+def gave_slot_back(exc: ActivityError) -> tuple[int, Spend] | None:
     """An agent step that failed after giving its slot back (activities.slots.slot_gone): how
     many attempts it made, each of which ran the agent, and what its agent spent. None: another
     failure."""
@@ -151,7 +151,7 @@ class TaskSteps:
                     inp, label, base, start, agent, fix, prepared
                 )
             except ActivityError as exc:
-                gone = slot_gone(exc)
+                gone = gave_slot_back(exc)
                 if gone is None:
                     raise
                 earlier, spent = gone

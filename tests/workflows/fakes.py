@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from temporalio import activity
 
-from autonomous_pipeline.activities.slots import giving_back, slot_gone
+from autonomous_pipeline.activities.slots import giving_back
 from autonomous_pipeline.models.activity_io import (
     ClaimIn,
     ClaimOut,
@@ -196,18 +196,13 @@ class FakeActivities:
             )
         # As the real step does once its agent has exited and succeeded: the slot goes back
         # while the change is collected.
-        told = giving_back(inp.slot)
-        await asyncio.sleep(self.script.collect_seconds)
-        if told is not None:
-            await told
-        if tid in self.script.collect_fails_once and n == 1:
-            # As the real step does: with the slot given back, not retried in place.
-            if told is not None:
-                spent = Spend(cost_usd=self.script.agent_cost, tokens_in=1000, tokens_out=100)
-                raise slot_gone(tid, activity.info().attempt, spent)
-            from temporalio.exceptions import ApplicationError
+        spent = Spend(cost_usd=self.script.agent_cost, tokens_in=1000, tokens_out=100)
+        async with giving_back(inp.slot, tid, activity.info().attempt, spent):
+            await asyncio.sleep(self.script.collect_seconds)
+            if tid in self.script.collect_fails_once and n == 1:
+                from temporalio.exceptions import ApplicationError
 
-            raise ApplicationError("could not collect the change", type="GitError")
+                raise ApplicationError("could not collect the change", type="GitError")
         self.calls.append(("collected", tid))
         if tid in self.script.no_op or (inp.fix is not None and tid in self.script.fix_no_change):
             return RunAgentOut(exit_code=0, succeeded=True, commit=None, **spend)
