@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 
 from autonomous_pipeline.activities.agent import AgentActivities
 from autonomous_pipeline.activities.claim import ClaimActivities, workspace_queue
+from autonomous_pipeline.activities.forge import ForgeActivities
 from autonomous_pipeline.activities.merge import MergeActivities
 from autonomous_pipeline.activities.review import ReviewActivities
 from autonomous_pipeline.activities.sandbox import SandboxActivities
@@ -48,10 +49,15 @@ def activities(
     """(the shared queue's activities, the workspace queue's): every one in models.activity_refs."""
     sandbox_acts = SandboxActivities(sandboxes)
     claims = ClaimActivities(local_queue, sandbox_acts)
+    forges = ForgeActivities(sandboxes.workspaces.clones)
     shared: list[Callable[..., Any]] = [
         sandbox_acts.prepare_run,
         claims.claim_worker,
         claims.claim_workspace,
+        forges.open_pr,
+        forges.post_review,
+        forges.read_pr,
+        forges.merge_pr,
     ]
     merges = MergeActivities(sandboxes)
     local: list[Callable[..., Any]] = [
@@ -63,6 +69,7 @@ def activities(
         ReviewActivities(sandboxes, make_reviewer_agent).review_task,
         merges.merge_task,
         merges.finish_task,
+        forges.push_branch,
     ]
     return shared, local
 

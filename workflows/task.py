@@ -9,7 +9,6 @@ so a restarted worker picks up where a killed one stopped; if no worker serves t
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
@@ -37,39 +36,29 @@ with workflow.unsafe.imports_passed_through():
         PREPARE_CONFLICT_FIX,
         PREPARE_WORKSPACE,
     )
+    from autonomous_pipeline.models.forge import Publish
     from autonomous_pipeline.models.results import TaskResult, TaskStatus
     from autonomous_pipeline.models.run import Decision, TaskInput
     from autonomous_pipeline.models.steer import DecideRequest, SteerReply
     from autonomous_pipeline.workflows import policies
     from autonomous_pipeline.workflows.approval import from_operator
     from autonomous_pipeline.workflows.outcome import TASK_FAILED
+    from autonomous_pipeline.workflows.pull_request import PullRequestSteps
     from autonomous_pipeline.workflows.task_steps import (
-        TaskSteps,
         WorkerLost,
         doing,
         failure_message,
         run_of,
         unresolved,
     )
+    from autonomous_pipeline.workflows.work import Work
 
 # How often a task is moved to another worker because its worker vanished.
 MAX_CLAIMS = 3
 
 
-@dataclass
-class Work:
-    """Where a task's change stands between the steps of an attempt."""
-
-    base: str  # what the change is on (the target's tip after a conflict fix)
-    commit: str  # the change's tip
-    rounds: int = 0  # fix rounds spent on checks and findings
-    conflict_fixed: bool = False  # the one conflict fix round is spent
-    # A fix round that changed nothing leaves its request standing for the next round.
-    standing: FixRequest | None = None
-
-
 @workflow.defn
-class TaskWorkflow(TaskSteps):
+class TaskWorkflow(PullRequestSteps):
     # The input arrives with the workflow, before any signal, update or query is handled: every
     # handler can rely on it (and on the task's result, which starts out running).
     @workflow.init
@@ -98,6 +87,7 @@ class TaskWorkflow(TaskSteps):
         self.fused = False
         self.prepared: PrepareWorkspaceOut | None = None  # by the claim, for the next attempt
         self.cleaned = False  # the worktree was put away by the finishing step
+        self.seen: list[str] = []  # --publish pr: the events of its PR acted on already
 
     @workflow.signal
     def go(self) -> None:
@@ -275,6 +265,9 @@ class TaskWorkflow(TaskSteps):
         next, or None once the task has ended (its result says how)."""
         work = await self._first_change(inp, label)
         while work is not None:
+            if inp.options.publish is Publish.PR:
+                work = await self._through_pr(inp, label, work)
+                continue
             if self._finishes_in_one_step(inp):
                 work = await self._finish(inp, label, work)
                 continue

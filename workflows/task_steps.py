@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         R,
     )
     from autonomous_pipeline.models.failure import FailureKind
+    from autonomous_pipeline.models.forge import Publish
     from autonomous_pipeline.models.results import Spend, TaskResult, TaskStatus
     from autonomous_pipeline.models.review import Verdict
     from autonomous_pipeline.models.run import AgentConfig, Approval, Decision, TaskInput
@@ -172,6 +173,7 @@ class TaskSteps:
             res.agent_runs += out.attempt
             res.add(out)
             res.transcript = out.transcript
+            res.summary = out.summary or res.summary
             if out.permission_denials:
                 res.permission_denials = list(
                     dict.fromkeys([*res.permission_denials, *out.permission_denials])
@@ -259,6 +261,7 @@ class TaskSteps:
         wiped = self.unasked_deletions[0] > opts.approval_max_unasked_deletions
         return (
             self.fused
+            and opts.publish is Publish.PUSH
             and opts.reviewer.backend == "none"
             and opts.approval is Approval.NEVER
             and not wiped

@@ -31,6 +31,18 @@ from autonomous_pipeline.models.activity_io import (
     VerifyIn,
     VerifyOut,
 )
+from autonomous_pipeline.models.forge import (
+    MergePrIn,
+    MergePrOut,
+    OpenPrIn,
+    PrView,
+    PullRequest,
+    PushBranchIn,
+    PushBranchOut,
+    ReadPrIn,
+    ReviewPostIn,
+    ReviewPostOut,
+)
 
 A = TypeVar("A", bound=BaseModel)  # an activity's argument
 R = TypeVar("R", bound=BaseModel)  # and its result
@@ -56,6 +68,13 @@ CLEANUP_WORKSPACE = ActivityRef("cleanup_workspace", CleanupIn, CleanupOut)
 CLAIM_WORKSPACE = ActivityRef("claim_workspace", ClaimWorkspaceIn, ClaimWorkspaceOut)
 FINISH_TASK = ActivityRef("finish_task", MergeIn, FinishOut)
 
+# --publish pr: the task's branch pushed, its pull request opened, read and merged on the host.
+PUSH_BRANCH = ActivityRef("push_task_branch", PushBranchIn, PushBranchOut)
+OPEN_PR = ActivityRef("open_pull_request", OpenPrIn, PullRequest)
+POST_PR_REVIEW = ActivityRef("post_pull_request_review", ReviewPostIn, ReviewPostOut)
+READ_PR = ActivityRef("read_pull_request", ReadPrIn, PrView)
+MERGE_PR = ActivityRef("merge_pull_request", MergePrIn, MergePrOut)
+
 ALL = (
     PREPARE_RUN,
     CLAIM_WORKER,
@@ -68,4 +87,9 @@ ALL = (
     CLEANUP_WORKSPACE,
     CLAIM_WORKSPACE,
     FINISH_TASK,
+    PUSH_BRANCH,
+    OPEN_PR,
+    POST_PR_REVIEW,
+    READ_PR,
+    MERGE_PR,
 )

@@ -100,6 +100,8 @@ class TaskResult(Spend):
     clone: str | None = None  # the pipeline's clone that holds `branch`, on the worker's disk
     # The task that, by ending without success, kept this one from starting.
     blocked_by: str | None = None
+    summary: str = ""  # the agent's own last word on what it did
+    pull_request: str | None = None  # its page on the code host (--publish pr)
 
 
 class PlanResult(BaseModel):

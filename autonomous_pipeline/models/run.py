@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from autonomous_pipeline.models.forge import ForgeConfig, Publish
 from autonomous_pipeline.models.plan import Plan, Task
 from autonomous_pipeline.models.sandbox import SandboxConfig
 
@@ -88,6 +89,10 @@ class RunOptions(BaseModel):
     worker_lost_timeout_s: float = 600.0
     # Keep the branch of a task that failed, for inspection (worktrees are always removed).
     keep_failed_branches: bool = True
+    # How a checked change lands: pushed onto the target, or as a pull request on the code host
+    # (`forge`; `repo` is then the host's remote, the target branch the PR's base).
+    publish: Publish = Publish.PUSH
+    forge: ForgeConfig | None = None
 
     @property
     def ahead(self) -> int:

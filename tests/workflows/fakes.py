@@ -48,6 +48,7 @@ from autonomous_pipeline.models.activity_refs import (
 from autonomous_pipeline.models.failure import FailureKind
 from autonomous_pipeline.models.results import CheckResult, Spend
 from autonomous_pipeline.models.review import Finding, Severity, Verdict
+from tests.workflows.fake_host import FakeHost, HostScript
 
 
 @dataclass
@@ -86,6 +87,7 @@ class Script:
     collect_fails_once: set[str] = field(default_factory=set)  # the first collect raises
     # The first run's step fails while its agent runs (as a worker lost would): no slot given back.
     agent_crashes_once: set[str] = field(default_factory=set)
+    host: HostScript = field(default_factory=HostScript)  # the code host (--publish pr)
 
 
 class FakeActivities:
@@ -107,6 +109,7 @@ class FakeActivities:
         self.finishes: list[MergeIn] = []
         self.checkouts: set[str] = set()  # tasks holding a worktree: prepared, not cleaned up
         self.max_checkouts = 0
+        self.host = FakeHost(script.host)
 
     @activity.defn(name=PREPARE_RUN.name)
     async def prepare_run(self, inp: PrepareRunIn) -> PrepareRunOut:
@@ -354,4 +357,5 @@ class FakeActivities:
             self.cleanup_workspace,
             self.claim_workspace,
             self.finish_task,
+            *self.host.all(),
         ]

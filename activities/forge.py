@@ -1,0 +1,127 @@
+"""The code host's steps: push a task's branch, open or find its pull request, post the review,
+read what people said and the checks, merge. Thin: the Forge backends speak to the host.
+
+Every one is safe to run twice (a retried attempt finds the PR the first one opened, a verdict
+posted once, a PR merged already). Only the push needs the task's clone, so it runs on the
+claimed worker's queue; the others on the shared one, so a task waiting on a person for hours
+depends on no one machine. The rate limit is not retried here: the task waits it out on a
+durable timer (RATE_LIMITED, with the seconds to wait).
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from autonomous_pipeline.backends.forges import TOKEN_ENV, forge_token, make_forge
+from autonomous_pipeline.backends.forges.base import Forge, ForgeError, RateLimited
+from autonomous_pipeline.backends.git import git, rev_parse
+from autonomous_pipeline.backends.workspace.clones import Clones
+from autonomous_pipeline.backends.workspace.layout import TaskRef
+from autonomous_pipeline.models.activity_refs import (
+    MERGE_PR,
+    OPEN_PR,
+    POST_PR_REVIEW,
+    PUSH_BRANCH,
+    READ_PR,
+)
+from autonomous_pipeline.models.forge import (
+    RATE_LIMITED,
+    ForgeConfig,
+    MergePrIn,
+    MergePrOut,
+    OpenPrIn,
+    PrView,
+    PullRequest,
+    PushBranchIn,
+    PushBranchOut,
+    ReadPrIn,
+    ReviewPostIn,
+    ReviewPostOut,
+)
+
+
+def forge_failure(exc: ForgeError) -> ApplicationError:
+    """A refusal of the host's as the activity's failure: the rate limit to be waited out by the
+    task, a 4xx that a retry would only repeat as final, the rest (5xx, the network) retried."""
+    if isinstance(exc, RateLimited):
+        return ApplicationError(str(exc), exc.retry_after_s, type=RATE_LIMITED, non_retryable=True)
+    final = exc.status is not None and 400 <= exc.status < 500
+    return ApplicationError(str(exc), type="ForgeError", non_retryable=final)
+
+
+class ForgeActivities:
+    def __init__(self, clones: Clones) -> None:
+        self.clones = clones
+
+    def _forge(self, config: ForgeConfig) -> Forge:
+        token = forge_token()
+        if token is None:
+            raise ApplicationError(
+                f"no token for the code host on this worker: set {TOKEN_ENV} (or log in with "
+                "`gh auth login`) where the worker runs",
+                type="ForgeError",
+                non_retryable=True,
+            )
+        return make_forge(config, token)
+
+    @activity.defn(name=PUSH_BRANCH.name)
+    async def push_branch(self, inp: PushBranchIn) -> PushBranchOut:
+        """The task's branch on the repository's remote, at `commit` (forced: the branch is the
+        task's own, and a conflict fix moves it onto a new base)."""
+        task = TaskRef(inp.run_key, inp.task_id)
+        clone = await self.clones.of(task)
+        dst = f"refs/heads/{task.branch}"
+        async with self.clones.lock(clone):
+            if await rev_parse(inp.commit, clone) is None:
+                raise ApplicationError(
+                    f"commit {inp.commit[:12]} is not in the task's clone", non_retryable=True
+                )
+            await git("push", "--quiet", "--no-verify", "--force", "origin",
+                      f"{inp.commit}:{dst}", cwd=clone)  # fmt: skip
+        return PushBranchOut(branch=task.branch, commit=inp.commit)
+
+    @activity.defn(name=OPEN_PR.name)
+    async def open_pr(self, inp: OpenPrIn) -> PullRequest:
+        try:
+            return await self._forge(inp.forge).open_pr(
+                inp.branch, inp.target_branch, inp.title, inp.body
+            )
+        except ForgeError as exc:
+            raise forge_failure(exc) from None
+
+    @activity.defn(name=POST_PR_REVIEW.name)
+    async def post_review(self, inp: ReviewPostIn) -> ReviewPostOut:
+        try:
+            posted = await self._forge(inp.forge).post_review(inp.number, inp.commit, inp.verdict)
+        except ForgeError as exc:
+            raise forge_failure(exc) from None
+        return ReviewPostOut(posted=posted)
+
+    @activity.defn(name=READ_PR.name)
+    async def read_pr(self, inp: ReadPrIn) -> PrView:
+        try:
+            return await self._forge(inp.forge).read(inp.number, inp.target_branch)
+        except ForgeError as exc:
+            raise forge_failure(exc) from None
+
+    @activity.defn(name=MERGE_PR.name)
+    async def merge_pr(self, inp: MergePrIn) -> MergePrOut:
+        forge = self._forge(inp.forge)
+        try:
+            pr = await forge.merge(
+                inp.number, inp.head_sha, inp.forge.merge_method, inp.title, inp.message
+            )
+        except ForgeError as exc:
+            if isinstance(exc, RateLimited) or exc.status not in (405, 409, 422):
+                raise forge_failure(exc) from None
+            # Not merged, and why: the task reads the PR again and decides.
+            try:
+                view = await forge.read(inp.number, inp.target_branch)
+            except ForgeError as again:
+                raise forge_failure(again) from None
+            conflict = view.pr.mergeable is False
+            return MergePrOut(merged=False, reason=str(exc), conflict=conflict)
+        if pr.merged:
+            return MergePrOut(merged=True, commit=pr.merge_commit)
+        return MergePrOut(merged=False, reason="closed without merging")

@@ -1,0 +1,356 @@
+"""GitHub (and GitHub Enterprise Server, by its API URL) through githubkit.
+
+githubkit over PyGithub: it is async (the worker's event loop is never blocked), typed from
+GitHub's own OpenAPI description (URLs and request bodies are checked before they leave), takes a
+GHES base URL, and with `auto_retry=False` raises the rate limit with its reset instead of
+sleeping in the worker: the task waits it out on a durable timer. Responses are read with the
+small models of models.forge rather than githubkit's full ones, so a GHES release that lacks a
+field of today's github.com still works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any
+
+from autonomous_pipeline.backends.forges.base import MARK, ForgeError, RateLimited, command_of
+from autonomous_pipeline.models.forge import (
+    CheckState,
+    EventKind,
+    ForgeConfig,
+    MergeMethod,
+    PrCheck,
+    PrEvent,
+    PrView,
+    PullRequest,
+)
+from autonomous_pipeline.models.review import Finding, Severity, Verdict
+
+# Who may steer a task from its pull request: people with write access, as GitHub says. Anybody
+# can comment on a public repository; a stranger's `/approve` is not an approval.
+TRUSTED = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+_PAGE = 100
+_BODY_MAX = 4000
+
+
+def review_mark(commit: str) -> str:
+    return f"{MARK} review {commit} -->"
+
+
+class GitHubForge:
+    def __init__(self, config: ForgeConfig, token: str) -> None:
+        from githubkit import GitHub  # 0.4 s to import: only where a run publishes PRs
+
+        owner, _, name = config.repository.partition("/")
+        if not owner or not name or "/" in name:
+            raise ForgeError(f"--forge-repo {config.repository!r}: expected OWNER/NAME")
+        self.owner, self.name = owner, name
+        self.gh = GitHub(
+            token,
+            base_url=config.api_url.rstrip("/") + "/",
+            auto_retry=False,
+            http_cache=False,
+            timeout=30.0,
+            user_agent="autonomous-pipeline",
+        )
+
+    async def _call(self, call: Awaitable[Any]) -> Any:
+        """A call's JSON, read as plain data (see the module's doc); the host's refusals as
+        ForgeError, its rate limit as RateLimited."""
+        from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
+
+        try:
+            return (await call).json()
+        except RateLimitExceeded as exc:
+            raise RateLimited(
+                f"GitHub rate limit: {_message(exc.response)}",
+                exc.retry_after.total_seconds(),
+            ) from None
+        except RequestFailed as exc:
+            status = exc.response.status_code
+            raise ForgeError(f"GitHub said {status}: {_message(exc.response)}", status) from None
+        except RequestError as exc:
+            raise ForgeError(f"GitHub could not be reached: {exc}") from None
+
+    async def can_publish(self) -> str | None:
+        try:
+            repo = await self._call(self.gh.rest.repos.async_get(self.owner, self.name))
+        except RateLimited:
+            raise
+        except ForgeError as exc:
+            return f"{self.owner}/{self.name}: {exc}"
+        if not (repo.get("permissions") or {}).get("push"):
+            return f"the token may not push to {self.owner}/{self.name}"
+        return None
+
+    async def open_pr(self, branch: str, target: str, title: str, body: str) -> PullRequest:
+        pulls = self.gh.rest.pulls
+        found = await self._find(branch, target)
+        if found is not None:
+            return found
+        try:
+            made = await self._call(
+                pulls.async_create(
+                    self.owner, self.name, title=title, head=branch, base=target, body=body
+                )
+            )
+        except ForgeError as exc:
+            # Opened meanwhile (a retry racing the first attempt's request): that one is it.
+            if exc.status == 422 and (again := await self._find(branch, target)) is not None:
+                return again
+            raise
+        return _pull(made)
+
+    async def _find(self, branch: str, target: str) -> PullRequest | None:
+        listed = await self._call(
+            self.gh.rest.pulls.async_list(
+                self.owner,
+                self.name,
+                head=f"{self.owner}:{branch}",
+                base=target,
+                state="all",
+                per_page=_PAGE,
+            )
+        )
+        pulls: list[dict[str, Any]] = listed
+        if not pulls:
+            return None
+        newest = max(pulls, key=lambda p: p["number"])
+        # The list's shape lacks `merged` and the merge commit: read the PR itself.
+        return await self._get(newest["number"])
+
+    async def _get(self, number: int) -> PullRequest:
+        got = await self._call(self.gh.rest.pulls.async_get(self.owner, self.name, number))
+        return _pull(got)
+
+    async def post_review(self, number: int, commit: str, verdict: Verdict) -> bool:
+        pulls = self.gh.rest.pulls
+        mark = review_mark(commit)
+        listed = await self._call(
+            pulls.async_list_reviews(self.owner, self.name, number, per_page=_PAGE)
+        )
+        if any(mark in (r.get("body") or "") for r in listed):
+            return False
+        body = review_body(verdict, mark)
+        inline = [
+            {"path": f.file, "line": f.line, "body": f"**{f.severity.value}**: {f.message}"}
+            for f in verdict.findings
+            if f.file and f.line
+        ]
+        wanted = "APPROVE" if verdict.approved else "REQUEST_CHANGES"
+        # GitHub refuses an approval or a change request on one's own PR, and inline comments
+        # on lines outside the diff: each refusal falls back to what it allows.
+        tries: list[tuple[str, list[dict[str, Any]]]] = [(wanted, inline), ("COMMENT", inline)]
+        if inline:
+            tries.append(("COMMENT", []))
+        for event, comments in tries:
+            try:
+                review = {"commit_id": commit, "body": body, "event": event, "comments": comments}
+                await self._call(
+                    pulls.async_create_review(self.owner, self.name, number, data=review)  # type: ignore[call-overload]
+                )
+                return True
+            except ForgeError as exc:
+                if exc.status != 422 or (event, comments) == tries[-1]:
+                    raise
+        return True  # not reached: the last try raises
+
+    async def read(self, number: int, target: str) -> PrView:
+        pr = await self._get(number)
+        events = await self._comments(number) + await self._reviews(number)
+        checks, required = await self._checks(pr.head_sha), await self._required(target)
+        return PrView(pr=pr, events=events, checks=checks, required=required)
+
+    async def _comments(self, number: int) -> list[PrEvent]:
+        listed = await self._call(
+            self.gh.rest.issues.async_list_comments(self.owner, self.name, number, per_page=_PAGE)
+        )
+        events = []
+        for c in listed:
+            command = command_of(c.get("body") or "")
+            if command is None or c.get("author_association") not in TRUSTED:
+                continue
+            kind, words = command
+            events.append(
+                PrEvent(
+                    id=f"comment:{c['id']}",
+                    kind=kind,
+                    author=(c.get("user") or {}).get("login", "?"),
+                    body=words[:_BODY_MAX],
+                )
+            )
+        return events
+
+    async def _reviews(self, number: int) -> list[PrEvent]:
+        pulls = self.gh.rest.pulls
+        listed = await self._call(
+            pulls.async_list_reviews(self.owner, self.name, number, per_page=_PAGE)
+        )
+        events = []
+        for r in listed:
+            body = r.get("body") or ""
+            if MARK in body or r.get("author_association") not in TRUSTED:
+                continue
+            state = r.get("state")
+            author = (r.get("user") or {}).get("login", "?")
+            if state == "APPROVED":
+                kind = EventKind.APPROVE
+            elif state == "CHANGES_REQUESTED":
+                kind = EventKind.FIX
+            elif (command := command_of(body)) is not None:
+                kind, body = command
+            else:
+                continue
+            findings = await self._review_findings(number, r["id"]) if kind is EventKind.FIX else []
+            events.append(
+                PrEvent(
+                    id=f"review:{r['id']}",
+                    kind=kind,
+                    author=author,
+                    body=body[:_BODY_MAX],
+                    findings=findings,
+                )
+            )
+        return events
+
+    async def _review_findings(self, number: int, review: int) -> list[Finding]:
+        listed = await self._call(
+            self.gh.rest.pulls.async_list_comments_for_review(
+                self.owner, self.name, number, review, per_page=_PAGE
+            )
+        )
+        return [
+            Finding(
+                severity=Severity.MAJOR,
+                file=c.get("path"),
+                line=c.get("line") or c.get("original_line"),
+                message=(c.get("body") or "")[:_BODY_MAX],
+            )
+            for c in listed
+        ]
+
+    async def _checks(self, sha: str) -> list[PrCheck]:
+        runs = await self._call(
+            self.gh.rest.checks.async_list_for_ref(self.owner, self.name, sha, per_page=_PAGE)
+        )
+        checks = [
+            PrCheck(
+                name=r["name"],
+                state=_run_state(r.get("status"), r.get("conclusion")),
+                url=r.get("details_url") or r.get("html_url"),
+            )
+            for r in runs.get("check_runs", [])
+        ]
+        combined = await self._call(
+            self.gh.rest.repos.async_get_combined_status_for_ref(
+                self.owner, self.name, sha, per_page=_PAGE
+            )
+        )
+        for s in combined.get("statuses", []):
+            state = {"success": CheckState.PASSED, "pending": CheckState.PENDING}.get(
+                s.get("state"), CheckState.FAILED
+            )
+            checks.append(PrCheck(name=s["context"], state=state, url=s.get("target_url")))
+        return checks
+
+    async def _required(self, target: str) -> list[str]:
+        """The checks branch protection requires on the target; none if it has none (or the
+        token may not read it: then every check reported counts)."""
+        try:
+            got = await self._call(
+                self.gh.rest.repos.async_get_status_checks_protection(self.owner, self.name, target)
+            )
+        except RateLimited:
+            raise
+        except ForgeError as exc:
+            if exc.status in (403, 404):
+                return []
+            raise
+        data = got
+        names = list(data.get("contexts") or [])
+        names += [c["context"] for c in data.get("checks") or [] if c.get("context")]
+        return list(dict.fromkeys(names))
+
+    async def merge(
+        self, number: int, head_sha: str, method: MergeMethod, title: str, message: str
+    ) -> PullRequest:
+        pr = await self._get(number)
+        if pr.merged or not pr.open:
+            return pr  # merged already (by an earlier attempt, or a person), or closed
+        try:
+            await self._call(
+                self.gh.rest.pulls.async_merge(
+                    self.owner,
+                    self.name,
+                    number,
+                    commit_title=title,
+                    commit_message=message,
+                    sha=head_sha,
+                    merge_method=method.value,
+                )
+            )
+        except ForgeError as exc:
+            # 405: not mergeable (a conflict, branch protection); 409: the head moved. The PR
+            # as it is says which; the caller decides.
+            if exc.status not in (405, 409, 422):
+                raise
+            pr = await self._get(number)
+            if not pr.merged:
+                raise
+        return await self._get(number)
+
+
+def _pull(data: dict[str, Any]) -> PullRequest:
+    head = data.get("head") or {}
+    closed_by = None
+    if data.get("state") == "closed" and not data.get("merged"):
+        closed_by = (data.get("closed_by") or {}).get("login")
+    return PullRequest(
+        number=data["number"],
+        url=data.get("html_url") or "",
+        head_branch=head.get("ref", ""),
+        head_sha=head.get("sha", ""),
+        open=data.get("state") == "open",
+        merged=bool(data.get("merged")),
+        merge_commit=data.get("merge_commit_sha") if data.get("merged") else None,
+        mergeable=data.get("mergeable"),
+        closed_by=closed_by,
+    )
+
+
+def _run_state(status: str | None, conclusion: str | None) -> CheckState:
+    if status != "completed":
+        return CheckState.PENDING
+    if conclusion in ("success", "neutral", "skipped"):
+        return CheckState.PASSED
+    return CheckState.FAILED
+
+
+def _message(response: Any) -> str:
+    try:
+        data = response.json()
+    except Exception:
+        return (response.text or "")[:300]
+    text = str(data.get("message", "")) if isinstance(data, dict) else ""
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if errors:
+        text += " " + "; ".join(
+            str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors
+        )
+    return text[:300]
+
+
+def review_body(verdict: Verdict, mark: str) -> str:
+    head = (
+        "**Approved** by the pipeline's reviewer."
+        if verdict.approved
+        else ("**Changes requested** by the pipeline's reviewer: a fix round follows.")
+    )
+    lines = [head]
+    if verdict.summary:
+        lines += ["", verdict.summary]
+    for f in verdict.findings:
+        where = f"`{f.file}{f':{f.line}' if f.line else ''}`: " if f.file else ""
+        lines.append(f"- [{f.severity.value}] {where}{f.message}")
+    lines += ["", mark]
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""A scripted code host for the workflow tests: the --publish pr activities under their real
+names, pull requests kept in memory, people's events appearing at a given read."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from autonomous_pipeline.models.activity_refs import (
+    MERGE_PR,
+    OPEN_PR,
+    POST_PR_REVIEW,
+    PUSH_BRANCH,
+    READ_PR,
+)
+from autonomous_pipeline.models.forge import (
+    RATE_LIMITED,
+    MergePrIn,
+    MergePrOut,
+    OpenPrIn,
+    PrCheck,
+    PrEvent,
+    PrView,
+    PullRequest,
+    PushBranchIn,
+    PushBranchOut,
+    ReadPrIn,
+    ReviewPostIn,
+    ReviewPostOut,
+)
+
+
+@dataclass
+class HostScript:
+    # task -> (the read from which it shows, the event)
+    events: dict[str, list[tuple[int, PrEvent]]] = field(default_factory=dict)
+    closed_at: dict[str, int] = field(default_factory=dict)  # task -> read at which it closes
+    merged_by_person_at: dict[str, int] = field(default_factory=dict)
+    # task -> checks of its head, by push (0: the first push); a push beyond the list: none
+    checks: dict[str, list[list[PrCheck]]] = field(default_factory=dict)
+    required: list[str] = field(default_factory=list)
+    rate_limited: dict[str, int] = field(default_factory=dict)  # activity -> calls refused
+    conflict_once: set[str] = field(default_factory=set)  # the first merge finds a conflict
+    open_fails_once: set[str] = field(default_factory=set)  # a crash after the PR was made
+
+
+class FakeHost:
+    def __init__(self, script: HostScript) -> None:
+        self.script = script
+        self.prs: dict[str, PullRequest] = {}  # task -> its PR
+        self.pushes: dict[str, list[str]] = defaultdict(list)  # task -> commits pushed
+        self.reads: dict[str, int] = defaultdict(int)
+        self.reviews: list[tuple[str, str, bool]] = []  # (task, commit, approved)
+        self.merges: list[MergePrIn] = []
+        self.opened: list[str] = []  # tasks whose PR was created (not found)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def _limit(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.calls[name] <= self.script.rate_limited.get(name, 0):
+            raise ApplicationError("rate limit", 120.0, type=RATE_LIMITED, non_retryable=True)
+
+    @staticmethod
+    def _task(number: int) -> str:
+        return f"1.{number}"
+
+    @activity.defn(name=PUSH_BRANCH.name)
+    async def push_branch(self, inp: PushBranchIn) -> PushBranchOut:
+        self.pushes[inp.task_id].append(inp.commit)
+        if inp.task_id in self.prs:
+            self.prs[inp.task_id].head_sha = inp.commit
+        return PushBranchOut(branch=f"pr/{inp.task_id}", commit=inp.commit)
+
+    @activity.defn(name=OPEN_PR.name)
+    async def open_pr(self, inp: OpenPrIn) -> PullRequest:
+        self._limit(OPEN_PR.name)
+        task = inp.branch.removeprefix("pr/")
+        if task not in self.prs:
+            number = int(task.split(".")[-1])
+            self.prs[task] = PullRequest(
+                number=number, url=f"https://host/pr/{number}", head_branch=inp.branch,
+                head_sha=self.pushes[task][-1], open=True,
+            )  # fmt: skip
+            self.opened.append(task)
+            if task in self.script.open_fails_once:
+                self.script.open_fails_once.discard(task)
+                raise RuntimeError("the worker died after the host made the PR")
+        return self.prs[task]
+
+    @activity.defn(name=POST_PR_REVIEW.name)
+    async def post_review(self, inp: ReviewPostIn) -> ReviewPostOut:
+        task = self._task(inp.number)
+        if any(t == task and c == inp.commit for t, c, _ in self.reviews):
+            return ReviewPostOut(posted=False)
+        self.reviews.append((task, inp.commit, inp.verdict.approved))
+        return ReviewPostOut(posted=True)
+
+    @activity.defn(name=READ_PR.name)
+    async def read_pr(self, inp: ReadPrIn) -> PrView:
+        self._limit(READ_PR.name)
+        task = self._task(inp.number)
+        self.reads[task] += 1
+        n, pr, s = self.reads[task], self.prs[task], self.script
+        if s.closed_at.get(task, 0) and n >= s.closed_at[task]:
+            pr.open, pr.closed_by = False, "bob"
+        if s.merged_by_person_at.get(task, 0) and n >= s.merged_by_person_at[task] and pr.open:
+            pr.open, pr.merged, pr.merge_commit = False, True, f"person-merge-{task}"
+        events = [e for k, e in s.events.get(task, []) if n >= k]
+        by_push = s.checks.get(task, [])
+        pushed = len(self.pushes[task]) - 1
+        checks = by_push[pushed] if pushed < len(by_push) else []
+        return PrView(pr=pr, events=events, checks=checks, required=s.required)
+
+    @activity.defn(name=MERGE_PR.name)
+    async def merge_pr(self, inp: MergePrIn) -> MergePrOut:
+        task = self._task(inp.number)
+        self.merges.append(inp)
+        pr = self.prs[task]
+        if pr.merged:
+            return MergePrOut(merged=True, commit=pr.merge_commit)
+        if task in self.script.conflict_once:
+            self.script.conflict_once.discard(task)
+            return MergePrOut(merged=False, reason="not mergeable", conflict=True)
+        pr.open, pr.merged, pr.merge_commit = False, True, f"squash-{task}-{inp.head_sha}"
+        return MergePrOut(merged=True, commit=pr.merge_commit)
+
+    def all(self) -> list:
+        return [self.push_branch, self.open_pr, self.post_review, self.read_pr, self.merge_pr]

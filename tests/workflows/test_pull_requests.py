@@ -1,0 +1,210 @@
+"""--publish pr: a task's change as a pull request that people steer, merged through the host."""
+
+from __future__ import annotations
+
+import pytest
+
+from autonomous_pipeline.models.forge import (
+    CheckState,
+    EventKind,
+    ForgeConfig,
+    PrCheck,
+    PrEvent,
+    Publish,
+)
+from autonomous_pipeline.models.results import TaskResult, TaskStatus
+from autonomous_pipeline.models.run import Approval
+from tests.conftest import md
+from tests.workflows.conftest import Harness, plan_input
+from tests.workflows.fake_host import HostScript
+from tests.workflows.fakes import Script
+
+PLAN = md(
+    """
+    # PR plan
+    ## Batch 1: one
+    ### Task 1.1: a
+    Make a.
+    **Verification:**
+    - `pytest -q`
+    ### Task 1.2: b
+    **Depends on:** 1.1
+    """
+)
+FORGE = ForgeConfig(repository="acme/widgets", poll_s=30.0, web_ui="http://ui/run")
+
+
+def pr_run(**options: object):
+    forge = FORGE.model_copy(update=options.pop("forge", {}))
+    return plan_input(PLAN, publish=Publish.PR, forge=forge, **options)
+
+
+def tasks(result) -> dict[str, TaskResult]:
+    return {t.id: t for t in result.tasks}
+
+
+def fix(body: str) -> PrEvent:
+    return PrEvent(id="comment:9", kind=EventKind.FIX, author="alice", body=body)
+
+
+def approve(eid: str) -> PrEvent:
+    return PrEvent(id=eid, kind=EventKind.APPROVE, author="carol")
+
+
+async def test_each_task_opens_one_pr_and_the_host_merges_it(running: Harness) -> None:
+    result = await running.run(pr_run())
+    t, host = tasks(result), running.fakes.host
+    assert t["1.1"].status is TaskStatus.MERGED and t["1.2"].status is TaskStatus.MERGED
+    assert host.opened == ["1.1", "1.2"]
+    assert t["1.1"].commit == "squash-1.1-c-1.1-1"
+    assert t["1.1"].pull_request == "https://host/pr/1"
+    merge = host.merges[0]
+    assert merge.title == "Task 1.1: a (#1)" and merge.head_sha == "c-1.1-1"
+    assert merge.message.endswith("Pipeline-Task: test/1.1")
+    # Verified and reviewed before the PR; never merged or pushed onto the target here.
+    calls = [name for name, tid in running.fakes.calls if tid == "1.1"]
+    assert "verify_task" in calls and "merge_task" not in calls and "finish_task" not in calls
+    assert host.reviews[0] == ("1.1", "c-1.1-1", True)
+
+
+@pytest.mark.parametrize(
+    "running",
+    [Script(host=HostScript(events={"1.1": [(1, fix("rename x to height"))]}))],
+    indirect=True,
+)
+async def test_a_fix_comment_leads_to_a_fix_round_pushed_to_the_same_pr(running: Harness) -> None:
+    result = await running.run(pr_run())
+    t, host = tasks(result)["1.1"], running.fakes.host
+    assert t.status is TaskStatus.MERGED
+    fixes = [i for i in running.fakes.agent_inputs if i.task.id == "1.1" and i.fix]
+    assert len(fixes) == 1  # acted on once, though every read shows the comment
+    assert fixes[0].fix.findings[0].message == "@alice on #1: rename x to height"
+    assert host.pushes["1.1"] == ["c-1.1-1", "c-1.1-2"]
+    assert host.opened == ["1.1", "1.2"]  # the same PR: found, not opened again
+    assert host.merges[0].head_sha == "c-1.1-2"
+
+
+@pytest.mark.parametrize(
+    "running",
+    [
+        Script(
+            host=HostScript(
+                events={"1.1": [(3, approve("review:5"))], "1.2": [(1, approve("comment:6"))]}
+            )
+        )
+    ],
+    indirect=True,
+)
+async def test_approval_on_the_pr_satisfies_approval(running: Harness) -> None:
+    result = await running.run(pr_run(approval=Approval.ALWAYS))
+    t, host = tasks(result), running.fakes.host
+    assert t["1.1"].status is TaskStatus.MERGED, t["1.1"].model_dump_json()
+    assert t["1.2"].status is TaskStatus.MERGED, t["1.2"].error
+    assert host.reads["1.1"] == 3  # waited on its timer until the approval came
+    assert host.reads["1.2"] == 1
+
+
+@pytest.mark.parametrize(
+    "running",
+    [
+        Script(
+            host=HostScript(
+                events={"1.1": [(2, PrEvent(id="comment:3", kind=EventKind.SKIP, author="alice"))]}
+            )
+        )
+    ],
+    indirect=True,
+)
+async def test_skip_on_the_pr_skips_the_task_and_its_dependants(running: Harness) -> None:
+    result = await running.run(pr_run(approval=Approval.ALWAYS))
+    t = tasks(result)
+    assert t["1.1"].status is TaskStatus.SKIPPED
+    assert t["1.1"].error == "skipped by @alice on #1"
+    assert t["1.2"].status is TaskStatus.SKIPPED
+    assert running.fakes.host.merges == []
+
+
+@pytest.mark.parametrize("running", [Script(host=HostScript(closed_at={"1.1": 2}))], indirect=True)
+async def test_a_pr_closed_by_a_person_fails_its_task_with_the_reason(running: Harness) -> None:
+    result = await running.run(pr_run(approval=Approval.ALWAYS))
+    t = tasks(result)["1.1"]
+    assert t.status is TaskStatus.FAILED
+    assert t.error == "pull request #1 was closed by @bob without merging"
+    assert running.fakes.host.merges == []
+
+
+@pytest.mark.parametrize(
+    "running", [Script(host=HostScript(merged_by_person_at={"1.1": 1}))], indirect=True
+)
+async def test_a_pr_merged_by_a_person_is_merged(running: Harness) -> None:
+    result = await running.run(pr_run())
+    t = tasks(result)["1.1"]
+    assert t.status is TaskStatus.MERGED and t.commit == "person-merge-1.1"
+    assert [m for m in running.fakes.host.merges if m.number == 1] == []
+
+
+FAILING = [PrCheck(name="ci/tests", state=CheckState.FAILED, url="https://ci/7")]
+PASSING = [PrCheck(name="ci/tests", state=CheckState.PASSED)]
+PENDING = [PrCheck(name="ci/tests", state=CheckState.PENDING)]
+
+
+@pytest.mark.parametrize(
+    "running",
+    [Script(host=HostScript(checks={"1.1": [FAILING, PASSING], "1.2": [PASSING]}))],
+    indirect=True,
+)
+async def test_a_failing_required_check_leads_to_a_fix_round(running: Harness) -> None:
+    result = await running.run(pr_run(forge={"require_checks": True}))
+    t = tasks(result)
+    assert t["1.1"].status is TaskStatus.MERGED and t["1.2"].status is TaskStatus.MERGED
+    (fixed,) = [i for i in running.fakes.agent_inputs if i.task.id == "1.1" and i.fix]
+    assert fixed.fix.failing_checks == ["ci/tests (the code host's check: https://ci/7)"]
+    assert running.fakes.host.merges[0].head_sha == "c-1.1-2"
+
+
+@pytest.mark.parametrize(
+    "running",
+    [
+        Script(
+            host=HostScript(
+                checks={"1.1": [[], PENDING]},
+                events={"1.1": [(5, PrEvent(id="comment:1", kind=EventKind.SKIP, author="alice"))]},
+            )
+        )
+    ],
+    indirect=True,
+)
+async def test_no_check_reported_is_waited_for_not_taken_as_passing(running: Harness) -> None:
+    result = await running.run(pr_run(forge={"require_checks": True}))
+    # Four reads with no check on the head, none merged: then a person skipped it.
+    assert tasks(result)["1.1"].status is TaskStatus.SKIPPED
+    assert running.fakes.host.reads["1.1"] == 5
+    assert running.fakes.host.merges == []
+
+
+@pytest.mark.parametrize(
+    "running", [Script(host=HostScript(rate_limited={"read_pull_request": 2}))], indirect=True
+)
+async def test_the_rate_limit_is_waited_out_on_a_timer(running: Harness) -> None:
+    result = await running.run(pr_run())
+    assert tasks(result)["1.1"].status is TaskStatus.MERGED
+    assert running.fakes.host.calls["read_pull_request"] >= 4  # two refused, then read
+
+
+@pytest.mark.parametrize(
+    "running", [Script(host=HostScript(open_fails_once={"1.1"}))], indirect=True
+)
+async def test_a_crash_after_the_pr_was_made_finds_it_again(running: Harness) -> None:
+    result = await running.run(pr_run())
+    assert tasks(result)["1.1"].status is TaskStatus.MERGED
+    assert running.fakes.host.opened == ["1.1", "1.2"]
+
+
+@pytest.mark.parametrize("running", [Script(host=HostScript(conflict_once={"1.1"}))], indirect=True)
+async def test_a_conflict_on_the_host_gets_the_conflict_fix_round(running: Harness) -> None:
+    result = await running.run(pr_run())
+    t, fakes = tasks(result)["1.1"], running.fakes
+    assert t.status is TaskStatus.MERGED
+    assert ("prepare_conflict_fix", "1.1") in fakes.calls
+    assert fakes.host.pushes["1.1"] == ["c-1.1-1", "c-1.1-2"]
+    assert len(fakes.host.merges) >= 2 and fakes.host.merges[1].number == 1

@@ -1,0 +1,342 @@
+"""--publish pr: a checked change becomes a pull request on the code host, and the task follows it
+until it merges, closes, or people ask for a fix.
+
+The task's branch is pushed and its PR opened (or found: one per task, whatever retries and
+crashes came before) once its checks pass and its review is done; the reviewer's verdict is
+posted on it. Then the task reads the PR on a durable timer: a person's `/fix` or change request
+starts a fix round whose change is pushed to the same PR; `/approve` or an approving review
+satisfies --approval; `/skip` skips the task; with --require-checks a failing check starts a fix
+round. When nothing more is awaited the host merges it. A PR merged or closed by a person is
+respected. Every event is acted on once (its id is remembered in the workflow's state).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from autonomous_pipeline.models.activity_io import FixRequest, MergeOut
+    from autonomous_pipeline.models.activity_refs import (
+        MERGE_PR,
+        OPEN_PR,
+        POST_PR_REVIEW,
+        PUSH_BRANCH,
+        READ_PR,
+        A,
+        ActivityRef,
+        R,
+    )
+    from autonomous_pipeline.models.forge import (
+        RATE_LIMITED,
+        CheckState,
+        EventKind,
+        ForgeConfig,
+        MergePrIn,
+        MergePrOut,
+        OpenPrIn,
+        PrView,
+        PullRequest,
+        PushBranchIn,
+        ReadPrIn,
+        ReviewPostIn,
+    )
+    from autonomous_pipeline.models.results import CheckResult, TaskResult, TaskStatus
+    from autonomous_pipeline.models.review import Finding, Verdict
+    from autonomous_pipeline.models.run import Approval, TaskInput
+    from autonomous_pipeline.workflows import policies
+    from autonomous_pipeline.workflows.approval import from_operator
+    from autonomous_pipeline.workflows.task_steps import TaskSteps, run_of
+    from autonomous_pipeline.workflows.work import Work
+
+FORGE_TIMEOUT = timedelta(minutes=2)
+# The host's rate limit is waited out this many times per call before the task fails.
+MAX_LIMIT_WAITS = 20
+
+
+class PullRequestSteps(TaskSteps):
+    seen: list[str]  # ids of the PR's events acted on already
+
+    # TaskWorkflow's own steps, which a PR's fix round and conflict go through.
+    async def _fix_round(
+        self, inp: TaskInput, label: str, work: Work, fix: FixRequest
+    ) -> Work | None:
+        raise NotImplementedError
+
+    async def _merged(self, inp: TaskInput, label: str, work: Work, merge: MergeOut) -> Work | None:
+        raise NotImplementedError
+
+    async def _merging(self, inp: TaskInput) -> None:
+        raise NotImplementedError
+
+    async def _through_pr(self, inp: TaskInput, label: str, work: Work) -> Work | None:
+        """One round of a change through its pull request: the change to go on with (after a
+        fix round), or None once the task has ended."""
+        if work.standing is not None:
+            fix, work.standing = work.standing, None
+            return await self._fix_round(inp, label, work, fix)
+        if not await self._verify(inp, label, work.base, work.commit):
+            failed = [c for c in self.result.checks if not c.passed and not c.pre_existing]
+            fix = FixRequest(failed=failed, failing_checks=[c.command for c in failed])
+            return await self._fix_round(inp, label, work, fix)
+        verdict = await self._review(inp, label, work.base, work.commit)
+        pr = await self._publish(inp, label, work, verdict)
+        if pr is None:
+            return None
+        if not verdict.approved:
+            findings = verdict.blocking or verdict.findings
+            return await self._fix_round(inp, label, work, FixRequest(findings=findings))
+        return await self._follow(inp, label, work, pr)
+
+    async def _publish(
+        self, inp: TaskInput, label: str, work: Work, verdict: Verdict
+    ) -> PullRequest | None:
+        """Push the change, open (or find) its PR, post the verdict on it. None: the PR was
+        merged or closed already (the task has ended)."""
+        forge, res = self._forge(inp), self.result
+        res.phase = "pull request"
+        pushed = await self._act(
+            PUSH_BRANCH,
+            PushBranchIn(
+                run_key=inp.run_key, task_id=inp.task.id, repo=inp.options.repo, commit=work.commit
+            ),
+            start_to_close_timeout=policies.GIT_TIMEOUT,
+            retry_policy=policies.GIT_RETRY,
+            summary=f"{label} — push the task's branch",
+        )
+        pr: PullRequest = await self._on_host(
+            OPEN_PR,
+            OpenPrIn(
+                forge=forge,
+                branch=pushed.branch,
+                target_branch=inp.options.target_branch,
+                title=f"Task {inp.task.id}: {inp.task.title}",
+                body=pr_body(inp, res, forge),
+            ),
+            f"{label} — open its pull request",
+        )
+        res.pull_request = pr.url
+        if self._ended_on_host(pr):
+            return None
+        await self._on_host(
+            POST_PR_REVIEW,
+            ReviewPostIn(forge=forge, number=pr.number, commit=work.commit, verdict=verdict),
+            f"{label} — post the review on #{pr.number}",
+        )
+        return pr
+
+    async def _follow(self, inp: TaskInput, label: str, work: Work, pr: PullRequest) -> Work | None:
+        """Read the PR on a timer until it merges, closes, or people ask for a fix; merge it
+        through the host when nothing more is awaited."""
+        forge, res, opts = self._forge(inp), self.result, inp.options
+        await self._merging(inp)  # waiting on the host holds no agent slot
+        approved = not self._needs_person(inp)
+        while True:
+            view: PrView = await self._on_host(
+                READ_PR,
+                ReadPrIn(forge=forge, number=pr.number, target_branch=opts.target_branch),
+                f"{label} — read #{pr.number}",
+            )
+            pr = view.pr
+            if self._ended_on_host(pr):
+                return None
+            for event in view.events:
+                if event.id in self.seen:
+                    continue
+                self.seen.append(event.id)
+                who = f"@{event.author} on #{pr.number}"
+                if event.kind is EventKind.SKIP:
+                    res.status, res.error = TaskStatus.SKIPPED, f"skipped by {who}"
+                    return None
+                if event.kind is EventKind.FIX:
+                    said = [Finding(message=f"{who}: {event.body}")] if event.body else []
+                    findings = said + event.findings or [
+                        Finding(message=f"{who} asked for changes")
+                    ]
+                    res.phase = f"fix asked by {who}"
+                    return await self._fix_round(inp, label, work, FixRequest(findings=findings))
+                approved = True
+            if not approved and self._operator_decided(inp, work.commit):
+                if self.result.status is TaskStatus.FAILED:
+                    return None
+                approved = True
+            failing, waiting_for = checks_of(
+                view, opts.forge.require_checks if opts.forge else False
+            )
+            if failing:
+                res.checks = failing
+                fix = FixRequest(failed=failing, failing_checks=[c.command for c in failing])
+                return await self._fix_round(inp, label, work, fix)
+            if not approved:
+                waiting_for.insert(0, "a person's approval (/approve or an approving review)")
+                res.approval_commit = work.commit  # the operator's signed approve counts too
+            if not waiting_for:
+                res.approval_commit = None
+                merged = await self._merge_pr(inp, label, forge, pr, work)
+                if merged is not None:
+                    return merged if isinstance(merged, Work) else None
+                waiting_for = ["the code host to let it merge"]
+            res.phase = f"pull request #{pr.number}: waiting for " + ", ".join(waiting_for)
+            # The next read on a durable timer, or at once when the operator decides.
+            try:
+                await workflow.wait_condition(
+                    lambda: self.decision is not None, timeout=timedelta(seconds=forge.poll_s)
+                )
+            except TimeoutError:
+                continue  # time for the next read
+
+    async def _merge_pr(
+        self, inp: TaskInput, label: str, forge: ForgeConfig, pr: PullRequest, work: Work
+    ) -> Work | bool | None:
+        """Merge through the host: True once merged (the task has ended), a Work to go on with
+        (a conflict fixed), None: not merged yet (the host said why; wait and read again)."""
+        res = self.result
+        res.phase = f"merge #{pr.number}"
+        task = inp.task
+        out: MergePrOut = await self._on_host(
+            MERGE_PR,
+            MergePrIn(
+                forge=forge,
+                number=pr.number,
+                target_branch=inp.options.target_branch,
+                head_sha=pr.head_sha,
+                title=f"Task {task.id}: {task.title} (#{pr.number})",
+                message=merge_message(inp, res),
+            ),
+            f"{label} — merge #{pr.number} ({forge.merge_method.value})",
+        )
+        if out.merged:
+            res.status, res.commit, res.error = TaskStatus.MERGED, out.commit, None
+            return True
+        if out.conflict:
+            # The target moved under the PR and they conflict: the task's one conflict fix
+            # round, as for a push; its change goes to the same PR.
+            after = await self._merged(
+                inp, label, work, MergeOut(merged=False, conflict_paths=["(on the code host)"])
+            )
+            return after if after is not None else True
+        workflow.logger.info("task %s: #%s not merged: %s", task.id, pr.number, out.reason)
+        return None
+
+    def _ended_on_host(self, pr: PullRequest) -> bool:
+        """A PR merged or closed by a person: their decision stands."""
+        res = self.result
+        if pr.merged:
+            res.status, res.commit, res.error = TaskStatus.MERGED, pr.merge_commit, None
+            return True
+        if not pr.open:
+            who = f"@{pr.closed_by}" if pr.closed_by else "a person"
+            res.status = TaskStatus.FAILED
+            res.error = f"pull request #{pr.number} was closed by {who} without merging"
+            return True
+        return False
+
+    def _needs_person(self, inp: TaskInput) -> bool:
+        opts = inp.options
+        files, deleted = self.diff_size
+        large = files > opts.approval_max_files or deleted > opts.approval_max_deletions
+        wiped = self.unasked_deletions[0] > opts.approval_max_unasked_deletions
+        return (
+            wiped or opts.approval is Approval.ALWAYS or (opts.approval is Approval.LARGE and large)
+        )
+
+    def _operator_decided(self, inp: TaskInput, commit: str) -> bool:
+        """The operator's signed approve or reject (starter.py approve), as without a PR."""
+        decision, self.decision = self.decision, None
+        if decision is None or not from_operator(
+            inp.approver, decision.token, decision.approved, run_of(), inp.task.id, commit,
+            inp.approval_digest,
+        ):  # fmt: skip
+            return False
+        if not decision.approved:
+            self.result.status = TaskStatus.FAILED
+            self.result.error = "rejected" + (f": {decision.reason}" if decision.reason else "")
+        return True
+
+    def _forge(self, inp: TaskInput) -> ForgeConfig:
+        assert inp.options.forge is not None  # the starter refuses --publish pr without one
+        return inp.options.forge
+
+    async def _on_host(self, ref: ActivityRef[A, R], arg: A, summary: str) -> R:
+        """A call to the code host on the shared queue, its rate limit waited out on a timer."""
+        waits = 0
+        while True:
+            try:
+                return await workflow.execute_activity(
+                    ref.name,
+                    arg,
+                    result_type=ref.result,
+                    start_to_close_timeout=FORGE_TIMEOUT,
+                    retry_policy=policies.GIT_RETRY,
+                    summary=summary,
+                )
+            except ActivityError as exc:
+                delay = rate_limit_delay(exc)
+                if delay is None or waits >= MAX_LIMIT_WAITS:
+                    raise
+                waits += 1
+                phase, self.result.phase = (
+                    self.result.phase,
+                    f"waiting {int(delay)} s for the code host's rate limit",
+                )
+                await workflow.sleep(delay)
+                self.result.phase = phase
+
+
+def rate_limit_delay(exc: ActivityError) -> float | None:
+    """Seconds to wait when the host refused for its rate limit; None for any other failure."""
+    cause = exc.cause
+    if not isinstance(cause, ApplicationError) or cause.type != RATE_LIMITED:
+        return None
+    details: list[Any] = list(cause.details)
+    after = details[0] if details and isinstance(details[0], (int, float)) else 60.0
+    return float(min(max(after, 0.0) + 1.0, 3600.0))
+
+
+def checks_of(view: PrView, required: bool) -> tuple[list[CheckResult], list[str]]:
+    """(the failing checks, as a fix round reads them; what is still awaited) of the PR's head."""
+    if not required:
+        return [], []
+    names = view.required or [c.name for c in view.checks]
+    by_name = {c.name: c for c in view.checks}
+    failing = [
+        CheckResult(
+            command=f"{n} (the code host's check: {by_name[n].url or 'no link'})",
+            exit_code=1,
+            passed=False,
+        )
+        for n in names
+        if n in by_name and by_name[n].state is CheckState.FAILED
+    ]
+    pending = [n for n in names if n not in by_name or by_name[n].state is CheckState.PENDING]
+    if not names:
+        return failing, ["checks (none reported yet)"]
+    return failing, [f"checks ({', '.join(pending)})"] if pending else []
+
+
+def pr_body(inp: TaskInput, res: TaskResult, forge: ForgeConfig) -> str:
+    task = inp.task
+    summary = "\n".join(task.instructions.strip().splitlines()[:12])
+    lines = [f"Task **{task.id}** of the plan, done by the `{inp.options.agent.backend}` agent."]
+    if summary:
+        lines += ["", "### Instructions (summary)", "", summary]
+    if res.summary:
+        lines += ["", "### The agent's summary", "", res.summary[:1500]]
+    if res.checks:
+        lines += ["", "### Checks", ""]
+        lines += [f"- {'✅' if c.passed else '❌'} `{c.command}`" for c in res.checks]
+    lines += ["", f"Cost so far: ${res.cost_usd:.4f}"]
+    if forge.web_ui:
+        lines += ["", f"The run in the Temporal Web UI: {forge.web_ui}"]
+    return "\n".join(lines)[:60000]
+
+
+def merge_message(inp: TaskInput, res: TaskResult) -> str:
+    """The merge commit's body: the agent's summary and the task's trailer, by which a merge
+    is recognised after any crash."""
+    body = res.summary.strip()[:2000]
+    trailer = f"Pipeline-Task: {inp.run_key}/{inp.task.id}"
+    return f"{body}\n\n{trailer}" if body else trailer
