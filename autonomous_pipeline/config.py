@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from autonomous_pipeline.errors import UsageError
+from autonomous_pipeline.models.forge import ForgeConfig, MergeMethod, Publish
 from autonomous_pipeline.models.run import AgentConfig, Approval, RunOptions
 from autonomous_pipeline.models.sandbox import AgentNetwork, ContainerRuntime, SandboxKind
 
@@ -274,6 +275,37 @@ class Settings(BaseSettings):
         Field(ge=1.0),
     ] = _run("heartbeat_timeout_s")
     detach: Annotated[bool, Flag("start the run and return")] = False
+
+    # Publishing
+    publish: Annotated[
+        Publish,
+        Flag(
+            "push: merge each checked task into the target branch and push it; pr: push the "
+            "task's branch and open a pull request on the code host, merged there"
+        ),
+    ] = _run("publish")
+    remote: Annotated[
+        str, Flag("the remote whose code host gets the pull requests", metavar="NAME")
+    ] = "origin"
+    forge_url: Annotated[
+        str,
+        Flag("the code host's API (GitHub Enterprise: https://HOST/api/v3)", metavar="URL"),
+    ] = ForgeConfig.model_fields["api_url"].default
+    forge_repo: Annotated[
+        str | None,
+        Flag("OWNER/NAME on the code host (default: from the remote's URL)", metavar="REPO"),
+    ] = None
+    merge_method: Annotated[MergeMethod, Flag("how the code host merges a task's pull request")] = (
+        ForgeConfig.model_fields["merge_method"].default
+    )
+    require_checks: Annotated[
+        bool, Flag("merge a pull request only once its checks pass (failing ones get a fix round)")
+    ] = False
+    pr_poll: Annotated[
+        float,
+        Flag("seconds between reads of a waiting pull request", metavar="S"),
+        Field(ge=1.0),
+    ] = ForgeConfig.model_fields["poll_s"].default
 
     # Temporal, and what every subcommand takes too
     address: Annotated[

@@ -33,7 +33,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "plan"
 
 
-async def check_repo(path: Path, base: str | None, target_branch: str) -> RepoFacts:
+async def check_repo(
+    path: Path, base: str | None, target_branch: str, writes_target: bool = True
+) -> RepoFacts:
     """Refuse what cannot work, with a hint; never write anything to the user's repository.
 
     Read with the pipeline's own git (`backends.git`): a GIT_DIR or GIT_WORK_TREE inherited from
@@ -81,7 +83,8 @@ async def check_repo(path: Path, base: str | None, target_branch: str) -> RepoFa
     ):
         raise UsageError(f"--target-branch {target_branch!r} is not a valid branch name")
     checked_out = await checked_out_branches(path)
-    if target_branch in checked_out and not bare:
+    # (With --publish pr the target is the code host's: this checkout's is never written.)
+    if writes_target and target_branch in checked_out and not bare:
         raise UsageError(
             f"--target-branch {target_branch} is checked out in {checked_out[target_branch]}; the pipeline "
             "never writes to a checkout. Pick another --target-branch (the default is pipeline/<plan-name>) "

@@ -38,6 +38,7 @@ from autonomous_pipeline.cli.progress import (
     is_terminal,
     print_summary,
 )
+from autonomous_pipeline.cli.publish import forge_config
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.cli.runs import open_runs_into
 from autonomous_pipeline.cli.sandbox import check_sandboxes, kinds_of, sandbox_config
@@ -45,6 +46,7 @@ from autonomous_pipeline.cli.server import ensure_server
 from autonomous_pipeline.cli.terminal import safe
 from autonomous_pipeline.config import Settings
 from autonomous_pipeline.errors import UsageError
+from autonomous_pipeline.models.forge import Publish
 from autonomous_pipeline.models.plan import Plan
 from autonomous_pipeline.models.reports import RunReport, Started
 from autonomous_pipeline.models.results import (
@@ -119,7 +121,9 @@ async def build_input(
         )
     plan_name = slug(settings.plan.stem)
     target = settings.target_branch or f"pipeline/{plan_name}"
-    facts = await check_repo(settings.repo.expanduser(), settings.base, target)
+    facts = await check_repo(
+        settings.repo.expanduser(), settings.base, target, settings.publish is Publish.PUSH
+    )
     command = shlex.split(settings.agent_command) if settings.agent_command else []
     refuse_unknown_placeholders("--agent-command", command)
     claude = ClaudeOptions(
@@ -147,11 +151,21 @@ async def build_input(
     on_host = SandboxKind.WORKTREE in kinds_of(plan)
     await check_agents(agent, reviewer, isolated=sandbox.isolated, on_host=on_host)
     run_key, workflow_id = run_identity(facts.repo, plan_bytes, settings, target)
+    source, forge = facts.repo, None
+    if settings.publish is Publish.PR:
+        ui = (
+            f"{settings.ui_url.rstrip('/')}/namespaces/{settings.namespace or 'default'}/workflows/{workflow_id}"
+            if settings.ui_url
+            else None
+        )
+        source, forge = await forge_config(settings, Path(facts.repo), ui)
     if any(weakenings(sandbox.model_copy(update={"kind": k})) for k in kinds_of(plan)):
         # What this command line weakens, signed: workers holding the key will honour it.
         sandbox.grant = sandbox_grant(approver_key(), run_key, sandbox)
     options = RunOptions(
-        repo=facts.repo,
+        repo=source,
+        publish=settings.publish,
+        forge=forge,
         base_ref=facts.base_ref,
         base_commit=facts.base_commit,
         target_branch=target,
