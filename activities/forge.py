@@ -13,6 +13,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from autonomous_pipeline.activities.heartbeat import heartbeating
 from autonomous_pipeline.backends.forges import TOKEN_ENV, forge_token, make_forge
 from autonomous_pipeline.backends.forges.base import Forge, ForgeError, RateLimited
 from autonomous_pipeline.backends.git import git, rev_parse
@@ -72,7 +73,7 @@ class ForgeActivities:
         task = TaskRef(inp.run_key, inp.task_id)
         clone = await self.clones.of(task)
         dst = f"refs/heads/{task.branch}"
-        async with self.clones.lock(clone):
+        async with heartbeating(f"pushing {task.branch}"), self.clones.lock(clone):
             if await rev_parse(inp.commit, clone) is None:
                 raise ApplicationError(
                     f"commit {inp.commit[:12]} is not in the task's clone", non_retryable=True
@@ -84,16 +85,19 @@ class ForgeActivities:
     @activity.defn(name=OPEN_PR.name)
     async def open_pr(self, inp: OpenPrIn) -> PullRequest:
         try:
-            return await self._forge(inp.forge).open_pr(
-                inp.branch, inp.target_branch, inp.title, inp.body
-            )
+            async with heartbeating(f"opening the pull request of {inp.branch}"):
+                return await self._forge(inp.forge).open_pr(
+                    inp.branch, inp.target_branch, inp.title, inp.body
+                )
         except ForgeError as exc:
             raise forge_failure(exc) from None
 
     @activity.defn(name=POST_PR_REVIEW.name)
     async def post_review(self, inp: ReviewPostIn) -> ReviewPostOut:
         try:
-            posted = await self._forge(inp.forge).post_review(inp.number, inp.commit, inp.verdict)
+            async with heartbeating(f"posting the review on #{inp.number}"):
+                forge = self._forge(inp.forge)
+                posted = await forge.post_review(inp.number, inp.commit, inp.verdict)
         except ForgeError as exc:
             raise forge_failure(exc) from None
         return ReviewPostOut(posted=posted)
@@ -101,12 +105,17 @@ class ForgeActivities:
     @activity.defn(name=READ_PR.name)
     async def read_pr(self, inp: ReadPrIn) -> PrView:
         try:
-            return await self._forge(inp.forge).read(inp.number, inp.target_branch)
+            async with heartbeating(f"reading #{inp.number}"):
+                return await self._forge(inp.forge).read(inp.number, inp.target_branch)
         except ForgeError as exc:
             raise forge_failure(exc) from None
 
     @activity.defn(name=MERGE_PR.name)
     async def merge_pr(self, inp: MergePrIn) -> MergePrOut:
+        async with heartbeating(f"merging #{inp.number}"):
+            return await self._merge(inp)
+
+    async def _merge(self, inp: MergePrIn) -> MergePrOut:
         forge = self._forge(inp.forge)
         try:
             pr = await forge.merge(

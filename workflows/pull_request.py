@@ -104,6 +104,7 @@ class PullRequestSteps(TaskSteps):
                 run_key=inp.run_key, task_id=inp.task.id, repo=inp.options.repo, commit=work.commit
             ),
             start_to_close_timeout=policies.GIT_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
             retry_policy=policies.GIT_RETRY,
             summary=f"{label} — push the task's branch",
         )
@@ -270,6 +271,8 @@ class PullRequestSteps(TaskSteps):
                     arg,
                     result_type=ref.result,
                     start_to_close_timeout=FORGE_TIMEOUT,
+                    # A worker killed mid-call is noticed in seconds; the call is safe to repeat.
+                    heartbeat_timeout=timedelta(seconds=self.inp.options.heartbeat_timeout_s),
                     retry_policy=policies.GIT_RETRY,
                     summary=summary,
                 )
