@@ -53,6 +53,9 @@ class PlanWorkflow:
         # Running tasks that are merging, with what they spent: merges queue on the target, not
         # on agent slots, and the run's budget counts their spending before they finish.
         self.merging: dict[str, float] = {}
+        # Merging tasks that wait on their pull request with no checkout (--publish pr): people
+        # may take days, and the tasks after them need not wait for that.
+        self.parked: set[str] = set()
         # What running tasks said they had spent when their agent ended (slot per agent).
         self.spending: dict[str, float] = {}
         # Agent slots (runs since "agent-slots"): --max-concurrent bounds tasks working (agent,
@@ -155,6 +158,13 @@ class PlanWorkflow:
             self.changed = True
 
     @workflow.signal
+    def task_parked(self, task_id: str, cost_usd: float = 0.0) -> None:
+        """From a task merging: it waits on its pull request and has given its checkout back."""
+        if task_id in self.merging:
+            self.parked.add(task_id)
+            self.changed = True
+
+    @workflow.signal
     def task_ready(self, task_id: str, cost_usd: float = 0.0) -> None:
         """From a task: its worktree is ready; it waits for a slot to start its agent."""
         if self.at_exit and task_id in self.running and task_id in self.working:
@@ -194,6 +204,7 @@ class PlanWorkflow:
     def task_working(self, task_id: str, cost_usd: float = 0.0) -> None:
         """From a task: it runs an agent again (a conflict fix) and counts as running again."""
         self.merging.pop(task_id, None)
+        self.parked.discard(task_id)
 
     @workflow.signal
     def retry(self, task_id: str) -> None:
@@ -366,10 +377,12 @@ class PlanWorkflow:
         ready during their checks; but all running tasks, merging ones included, stay fewer than
         `limit` + --max-concurrent: the bound on checks running and on worktrees held."""
         active = len(self.running) - len(self.merging)
-        # --max-checkouts: every running task holds a checkout, merging ones included.
+        # --max-checkouts: every running task holds a checkout, merging ones included (but for
+        # those parked on their pull request).
         checkouts = self.inp.options.max_checkouts
+        holding = len(self.running) - len(self.parked)
         if not self.per_agent:
-            return active < limit and (checkouts is None or len(self.running) < checkouts)
+            return active < limit and (checkouts is None or holding < checkouts)
         agent_done = sum(
             1
             for t in self.running
@@ -378,7 +391,7 @@ class PlanWorkflow:
         cap = limit + self.inp.options.max_concurrent
         if checkouts is not None:
             cap = min(cap, checkouts)
-        return active - agent_done < limit and len(self.running) < cap
+        return active - agent_done < limit and holding < cap
 
     def _ahead_must_wait(self) -> bool:
         """Since "ahead-after-slots": while slots are free, a task is started ahead of them only
@@ -563,6 +576,7 @@ class PlanWorkflow:
             self.target_commit = res.commit
         self.results[tid] = res
         del self.running[tid]
+        self.parked.discard(tid)
         self.merging.pop(tid, None)
         self.spending.pop(tid, None)
         self.changed = True

@@ -19,8 +19,9 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from autonomous_pipeline.models.activity_io import FixRequest, MergeOut
+    from autonomous_pipeline.models.activity_io import CleanupIn, FixRequest, MergeOut
     from autonomous_pipeline.models.activity_refs import (
+        CLEANUP_WORKSPACE,
         MERGE_PR,
         OPEN_PR,
         POST_PR_REVIEW,
@@ -134,6 +135,7 @@ class PullRequestSteps(TaskSteps):
         through the host when nothing more is awaited."""
         forge, res, opts = self._forge(inp), self.result, inp.options
         await self._merging(inp)  # waiting on the host holds no agent slot
+        await self._park(inp, label)
         approved = not self._needs_person(inp)
         while True:
             view: PrView = await self._on_host(
@@ -158,7 +160,7 @@ class PullRequestSteps(TaskSteps):
                         Finding(message=f"{who} asked for changes")
                     ]
                     res.phase = f"fix asked by {who}"
-                    return await self._fix_round(inp, label, work, FixRequest(findings=findings))
+                    return await self._rework(inp, label, work, FixRequest(findings=findings))
                 approved = True
             if not approved and self._operator_decided(inp, work.commit):
                 if self.result.status is TaskStatus.FAILED:
@@ -170,7 +172,7 @@ class PullRequestSteps(TaskSteps):
             if failing:
                 res.checks = failing
                 fix = FixRequest(failed=failing, failing_checks=[c.command for c in failing])
-                return await self._fix_round(inp, label, work, fix)
+                return await self._rework(inp, label, work, fix)
             if not approved:
                 waiting_for.insert(0, "a person's approval (/approve or an approving review)")
                 res.approval_commit = work.commit  # the operator's signed approve counts too
@@ -214,13 +216,42 @@ class PullRequestSteps(TaskSteps):
             return True
         if out.conflict:
             # The target moved under the PR and they conflict: the task's one conflict fix
-            # round, as for a push; its change goes to the same PR.
+            # round, as for a push; its change goes to the same PR. (`_merged` tells the run
+            # the task works again.)
+            self.result.phase = "conflict fix"
             after = await self._merged(
                 inp, label, work, MergeOut(merged=False, conflict_paths=["(on the code host)"])
             )
             return after if after is not None else True
         workflow.logger.info("task %s: #%s not merged: %s", task.id, pr.number, out.reason)
         return None
+
+    async def _park(self, inp: TaskInput, label: str) -> None:
+        """Give the checkout back while the PR waits on people and checks (hours, maybe days):
+        the run's next tasks need not wait for them. The branch stays in the pipeline's clone;
+        a fix round builds the checkout again at the PR's head."""
+        await self._act(
+            CLEANUP_WORKSPACE,
+            CleanupIn(
+                run_key=inp.run_key,
+                task_id=inp.task.id,
+                delete_branch=False,
+                sandbox=inp.sandbox_config,
+                repo=inp.options.repo,
+            ),
+            start_to_close_timeout=policies.GIT_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
+            retry_policy=policies.GIT_RETRY,
+            summary=f"{label} — put the worktree away while the PR waits",
+        )
+        if workflow.info().parent is not None:
+            self._tell_parent_soon("task_parked")
+
+    async def _rework(self, inp: TaskInput, label: str, work: Work, fix: FixRequest) -> Work | None:
+        """A fix round asked for on the PR: the task works (and holds a checkout) again."""
+        if workflow.info().parent is not None:
+            self._tell_parent_soon("task_working")
+        return await self._fix_round(inp, label, work, fix)
 
     def _ended_on_host(self, pr: PullRequest) -> bool:
         """A PR merged or closed by a person: their decision stands."""

@@ -57,6 +57,7 @@ class FakeHost:
         self.merges: list[MergePrIn] = []
         self.opened: list[str] = []  # tasks whose PR was created (not found)
         self.calls: dict[str, int] = defaultdict(int)
+        self.log: list[tuple[str, str]] = []  # ("opened" | "merged", task) in order
 
     def _limit(self, name: str) -> None:
         self.calls[name] += 1
@@ -85,6 +86,7 @@ class FakeHost:
                 head_sha=self.pushes[task][-1], open=True,
             )  # fmt: skip
             self.opened.append(task)
+            self.log.append(("opened", task))
             if task in self.script.open_fails_once:
                 self.script.open_fails_once.discard(task)
                 raise RuntimeError("the worker died after the host made the PR")
@@ -125,6 +127,7 @@ class FakeHost:
             self.script.conflict_once.discard(task)
             return MergePrOut(merged=False, reason="not mergeable", conflict=True)
         pr.open, pr.merged, pr.merge_commit = False, True, f"squash-{task}-{inp.head_sha}"
+        self.log.append(("merged", task))
         return MergePrOut(merged=True, commit=pr.merge_commit)
 
     def all(self) -> list:

@@ -208,3 +208,38 @@ async def test_a_conflict_on_the_host_gets_the_conflict_fix_round(running: Harne
     assert ("prepare_conflict_fix", "1.1") in fakes.calls
     assert fakes.host.pushes["1.1"] == ["c-1.1-1", "c-1.1-2"]
     assert len(fakes.host.merges) >= 2 and fakes.host.merges[1].number == 1
+
+
+FOUR = md(
+    """
+    # Four
+    ## Batch 1: four
+    ### Task 1.1: a
+    ### Task 1.2: b
+    ### Task 1.3: c
+    ### Task 1.4: d
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "running",
+    [
+        Script(
+            host=HostScript(events={f"1.{i}": [(3, approve(f"review:{i}"))] for i in range(1, 5)})
+        )
+    ],
+    indirect=True,
+)
+async def test_a_pr_waiting_on_people_gives_its_checkout_back(running: Harness) -> None:
+    # One checkout for the whole run: a PR waiting for its approval holds none, so every task
+    # gets to open its PR before the first person has approved anything.
+    inp = plan_input(
+        FOUR, publish=Publish.PR, forge=FORGE, approval=Approval.ALWAYS,
+        max_concurrent=1, max_checkouts=1,
+    )  # fmt: skip
+    result = await running.run(inp)
+    assert [t.status for t in result.tasks] == [TaskStatus.MERGED] * 4
+    log = running.fakes.host.log
+    assert [kind for kind, _ in log[:4]] == ["opened"] * 4, log
+    assert running.fakes.max_checkouts == 1
