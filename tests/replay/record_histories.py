@@ -24,6 +24,14 @@ from temporalio.worker import Worker
 from autonomous_pipeline.cli.approval import public_key, sign_decision
 from autonomous_pipeline.cli.redaction import data_converter
 from autonomous_pipeline.cli.results import final_result
+from autonomous_pipeline.models.forge import (
+    CheckState,
+    EventKind,
+    ForgeConfig,
+    PrCheck,
+    PrEvent,
+    Publish,
+)
 from autonomous_pipeline.models.results import PlanResult, RunProgress, TaskResult, TaskStatus
 from autonomous_pipeline.models.run import Approval, CancelRequest, ReviewerConfig
 from autonomous_pipeline.models.steer import DecideRequest, SteerKind, SteerReply, SteerRequest
@@ -32,10 +40,11 @@ from autonomous_pipeline.workflows.task import TaskWorkflow
 from tests.conftest import md
 from tests.temporal_env import test_server_path
 from tests.workflows.conftest import plan_input
+from tests.workflows.fake_host import HostScript
 from tests.workflows.fakes import FakeActivities, Script
 
 # Raise this with every change to a workflow's commands; each version keeps its own histories.
-VERSION = "v11"
+VERSION = "v12"
 OUT = Path(__file__).resolve().parent / "histories" / VERSION
 PLAN = md(
     """
@@ -219,6 +228,26 @@ async def main() -> None:
         )  # fmt: skip
         await scenario(c, "fix-no-change", Script(verify_fails={"1.1"}, fix_no_change={"1.1"}))
         await scenario(c, "on-target", Script(on_target={"1.2"}))
+        # --publish pr: a fix asked on the PR, a conflict on the host, the rate limit, a
+        # failing check; then a PR closed by a person and one skipped.
+        fix = PrEvent(id="comment:1", kind=EventKind.FIX, author="alice", body="rename it")
+        host = HostScript(
+            events={"1.1": [(1, fix)]},
+            conflict_once={"1.2"},
+            rate_limited={"read_pull_request": 1},
+            checks={"2.1": [[PrCheck(name="ci", state=CheckState.FAILED)],
+                            [PrCheck(name="ci", state=CheckState.PASSED)]],
+                    "1.1": [[PrCheck(name="ci", state=CheckState.PASSED)]] * 2,
+                    "1.2": [[PrCheck(name="ci", state=CheckState.PASSED)]] * 2},
+        )  # fmt: skip
+        forge = ForgeConfig(repository="acme/widgets", require_checks=True)
+        await scenario(c, "pull-requests", Script(host=host), publish=Publish.PR, forge=forge)
+        skip = PrEvent(id="comment:2", kind=EventKind.SKIP, author="alice")
+        host = HostScript(closed_at={"1.1": 2}, events={"1.2": [(1, skip)]})
+        await scenario(
+            c, "pull-requests-ended-by-people", Script(host=host), publish=Publish.PR,
+            forge=forge.model_copy(update={"require_checks": False}), approval=Approval.ALWAYS,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -64,9 +64,9 @@ class FakeHost:
         if self.calls[name] <= self.script.rate_limited.get(name, 0):
             raise ApplicationError("rate limit", 120.0, type=RATE_LIMITED, non_retryable=True)
 
-    @staticmethod
-    def _task(number: int) -> str:
-        return f"1.{number}"
+    def _task(self, number: int) -> str:
+        (task,) = [t for t, pr in self.prs.items() if pr.number == number]
+        return task
 
     @activity.defn(name=PUSH_BRANCH.name)
     async def push_branch(self, inp: PushBranchIn) -> PushBranchOut:
@@ -80,7 +80,7 @@ class FakeHost:
         self._limit(OPEN_PR.name)
         task = inp.branch.removeprefix("pr/")
         if task not in self.prs:
-            number = int(task.split(".")[-1])
+            number = len(self.prs) + 1
             self.prs[task] = PullRequest(
                 number=number, url=f"https://host/pr/{number}", head_branch=inp.branch,
                 head_sha=self.pushes[task][-1], open=True,
