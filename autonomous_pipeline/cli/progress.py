@@ -151,6 +151,9 @@ def print_summary(result: PlanResult, console: Console, repo: str | None = None)
     )
     if result.message:
         console.print(safe(result.message), markup=False)
+    for t in result.tasks:
+        if t.pull_request and t.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            console.print(safe(f"task {t.id}: {t.status.value}, {t.pull_request}"), markup=False)
     key = run_key_of(result.workflow_id)
     for t in result.tasks:
         if t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):

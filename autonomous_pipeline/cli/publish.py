@@ -41,9 +41,7 @@ def repository_of(url: str) -> str | None:
     return f"{m.group(1)}/{m.group(2)}" if m else None
 
 
-async def forge_config(
-    settings: Settings, repo: Path, web_ui: str | None
-) -> tuple[str, ForgeConfig]:
+async def forge_config(settings: Settings, repo: Path) -> tuple[str, ForgeConfig]:
     """(the remote's URL, the code host's settings), the token and its permission checked."""
     url = remote_url(repo, settings.remote)
     repository = settings.forge_repo or repository_of(url)
@@ -58,7 +56,6 @@ async def forge_config(
         merge_method=settings.merge_method,
         require_checks=settings.require_checks,
         poll_s=settings.pr_poll,
-        web_ui=web_ui,
     )
     token = forge_token()
     if token is None:

@@ -153,12 +153,7 @@ async def build_input(
     run_key, workflow_id = run_identity(facts.repo, plan_bytes, settings, target)
     source, forge = facts.repo, None
     if settings.publish is Publish.PR:
-        ui = (
-            f"{settings.ui_url.rstrip('/')}/namespaces/{settings.namespace or 'default'}/workflows/{workflow_id}"
-            if settings.ui_url
-            else None
-        )
-        source, forge = await forge_config(settings, Path(facts.repo), ui)
+        source, forge = await forge_config(settings, Path(facts.repo))
     if any(weakenings(sandbox.model_copy(update={"kind": k})) for k in kinds_of(plan)):
         # What this command line weakens, signed: workers holding the key will honour it.
         sandbox.grant = sandbox_grant(approver_key(), run_key, sandbox)
@@ -288,6 +283,8 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
     handle = target.client.get_workflow_handle(workflow_id, result_type=PlanResult)
     status, before = await previous_result(handle)
     link = ui_link(target, workflow_id)
+    if inp.options.forge is not None:
+        inp.options.forge.web_ui = link  # in each pull request's body
     if (
         status is not None
         and status != WorkflowExecutionStatus.RUNNING

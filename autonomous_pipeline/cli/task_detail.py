@@ -46,6 +46,8 @@ def _lines(t: TaskResult, run_key: str, repo: str | None, brief: bool) -> list[s
     if t.review_rounds:
         facts.append(f"{t.review_rounds} review round{'s' if t.review_rounds != 1 else ''}")
     out = [head + (f" ({', '.join(facts)})" if facts else "")]
+    if t.pull_request:
+        out.append(f"  pull request: {t.pull_request}")
     if t.status is TaskStatus.RUNNING and t.phase:
         out.append(f"  now: {t.phase}")
     if t.error:

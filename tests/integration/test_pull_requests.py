@@ -119,6 +119,14 @@ def test_prs_are_opened_once_steered_by_a_fix_comment_and_squash_merged(
 
     assert [t["status"] for t in data["tasks"]] == ["merged", "merged"], data
     pulls = site.pulls[REPO]
+    assert [t["pull_request"] for t in data["tasks"]] == [
+        f"https://github.example/{REPO}/pull/{n}" for n in (1, 2)
+    ]
+    # What a person reads on the PR: the task, the agent's own words, where the run is.
+    body = pulls[0].body
+    assert pulls[0].title == "Task 1.1: first"
+    assert "Write out/1.1.txt." in body and "appended a line to out/1.1.txt" in body
+    assert f"/workflows/{workflow_id}" in body
     assert [(p.number, p.head, p.merged) for p in pulls] == [
         (1, pulls[0].head, True),
         (2, pulls[1].head, True),
