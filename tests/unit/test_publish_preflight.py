@@ -83,7 +83,7 @@ async def test_what_cannot_publish_is_refused_before_anything_starts(
     with pytest.raises(UsageError, match="no token for the code host: set GITHUB_TOKEN"):
         await forge_config(settings(hub), repo)
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_not_the_right_one_at_all")
-    with pytest.raises(UsageError, match="401.*Bad credentials") as err:
+    with pytest.raises(UsageError, match=r"401.*Bad credentials") as err:
         await forge_config(settings(hub), repo)
     assert "ghp_not_the_right_one_at_all" not in str(err.value)
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
