@@ -129,8 +129,20 @@ class ForgeActivities:
                 view = await forge.read(inp.number, inp.target_branch)
             except ForgeError as again:
                 raise forge_failure(again) from None
-            conflict = view.pr.mergeable is False
-            return MergePrOut(merged=False, reason=str(exc), conflict=conflict)
+            if view.pr.merged:  # merged meanwhile (a person, the host's queue)
+                return MergePrOut(merged=True, commit=view.pr.merge_commit)
+            if view.pr.mergeable is False:
+                return MergePrOut(merged=False, reason=str(exc), conflict=True)
+            if exc.status != 405 or view.pr.head_sha != inp.head_sha:
+                return MergePrOut(merged=False, reason=str(exc))  # the head moved: read again
+            # Branch protection: the host merges it once that is satisfied.
+            try:
+                handed = await forge.hand_over(
+                    view.pr, inp.forge.merge_method, inp.title, inp.message
+                )
+            except ForgeError as refused:
+                raise forge_failure(refused) from None
+            return MergePrOut(merged=False, reason=str(exc), handed_to=handed)
         if pr.merged:
             return MergePrOut(merged=True, commit=pr.merge_commit)
         return MergePrOut(merged=False, reason="closed without merging")

@@ -60,6 +60,8 @@ MAX_LIMIT_WAITS = 20
 
 class PullRequestSteps(TaskSteps):
     seen: list[str]  # ids of the PR's events acted on already
+    # Heads handed to the host's auto-merge or merge queue (branch protection), and to which.
+    handed_over: dict[str, str]
 
     # TaskWorkflow's own steps, which a PR's fix round and conflict go through.
     async def _fix_round(
@@ -176,12 +178,16 @@ class PullRequestSteps(TaskSteps):
             if not approved:
                 waiting_for.insert(0, "a person's approval (/approve or an approving review)")
                 res.approval_commit = work.commit  # the operator's signed approve counts too
+            if not waiting_for and self.handed_over.get(pr.head_sha):
+                # Auto-merge or the merge queue has it: the host merges it, this reads it.
+                waiting_for = [f"the code host's {self.handed_over[pr.head_sha]}"]
             if not waiting_for:
                 res.approval_commit = None
                 merged = await self._merge_pr(inp, label, forge, pr, work)
                 if merged is not None:
                     return merged if isinstance(merged, Work) else None
-                waiting_for = ["the code host to let it merge"]
+                handed = self.handed_over.get(pr.head_sha)
+                waiting_for = [f"the code host's {handed}" if handed else "the code host"]
             res.phase = f"pull request #{pr.number}: waiting for " + ", ".join(waiting_for)
             # The next read on a durable timer, or at once when the operator decides.
             try:
@@ -223,6 +229,8 @@ class PullRequestSteps(TaskSteps):
                 inp, label, work, MergeOut(merged=False, conflict_paths=["(on the code host)"])
             )
             return after if after is not None else True
+        if out.handed_to:
+            self.handed_over[pr.head_sha] = out.handed_to
         workflow.logger.info("task %s: #%s not merged: %s", task.id, pr.number, out.reason)
         return None
 

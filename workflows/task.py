@@ -88,6 +88,7 @@ class TaskWorkflow(PullRequestSteps):
         self.prepared: PrepareWorkspaceOut | None = None  # by the claim, for the next attempt
         self.cleaned = False  # the worktree was put away by the finishing step
         self.seen: list[str] = []  # --publish pr: the events of its PR acted on already
+        self.handed_over: dict[str, str] = {}  # and the heads the host merges on its own
 
     @workflow.signal
     def go(self) -> None:

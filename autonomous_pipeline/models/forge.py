@@ -47,6 +47,7 @@ class PullRequest(BaseModel):
     merge_commit: str | None = None
     mergeable: bool | None = None  # None: the host has not computed it yet
     closed_by: str | None = None
+    node_id: str = ""  # the host's global id (GitHub's GraphQL names the PR by it)
 
 
 class EventKind(StrEnum):
@@ -144,3 +145,6 @@ class MergePrOut(BaseModel):
     # Why not: the head moved, a conflict, branch protection; for the task's result.
     reason: str | None = None
     conflict: bool = False
+    # Branch protection would not let it merge now: handed to the host's auto-merge or its
+    # merge queue, which merges it once the protection is satisfied ("auto-merge", "merge queue").
+    handed_to: str | None = None

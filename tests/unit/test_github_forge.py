@@ -195,3 +195,38 @@ async def test_permission_and_credentials_are_checked(hub: FakeGitHub) -> None:
     assert "may not push" in (await forge(hub).can_publish() or "")
     why = await forge(hub, token="ghp_wrong").can_publish()
     assert why is not None and "401" in why and "Bad credentials" in why
+
+
+@pytest.mark.parametrize(
+    ("protection", "handed_to"), [("auto", "auto-merge"), ("queue", "merge queue")]
+)
+async def test_protection_hands_the_pr_to_the_host_which_merges_it(
+    hub: FakeGitHub, bare: Path, protection: str, handed_to: str
+) -> None:
+    f = forge(hub)
+    pr = await f.open_pr("task-1", "main", "t", "b")
+    hub.site.protection = protection
+    with pytest.raises(ForgeError) as err:
+        await f.merge(
+            pr.number, pr.head_sha, MergeMethod.SQUASH, "Task 1.1 (#1)", "Pipeline-Task: run/1.1"
+        )
+    assert err.value.status == 405
+    assert (
+        await f.hand_over(pr, MergeMethod.SQUASH, "Task 1.1 (#1)", "Pipeline-Task: run/1.1")
+        == handed_to
+    )
+    assert not (await f.read(pr.number, "main")).pr.merged
+    merged = hub.site.finish_handed(REPO, pr.number)
+    view = await f.read(pr.number, "main")
+    assert view.pr.merged and view.pr.merge_commit == merged == sh(bare, "rev-parse", "main")
+    if protection == "auto":  # squash, with the message it was given
+        assert "Pipeline-Task: run/1.1" in sh(bare, "log", "-1", "--format=%B", "main")
+
+
+async def test_a_moved_head_is_not_handed_over(hub: FakeGitHub) -> None:
+    f = forge(hub)
+    pr = await f.open_pr("task-1", "main", "t", "b")
+    stale = pr.model_copy(update={"head_sha": "2" * 40})
+    with pytest.raises(ForgeError, match="Head sha didn't match"):
+        await f.hand_over(stale, MergeMethod.SQUASH, "t", "m")
+    assert hub.site.handed == {}

@@ -45,6 +45,7 @@ class HostScript:
     rate_limited: dict[str, int] = field(default_factory=dict)  # activity -> calls refused
     conflict_once: set[str] = field(default_factory=set)  # the first merge finds a conflict
     open_fails_once: set[str] = field(default_factory=set)  # a crash after the PR was made
+    protected: set[str] = field(default_factory=set)  # merges handed to the host's auto-merge
 
 
 class FakeHost:
@@ -123,6 +124,8 @@ class FakeHost:
         pr = self.prs[task]
         if pr.merged:
             return MergePrOut(merged=True, commit=pr.merge_commit)
+        if task in self.script.protected:
+            return MergePrOut(merged=False, reason="review required", handed_to="auto-merge")
         if task in self.script.conflict_once:
             self.script.conflict_once.discard(task)
             return MergePrOut(merged=False, reason="not mergeable", conflict=True)

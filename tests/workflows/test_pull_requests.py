@@ -243,3 +243,17 @@ async def test_a_pr_waiting_on_people_gives_its_checkout_back(running: Harness) 
     log = running.fakes.host.log
     assert [kind for kind, _ in log[:4]] == ["opened"] * 4, log
     assert running.fakes.max_checkouts == 1
+
+
+@pytest.mark.parametrize(
+    "running",
+    [Script(host=HostScript(protected={"1.1"}, merged_by_person_at={"1.1": 4}))],
+    indirect=True,
+)
+async def test_a_pr_handed_to_auto_merge_is_left_to_the_host(running: Harness) -> None:
+    result = await running.run(pr_run())
+    t, host = tasks(result)["1.1"], running.fakes.host
+    assert t.status is TaskStatus.MERGED and t.commit == "person-merge-1.1"
+    # Asked once; then only read until the host had merged it.
+    assert [m.number for m in host.merges].count(1) == 1
+    assert host.reads["1.1"] == 4

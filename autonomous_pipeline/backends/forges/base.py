@@ -64,6 +64,13 @@ class Forge(Protocol):
         """Merge if the head is still `head_sha`; the PR as it is after (merged or not)."""
         ...
 
+    async def hand_over(
+        self, pr: PullRequest, method: MergeMethod, title: str, message: str
+    ) -> str | None:
+        """Branch protection refused the merge for now: have the host merge `pr`'s head once
+        it allows (auto-merge, or its merge queue). What it was handed to; None: neither."""
+        ...
+
 
 # A comment that is a command: its first word.
 _COMMAND = re.compile(r"^\s*/(fix|approve|skip)\b[ \t]*(.*)", re.DOTALL | re.IGNORECASE)

@@ -299,6 +299,55 @@ class GitHubForge:
                 raise
         return await self._get(number)
 
+    async def hand_over(
+        self, pr: PullRequest, method: MergeMethod, title: str, message: str
+    ) -> str | None:
+        """Auto-merge where the protection allows it later; the merge queue where only the
+        queue may merge. Both through GraphQL, the only API GitHub gives them."""
+        auto = {"id": pr.node_id, "method": method.value.upper(), "head": pr.head_sha,
+                "title": title, "body": message}  # fmt: skip
+        why = await self._mutate(_AUTO_MERGE, auto)
+        if why is None:
+            return "auto-merge"
+        if "queue" not in why.lower():
+            raise ForgeError(f"GitHub refused auto-merge: {why}", 422)
+        why = await self._mutate(_ENQUEUE, {"id": pr.node_id, "head": pr.head_sha})
+        if why is not None:
+            raise ForgeError(f"GitHub refused the merge queue: {why}", 422)
+        return "merge queue"
+
+    async def _mutate(self, query: str, variables: dict[str, Any]) -> str | None:
+        """None once done; else GitHub's reasons."""
+        from githubkit.exception import GraphQLFailed, RateLimitExceeded, RequestFailed
+
+        try:
+            await self.gh.async_graphql(query, variables)
+        except GraphQLFailed as exc:
+            errors = exc.response.errors or []
+            return "; ".join(e.message for e in errors) or "no reason given"
+        except RateLimitExceeded as exc:
+            raise RateLimited("GitHub rate limit", exc.retry_after.total_seconds()) from None
+        except RequestFailed as exc:
+            status = exc.response.status_code
+            raise ForgeError(f"GitHub said {status}: {_message(exc.response)}", status) from None
+        return None
+
+
+_AUTO_MERGE = """
+mutation($id: ID!, $method: PullRequestMergeMethod!, $head: GitObjectID!, $title: String!,
+         $body: String!) {
+  enablePullRequestAutoMerge(input: {pullRequestId: $id, mergeMethod: $method,
+      expectedHeadOid: $head, commitHeadline: $title, commitBody: $body}) {
+    clientMutationId
+  }
+}"""
+_ENQUEUE = """
+mutation($id: ID!, $head: GitObjectID!) {
+  enqueuePullRequest(input: {pullRequestId: $id, expectedHeadOid: $head}) {
+    mergeQueueEntry { position }
+  }
+}"""
+
 
 def _pull(data: dict[str, Any]) -> PullRequest:
     head = data.get("head") or {}
@@ -315,6 +364,7 @@ def _pull(data: dict[str, Any]) -> PullRequest:
         merge_commit=data.get("merge_commit_sha") if data.get("merged") else None,
         mergeable=data.get("mergeable"),
         closed_by=closed_by,
+        node_id=data.get("node_id") or "",
     )
 
 
