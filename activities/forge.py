@@ -10,6 +10,9 @@ durable timer (RATE_LIMITED, with the seconds to wait).
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -27,6 +30,7 @@ from autonomous_pipeline.models.activity_refs import (
     READ_PR,
 )
 from autonomous_pipeline.models.forge import (
+    NOTHING_NEW,
     RATE_LIMITED,
     ForgeConfig,
     MergePrIn,
@@ -40,6 +44,19 @@ from autonomous_pipeline.models.forge import (
     ReviewPostIn,
     ReviewPostOut,
 )
+
+
+def digest(view: PrView) -> str:
+    """What a task acts on in a view, hashed: its state, head, people's events and checks.
+    (Not `mergeable`, which GitHub computes lazily and flips between reads.)"""
+    pr = view.pr
+    facts = {
+        "pr": [pr.open, pr.merged, pr.merge_commit, pr.head_sha, pr.closed_by],
+        "events": [e.id for e in view.events],
+        "checks": sorted((c.name, c.state.value, c.url or "") for c in view.checks),
+        "required": view.required,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def forge_failure(exc: ForgeError) -> ApplicationError:
@@ -104,11 +121,18 @@ class ForgeActivities:
 
     @activity.defn(name=READ_PR.name)
     async def read_pr(self, inp: ReadPrIn) -> PrView:
+        """The PR as it stands; with `unchanged_since`, only once it has changed: until then
+        each attempt fails with NOTHING_NEW and the server tries again a poll later. Polling by
+        retries leaves no events in the task's history while a PR waits for days."""
         try:
             async with heartbeating(f"reading #{inp.number}"):
-                return await self._forge(inp.forge).read(inp.number, inp.target_branch)
+                view = await self._forge(inp.forge).read(inp.number, inp.target_branch)
         except ForgeError as exc:
             raise forge_failure(exc) from None
+        view.digest = digest(view)
+        if inp.unchanged_since is not None and view.digest == inp.unchanged_since:
+            raise ApplicationError(f"nothing new on #{inp.number}", type=NOTHING_NEW)
+        return view
 
     @activity.defn(name=MERGE_PR.name)
     async def merge_pr(self, inp: MergePrIn) -> MergePrOut:

@@ -12,10 +12,12 @@ respected. Every event is acted on once (its id is remembered in the workflow's 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -111,7 +113,7 @@ class PullRequestSteps(TaskSteps):
             retry_policy=policies.GIT_RETRY,
             summary=f"{label} — push the task's branch",
         )
-        pr: PullRequest = await self._on_host(
+        pr: PullRequest = await self._host(
             OPEN_PR,
             OpenPrIn(
                 forge=forge,
@@ -139,12 +141,13 @@ class PullRequestSteps(TaskSteps):
         await self._merging(inp)  # waiting on the host holds no agent slot
         await self._park(inp, label)
         approved = not self._needs_person(inp)
+        view: PrView | None = None
         while True:
-            view: PrView = await self._on_host(
-                READ_PR,
-                ReadPrIn(forge=forge, number=pr.number, target_branch=opts.target_branch),
-                f"{label} — read #{pr.number}",
-            )
+            # The first read answers at once; each later one only once the PR has changed
+            # (or the operator has decided): see _watch.
+            watched = await self._watch(inp, label, pr.number, view)
+            view = watched or view
+            assert view is not None
             pr = view.pr
             if self._ended_on_host(pr):
                 return None
@@ -164,8 +167,10 @@ class PullRequestSteps(TaskSteps):
                     res.phase = f"fix asked by {who}"
                     return await self._rework(inp, label, work, FixRequest(findings=findings))
                 approved = True
-            if not approved and self._operator_decided(inp, work.commit):
-                if self.result.status is TaskStatus.FAILED:
+            # The operator's signed approve or reject (starter.py approve), as without a PR; a
+            # decision that is not theirs is dropped.
+            if self._operator_decided(inp, work.commit):
+                if res.status is TaskStatus.FAILED:
                     return None
                 approved = True
             failing, waiting_for = checks_of(
@@ -189,13 +194,6 @@ class PullRequestSteps(TaskSteps):
                 handed = self.handed_over.get(pr.head_sha)
                 waiting_for = [f"the code host's {handed}" if handed else "the code host"]
             res.phase = f"pull request #{pr.number}: waiting for " + ", ".join(waiting_for)
-            # The next read on a durable timer, or at once when the operator decides.
-            try:
-                await workflow.wait_condition(
-                    lambda: self.decision is not None, timeout=timedelta(seconds=forge.poll_s)
-                )
-            except TimeoutError:
-                continue  # time for the next read
 
     async def _merge_pr(
         self, inp: TaskInput, label: str, forge: ForgeConfig, pr: PullRequest, work: Work
@@ -205,7 +203,7 @@ class PullRequestSteps(TaskSteps):
         res = self.result
         res.phase = f"merge #{pr.number}"
         task = inp.task
-        out: MergePrOut = await self._on_host(
+        out: MergePrOut = await self._host(
             MERGE_PR,
             MergePrIn(
                 forge=forge,
@@ -300,21 +298,74 @@ class PullRequestSteps(TaskSteps):
         assert inp.options.forge is not None  # the starter refuses --publish pr without one
         return inp.options.forge
 
-    async def _on_host(self, ref: ActivityRef[A, R], arg: A, summary: str) -> R:
+    async def _watch(
+        self, inp: TaskInput, label: str, number: int, last: PrView | None
+    ) -> PrView | None:
+        """The PR once it differs from `last` (at once when there is none); None when the
+        operator decided first. Waiting is the server's: each read that finds nothing new
+        fails and is retried a poll later, which leaves nothing in the history, so a PR can
+        wait for days; a decision cancels the wait."""
+        forge = self._forge(inp)
+        read = ReadPrIn(
+            forge=forge,
+            number=number,
+            target_branch=inp.options.target_branch,
+            unchanged_since=last.digest if last is not None else None,
+        )
+        if last is None:
+            return await self._host(READ_PR, read, f"{label} — read #{number}")
+        poll = timedelta(seconds=forge.poll_s)
+        every_poll = RetryPolicy(
+            initial_interval=poll, backoff_coefficient=1.0, maximum_interval=poll
+        )
+        return await self._on_host(
+            READ_PR, read, f"{label} — watch #{number}", every_poll, until_decided=True
+        )
+
+    async def _host(self, ref: ActivityRef[A, R], arg: A, summary: str) -> R:
+        """A call to the code host that answers (see _on_host)."""
+        got = await self._on_host(ref, arg, summary)
+        assert got is not None  # only a call waiting for a decision comes back empty
+        return got
+
+    async def _first_of(self, call: asyncio.Future[Any]) -> bool:
+        """Wait for `call` or the operator's decision: False (and `call` cancelled) if the
+        decision came first."""
+        await workflow.wait_condition(lambda: call.done() or self.decision is not None)
+        if call.done():
+            return True
+        call.cancel()
+        try:
+            await call
+        except (ActivityError, asyncio.CancelledError):
+            workflow.logger.debug("the watch was cancelled for the operator's decision")
+        return False
+
+    async def _on_host(
+        self,
+        ref: ActivityRef[A, R],
+        arg: A,
+        summary: str,
+        retry: RetryPolicy | None = None,
+        until_decided: bool = False,
+    ) -> R | None:
         """A call to the code host on the shared queue, its rate limit waited out on a timer."""
         waits = 0
         while True:
+            call = workflow.start_activity(
+                ref.name,
+                arg,
+                result_type=ref.result,
+                start_to_close_timeout=FORGE_TIMEOUT,
+                # A worker killed mid-call is noticed in seconds; the call is safe to repeat.
+                heartbeat_timeout=timedelta(seconds=self.inp.options.heartbeat_timeout_s),
+                retry_policy=retry or policies.GIT_RETRY,
+                summary=summary,
+            )
+            if until_decided and not await self._first_of(call):
+                return None
             try:
-                return await workflow.execute_activity(
-                    ref.name,
-                    arg,
-                    result_type=ref.result,
-                    start_to_close_timeout=FORGE_TIMEOUT,
-                    # A worker killed mid-call is noticed in seconds; the call is safe to repeat.
-                    heartbeat_timeout=timedelta(seconds=self.inp.options.heartbeat_timeout_s),
-                    retry_policy=policies.GIT_RETRY,
-                    summary=summary,
-                )
+                return await call
             except ActivityError as exc:
                 delay = rate_limit_delay(exc)
                 if delay is None or waits >= MAX_LIMIT_WAITS:

@@ -12,6 +12,9 @@ from autonomous_pipeline.models.review import Finding, Verdict
 # A forge call refused for the API's rate limit (activities.forge): not retried by the activity,
 # waited out by the task on a durable timer. Details: (seconds until the limit resets,).
 RATE_LIMITED = "ForgeRateLimited"
+# A watch of a pull request that found nothing new: retried by the server every poll, which
+# leaves nothing in the task's history until something changes (see workflows.pull_request).
+NOTHING_NEW = "NothingNewOnThePullRequest"
 
 
 class Publish(StrEnum):
@@ -88,6 +91,7 @@ class PrView(BaseModel):
     checks: list[PrCheck] = Field(default_factory=list)
     # Check names branch protection requires; empty: every check reported on the head.
     required: list[str] = Field(default_factory=list)
+    digest: str = ""  # of what a task acts on in it (activities.forge): "has anything changed"
 
 
 # --- activity inputs and outputs ---
@@ -128,6 +132,9 @@ class ReadPrIn(BaseModel):
     forge: ForgeConfig
     number: int
     target_branch: str  # whose protection names the required checks
+    # The digest of the view the task has acted on: a read that finds the same fails with
+    # NOTHING_NEW, to be tried again a poll later. None: answer whatever it finds.
+    unchanged_since: str | None = None
 
 
 class MergePrIn(BaseModel):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from autonomous_pipeline.activities.forge import digest
 from autonomous_pipeline.models.activity_refs import (
     MERGE_PR,
     OPEN_PR,
@@ -17,6 +18,7 @@ from autonomous_pipeline.models.activity_refs import (
     READ_PR,
 )
 from autonomous_pipeline.models.forge import (
+    NOTHING_NEW,
     RATE_LIMITED,
     MergePrIn,
     MergePrOut,
@@ -115,7 +117,11 @@ class FakeHost:
         by_push = s.checks.get(task, [])
         pushed = len(self.pushes[task]) - 1
         checks = by_push[pushed] if pushed < len(by_push) else []
-        return PrView(pr=pr, events=events, checks=checks, required=s.required)
+        view = PrView(pr=pr, events=events, checks=checks, required=s.required)
+        view.digest = digest(view)
+        if inp.unchanged_since == view.digest:  # as the real step: the server asks again later
+            raise ApplicationError("nothing new", type=NOTHING_NEW)
+        return view
 
     @activity.defn(name=MERGE_PR.name)
     async def merge_pr(self, inp: MergePrIn) -> MergePrOut:

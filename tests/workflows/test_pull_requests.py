@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import contextlib
+import uuid
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from autonomous_pipeline.cli.approval import public_key, sign_decision
+from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.forge import (
     CheckState,
     EventKind,
@@ -14,6 +21,7 @@ from autonomous_pipeline.models.forge import (
 )
 from autonomous_pipeline.models.results import TaskResult, TaskStatus
 from autonomous_pipeline.models.run import Approval
+from autonomous_pipeline.workflows.plan import PlanWorkflow
 from tests.conftest import md
 from tests.workflows.conftest import Harness, plan_input
 from tests.workflows.fake_host import HostScript
@@ -257,3 +265,59 @@ async def test_a_pr_handed_to_auto_merge_is_left_to_the_host(running: Harness) -
     # Asked once; then only read until the host had merged it.
     assert [m.number for m in host.merges].count(1) == 1
     assert host.reads["1.1"] == 4
+
+
+@pytest.mark.parametrize(
+    "running",
+    [
+        Script(
+            host=HostScript(
+                events={"1.1": [(40, approve("review:1"))], "1.2": [(1, approve("review:2"))]}
+            )
+        )
+    ],
+    indirect=True,
+)
+async def test_a_long_wait_on_people_leaves_the_history_small(running: Harness) -> None:
+    # 39 reads found nothing new: each was a retry the server scheduled, not a step recorded.
+    handle = await running.start(pr_run(approval=Approval.ALWAYS))
+    result = await final_result(handle)
+    assert tasks(result)["1.1"].status is TaskStatus.MERGED
+    assert running.fakes.host.reads["1.1"] == 40
+    history = await running.client.get_workflow_handle(f"{handle.id}/task-1.1").fetch_history()
+    reads = [
+        e for e in history.events
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "read_pull_request"
+    ]  # fmt: skip
+    assert len(reads) == 2  # the first read, then one watch until the approval came
+    assert not [e for e in history.events if e.HasField("timer_started_event_attributes")]
+
+
+async def test_the_operators_signed_approval_wakes_a_waiting_pr(running: Harness) -> None:
+    key = Ed25519PrivateKey.generate().private_bytes_raw()
+    inp = pr_run(approval=Approval.ALWAYS, forge={"poll_s": 3600.0})
+    inp.approver = public_key(key)
+    wid = f"plan-{uuid.uuid4().hex[:8]}"
+    handle = await running.client.start_workflow(
+        PlanWorkflow.run, inp, id=wid, task_queue=running.queue
+    )
+    running.started.append(handle)
+    for tid in ("1.1", "1.2"):
+        child = running.client.get_workflow_handle(f"{wid}/task-{tid}")
+        waiting = await _waiting_for_approval(child)
+        await handle.signal("approve", args=[tid])  # unsigned: dropped, it waits on
+        await handle.signal("approve", args=[tid, sign_decision(key, True, wid, tid, waiting)])
+    result = await final_result(handle)
+    assert [t.status for t in result.tasks] == [TaskStatus.MERGED] * 2
+    # Woken by the decision, not by a read an hour later: the watch was cancelled.
+    assert running.fakes.host.reads["1.1"] <= 3
+
+
+async def _waiting_for_approval(child) -> str:
+    for _ in range(400):
+        with contextlib.suppress(Exception):
+            res = await child.query("status", result_type=TaskResult)
+            if res.phase.startswith("pull request #") and res.approval_commit:
+                return res.approval_commit
+        await asyncio.sleep(0.05)
+    raise AssertionError("never waited for approval")
