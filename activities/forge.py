@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from autonomous_pipeline.activities.heartbeat import heartbeating
 from autonomous_pipeline.backends.forges import TOKEN_ENV, forge_token, make_forge
 from autonomous_pipeline.backends.forges.base import Forge, ForgeError, RateLimited
-from autonomous_pipeline.backends.git import git, rev_parse
+from autonomous_pipeline.backends.git import git, push_with_lease, rev_parse
 from autonomous_pipeline.backends.workspace.clones import Clones
 from autonomous_pipeline.backends.workspace.layout import TaskRef
 from autonomous_pipeline.models.activity_refs import (
@@ -30,6 +30,7 @@ from autonomous_pipeline.models.activity_refs import (
     READ_PR,
 )
 from autonomous_pipeline.models.forge import (
+    BRANCH_MOVED,
     NOTHING_NEW,
     RATE_LIMITED,
     ForgeConfig,
@@ -89,14 +90,22 @@ class ForgeActivities:
         task's own, and a conflict fix moves it onto a new base)."""
         task = TaskRef(inp.run_key, inp.task_id)
         clone = await self.clones.of(task)
-        dst = f"refs/heads/{task.branch}"
         async with heartbeating(f"pushing {task.branch}"), self.clones.lock(clone):
             if await rev_parse(inp.commit, clone) is None:
                 raise ApplicationError(
                     f"commit {inp.commit[:12]} is not in the task's clone", non_retryable=True
                 )
-            await git("push", "--quiet", "--no-verify", "--force", "origin",
-                      f"{inp.commit}:{dst}", cwd=clone)  # fmt: skip
+            if inp.expected is None:
+                # The task's first push: the branch is the task's (an earlier try's, if any).
+                await git("push", "--quiet", "--no-verify", "--force", "origin",
+                          f"{inp.commit}:refs/heads/{task.branch}", cwd=clone)  # fmt: skip
+            elif await push_with_lease(clone, inp.commit, task.branch, inp.expected) == "moved":
+                raise ApplicationError(
+                    f"{task.branch} was pushed to by someone else since the pipeline pushed "
+                    f"{inp.expected[:12]}: their commits are not overwritten",
+                    type=BRANCH_MOVED,
+                    non_retryable=True,
+                )
         return PushBranchOut(branch=task.branch, commit=inp.commit)
 
     @activity.defn(name=OPEN_PR.name)
@@ -104,7 +113,7 @@ class ForgeActivities:
         try:
             async with heartbeating(f"opening the pull request of {inp.branch}"):
                 return await self._forge(inp.forge).open_pr(
-                    inp.branch, inp.target_branch, inp.title, inp.body
+                    inp.branch, inp.target_branch, inp.title, inp.body, inp.not_before
                 )
         except ForgeError as exc:
             raise forge_failure(exc) from None
@@ -126,7 +135,8 @@ class ForgeActivities:
         retries leaves no events in the task's history while a PR waits for days."""
         try:
             async with heartbeating(f"reading #{inp.number}"):
-                view = await self._forge(inp.forge).read(inp.number, inp.target_branch)
+                forge = self._forge(inp.forge)
+                view = await forge.read(inp.number, inp.target_branch, frozenset(inp.known))
         except ForgeError as exc:
             raise forge_failure(exc) from None
         view.digest = digest(view)

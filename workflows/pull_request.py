@@ -13,7 +13,7 @@ respected. Every event is acted on once (its id is remembered in the workflow's 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         MergePrIn,
         MergePrOut,
         OpenPrIn,
+        PrEvent,
         PrView,
         PullRequest,
         PushBranchIn,
@@ -64,6 +65,8 @@ class PullRequestSteps(TaskSteps):
     seen: list[str]  # ids of the PR's events acted on already
     # Heads handed to the host's auto-merge or merge queue (branch protection), and to which.
     handed_over: dict[str, str]
+    pushed_head: str | None  # what the pipeline last pushed to the task's branch
+    pushed_at: str  # and when (ISO 8601, UTC): an approval by comment counts from then
 
     # TaskWorkflow's own steps, which a PR's fix round and conflict go through.
     async def _fix_round(
@@ -106,13 +109,18 @@ class PullRequestSteps(TaskSteps):
         pushed = await self._act(
             PUSH_BRANCH,
             PushBranchIn(
-                run_key=inp.run_key, task_id=inp.task.id, repo=inp.options.repo, commit=work.commit
+                run_key=inp.run_key,
+                task_id=inp.task.id,
+                repo=inp.options.repo,
+                commit=work.commit,
+                expected=self.pushed_head,
             ),
             start_to_close_timeout=policies.GIT_TIMEOUT,
             heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
             retry_policy=policies.GIT_RETRY,
             summary=f"{label} — push the task's branch",
         )
+        self.pushed_head, self.pushed_at = work.commit, iso(workflow.now())
         pr: PullRequest = await self._host(
             OPEN_PR,
             OpenPrIn(
@@ -121,6 +129,7 @@ class PullRequestSteps(TaskSteps):
                 target_branch=inp.options.target_branch,
                 title=f"Task {inp.task.id}: {inp.task.title}",
                 body=pr_body(inp, res, forge),
+                not_before=iso(workflow.info().start_time),
             ),
             f"{label} — open its pull request",
         )
@@ -166,7 +175,10 @@ class PullRequestSteps(TaskSteps):
                     ]
                     res.phase = f"fix asked by {who}"
                     return await self._rework(inp, label, work, FixRequest(findings=findings))
-                approved = True
+                if approves(event, work.commit, self.pushed_at):
+                    approved = True
+                else:  # given on an earlier head: the change has moved on since
+                    workflow.logger.info("task %s: %s approved an earlier head", inp.task.id, who)
             # The operator's signed approve or reject (starter.py approve), as without a PR; a
             # decision that is not theirs is dropped.
             if self._operator_decided(inp, work.commit):
@@ -183,6 +195,15 @@ class PullRequestSteps(TaskSteps):
             if not approved:
                 waiting_for.insert(0, "a person's approval (/approve or an approving review)")
                 res.approval_commit = work.commit  # the operator's signed approve counts too
+            else:
+                res.approval_commit = None
+            if pr.head_sha != work.commit:
+                # Someone pushed to the branch: what the pipeline checked is no longer what
+                # would merge. It merges nothing it did not check; a person may.
+                waiting_for = [
+                    f"its head to be {work.commit[:12]}, which the pipeline checked (someone "
+                    f"pushed {pr.head_sha[:12]}; merge it yourself, or close it)"
+                ]
             if not waiting_for and self.handed_over.get(pr.head_sha):
                 # Auto-merge or the merge queue has it: the host merges it, this reads it.
                 waiting_for = [f"the code host's {self.handed_over[pr.head_sha]}"]
@@ -209,7 +230,7 @@ class PullRequestSteps(TaskSteps):
                 forge=forge,
                 number=pr.number,
                 target_branch=inp.options.target_branch,
-                head_sha=pr.head_sha,
+                head_sha=work.commit,  # what was checked; the host refuses if the head moved
                 title=f"Task {task.id}: {task.title} (#{pr.number})",
                 message=merge_message(inp, res),
             ),
@@ -311,16 +332,17 @@ class PullRequestSteps(TaskSteps):
             number=number,
             target_branch=inp.options.target_branch,
             unchanged_since=last.digest if last is not None else None,
+            known=list(self.seen),
         )
-        if last is None:
-            return await self._host(READ_PR, read, f"{label} — read #{number}")
+        # A host that fails (an outage) is read again a poll later, however long it takes.
         poll = timedelta(seconds=forge.poll_s)
         every_poll = RetryPolicy(
             initial_interval=poll, backoff_coefficient=1.0, maximum_interval=poll
         )
-        return await self._on_host(
-            READ_PR, read, f"{label} — watch #{number}", every_poll, until_decided=True
+        got = await self._on_host(
+            READ_PR, read, f"{label} — watch #{number}", every_poll, until_decided=last is not None
         )
+        return got
 
     async def _host(self, ref: ActivityRef[A, R], arg: A, summary: str) -> R:
         """A call to the code host that answers (see _on_host)."""
@@ -410,6 +432,21 @@ def checks_of(view: PrView, required: bool) -> tuple[list[CheckResult], list[str
     return failing, [f"checks ({', '.join(pending)})"] if pending else []
 
 
+def iso(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def approves(event: PrEvent, commit: str, pushed_at: str) -> bool:
+    """Whether an approval is of `commit`: a review names the head it was given on; a comment
+    counts when made once `commit` was pushed (`pushed_at` is when the push had ended; the
+    host's times are to the second)."""
+    if event.kind is not EventKind.APPROVE:
+        return False
+    if event.commit:
+        return event.commit == commit
+    return event.at >= pushed_at
+
+
 def pr_body(inp: TaskInput, res: TaskResult, forge: ForgeConfig) -> str:
     task = inp.task
     summary = "\n".join(task.instructions.strip().splitlines()[:12])
@@ -417,7 +454,9 @@ def pr_body(inp: TaskInput, res: TaskResult, forge: ForgeConfig) -> str:
     if summary:
         lines += ["", "### Instructions (summary)", "", summary]
     if res.summary:
-        lines += ["", "### The agent's summary", "", res.summary[:1500]]
+        # The agent's words, as text: no link, image, mention or "Fixes #N" of theirs acts.
+        said = res.summary[:1500].replace("`", "'")
+        lines += ["", "### The agent's summary", "", "```text", said, "```"]
     if res.checks:
         lines += ["", "### Checks", ""]
         lines += [f"- {'✅' if c.passed else '❌'} `{c.command}`" for c in res.checks]
@@ -428,8 +467,6 @@ def pr_body(inp: TaskInput, res: TaskResult, forge: ForgeConfig) -> str:
 
 
 def merge_message(inp: TaskInput, res: TaskResult) -> str:
-    """The merge commit's body: the agent's summary and the task's trailer, by which a merge
-    is recognised after any crash."""
-    body = res.summary.strip()[:2000]
-    trailer = f"Pipeline-Task: {inp.run_key}/{inp.task.id}"
-    return f"{body}\n\n{trailer}" if body else trailer
+    """The merge commit's body: the task's trailer, by which a merge is recognised after any
+    crash. Not the agent's words: a "Fixes #N" of theirs would close an issue."""
+    return f"Pipeline-Task: {inp.run_key}/{inp.task.id}"

@@ -89,6 +89,8 @@ class TaskWorkflow(PullRequestSteps):
         self.cleaned = False  # the worktree was put away by the finishing step
         self.seen: list[str] = []  # --publish pr: the events of its PR acted on already
         self.handed_over: dict[str, str] = {}  # and the heads the host merges on its own
+        self.pushed_head: str | None = None
+        self.pushed_at = ""
 
     @workflow.signal
     def go(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from autonomous_pipeline.backends.forges import TOKEN_ENV, forge_token, make_forge
 from autonomous_pipeline.backends.forges.base import ForgeError
@@ -31,6 +32,13 @@ def remote_url(repo: Path, remote: str) -> str:
         raise UsageError(
             f"--publish pr: {repo} has no remote {remote!r} to push task branches to "
             "(add one, or name another with --remote)"
+        )
+    if urlsplit(url).password is not None or re.match(r"^[a-z+]+://[^/@]+:[^/@]*@", url):
+        # The URL goes into the run's input, which the pipeline acts on and never masks.
+        raise UsageError(
+            f"--publish pr: the URL of remote {remote!r} carries a password or token; the "
+            "run would record it. Remove it from the URL and let git's credential helper "
+            "give it (`gh auth setup-git`, or `git config credential.helper store`)"
         )
     return url
 

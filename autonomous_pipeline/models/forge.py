@@ -12,6 +12,9 @@ from autonomous_pipeline.models.review import Finding, Verdict
 # A forge call refused for the API's rate limit (activities.forge): not retried by the activity,
 # waited out by the task on a durable timer. Details: (seconds until the limit resets,).
 RATE_LIMITED = "ForgeRateLimited"
+# The task's branch moved on the host since the pipeline pushed it (a person pushed to it):
+# the pipeline neither overwrites nor merges what it did not check.
+BRANCH_MOVED = "TaskBranchMoved"
 # A watch of a pull request that found nothing new: retried by the server every poll, which
 # leaves nothing in the task's history until something changes (see workflows.pull_request).
 NOTHING_NEW = "NothingNewOnThePullRequest"
@@ -69,6 +72,8 @@ class PrEvent(BaseModel):
     author: str
     body: str = ""  # the words after the command, or the review's body
     findings: list[Finding] = Field(default_factory=list)  # a review's comments on lines
+    commit: str | None = None  # the head a review was given on (a comment names none)
+    at: str = ""  # when, as the host says (ISO 8601, UTC)
 
 
 class CheckState(StrEnum):
@@ -102,6 +107,9 @@ class PushBranchIn(BaseModel):
     task_id: str
     repo: str
     commit: str
+    # What the pipeline pushed last: the push replaces only that (someone else's commit on
+    # the branch is never overwritten). None: the task's first push, which takes the branch.
+    expected: str | None = None
 
 
 class PushBranchOut(BaseModel):
@@ -115,6 +123,9 @@ class OpenPrIn(BaseModel):
     target_branch: str
     title: str
     body: str
+    # When this try of the task began (ISO 8601): a PR of the branch a person closed before
+    # it is an earlier try's, and a new one is opened; one closed since is this try's answer.
+    not_before: str = ""
 
 
 class ReviewPostIn(BaseModel):
@@ -135,6 +146,7 @@ class ReadPrIn(BaseModel):
     # The digest of the view the task has acted on: a read that finds the same fails with
     # NOTHING_NEW, to be tried again a poll later. None: answer whatever it finds.
     unchanged_since: str | None = None
+    known: list[str] = Field(default_factory=list)  # events acted on: their details not fetched
 
 
 class MergePrIn(BaseModel):

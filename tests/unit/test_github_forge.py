@@ -230,3 +230,54 @@ async def test_a_moved_head_is_not_handed_over(hub: FakeGitHub) -> None:
     with pytest.raises(ForgeError, match="Head sha didn't match"):
         await f.hand_over(stale, MergeMethod.SQUASH, "t", "m")
     assert hub.site.handed == {}
+
+
+async def test_a_command_past_the_first_page_of_comments_is_read(hub: FakeGitHub) -> None:
+    # GitHub pages comments oldest first: a stranger's hundred comments must not bury a
+    # collaborator's command.
+    f = forge(hub)
+    pr = await f.open_pr("task-1", "main", "t", "b")
+    for i in range(150):
+        hub.site.comment(REPO, pr.number, f"spam {i}", user="mallory", association="NONE")
+    hub.site.comment(REPO, pr.number, "/skip")
+    view = await f.read(pr.number, "main")
+    assert [(e.kind, e.author) for e in view.events] == [(EventKind.SKIP, "alice")]
+    pages = [p for m, p, _ in hub.site.requests if "/issues/1/comments" in p]
+    assert len(pages) == 2
+
+
+async def test_a_collaborator_with_read_access_alone_does_not_steer(hub: FakeGitHub) -> None:
+    f = forge(hub)
+    pr = await f.open_pr("task-1", "main", "t", "b")
+    hub.site.permissions["triager"] = "read"
+    hub.site.comment(REPO, pr.number, "/approve", user="triager", association="COLLABORATOR")
+    hub.site.review(REPO, pr.number, "APPROVED", user="triager", association="COLLABORATOR")
+    hub.site.comment(REPO, pr.number, "/approve", user="maintainer", association="MEMBER")
+    view = await f.read(pr.number, "main")
+    assert [e.author for e in view.events] == ["maintainer"]
+
+
+def test_words_after_approve_or_skip_make_it_no_command() -> None:
+    assert command_of("/approve not yet") is None
+    assert command_of("/skip?") is None
+    assert command_of("/approve\n\nlooks good") == (EventKind.APPROVE, "looks good")
+    assert command_of("/fix: the import") is None
+
+
+async def test_a_review_names_the_head_it_approved(hub: FakeGitHub) -> None:
+    f = forge(hub)
+    pr = await f.open_pr("task-1", "main", "t", "b")
+    hub.site.review(REPO, pr.number, "APPROVED", user="carol", association="MEMBER")
+    (event,) = (await f.read(pr.number, "main")).events
+    assert event.commit == pr.head_sha and event.at
+
+
+async def test_a_pr_closed_before_this_try_began_is_replaced(hub: FakeGitHub) -> None:
+    f = forge(hub)
+    first = await f.open_pr("task-1", "main", "t", "b")
+    hub.site.close(REPO, first.number)
+    later = "2999-01-01T00:00:00Z"  # a retry of the task, begun after the close
+    again = await f.open_pr("task-1", "main", "t", "b", not_before=later)
+    assert again.number != first.number and again.open
+    # This try's own PR, closed by a person, is its answer.
+    assert (await f.open_pr("task-1", "main", "t", "b", not_before="")).number == again.number

@@ -95,3 +95,13 @@ async def test_what_cannot_publish_is_refused_before_anything_starts(
     sh(repo, "remote", "set-url", "origin", "widgets")
     with pytest.raises(UsageError, match="name it with --forge-repo"):
         await forge_config(settings(hub, forge_repo=None), repo)
+
+
+async def test_a_remote_url_that_carries_a_token_is_refused(
+    repo: Path, hub: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    sh(repo, "remote", "set-url", "origin", f"https://x-access-token:{TOKEN}@github.com/a/b.git")
+    with pytest.raises(UsageError, match="carries a password or token") as err:
+        await forge_config(settings(hub), repo)
+    assert TOKEN not in str(err.value)

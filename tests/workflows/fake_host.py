@@ -18,6 +18,7 @@ from autonomous_pipeline.models.activity_refs import (
     READ_PR,
 )
 from autonomous_pipeline.models.forge import (
+    BRANCH_MOVED,
     NOTHING_NEW,
     RATE_LIMITED,
     MergePrIn,
@@ -48,6 +49,7 @@ class HostScript:
     conflict_once: set[str] = field(default_factory=set)  # the first merge finds a conflict
     open_fails_once: set[str] = field(default_factory=set)  # a crash after the PR was made
     protected: set[str] = field(default_factory=set)  # merges handed to the host's auto-merge
+    pushed_by_someone_at: dict[str, int] = field(default_factory=dict)  # task -> read
 
 
 class FakeHost:
@@ -61,6 +63,7 @@ class FakeHost:
         self.opened: list[str] = []  # tasks whose PR was created (not found)
         self.calls: dict[str, int] = defaultdict(int)
         self.log: list[tuple[str, str]] = []  # ("opened" | "merged", task) in order
+        self.shown_at: dict[str, str] = {}  # event id -> when it first showed (the host's clock)
 
     def _limit(self, name: str) -> None:
         self.calls[name] += 1
@@ -73,6 +76,9 @@ class FakeHost:
 
     @activity.defn(name=PUSH_BRANCH.name)
     async def push_branch(self, inp: PushBranchIn) -> PushBranchOut:
+        pr = self.prs.get(inp.task_id)
+        if inp.expected is not None and pr is not None and pr.head_sha != inp.expected:
+            raise ApplicationError("moved", type=BRANCH_MOVED, non_retryable=True)
         self.pushes[inp.task_id].append(inp.commit)
         if inp.task_id in self.prs:
             self.prs[inp.task_id].head_sha = inp.commit
@@ -113,7 +119,14 @@ class FakeHost:
             pr.open, pr.closed_by = False, "bob"
         if s.merged_by_person_at.get(task, 0) and n >= s.merged_by_person_at[task] and pr.open:
             pr.open, pr.merged, pr.merge_commit = False, True, f"person-merge-{task}"
-        events = [e for k, e in s.events.get(task, []) if n >= k]
+        if s.pushed_by_someone_at.get(task, 0) and n == s.pushed_by_someone_at[task]:
+            pr.head_sha = f"someone-{task}"
+        now = activity.info().current_attempt_scheduled_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        events = []
+        for k, e in s.events.get(task, []):
+            if n >= k:
+                at = self.shown_at.setdefault(e.id, e.at or now)
+                events.append(e.model_copy(update={"at": at}))
         by_push = s.checks.get(task, [])
         pushed = len(self.pushes[task]) - 1
         checks = by_push[pushed] if pushed < len(by_push) else []

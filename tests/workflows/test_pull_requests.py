@@ -321,3 +321,69 @@ async def _waiting_for_approval(child) -> str:
                 return res.approval_commit
         await asyncio.sleep(0.05)
     raise AssertionError("never waited for approval")
+
+
+# An approval made before the fix round began (the host's time, to the second).
+said_before = approve("comment:10").model_copy(update={"at": "2000-01-01T00:00:00Z"})
+
+
+@pytest.mark.parametrize(
+    "running",
+    [
+        Script(
+            host=HostScript(
+                events={
+                    "1.1": [
+                        (1, fix("rename it")),
+                        (1, said_before),
+                        (3, approve("comment:11")),
+                    ],
+                    "1.2": [(1, approve("comment:12"))],
+                }
+            )
+        )
+    ],
+    indirect=True,
+)
+async def test_an_approval_given_before_a_fix_round_does_not_approve_its_change(
+    running: Harness,
+) -> None:
+    # "/fix" and "/approve" in one read: the fix round's new head needs its own approval.
+    result = await running.run(pr_run(approval=Approval.ALWAYS))
+    t, host = tasks(result)["1.1"], running.fakes.host
+    assert t.status is TaskStatus.MERGED
+    assert host.pushes["1.1"] == ["c-1.1-1", "c-1.1-2"]
+    assert host.reads["1.1"] >= 3  # merged only once comment:11 came, after the push
+    assert host.merges[0].head_sha == "c-1.1-2"
+
+
+@pytest.mark.parametrize(
+    "running",
+    [Script(host=HostScript(pushed_by_someone_at={"1.1": 1}, merged_by_person_at={"1.1": 3}))],
+    indirect=True,
+)
+async def test_a_head_someone_else_pushed_is_never_merged_by_the_pipeline(
+    running: Harness,
+) -> None:
+    result = await running.run(pr_run())
+    t, host = tasks(result)["1.1"], running.fakes.host
+    assert [m.number for m in host.merges].count(1) == 0  # waited; the person merged it
+    assert t.status is TaskStatus.MERGED and t.commit == "person-merge-1.1"
+
+
+@pytest.mark.parametrize(
+    "running",
+    [
+        Script(
+            host=HostScript(
+                pushed_by_someone_at={"1.1": 1}, events={"1.1": [(2, fix("and test it"))]}
+            )
+        )
+    ],
+    indirect=True,
+)
+async def test_a_fix_round_never_overwrites_someone_elses_commit(running: Harness) -> None:
+    result = await running.run(pr_run())
+    t, host = tasks(result)["1.1"], running.fakes.host
+    assert t.status is TaskStatus.FAILED and "TaskBranchMoved" in (t.error or "")
+    assert host.pushes["1.1"] == ["c-1.1-1"] and host.prs["1.1"].head_sha == "someone-1.1"

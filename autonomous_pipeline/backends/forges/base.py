@@ -45,17 +45,20 @@ class Forge(Protocol):
         """None if the token may push and open pull requests here; else why not."""
         ...
 
-    async def open_pr(self, branch: str, target: str, title: str, body: str) -> PullRequest:
-        """The pull request of `branch` into `target`: the one there is (open, merged or
-        closed: a person's decision stands), else a new one."""
+    async def open_pr(
+        self, branch: str, target: str, title: str, body: str, not_before: str = ""
+    ) -> PullRequest:
+        """The pull request of `branch` into `target`: the one there is (open, merged, or
+        closed since `not_before`: a person's decision stands), else a new one."""
         ...
 
     async def post_review(self, number: int, commit: str, verdict: Verdict) -> bool:
         """The verdict on `commit` as a review; False if it was posted already."""
         ...
 
-    async def read(self, number: int, target: str) -> PrView:
-        """The pull request, its people's commands and reviews, and its head's checks."""
+    async def read(self, number: int, target: str, known: frozenset[str] = frozenset()) -> PrView:
+        """The pull request, its people's commands and reviews, and its head's checks.
+        `known`: events acted on already, whose details need not be fetched again."""
         ...
 
     async def merge(
@@ -72,8 +75,8 @@ class Forge(Protocol):
         ...
 
 
-# A comment that is a command: its first word.
-_COMMAND = re.compile(r"^\s*/(fix|approve|skip)\b[ \t]*(.*)", re.DOTALL | re.IGNORECASE)
+# A comment that is a command: its first word, then a space or the end (not "/skip?").
+_COMMAND = re.compile(r"^\s*/(fix|approve|skip)(?=\s|$)[ \t]*(.*)", re.DOTALL | re.IGNORECASE)
 _COMMANDS = {"fix": EventKind.FIX, "approve": EventKind.APPROVE, "skip": EventKind.SKIP}
 
 
@@ -84,4 +87,7 @@ def command_of(body: str) -> tuple[EventKind, str] | None:
     m = _COMMAND.match(body)
     if m is None:
         return None
-    return _COMMANDS[m.group(1).lower()], m.group(2).strip()
+    kind, rest = _COMMANDS[m.group(1).lower()], m.group(2)
+    if kind is not EventKind.FIX and rest.split("\n", 1)[0].strip():
+        return None  # "/approve not yet", "/skip later?": words after it make it no command
+    return kind, rest.strip()

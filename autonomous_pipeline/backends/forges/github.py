@@ -30,6 +30,7 @@ from autonomous_pipeline.models.review import Finding, Severity, Verdict
 # can comment on a public repository; a stranger's `/approve` is not an approval.
 TRUSTED = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
 _PAGE = 100
+_MAX_PAGES = 30  # 3,000 comments on one PR: past that, a read would take too long to matter
 _BODY_MAX = 4000
 
 
@@ -83,9 +84,11 @@ class GitHubForge:
             return f"the token may not push to {self.owner}/{self.name}"
         return None
 
-    async def open_pr(self, branch: str, target: str, title: str, body: str) -> PullRequest:
+    async def open_pr(
+        self, branch: str, target: str, title: str, body: str, not_before: str = ""
+    ) -> PullRequest:
         pulls = self.gh.rest.pulls
-        found = await self._find(branch, target)
+        found = await self._find(branch, target, not_before)
         if found is not None:
             return found
         try:
@@ -96,28 +99,62 @@ class GitHubForge:
             )
         except ForgeError as exc:
             # Opened meanwhile (a retry racing the first attempt's request): that one is it.
-            if exc.status == 422 and (again := await self._find(branch, target)) is not None:
+            if exc.status == 422 and (again := await self._find(branch, target, not_before)):
                 return again
             raise
         return _pull(made)
 
-    async def _find(self, branch: str, target: str) -> PullRequest | None:
-        listed = await self._call(
-            self.gh.rest.pulls.async_list(
-                self.owner,
-                self.name,
-                head=f"{self.owner}:{branch}",
-                base=target,
-                state="all",
-                per_page=_PAGE,
-            )
+    async def _find(self, branch: str, target: str, not_before: str) -> PullRequest | None:
+        pulls = await self._pages(
+            self.gh.rest.pulls.async_list,
+            head=f"{self.owner}:{branch}",
+            base=target,
+            state="all",
         )
-        pulls: list[dict[str, Any]] = listed
+        # Closed without a merge before this try began: an earlier try's, which a retry of the
+        # task replaces (the branch is the task's, whatever the try).
+        pulls = [
+            p for p in pulls
+            if p.get("state") == "open" or p.get("merged_at")
+            or (p.get("created_at") or "") >= not_before
+        ]  # fmt: skip
         if not pulls:
             return None
         newest = max(pulls, key=lambda p: p["number"])
         # The list's shape lacks `merged` and the merge commit: read the PR itself.
         return await self._get(newest["number"])
+
+    async def _pages(self, list_call: Any, *args: Any, **kw: Any) -> list[dict[str, Any]]:
+        """Every item of a listing, page by page (GitHub gives at most 100 a page, oldest
+        first: the newest comments are on the last page)."""
+        items: list[dict[str, Any]] = []
+        for page in range(1, _MAX_PAGES + 1):
+            got = await self._call(
+                list_call(self.owner, self.name, *args, per_page=_PAGE, page=page, **kw)
+            )
+            items += got
+            if len(got) < _PAGE:
+                break
+        return items
+
+    async def _can_write(self, login: str, cache: dict[str, bool]) -> bool:
+        """Whether `login` may push here: GitHub's author association says only that one is a
+        collaborator or member, who may have been given read access alone."""
+        if login not in cache:
+            try:
+                got = await self._call(
+                    self.gh.rest.repos.async_get_collaborator_permission_level(
+                        self.owner, self.name, login
+                    )
+                )
+                cache[login] = got.get("permission") in ("admin", "maintain", "write")
+            except RateLimited:
+                raise
+            except ForgeError as exc:
+                if exc.status not in (403, 404):
+                    raise
+                cache[login] = False
+        return cache[login]
 
     async def _get(self, number: int) -> PullRequest:
         got = await self._call(self.gh.rest.pulls.async_get(self.owner, self.name, number))
@@ -126,9 +163,7 @@ class GitHubForge:
     async def post_review(self, number: int, commit: str, verdict: Verdict) -> bool:
         pulls = self.gh.rest.pulls
         mark = review_mark(commit)
-        listed = await self._call(
-            pulls.async_list_reviews(self.owner, self.name, number, per_page=_PAGE)
-        )
+        listed = await self._pages(pulls.async_list_reviews, number)
         if any(mark in (r.get("body") or "") for r in listed):
             return False
         body = review_body(verdict, mark)
@@ -155,44 +190,48 @@ class GitHubForge:
                     raise
         return True  # not reached: the last try raises
 
-    async def read(self, number: int, target: str) -> PrView:
+    async def read(self, number: int, target: str, known: frozenset[str] = frozenset()) -> PrView:
         pr = await self._get(number)
-        events = await self._comments(number) + await self._reviews(number)
+        writers: dict[str, bool] = {}
+        events = await self._comments(number, writers) + await self._reviews(number, writers, known)
+        events.sort(key=lambda e: e.at)  # in the order people said them
         checks, required = await self._checks(pr.head_sha), await self._required(target)
         return PrView(pr=pr, events=events, checks=checks, required=required)
 
-    async def _comments(self, number: int) -> list[PrEvent]:
-        listed = await self._call(
-            self.gh.rest.issues.async_list_comments(self.owner, self.name, number, per_page=_PAGE)
-        )
+    async def _trusted(self, item: dict[str, Any], writers: dict[str, bool]) -> str | None:
+        """The author's login if they may steer the task (write access), else None."""
+        login = (item.get("user") or {}).get("login")
+        if not login or item.get("author_association") not in TRUSTED:
+            return None
+        return login if await self._can_write(login, writers) else None
+
+    async def _comments(self, number: int, writers: dict[str, bool]) -> list[PrEvent]:
         events = []
-        for c in listed:
+        for c in await self._pages(self.gh.rest.issues.async_list_comments, number):
             command = command_of(c.get("body") or "")
-            if command is None or c.get("author_association") not in TRUSTED:
+            if command is None or (author := await self._trusted(c, writers)) is None:
                 continue
             kind, words = command
             events.append(
                 PrEvent(
                     id=f"comment:{c['id']}",
                     kind=kind,
-                    author=(c.get("user") or {}).get("login", "?"),
+                    author=author,
                     body=words[:_BODY_MAX],
+                    at=c.get("created_at") or "",
                 )
             )
         return events
 
-    async def _reviews(self, number: int) -> list[PrEvent]:
-        pulls = self.gh.rest.pulls
-        listed = await self._call(
-            pulls.async_list_reviews(self.owner, self.name, number, per_page=_PAGE)
-        )
+    async def _reviews(
+        self, number: int, writers: dict[str, bool], known: frozenset[str]
+    ) -> list[PrEvent]:
         events = []
-        for r in listed:
+        for r in await self._pages(self.gh.rest.pulls.async_list_reviews, number):
             body = r.get("body") or ""
-            if MARK in body or r.get("author_association") not in TRUSTED:
+            if MARK in body:
                 continue
             state = r.get("state")
-            author = (r.get("user") or {}).get("login", "?")
             if state == "APPROVED":
                 kind = EventKind.APPROVE
             elif state == "CHANGES_REQUESTED":
@@ -201,23 +240,26 @@ class GitHubForge:
                 kind, body = command
             else:
                 continue
-            findings = await self._review_findings(number, r["id"]) if kind is EventKind.FIX else []
+            if (author := await self._trusted(r, writers)) is None:
+                continue
+            eid = f"review:{r['id']}"
+            fetch = kind is EventKind.FIX and eid not in known
             events.append(
                 PrEvent(
-                    id=f"review:{r['id']}",
+                    id=eid,
                     kind=kind,
                     author=author,
                     body=body[:_BODY_MAX],
-                    findings=findings,
+                    findings=await self._review_findings(number, r["id"]) if fetch else [],
+                    commit=r.get("commit_id"),
+                    at=r.get("submitted_at") or "",
                 )
             )
         return events
 
     async def _review_findings(self, number: int, review: int) -> list[Finding]:
-        listed = await self._call(
-            self.gh.rest.pulls.async_list_comments_for_review(
-                self.owner, self.name, number, review, per_page=_PAGE
-            )
+        listed = await self._pages(
+            self.gh.rest.pulls.async_list_comments_for_review, number, review
         )
         return [
             Finding(
