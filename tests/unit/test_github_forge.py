@@ -151,6 +151,9 @@ async def test_checks_and_required_checks_are_read(hub: FakeGitHub) -> None:
     assert view.required == []
     hub.site.required["main"] = ["tests"]
     assert (await f.read(pr.number, "main")).required == ["tests"]
+    # A ruleset's required checks are read too (with read access; protection needs admin).
+    hub.site.ruled["main"] = ["lint", "tests"]
+    assert (await f.read(pr.number, "main")).required == ["lint", "tests"]
 
 
 @pytest.mark.parametrize("method", list(MergeMethod))

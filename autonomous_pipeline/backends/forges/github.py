@@ -296,22 +296,35 @@ class GitHubForge:
         return checks
 
     async def _required(self, target: str) -> list[str]:
-        """The checks branch protection requires on the target; none if it has none (or the
-        token may not read it: then every check reported counts)."""
-        try:
-            got = await self._call(
+        """The checks the target requires: its rulesets' (readable with read access) and its
+        branch protection's (which needs admin: a 403 or 404 there is no answer). None named:
+        every check reported on the head counts."""
+        names: list[str] = []
+        rules = await self._optional(self._pages(self.gh.rest.repos.async_get_branch_rules, target))
+        for rule in rules or []:
+            if rule.get("type") == "required_status_checks":
+                checks = (rule.get("parameters") or {}).get("required_status_checks") or []
+                names += [c["context"] for c in checks if c.get("context")]
+        protection = await self._optional(
+            self._call(
                 self.gh.rest.repos.async_get_status_checks_protection(self.owner, self.name, target)
             )
+        )
+        if protection:
+            names += list(protection.get("contexts") or [])
+            names += [c["context"] for c in protection.get("checks") or [] if c.get("context")]
+        return list(dict.fromkeys(names))
+
+    async def _optional(self, call: Awaitable[Any]) -> Any:
+        """A read the token may not be allowed, or that has nothing: None then."""
+        try:
+            return await call
         except RateLimited:
             raise
         except ForgeError as exc:
             if exc.status in (403, 404):
-                return []
+                return None
             raise
-        data = got
-        names = list(data.get("contexts") or [])
-        names += [c["context"] for c in data.get("checks") or [] if c.get("context")]
-        return list(dict.fromkeys(names))
 
     async def merge(
         self, number: int, head_sha: str, method: MergeMethod, title: str, message: str
