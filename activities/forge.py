@@ -23,6 +23,7 @@ from autonomous_pipeline.backends.git import git, push_with_lease, rev_parse
 from autonomous_pipeline.backends.workspace.clones import Clones
 from autonomous_pipeline.backends.workspace.layout import TaskRef
 from autonomous_pipeline.models.activity_refs import (
+    CLOSE_PR,
     MERGE_PR,
     OPEN_PR,
     POST_PR_REVIEW,
@@ -33,6 +34,8 @@ from autonomous_pipeline.models.forge import (
     BRANCH_MOVED,
     NOTHING_NEW,
     RATE_LIMITED,
+    ClosePrIn,
+    ClosePrOut,
     ForgeConfig,
     MergePrIn,
     MergePrOut,
@@ -143,6 +146,14 @@ class ForgeActivities:
         if inp.unchanged_since is not None and view.digest == inp.unchanged_since:
             raise ApplicationError(f"nothing new on #{inp.number}", type=NOTHING_NEW)
         return view
+
+    @activity.defn(name=CLOSE_PR.name)
+    async def close_pr(self, inp: ClosePrIn) -> ClosePrOut:
+        try:
+            async with heartbeating(f"closing #{inp.number}"):
+                return ClosePrOut(closed=await self._forge(inp.forge).close(inp.number, inp.why))
+        except ForgeError as exc:
+            raise forge_failure(exc) from None
 
     @activity.defn(name=MERGE_PR.name)
     async def merge_pr(self, inp: MergePrIn) -> MergePrOut:

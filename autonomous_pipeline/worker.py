@@ -58,6 +58,7 @@ def activities(
         forges.post_review,
         forges.read_pr,
         forges.merge_pr,
+        forges.close_pr,
     ]
     merges = MergeActivities(sandboxes)
     local: list[Callable[..., Any]] = [

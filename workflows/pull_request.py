@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.activity_io import CleanupIn, FixRequest, MergeOut
     from autonomous_pipeline.models.activity_refs import (
         CLEANUP_WORKSPACE,
+        CLOSE_PR,
         MERGE_PR,
         OPEN_PR,
         POST_PR_REVIEW,
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.forge import (
         RATE_LIMITED,
         CheckState,
+        ClosePrIn,
         EventKind,
         ForgeConfig,
         MergePrIn,
@@ -65,6 +67,8 @@ class PullRequestSteps(TaskSteps):
     seen: list[str]  # ids of the PR's events acted on already
     # Heads handed to the host's auto-merge or merge queue (branch protection), and to which.
     handed_over: dict[str, str]
+    pr_number: int | None  # the task's pull request, once opened or found
+    pr_foreign: bool  # someone else pushed to its branch: it is theirs as much as the task's
     pushed_head: str | None  # what the pipeline last pushed to the task's branch
     pushed_at: str  # and when (ISO 8601, UTC): an approval by comment counts from then
 
@@ -133,7 +137,7 @@ class PullRequestSteps(TaskSteps):
             ),
             f"{label} — open its pull request",
         )
-        res.pull_request = pr.url
+        res.pull_request, self.pr_number = pr.url, pr.number
         if self._ended_on_host(pr):
             return None
         await self._on_host(
@@ -198,6 +202,7 @@ class PullRequestSteps(TaskSteps):
             else:
                 res.approval_commit = None
             if pr.head_sha != work.commit:
+                self.pr_foreign = True
                 # Someone pushed to the branch: what the pipeline checked is no longer what
                 # would merge. It merges nothing it did not check; a person may.
                 waiting_for = [
@@ -279,6 +284,30 @@ class PullRequestSteps(TaskSteps):
         if workflow.info().parent is not None:
             self._tell_parent_soon("task_working")
         return await self._fix_round(inp, label, work, fix)
+
+    async def _close_left_pr(self, inp: TaskInput, label: str, cancelled: bool) -> None:
+        """A task that ends without its change merged closes the PR it opened, saying why:
+        nobody should merge work the run gave up on (its dependants were skipped). Not one a
+        person closed or merged, nor one someone else pushed to."""
+        res = self.result
+        if (
+            self.pr_number is None
+            or self.pr_foreign
+            or res.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.SKIPPED)
+        ):
+            return
+        why = f"The pipeline ended task {inp.task.id} {res.status.value}"
+        why += f": {res.error}" if res.error else "."
+        close = self._host(
+            CLOSE_PR,
+            ClosePrIn(forge=self._forge(inp), number=self.pr_number, why=why[:2000]),
+            f"{label} — close #{self.pr_number}",
+        )
+        try:
+            # A cancelled task still closes it; its own cancellation must not cancel that.
+            await (asyncio.shield(close) if cancelled else close)
+        except ActivityError as exc:
+            workflow.logger.warning("could not close #%s: %s", self.pr_number, exc)
 
     def _ended_on_host(self, pr: PullRequest) -> bool:
         """A PR merged or closed by a person: their decision stands."""

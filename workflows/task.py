@@ -90,6 +90,8 @@ class TaskWorkflow(PullRequestSteps):
         self.seen: list[str] = []  # --publish pr: the events of its PR acted on already
         self.handed_over: dict[str, str] = {}  # and the heads the host merges on its own
         self.pushed_head: str | None = None
+        self.pr_number: int | None = None
+        self.pr_foreign = False
         self.pushed_at = ""
 
     @workflow.signal
@@ -175,6 +177,7 @@ class TaskWorkflow(PullRequestSteps):
                 cancelled = True
                 res.status, res.error = TaskStatus.CANCELLED, f"cancelled during {res.phase}"
         finally:
+            await self._close_left_pr(inp, label, cancelled)
             await self._cleanup(inp, label, cancelled)
         if self.told is not None:
             # A signal to the run still on its way: the task ends only once the run has it.

@@ -32,6 +32,8 @@ from autonomous_pipeline.models.activity_io import (
     VerifyOut,
 )
 from autonomous_pipeline.models.forge import (
+    ClosePrIn,
+    ClosePrOut,
     MergePrIn,
     MergePrOut,
     OpenPrIn,
@@ -74,6 +76,7 @@ OPEN_PR = ActivityRef("open_pull_request", OpenPrIn, PullRequest)
 POST_PR_REVIEW = ActivityRef("post_pull_request_review", ReviewPostIn, ReviewPostOut)
 READ_PR = ActivityRef("read_pull_request", ReadPrIn, PrView)
 MERGE_PR = ActivityRef("merge_pull_request", MergePrIn, MergePrOut)
+CLOSE_PR = ActivityRef("close_pull_request", ClosePrIn, ClosePrOut)
 
 ALL = (
     PREPARE_RUN,
@@ -92,4 +95,5 @@ ALL = (
     POST_PR_REVIEW,
     READ_PR,
     MERGE_PR,
+    CLOSE_PR,
 )

@@ -167,3 +167,13 @@ class MergePrOut(BaseModel):
     # Branch protection would not let it merge now: handed to the host's auto-merge or its
     # merge queue, which merges it once the protection is satisfied ("auto-merge", "merge queue").
     handed_to: str | None = None
+
+
+class ClosePrIn(BaseModel):
+    forge: ForgeConfig
+    number: int
+    why: str  # posted as a comment before it is closed
+
+
+class ClosePrOut(BaseModel):
+    closed: bool  # False: it was closed or merged already

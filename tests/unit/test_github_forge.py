@@ -284,3 +284,14 @@ async def test_a_pr_closed_before_this_try_began_is_replaced(hub: FakeGitHub) ->
     assert again.number != first.number and again.open
     # This try's own PR, closed by a person, is its answer.
     assert (await f.open_pr("task-1", "main", "t", "b", not_before="")).number == again.number
+
+
+async def test_a_pr_given_up_is_closed_saying_why_once(hub: FakeGitHub) -> None:
+    f = forge(hub)
+    pr = await f.open_pr("task-1", "main", "t", "b")
+    assert await f.close(pr.number, "The pipeline ended task 1.1 failed: out of fix rounds") is True
+    assert await f.close(pr.number, "again") is False  # a retried step: closed already
+    said = [c["body"] for c in hub.site.comments[(REPO, pr.number)]]
+    assert len(said) == 1 and said[0].startswith("The pipeline ended task 1.1 failed")
+    assert (await f.read(pr.number, "main")).pr.open is False
+    assert (await f.read(pr.number, "main")).events == []  # its own words are not a command

@@ -11,6 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from autonomous_pipeline.activities.forge import digest
 from autonomous_pipeline.models.activity_refs import (
+    CLOSE_PR,
     MERGE_PR,
     OPEN_PR,
     POST_PR_REVIEW,
@@ -21,6 +22,8 @@ from autonomous_pipeline.models.forge import (
     BRANCH_MOVED,
     NOTHING_NEW,
     RATE_LIMITED,
+    ClosePrIn,
+    ClosePrOut,
     MergePrIn,
     MergePrOut,
     OpenPrIn,
@@ -63,6 +66,7 @@ class FakeHost:
         self.opened: list[str] = []  # tasks whose PR was created (not found)
         self.calls: dict[str, int] = defaultdict(int)
         self.log: list[tuple[str, str]] = []  # ("opened" | "merged", task) in order
+        self.closed: list[tuple[str, str]] = []  # (task, why) the pipeline closed
         self.shown_at: dict[str, str] = {}  # event id -> when it first showed (the host's clock)
 
     def _limit(self, name: str) -> None:
@@ -152,5 +156,15 @@ class FakeHost:
         self.log.append(("merged", task))
         return MergePrOut(merged=True, commit=pr.merge_commit)
 
+    @activity.defn(name=CLOSE_PR.name)
+    async def close_pr(self, inp: ClosePrIn) -> ClosePrOut:
+        pr = self.prs[self._task(inp.number)]
+        if not pr.open:
+            return ClosePrOut(closed=False)
+        pr.open, pr.closed_by = False, "pipeline"
+        self.closed.append((self._task(inp.number), inp.why))
+        return ClosePrOut(closed=True)
+
     def all(self) -> list:
-        return [self.push_branch, self.open_pr, self.post_review, self.read_pr, self.merge_pr]
+        return [self.push_branch, self.open_pr, self.post_review, self.read_pr, self.merge_pr,
+                self.close_pr]  # fmt: skip

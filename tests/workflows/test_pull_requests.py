@@ -130,6 +130,10 @@ async def test_skip_on_the_pr_skips_the_task_and_its_dependants(running: Harness
     assert t["1.1"].error == "skipped by @alice on #1"
     assert t["1.2"].status is TaskStatus.SKIPPED
     assert running.fakes.host.merges == []
+    # Its PR is closed, saying why: nobody merges work the run gave up on.
+    assert running.fakes.host.closed == [
+        ("1.1", "The pipeline ended task 1.1 skipped: skipped by @alice on #1")
+    ]
 
 
 @pytest.mark.parametrize("running", [Script(host=HostScript(closed_at={"1.1": 2}))], indirect=True)
@@ -139,6 +143,7 @@ async def test_a_pr_closed_by_a_person_fails_its_task_with_the_reason(running: H
     assert t.status is TaskStatus.FAILED
     assert t.error == "pull request #1 was closed by @bob without merging"
     assert running.fakes.host.merges == []
+    assert running.fakes.host.closed == []  # a person closed it already
 
 
 @pytest.mark.parametrize(
@@ -387,3 +392,4 @@ async def test_a_fix_round_never_overwrites_someone_elses_commit(running: Harnes
     t, host = tasks(result)["1.1"], running.fakes.host
     assert t.status is TaskStatus.FAILED and "TaskBranchMoved" in (t.error or "")
     assert host.pushes["1.1"] == ["c-1.1-1"] and host.prs["1.1"].head_sha == "someone-1.1"
+    assert host.closed == []  # someone else's commits are on it: theirs to close

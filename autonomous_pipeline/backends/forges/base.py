@@ -67,6 +67,10 @@ class Forge(Protocol):
         """Merge if the head is still `head_sha`; the PR as it is after (merged or not)."""
         ...
 
+    async def close(self, number: int, why: str) -> bool:
+        """Say why on the PR and close it; False if it was closed or merged already."""
+        ...
+
     async def hand_over(
         self, pr: PullRequest, method: MergeMethod, title: str, message: str
     ) -> str | None:

@@ -354,6 +354,23 @@ class GitHubForge:
                 raise
         return await self._get(number)
 
+    async def close(self, number: int, why: str) -> bool:
+        pr = await self._get(number)
+        if not pr.open:
+            return False
+        mark = f"{MARK} closed -->"
+        said = await self._pages(self.gh.rest.issues.async_list_comments, number)
+        if not any(mark in (c.get("body") or "") for c in said):  # said once, whatever retries
+            await self._call(
+                self.gh.rest.issues.async_create_comment(
+                    self.owner, self.name, number, body=f"{why}\n\n{mark}"
+                )
+            )
+        await self._call(
+            self.gh.rest.pulls.async_update(self.owner, self.name, number, state="closed")
+        )
+        return True
+
     async def hand_over(
         self, pr: PullRequest, method: MergeMethod, title: str, message: str
     ) -> str | None:
