@@ -13,8 +13,9 @@ from activities.forge import ForgeActivities
 from autonomous_pipeline.backends.workspace.clones import Clones
 from autonomous_pipeline.backends.workspace.layout import Layout
 from autonomous_pipeline.models.forge import RATE_LIMITED, ForgeConfig, MergePrIn, OpenPrIn
+from tests.fixtures.github.repos import remote_with_task_branch
 from tests.fixtures.github.server import FakeGitHub
-from tests.gitutil import isolate_git, sh
+from tests.gitutil import isolate_git
 
 TOKEN = "ghp_" + "Hk7Vn2Qa" * 5
 REPO = "acme/widgets"
@@ -23,17 +24,7 @@ REPO = "acme/widgets"
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
     isolate_git(monkeypatch, tmp_path)
-    work, bare = tmp_path / "work", tmp_path / "remote.git"
-    work.mkdir()
-    sh(work, "init", "-q", "-b", "main")
-    (work / "a.txt").write_text("a\n")
-    sh(work, "add", ".")
-    sh(work, "commit", "-q", "-m", "a")
-    sh(work, "switch", "-q", "-c", "task-1")
-    (work / "b.txt").write_text("b\n")
-    sh(work, "add", ".")
-    sh(work, "commit", "-q", "-m", "b")
-    sh(tmp_path, "clone", "-q", "--bare", str(work), str(bare))
+    bare = remote_with_task_branch(tmp_path)
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
     with FakeGitHub(TOKEN, {REPO: bare}) as gh:
         yield gh

@@ -11,6 +11,7 @@ from autonomous_pipeline.backends.forges.base import ForgeError, RateLimited, co
 from autonomous_pipeline.backends.forges.github import GitHubForge
 from autonomous_pipeline.models.forge import CheckState, EventKind, ForgeConfig, MergeMethod
 from autonomous_pipeline.models.review import Finding, Verdict
+from tests.fixtures.github.repos import remote_with_task_branch
 from tests.fixtures.github.server import FakeGitHub
 from tests.gitutil import isolate_git, sh
 
@@ -22,18 +23,7 @@ REPO = "acme/widgets"
 def bare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A bare repository with main and a task branch that adds one file."""
     isolate_git(monkeypatch, tmp_path)
-    work, bare = tmp_path / "work", tmp_path / "remote.git"
-    work.mkdir()
-    sh(work, "init", "-q", "-b", "main")
-    (work / "README.md").write_text("hello\n")
-    sh(work, "add", ".")
-    sh(work, "commit", "-q", "-m", "start")
-    sh(work, "switch", "-q", "-c", "task-1")
-    (work / "feature.py").write_text("x = 1\ny = 2\n")
-    sh(work, "add", ".")
-    sh(work, "commit", "-q", "-m", "Task 1.1\n\nPipeline-Task: run/1.1")
-    sh(tmp_path, "clone", "-q", "--bare", str(work), str(bare))
-    return bare
+    return remote_with_task_branch(tmp_path)
 
 
 @pytest.fixture
