@@ -75,6 +75,9 @@ def forge_failure(exc: ForgeError) -> ApplicationError:
 class ForgeActivities:
     def __init__(self, clones: Clones) -> None:
         self.clones = clones
+        # One client per host, repository and token for the worker's life: its connections
+        # and what it knows of people's permissions last from one read to the next.
+        self._forges: dict[tuple[str, str], Forge] = {}
 
     def _forge(self, config: ForgeConfig) -> Forge:
         token = forge_token()
@@ -85,7 +88,11 @@ class ForgeActivities:
                 type="ForgeError",
                 non_retryable=True,
             )
-        return make_forge(config, token)
+        key = (config.model_dump_json(include={"kind", "api_url", "repository"}),
+               hashlib.sha256(token.encode()).hexdigest())  # fmt: skip
+        if key not in self._forges:
+            self._forges[key] = make_forge(config, token)
+        return self._forges[key]
 
     @activity.defn(name=PUSH_BRANCH.name)
     async def push_branch(self, inp: PushBranchIn) -> PushBranchOut:
@@ -139,7 +146,9 @@ class ForgeActivities:
         try:
             async with heartbeating(f"reading #{inp.number}"):
                 forge = self._forge(inp.forge)
-                view = await forge.read(inp.number, inp.target_branch, frozenset(inp.known))
+                view = await forge.read(
+                    inp.number, inp.target_branch, frozenset(inp.known), inp.forge.require_checks
+                )
         except ForgeError as exc:
             raise forge_failure(exc) from None
         view.digest = digest(view)

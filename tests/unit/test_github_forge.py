@@ -285,3 +285,19 @@ async def test_a_pr_given_up_is_closed_saying_why_once(hub: FakeGitHub) -> None:
     assert len(said) == 1 and said[0].startswith("The pipeline ended task 1.1 failed")
     assert (await f.read(pr.number, "main")).pr.open is False
     assert (await f.read(pr.number, "main")).events == []  # its own words are not a command
+
+
+async def test_a_read_asks_only_what_the_task_waits_for(hub: FakeGitHub) -> None:
+    # The rate limit is 5,000 calls an hour for all of a run's waiting PRs.
+    f = forge(hub)
+    pr = await f.open_pr("task-1", "main", "t", "b")
+    hub.site.comment(REPO, pr.number, "/approve", user="maintainer", association="MEMBER")
+    hub.site.requests.clear()
+    await f.read(pr.number, "main", checks=False)
+    first = [p.split("?")[0] for _, p, _ in hub.site.requests]
+    assert not [p for p in first if "check-runs" in p or "/status" in p or "/rules/" in p]
+    assert sum("/permission" in p for p in first) == 1
+    hub.site.requests.clear()
+    await f.read(pr.number, "main", checks=False)
+    again = [p.split("?")[0] for _, p, _ in hub.site.requests]
+    assert len(again) == 3 and not [p for p in again if "/permission" in p]  # kept a while

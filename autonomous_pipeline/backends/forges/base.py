@@ -56,9 +56,11 @@ class Forge(Protocol):
         """The verdict on `commit` as a review; False if it was posted already."""
         ...
 
-    async def read(self, number: int, target: str, known: frozenset[str] = frozenset()) -> PrView:
-        """The pull request, its people's commands and reviews, and its head's checks.
-        `known`: events acted on already, whose details need not be fetched again."""
+    async def read(
+        self, number: int, target: str, known: frozenset[str] = frozenset(), checks: bool = True
+    ) -> PrView:
+        """The pull request, its people's commands and reviews, and (`checks`) its head's
+        checks. `known`: events acted on already, whose details need not be fetched again."""
         ...
 
     async def merge(

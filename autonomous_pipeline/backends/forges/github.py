@@ -10,6 +10,7 @@ field of today's github.com still works.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -30,6 +31,7 @@ from autonomous_pipeline.models.review import Finding, Severity, Verdict
 # can comment on a public repository; a stranger's `/approve` is not an approval.
 TRUSTED = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
 _PAGE = 100
+WRITERS_TTL_S = 600.0
 _MAX_PAGES = 30  # 3,000 comments on one PR: past that, a read would take too long to matter
 _BODY_MAX = 4000
 
@@ -46,6 +48,7 @@ class GitHubForge:
         if not owner or not name or "/" in name:
             raise ForgeError(f"--forge-repo {config.repository!r}: expected OWNER/NAME")
         self.owner, self.name = owner, name
+        self._writers: dict[str, tuple[bool, float]] = {}  # login -> (may write, when asked)
         self.gh = GitHub(
             token,
             base_url=config.api_url.rstrip("/") + "/",
@@ -139,7 +142,11 @@ class GitHubForge:
 
     async def _can_write(self, login: str, cache: dict[str, bool]) -> bool:
         """Whether `login` may push here: GitHub's author association says only that one is a
-        collaborator or member, who may have been given read access alone."""
+        collaborator or member, who may have been given read access alone. Asked once per read,
+        and kept for WRITERS_TTL_S between the reads of this worker (a call saved per author)."""
+        known = self._writers.get(login)
+        if login not in cache and known is not None and time.monotonic() - known[1] < WRITERS_TTL_S:
+            cache[login] = known[0]
         if login not in cache:
             try:
                 got = await self._call(
@@ -154,6 +161,7 @@ class GitHubForge:
                 if exc.status not in (403, 404):
                     raise
                 cache[login] = False
+            self._writers[login] = (cache[login], time.monotonic())
         return cache[login]
 
     async def _get(self, number: int) -> PullRequest:
@@ -190,13 +198,17 @@ class GitHubForge:
                     raise
         return True  # not reached: the last try raises
 
-    async def read(self, number: int, target: str, known: frozenset[str] = frozenset()) -> PrView:
+    async def read(
+        self, number: int, target: str, known: frozenset[str] = frozenset(), checks: bool = True
+    ) -> PrView:
         pr = await self._get(number)
         writers: dict[str, bool] = {}
         events = await self._comments(number, writers) + await self._reviews(number, writers, known)
         events.sort(key=lambda e: e.at)  # in the order people said them
-        checks, required = await self._checks(pr.head_sha), await self._required(target)
-        return PrView(pr=pr, events=events, checks=checks, required=required)
+        if not checks:  # nobody waits for them: four calls a read saved from the rate limit
+            return PrView(pr=pr, events=events)
+        found, required = await self._checks(pr.head_sha), await self._required(target)
+        return PrView(pr=pr, events=events, checks=found, required=required)
 
     async def _trusted(self, item: dict[str, Any], writers: dict[str, bool]) -> str | None:
         """The author's login if they may steer the task (write access), else None."""
