@@ -29,6 +29,7 @@ from autonomous_pipeline.models.activity_refs import (
     POST_PR_REVIEW,
     PUSH_BRANCH,
     READ_PR,
+    WITHDRAW_PR,
 )
 from autonomous_pipeline.models.forge import (
     BRANCH_MOVED,
@@ -47,6 +48,8 @@ from autonomous_pipeline.models.forge import (
     ReadPrIn,
     ReviewPostIn,
     ReviewPostOut,
+    WithdrawIn,
+    WithdrawOut,
 )
 
 
@@ -156,6 +159,15 @@ class ForgeActivities:
             raise ApplicationError(f"nothing new on #{inp.number}", type=NOTHING_NEW)
         return view
 
+    @activity.defn(name=WITHDRAW_PR.name)
+    async def withdraw(self, inp: WithdrawIn) -> WithdrawOut:
+        try:
+            async with heartbeating(f"taking #{inp.number} back from the {inp.handed_to}"):
+                forge = self._forge(inp.forge)
+                return WithdrawOut(withdrawn=await forge.withdraw(inp.number, inp.handed_to))
+        except ForgeError as exc:
+            raise forge_failure(exc) from None
+
     @activity.defn(name=CLOSE_PR.name)
     async def close_pr(self, inp: ClosePrIn) -> ClosePrOut:
         try:
@@ -194,8 +206,12 @@ class ForgeActivities:
                 handed = await forge.hand_over(
                     view.pr, inp.forge.merge_method, inp.title, inp.message
                 )
+            except RateLimited as limited:
+                raise forge_failure(limited) from None
             except ForgeError as refused:
-                raise forge_failure(refused) from None
+                # No auto-merge here (a repository setting), or a refusal of the moment (a
+                # target that moved): not merged, and the task tries again later.
+                return MergePrOut(merged=False, reason=f"{exc}; {refused}")
             return MergePrOut(merged=False, reason=str(exc), handed_to=handed)
         if pr.merged:
             return MergePrOut(merged=True, commit=pr.merge_commit)

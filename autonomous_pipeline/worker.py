@@ -59,6 +59,7 @@ def activities(
         forges.read_pr,
         forges.merge_pr,
         forges.close_pr,
+        forges.withdraw,
     ]
     merges = MergeActivities(sandboxes)
     local: list[Callable[..., Any]] = [

@@ -30,11 +30,13 @@ with workflow.unsafe.imports_passed_through():
         POST_PR_REVIEW,
         PUSH_BRANCH,
         READ_PR,
+        WITHDRAW_PR,
         A,
         ActivityRef,
         R,
     )
     from autonomous_pipeline.models.forge import (
+        BRANCH_MOVED,
         RATE_LIMITED,
         CheckState,
         ClosePrIn,
@@ -47,15 +49,17 @@ with workflow.unsafe.imports_passed_through():
         PrView,
         PullRequest,
         PushBranchIn,
+        PushBranchOut,
         ReadPrIn,
         ReviewPostIn,
+        WithdrawIn,
     )
     from autonomous_pipeline.models.results import CheckResult, TaskResult, TaskStatus
     from autonomous_pipeline.models.review import Finding, Verdict
     from autonomous_pipeline.models.run import Approval, TaskInput
     from autonomous_pipeline.workflows import policies
     from autonomous_pipeline.workflows.approval import from_operator
-    from autonomous_pipeline.workflows.task_steps import TaskSteps, run_of
+    from autonomous_pipeline.workflows.task_steps import TaskSteps, failure_message, run_of
     from autonomous_pipeline.workflows.work import Work
 
 FORGE_TIMEOUT = timedelta(minutes=2)
@@ -110,20 +114,22 @@ class PullRequestSteps(TaskSteps):
         merged or closed already (the task has ended)."""
         forge, res = self._forge(inp), self.result
         res.phase = "pull request"
-        pushed = await self._act(
-            PUSH_BRANCH,
-            PushBranchIn(
-                run_key=inp.run_key,
-                task_id=inp.task.id,
-                repo=inp.options.repo,
-                commit=work.commit,
-                expected=self.pushed_head,
-            ),
-            start_to_close_timeout=policies.GIT_TIMEOUT,
-            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
-            retry_policy=policies.GIT_RETRY,
-            summary=f"{label} — push the task's branch",
-        )
+        if self.pr_number is not None:
+            # A fix round's change: the host must not merge it on its own before it is
+            # checked and approved again.
+            for handed_to in sorted(set(self.handed_over.values())):
+                await self._host(
+                    WITHDRAW_PR,
+                    WithdrawIn(forge=forge, number=self.pr_number, handed_to=handed_to),
+                    f"{label} — take #{self.pr_number} back from the {handed_to}",
+                )
+            self.handed_over.clear()
+        try:
+            pushed = await self._push(inp, label, work)
+        except ActivityError as exc:
+            if failure_message(exc).startswith(BRANCH_MOVED):
+                self.pr_foreign = True  # someone else's commits are on it: theirs to close
+            raise
         self.pushed_head, self.pushed_at = work.commit, iso(workflow.now())
         pr: PullRequest = await self._host(
             OPEN_PR,
@@ -164,6 +170,20 @@ class PullRequestSteps(TaskSteps):
             pr = view.pr
             if self._ended_on_host(pr):
                 return None
+            if pr.head_sha != work.commit:
+                # Someone pushed to the branch: what the pipeline checked is no longer what
+                # would merge. It merges nothing it did not check, acts on no /fix or check of
+                # that head (its push would overwrite theirs), and leaves the PR to people.
+                self.pr_foreign = True
+                self._skip_asked(view, work)
+                if res.status is TaskStatus.SKIPPED:
+                    return None
+                res.phase = (
+                    f"pull request #{pr.number}: waiting for its head to be {work.commit[:12]}, "
+                    f"which the pipeline checked (someone pushed {pr.head_sha[:12]}; merge it "
+                    "yourself, or close it)"
+                )
+                continue
             for event in view.events:
                 if event.id in self.seen:
                     continue
@@ -201,14 +221,6 @@ class PullRequestSteps(TaskSteps):
                 res.approval_commit = work.commit  # the operator's signed approve counts too
             else:
                 res.approval_commit = None
-            if pr.head_sha != work.commit:
-                self.pr_foreign = True
-                # Someone pushed to the branch: what the pipeline checked is no longer what
-                # would merge. It merges nothing it did not check; a person may.
-                waiting_for = [
-                    f"its head to be {work.commit[:12]}, which the pipeline checked (someone "
-                    f"pushed {pr.head_sha[:12]}; merge it yourself, or close it)"
-                ]
             if not waiting_for and self.handed_over.get(pr.head_sha):
                 # Auto-merge or the merge queue has it: the host merges it, this reads it.
                 waiting_for = [f"the code host's {self.handed_over[pr.head_sha]}"]
@@ -218,7 +230,14 @@ class PullRequestSteps(TaskSteps):
                 if merged is not None:
                     return merged if isinstance(merged, Work) else None
                 handed = self.handed_over.get(pr.head_sha)
-                waiting_for = [f"the code host's {handed}" if handed else "the code host"]
+                if handed is None:
+                    # The host would not merge it, and nothing it said changes that: try again
+                    # a poll later with a fresh read (a target that moved, a check it runs).
+                    res.phase = f"pull request #{pr.number}: the code host did not merge it yet"
+                    await workflow.sleep(timedelta(seconds=forge.poll_s))
+                    view = None
+                    continue
+                waiting_for = [f"the code host's {handed}"]
             res.phase = f"pull request #{pr.number}: waiting for " + ", ".join(waiting_for)
 
     async def _merge_pr(
@@ -257,6 +276,35 @@ class PullRequestSteps(TaskSteps):
             self.handed_over[pr.head_sha] = out.handed_to
         workflow.logger.info("task %s: #%s not merged: %s", task.id, pr.number, out.reason)
         return None
+
+    async def _push(self, inp: TaskInput, label: str, work: Work) -> PushBranchOut:
+        """The change on the task's branch on the host, replacing only what was pushed last."""
+        return await self._act(
+            PUSH_BRANCH,
+            PushBranchIn(
+                run_key=inp.run_key,
+                task_id=inp.task.id,
+                repo=inp.options.repo,
+                commit=work.commit,
+                expected=self.pushed_head,
+            ),
+            start_to_close_timeout=policies.GIT_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
+            retry_policy=policies.GIT_RETRY,
+            summary=f"{label} — push the task's branch",
+        )
+
+    def _skip_asked(self, view: PrView, work: Work) -> None:
+        """A PR whose head someone else pushed: of people's new words only a /skip is acted on
+        (the task ends skipped; the PR is theirs to close); the rest is noted as seen."""
+        for event in view.events:
+            if event.id in self.seen:
+                continue
+            self.seen.append(event.id)
+            if event.kind is EventKind.SKIP:
+                who = f"@{event.author} on #{view.pr.number}"
+                self.result.status, self.result.error = TaskStatus.SKIPPED, f"skipped by {who}"
+                return
 
     async def _park(self, inp: TaskInput, label: str) -> None:
         """Give the checkout back while the PR waits on people and checks (hours, maybe days):
@@ -369,7 +417,12 @@ class PullRequestSteps(TaskSteps):
             initial_interval=poll, backoff_coefficient=1.0, maximum_interval=poll
         )
         got = await self._on_host(
-            READ_PR, read, f"{label} — watch #{number}", every_poll, until_decided=last is not None
+            READ_PR,
+            read,
+            f"{label} — watch #{number}",
+            every_poll,
+            until_decided=last is not None,
+            patient=True,
         )
         return got
 
@@ -399,6 +452,7 @@ class PullRequestSteps(TaskSteps):
         summary: str,
         retry: RetryPolicy | None = None,
         until_decided: bool = False,
+        patient: bool = False,
     ) -> R | None:
         """A call to the code host on the shared queue, its rate limit waited out on a timer."""
         waits = 0
@@ -419,7 +473,8 @@ class PullRequestSteps(TaskSteps):
                 return await call
             except ActivityError as exc:
                 delay = rate_limit_delay(exc)
-                if delay is None or waits >= MAX_LIMIT_WAITS:
+                # A watch may last days: the limit resets every hour, and it waits each out.
+                if delay is None or (waits >= MAX_LIMIT_WAITS and not patient):
                     raise
                 waits += 1
                 phase, self.result.phase = (

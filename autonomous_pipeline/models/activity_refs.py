@@ -44,6 +44,8 @@ from autonomous_pipeline.models.forge import (
     ReadPrIn,
     ReviewPostIn,
     ReviewPostOut,
+    WithdrawIn,
+    WithdrawOut,
 )
 
 A = TypeVar("A", bound=BaseModel)  # an activity's argument
@@ -77,6 +79,8 @@ POST_PR_REVIEW = ActivityRef("post_pull_request_review", ReviewPostIn, ReviewPos
 READ_PR = ActivityRef("read_pull_request", ReadPrIn, PrView)
 MERGE_PR = ActivityRef("merge_pull_request", MergePrIn, MergePrOut)
 CLOSE_PR = ActivityRef("close_pull_request", ClosePrIn, ClosePrOut)
+# Before a fix round's push: the host must not merge the new head on its own.
+WITHDRAW_PR = ActivityRef("withdraw_pull_request_merge", WithdrawIn, WithdrawOut)
 
 ALL = (
     PREPARE_RUN,
@@ -96,4 +100,5 @@ ALL = (
     READ_PR,
     MERGE_PR,
     CLOSE_PR,
+    WITHDRAW_PR,
 )

@@ -177,3 +177,13 @@ class ClosePrIn(BaseModel):
 
 class ClosePrOut(BaseModel):
     closed: bool  # False: it was closed or merged already
+
+
+class WithdrawIn(BaseModel):
+    forge: ForgeConfig
+    number: int
+    handed_to: str  # "auto-merge" or "merge queue": what to take it back from
+
+
+class WithdrawOut(BaseModel):
+    withdrawn: bool  # False: the host held it no longer

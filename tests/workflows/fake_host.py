@@ -17,6 +17,7 @@ from autonomous_pipeline.models.activity_refs import (
     POST_PR_REVIEW,
     PUSH_BRANCH,
     READ_PR,
+    WITHDRAW_PR,
 )
 from autonomous_pipeline.models.forge import (
     BRANCH_MOVED,
@@ -36,6 +37,8 @@ from autonomous_pipeline.models.forge import (
     ReadPrIn,
     ReviewPostIn,
     ReviewPostOut,
+    WithdrawIn,
+    WithdrawOut,
 )
 
 
@@ -53,6 +56,9 @@ class HostScript:
     open_fails_once: set[str] = field(default_factory=set)  # a crash after the PR was made
     protected: set[str] = field(default_factory=set)  # merges handed to the host's auto-merge
     pushed_by_someone_at: dict[str, int] = field(default_factory=dict)  # task -> read
+    refused_once: set[str] = field(default_factory=set)  # the first merge: not now, no hand-over
+    # Someone pushes to the branch while the task's fix round runs (before its push).
+    pushed_during_fix: set[str] = field(default_factory=set)
 
 
 class FakeHost:
@@ -67,6 +73,7 @@ class FakeHost:
         self.calls: dict[str, int] = defaultdict(int)
         self.log: list[tuple[str, str]] = []  # ("opened" | "merged", task) in order
         self.closed: list[tuple[str, str]] = []  # (task, why) the pipeline closed
+        self.withdrawn: list[tuple[str, str]] = []  # (task, from what)
         self.shown_at: dict[str, str] = {}  # event id -> when it first showed (the host's clock)
 
     def _limit(self, name: str) -> None:
@@ -81,6 +88,12 @@ class FakeHost:
     @activity.defn(name=PUSH_BRANCH.name)
     async def push_branch(self, inp: PushBranchIn) -> PushBranchOut:
         pr = self.prs.get(inp.task_id)
+        if (
+            inp.expected is not None
+            and pr is not None
+            and inp.task_id in self.script.pushed_during_fix
+        ):
+            pr.head_sha = f"someone-{inp.task_id}"
         if inp.expected is not None and pr is not None and pr.head_sha != inp.expected:
             raise ApplicationError("moved", type=BRANCH_MOVED, non_retryable=True)
         self.pushes[inp.task_id].append(inp.commit)
@@ -147,6 +160,9 @@ class FakeHost:
         pr = self.prs[task]
         if pr.merged:
             return MergePrOut(merged=True, commit=pr.merge_commit)
+        if task in self.script.refused_once:
+            self.script.refused_once.discard(task)
+            return MergePrOut(merged=False, reason="Base branch was modified")
         if task in self.script.protected:
             return MergePrOut(merged=False, reason="review required", handed_to="auto-merge")
         if task in self.script.conflict_once:
@@ -165,6 +181,11 @@ class FakeHost:
         self.closed.append((self._task(inp.number), inp.why))
         return ClosePrOut(closed=True)
 
+    @activity.defn(name=WITHDRAW_PR.name)
+    async def withdraw(self, inp: WithdrawIn) -> WithdrawOut:
+        self.withdrawn.append((self._task(inp.number), inp.handed_to))
+        return WithdrawOut(withdrawn=True)
+
     def all(self) -> list:
         return [self.push_branch, self.open_pr, self.post_review, self.read_pr, self.merge_pr,
-                self.close_pr]  # fmt: skip
+                self.close_pr, self.withdraw]  # fmt: skip

@@ -378,18 +378,67 @@ async def test_a_head_someone_else_pushed_is_never_merged_by_the_pipeline(
 
 @pytest.mark.parametrize(
     "running",
-    [
-        Script(
-            host=HostScript(
-                pushed_by_someone_at={"1.1": 1}, events={"1.1": [(2, fix("and test it"))]}
-            )
-        )
-    ],
+    [Script(host=HostScript(pushed_during_fix={"1.1"}, events={"1.1": [(1, fix("test it"))]}))],
     indirect=True,
 )
 async def test_a_fix_round_never_overwrites_someone_elses_commit(running: Harness) -> None:
+    # Someone pushed while the fix round ran: the task's push would have replaced their commit.
     result = await running.run(pr_run())
     t, host = tasks(result)["1.1"], running.fakes.host
     assert t.status is TaskStatus.FAILED and "TaskBranchMoved" in (t.error or "")
     assert host.pushes["1.1"] == ["c-1.1-1"] and host.prs["1.1"].head_sha == "someone-1.1"
     assert host.closed == []  # someone else's commits are on it: theirs to close
+
+
+@pytest.mark.parametrize(
+    "running",
+    [
+        Script(
+            host=HostScript(
+                protected={"1.1"},
+                events={"1.1": [(3, fix("one more thing"))]},
+                merged_by_person_at={"1.1": 6},
+            )
+        )
+    ],
+    indirect=True,
+)
+async def test_a_fix_round_takes_the_pr_back_from_auto_merge_before_it_pushes(
+    running: Harness,
+) -> None:
+    result = await running.run(pr_run())
+    t, host = tasks(result)["1.1"], running.fakes.host
+    assert t.status is TaskStatus.MERGED
+    assert host.withdrawn == [("1.1", "auto-merge")]
+    assert host.pushes["1.1"] == ["c-1.1-1", "c-1.1-2"]
+
+
+@pytest.mark.parametrize("running", [Script(host=HostScript(refused_once={"1.1"}))], indirect=True)
+async def test_a_merge_the_host_refuses_for_now_is_tried_again(running: Harness) -> None:
+    result = await running.run(pr_run())
+    assert tasks(result)["1.1"].status is TaskStatus.MERGED
+    assert [m.number for m in running.fakes.host.merges].count(1) == 2
+    assert running.fakes.host.closed == []
+
+
+@pytest.mark.parametrize(
+    "running",
+    [
+        Script(
+            host=HostScript(
+                pushed_by_someone_at={"1.1": 1},
+                events={"1.1": [(1, fix("and test it"))]},
+                checks={"1.1": [FAILING], "1.2": [PASSING]},
+                merged_by_person_at={"1.1": 3},
+            )
+        )
+    ],
+    indirect=True,
+)
+async def test_a_fix_or_failing_check_on_someone_elses_head_is_not_acted_on(
+    running: Harness,
+) -> None:
+    result = await running.run(pr_run(forge={"require_checks": True}))
+    t, fakes = tasks(result)["1.1"], running.fakes
+    assert t.status is TaskStatus.MERGED and t.commit == "person-merge-1.1"
+    assert fakes.agent_runs["1.1"] == 1 and fakes.host.closed == []

@@ -73,6 +73,10 @@ class Forge(Protocol):
         """Say why on the PR and close it; False if it was closed or merged already."""
         ...
 
+    async def withdraw(self, number: int, handed_to: str) -> bool:
+        """Take the PR back from auto-merge or the merge queue; False if it was not there."""
+        ...
+
     async def hand_over(
         self, pr: PullRequest, method: MergeMethod, title: str, message: str
     ) -> str | None:

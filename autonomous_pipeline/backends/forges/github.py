@@ -383,6 +383,13 @@ class GitHubForge:
         )
         return True
 
+    async def withdraw(self, number: int, handed_to: str) -> bool:
+        pr = await self._get(number)
+        if not pr.open:
+            return False
+        query = _DEQUEUE if handed_to == "merge queue" else _DISABLE
+        return await self._mutate(query, {"id": pr.node_id}) is None
+
     async def hand_over(
         self, pr: PullRequest, method: MergeMethod, title: str, message: str
     ) -> str | None:
@@ -424,6 +431,14 @@ mutation($id: ID!, $method: PullRequestMergeMethod!, $head: GitObjectID!, $title
       expectedHeadOid: $head, commitHeadline: $title, commitBody: $body}) {
     clientMutationId
   }
+}"""
+_DISABLE = """
+mutation($id: ID!) {
+  disablePullRequestAutoMerge(input: {pullRequestId: $id}) { clientMutationId }
+}"""
+_DEQUEUE = """
+mutation($id: ID!) {
+  dequeuePullRequest(input: {id: $id}) { clientMutationId }
 }"""
 _ENQUEUE = """
 mutation($id: ID!, $head: GitObjectID!) {
