@@ -176,7 +176,10 @@ class PullRequestSteps(TaskSteps):
                 # that head (its push would overwrite theirs), and leaves the PR to people.
                 self.pr_foreign = True
                 self._skip_asked(view, work)
-                if res.status is TaskStatus.SKIPPED:
+                # A decision is taken now (a reject ends the task), never left to wake the
+                # watch again and again.
+                self._operator_decided(inp, work.commit)
+                if res.status in (TaskStatus.SKIPPED, TaskStatus.FAILED):
                     return None
                 res.phase = (
                     f"pull request #{pr.number}: waiting for its head to be {work.commit[:12]}, "
