@@ -10,8 +10,10 @@ durable timer (RATE_LIMITED, with the seconds to wait).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import AsyncIterator
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -64,6 +66,17 @@ def digest(view: PrView) -> str:
         "required": view.required,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@contextlib.asynccontextmanager
+async def on_the_host(note: str) -> AsyncIterator[None]:
+    """A call to the code host: heartbeating (a worker killed mid-call is noticed in seconds),
+    and the host's refusals as the activity's failure."""
+    try:
+        async with heartbeating(note):
+            yield
+    except ForgeError as exc:
+        raise forge_failure(exc) from None
 
 
 def forge_failure(exc: ForgeError) -> ApplicationError:
@@ -123,37 +136,29 @@ class ForgeActivities:
 
     @activity.defn(name=OPEN_PR.name)
     async def open_pr(self, inp: OpenPrIn) -> PullRequest:
-        try:
-            async with heartbeating(f"opening the pull request of {inp.branch}"):
-                return await self._forge(inp.forge).open_pr(
-                    inp.branch, inp.target_branch, inp.title, inp.body, inp.not_before
-                )
-        except ForgeError as exc:
-            raise forge_failure(exc) from None
+        async with on_the_host(f"opening the pull request of {inp.branch}"):
+            return await self._forge(inp.forge).open_pr(
+                inp.branch, inp.target_branch, inp.title, inp.body, inp.not_before
+            )
 
     @activity.defn(name=POST_PR_REVIEW.name)
     async def post_review(self, inp: ReviewPostIn) -> ReviewPostOut:
-        try:
-            async with heartbeating(f"posting the review on #{inp.number}"):
-                forge = self._forge(inp.forge)
-                posted = await forge.post_review(inp.number, inp.commit, inp.verdict)
-        except ForgeError as exc:
-            raise forge_failure(exc) from None
-        return ReviewPostOut(posted=posted)
+        async with on_the_host(f"posting the review on #{inp.number}"):
+            forge = self._forge(inp.forge)
+            return ReviewPostOut(
+                posted=await forge.post_review(inp.number, inp.commit, inp.verdict)
+            )
 
     @activity.defn(name=READ_PR.name)
     async def read_pr(self, inp: ReadPrIn) -> PrView:
         """The PR as it stands; with `unchanged_since`, only once it has changed: until then
         each attempt fails with NOTHING_NEW and the server tries again a poll later. Polling by
         retries leaves no events in the task's history while a PR waits for days."""
-        try:
-            async with heartbeating(f"reading #{inp.number}"):
-                forge = self._forge(inp.forge)
-                view = await forge.read(
-                    inp.number, inp.target_branch, frozenset(inp.known), inp.forge.require_checks
-                )
-        except ForgeError as exc:
-            raise forge_failure(exc) from None
+        async with on_the_host(f"reading #{inp.number}"):
+            forge = self._forge(inp.forge)
+            view = await forge.read(
+                inp.number, inp.target_branch, frozenset(inp.known), inp.forge.require_checks
+            )
         view.digest = digest(view)
         if inp.unchanged_since is not None and view.digest == inp.unchanged_since:
             raise ApplicationError(f"nothing new on #{inp.number}", type=NOTHING_NEW)
@@ -161,24 +166,18 @@ class ForgeActivities:
 
     @activity.defn(name=WITHDRAW_PR.name)
     async def withdraw(self, inp: WithdrawIn) -> WithdrawOut:
-        try:
-            async with heartbeating(f"taking #{inp.number} back from the {inp.handed_to}"):
-                forge = self._forge(inp.forge)
-                return WithdrawOut(withdrawn=await forge.withdraw(inp.number, inp.handed_to))
-        except ForgeError as exc:
-            raise forge_failure(exc) from None
+        async with on_the_host(f"taking #{inp.number} back from the {inp.handed_to}"):
+            forge = self._forge(inp.forge)
+            return WithdrawOut(withdrawn=await forge.withdraw(inp.number, inp.handed_to))
 
     @activity.defn(name=CLOSE_PR.name)
     async def close_pr(self, inp: ClosePrIn) -> ClosePrOut:
-        try:
-            async with heartbeating(f"closing #{inp.number}"):
-                return ClosePrOut(closed=await self._forge(inp.forge).close(inp.number, inp.why))
-        except ForgeError as exc:
-            raise forge_failure(exc) from None
+        async with on_the_host(f"closing #{inp.number}"):
+            return ClosePrOut(closed=await self._forge(inp.forge).close(inp.number, inp.why))
 
     @activity.defn(name=MERGE_PR.name)
     async def merge_pr(self, inp: MergePrIn) -> MergePrOut:
-        async with heartbeating(f"merging #{inp.number}"):
+        async with on_the_host(f"merging #{inp.number}"):
             return await self._merge(inp)
 
     async def _merge(self, inp: MergePrIn) -> MergePrOut:
@@ -189,12 +188,9 @@ class ForgeActivities:
             )
         except ForgeError as exc:
             if isinstance(exc, RateLimited) or exc.status not in (405, 409, 422):
-                raise forge_failure(exc) from None
+                raise
             # Not merged, and why: the task reads the PR again and decides.
-            try:
-                view = await forge.read(inp.number, inp.target_branch)
-            except ForgeError as again:
-                raise forge_failure(again) from None
+            view = await forge.read(inp.number, inp.target_branch)
             if view.pr.merged:  # merged meanwhile (a person, the host's queue)
                 return MergePrOut(merged=True, commit=view.pr.merge_commit)
             if view.pr.mergeable is False:
@@ -206,8 +202,8 @@ class ForgeActivities:
                 handed = await forge.hand_over(
                     view.pr, inp.forge.merge_method, inp.title, inp.message
                 )
-            except RateLimited as limited:
-                raise forge_failure(limited) from None
+            except RateLimited:
+                raise
             except ForgeError as refused:
                 # No auto-merge here (a repository setting), or a refusal of the moment (a
                 # target that moved): not merged, and the task tries again later.

@@ -21,9 +21,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from autonomous_pipeline.models.activity_io import CleanupIn, FixRequest, MergeOut
+    from autonomous_pipeline.models.activity_io import FixRequest, MergeOut
     from autonomous_pipeline.models.activity_refs import (
-        CLEANUP_WORKSPACE,
         CLOSE_PR,
         MERGE_PR,
         OPEN_PR,
@@ -56,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from autonomous_pipeline.models.results import CheckResult, TaskResult, TaskStatus
     from autonomous_pipeline.models.review import Finding, Verdict
-    from autonomous_pipeline.models.run import Approval, TaskInput
+    from autonomous_pipeline.models.run import TaskInput
     from autonomous_pipeline.workflows import policies
     from autonomous_pipeline.workflows.approval import from_operator
     from autonomous_pipeline.workflows.task_steps import TaskSteps, failure_message, run_of
@@ -159,7 +158,7 @@ class PullRequestSteps(TaskSteps):
         forge, res, opts = self._forge(inp), self.result, inp.options
         await self._merging(inp)  # waiting on the host holds no agent slot
         await self._park(inp, label)
-        approved = not self._needs_person(inp)
+        approved = self._why_a_person(inp) is None
         view: PrView | None = None
         while True:
             # The first read answers at once; each later one only once the PR has changed
@@ -313,20 +312,7 @@ class PullRequestSteps(TaskSteps):
         """Give the checkout back while the PR waits on people and checks (hours, maybe days):
         the run's next tasks need not wait for them. The branch stays in the pipeline's clone;
         a fix round builds the checkout again at the PR's head."""
-        await self._act(
-            CLEANUP_WORKSPACE,
-            CleanupIn(
-                run_key=inp.run_key,
-                task_id=inp.task.id,
-                delete_branch=False,
-                sandbox=inp.sandbox_config,
-                repo=inp.options.repo,
-            ),
-            start_to_close_timeout=policies.GIT_TIMEOUT,
-            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
-            retry_policy=policies.GIT_RETRY,
-            summary=f"{label} — put the worktree away while the PR waits",
-        )
+        await self._put_away(inp, f"{label} — put the worktree away while the PR waits", False)
         if workflow.info().parent is not None:
             self._tell_parent_soon("task_parked")
 
@@ -372,15 +358,6 @@ class PullRequestSteps(TaskSteps):
             res.error = f"pull request #{pr.number} was closed by {who} without merging"
             return True
         return False
-
-    def _needs_person(self, inp: TaskInput) -> bool:
-        opts = inp.options
-        files, deleted = self.diff_size
-        large = files > opts.approval_max_files or deleted > opts.approval_max_deletions
-        wiped = self.unasked_deletions[0] > opts.approval_max_unasked_deletions
-        return (
-            wiped or opts.approval is Approval.ALWAYS or (opts.approval is Approval.LARGE and large)
-        )
 
     def _operator_decided(self, inp: TaskInput, commit: str) -> bool:
         """The operator's signed approve or reject (starter.py approve), as without a PR."""

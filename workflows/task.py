@@ -18,7 +18,6 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.activity_io import (
         ClaimIn,
         ClaimWorkspaceIn,
-        CleanupIn,
         CleanupOut,
         ConflictFixIn,
         ConflictFixOut,
@@ -31,7 +30,6 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.activity_refs import (
         CLAIM_WORKER,
         CLAIM_WORKSPACE,
-        CLEANUP_WORKSPACE,
         FINISH_TASK,
         PREPARE_CONFLICT_FIX,
         PREPARE_WORKSPACE,
@@ -241,20 +239,7 @@ class TaskWorkflow(PullRequestSteps):
         if self.queue is None or self.cleaned:
             return
         keep = res.status is TaskStatus.FAILED and inp.options.keep_failed_branches
-        cleanup = self._act(
-            CLEANUP_WORKSPACE,
-            CleanupIn(
-                run_key=inp.run_key,
-                task_id=inp.task.id,
-                delete_branch=not keep,
-                sandbox=inp.sandbox_config,
-                repo=inp.options.repo,
-            ),
-            start_to_close_timeout=policies.GIT_TIMEOUT,
-            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
-            retry_policy=policies.GIT_RETRY,
-            summary=f"{label} — cleanup",
-        )
+        cleanup = self._put_away(inp, f"{label} — cleanup", delete_branch=not keep)
         try:
             # A cancelled task still cleans up; its own cancellation must not cancel that.
             out: CleanupOut = await (asyncio.shield(cleanup) if cancelled else cleanup)

@@ -20,6 +20,8 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.activity_io import (
         SLOT_GONE,
+        CleanupIn,
+        CleanupOut,
         FixRequest,
         MergeIn,
         MergeOut,
@@ -32,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyOut,
     )
     from autonomous_pipeline.models.activity_refs import (
+        CLEANUP_WORKSPACE,
         MERGE_TASK,
         REVIEW_TASK,
         RUN_AGENT,
@@ -254,6 +257,24 @@ class TaskSteps:
             summary=f"{label} — {'fix' if fix else 'agent'} ({opts.agent.backend})",
         )
 
+    async def _put_away(self, inp: TaskInput, summary: str, delete_branch: bool) -> CleanupOut:
+        """The task's worktree removed (and its branch, with `delete_branch`): at its end, or
+        while its pull request waits (the branch stays for a fix round)."""
+        return await self._act(
+            CLEANUP_WORKSPACE,
+            CleanupIn(
+                run_key=inp.run_key,
+                task_id=inp.task.id,
+                delete_branch=delete_branch,
+                sandbox=inp.sandbox_config,
+                repo=inp.options.repo,
+            ),
+            start_to_close_timeout=policies.GIT_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
+            retry_policy=policies.GIT_RETRY,
+            summary=summary,
+        )
+
     def _finishes_in_one_step(self, inp: TaskInput) -> bool:
         """Checks, merge and cleanup as one step: when nobody else looks at the change between
         them (no reviewer; no approval, which deleting many unnamed files always asks for)."""
@@ -411,10 +432,10 @@ class TaskSteps:
         self.diff_size = (review.files_changed, review.lines_deleted)
         return review.verdict
 
-    async def _approved(self, inp: TaskInput, label: str, commit: str) -> bool:
-        """Wait for a person when the run asks for it. False: rejected (the task has failed)."""
-        opts, res = inp.options, self.result
-        assert res is not None
+    def _why_a_person(self, inp: TaskInput) -> str | None:
+        """Why the change waits for a person's approval (the run's --approval, its size, what
+        it deletes); None: it does not."""
+        opts = inp.options
         files, deleted = self.diff_size
         large = files > opts.approval_max_files or deleted > opts.approval_max_deletions
         unasked, examples = self.unasked_deletions
@@ -423,13 +444,22 @@ class TaskSteps:
         if not wiped and (
             opts.approval is Approval.NEVER or (opts.approval is Approval.LARGE and not large)
         ):
-            return True
+            return None
         why = f"{files} files, {deleted} deleted lines" + (" (large)" if large else "")
         if wiped:
             why = (
                 f"deletes {unasked} files the task does not name "
                 f"({', '.join(examples)}{', ...' if unasked > len(examples) else ''}); {why}"
             )
+        return why
+
+    async def _approved(self, inp: TaskInput, label: str, commit: str) -> bool:
+        """Wait for a person when the run asks for it. False: rejected (the task has failed)."""
+        res = self.result
+        assert res is not None
+        why = self._why_a_person(inp)
+        if why is None:
+            return True
         res.phase = f"awaiting approval: {why}"
         res.approval_commit = commit  # what a person approves; what the decision must sign
         run = run_of()

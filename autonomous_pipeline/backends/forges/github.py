@@ -10,8 +10,9 @@ field of today's github.com still works.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 from autonomous_pipeline.backends.forges.base import MARK, ForgeError, RateLimited, command_of
@@ -59,22 +60,9 @@ class GitHubForge:
         )
 
     async def _call(self, call: Awaitable[Any]) -> Any:
-        """A call's JSON, read as plain data (see the module's doc); the host's refusals as
-        ForgeError, its rate limit as RateLimited."""
-        from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
-
-        try:
+        """A call's JSON, read as plain data (see the module's doc)."""
+        with _translated():
             return (await call).json()
-        except RateLimitExceeded as exc:
-            raise RateLimited(
-                f"GitHub rate limit: {_message(exc.response)}",
-                exc.retry_after.total_seconds(),
-            ) from None
-        except RequestFailed as exc:
-            status = exc.response.status_code
-            raise ForgeError(f"GitHub said {status}: {_message(exc.response)}", status) from None
-        except RequestError as exc:
-            raise ForgeError(f"GitHub could not be reached: {exc}") from None
 
     async def can_publish(self) -> str | None:
         try:
@@ -148,19 +136,14 @@ class GitHubForge:
         if login not in cache and known is not None and time.monotonic() - known[1] < WRITERS_TTL_S:
             cache[login] = known[0]
         if login not in cache:
-            try:
-                got = await self._call(
+            got = await self._optional(
+                self._call(
                     self.gh.rest.repos.async_get_collaborator_permission_level(
                         self.owner, self.name, login
                     )
                 )
-                cache[login] = got.get("permission") in ("admin", "maintain", "write")
-            except RateLimited:
-                raise
-            except ForgeError as exc:
-                if exc.status not in (403, 404):
-                    raise
-                cache[login] = False
+            )
+            cache[login] = (got or {}).get("permission") in ("admin", "maintain", "write")
             self._writers[login] = (cache[login], time.monotonic())
         return cache[login]
 
@@ -409,19 +392,34 @@ class GitHubForge:
 
     async def _mutate(self, query: str, variables: dict[str, Any]) -> str | None:
         """None once done; else GitHub's reasons."""
-        from githubkit.exception import GraphQLFailed, RateLimitExceeded, RequestFailed
+        from githubkit.exception import GraphQLFailed
 
         try:
-            await self.gh.async_graphql(query, variables)
+            with _translated():
+                await self.gh.async_graphql(query, variables)
         except GraphQLFailed as exc:
             errors = exc.response.errors or []
             return "; ".join(e.message for e in errors) or "no reason given"
-        except RateLimitExceeded as exc:
-            raise RateLimited("GitHub rate limit", exc.retry_after.total_seconds()) from None
-        except RequestFailed as exc:
-            status = exc.response.status_code
-            raise ForgeError(f"GitHub said {status}: {_message(exc.response)}", status) from None
         return None
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """githubkit's failures as the Forge's: the host's refusals as ForgeError (with its
+    status), its rate limit as RateLimited (with its reset)."""
+    from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
+
+    try:
+        yield
+    except RateLimitExceeded as exc:
+        raise RateLimited(
+            f"GitHub rate limit: {_message(exc.response)}", exc.retry_after.total_seconds()
+        ) from None
+    except RequestFailed as exc:
+        status = exc.response.status_code
+        raise ForgeError(f"GitHub said {status}: {_message(exc.response)}", status) from None
+    except RequestError as exc:
+        raise ForgeError(f"GitHub could not be reached: {exc}") from None
 
 
 _AUTO_MERGE = """
