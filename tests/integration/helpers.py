@@ -50,6 +50,10 @@ import os, subprocess, sys, time
 log, sleep_s, task_id = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 flags = sys.argv[4:]
 fail = [f for a in flags if a.startswith("--fail=") for f in a[7:].split(",")]
+# --slow=TASK:SECONDS: that task takes longer (a test that must find an agent still running).
+for a in flags:
+    if a.startswith("--slow=") and a[7:].split(":")[0] == task_id:
+        sleep_s = float(a[7:].split(":")[1])
 
 
 def append(path, line):
@@ -171,6 +175,7 @@ def agent_command(
     fail: tuple[str, ...] = (),
     helper: bool = False,
     python: str = sys.executable,
+    slow: tuple[str, float] | None = None,
 ) -> str:
     """The `--agent-command` template running the fake agent (placeholders left for the product).
     `python`: the interpreter, as the agent's sandbox knows it (an image's own, in a container)."""
@@ -179,6 +184,8 @@ def agent_command(
         argv.append("--fail=" + ",".join(fail))
     if helper:
         argv.append("--helper")
+    if slow:
+        argv.append(f"--slow={slow[0]}:{slow[1]:g}")
     return shlex.join(argv)
 
 
