@@ -274,6 +274,15 @@ class Settings(BaseSettings):
         Flag("seconds of silence before a worker is presumed dead", metavar="S"),
         Field(ge=1.0),
     ] = _run("heartbeat_timeout_s")
+    worker_lost_timeout: Annotated[
+        float,
+        Flag(
+            "seconds a task's steps wait for its machine's worker before the task starts over on "
+            "another machine",
+            metavar="S",
+        ),
+        Field(ge=1.0),
+    ] = _run("worker_lost_timeout_s")
     detach: Annotated[bool, Flag("start the run and return")] = False
 
     # Publishing

@@ -176,6 +176,7 @@ async def build_input(
         rerun_done=settings.rerun_done,
         verify_timeout_s=settings.verify_timeout,
         heartbeat_timeout_s=settings.heartbeat_timeout,
+        worker_lost_timeout_s=settings.worker_lost_timeout,
     )
     inp = PlanRunInput(
         run_key=run_key,
