@@ -11,7 +11,7 @@ $(PY):
 # Reinstall only when the dependency list changes.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,otel]'
 	# Bytecode written once, whatever PYTHONDONTWRITEBYTECODE says: every run imports it.
 	$(PY) -m compileall -q autonomous_pipeline workflows activities >/dev/null
 	touch $(STAMP)
