@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from temporalio.client import Client
 
+from autonomous_pipeline import tracing
 from autonomous_pipeline.cli.redaction import data_converter
 from autonomous_pipeline.errors import UsageError
 
@@ -25,9 +26,15 @@ async def connect_client(address: str | None, namespace: str | None = None) -> C
     if namespace:
         config["namespace"] = namespace
     config.setdefault("target_host", "127.0.0.1:7233")
-    target = config.pop("target_host")
+    target = str(config.pop("target_host"))
     try:
-        return await Client.connect(target, data_converter=data_converter(), **config)  # type: ignore[arg-type]
+        # Traced when an OTLP endpoint is set: the workers made from this client too.
+        return await Client.connect(
+            target,
+            data_converter=data_converter(),
+            interceptors=tracing.interceptors(),
+            **config,  # type: ignore[arg-type]
+        )
     except Exception as exc:
         text = str(exc)
         reason = "connection refused" if "refused" in text.lower() else text.splitlines()[0][:200]

@@ -48,10 +48,12 @@ def worker_argv() -> list[str]:
 def exit_after(main: Callable[[], int]) -> NoReturn:
     """Run an entry point and leave with its code, without the interpreter's teardown: the
     Temporal SDK can crash there, and the work is done by then."""
+    from autonomous_pipeline import tracing
     from autonomous_pipeline.cli.logs import configure_logging
 
     configure_logging()
     code = main()
+    tracing.shutdown()  # the spans still queued: os._exit skips the provider's own flush
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
