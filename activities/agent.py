@@ -215,6 +215,13 @@ class AgentActivities:
             session_id=outcome.session_id or (inp.session_id if sessions else None),
             permission_denials=outcome.permission_denials[:LIST_CAP],
         )
+        activity.logger.info(
+            "%s agent exited %s after %.1f s",
+            inp.agent.backend,
+            outcome.exit_code,
+            out.duration_s,
+            extra={"succeeded": outcome.succeeded, "cost_usd": outcome.cost_usd},
+        )
         if outcome.permission_denials:
             with transcript.open("a", encoding="utf-8") as fh:
                 fh.write(

@@ -26,6 +26,7 @@ from pydantic_settings import (
 
 from autonomous_pipeline.errors import UsageError
 from autonomous_pipeline.models.forge import ForgeConfig, MergeMethod, Publish
+from autonomous_pipeline.models.ops import LogFormat
 from autonomous_pipeline.models.run import AgentConfig, Approval, RunOptions
 from autonomous_pipeline.models.sandbox import AgentNetwork, ContainerRuntime, SandboxKind
 
@@ -284,6 +285,15 @@ class Settings(BaseSettings):
         Field(ge=1.0),
     ] = _run("worker_lost_timeout_s")
     detach: Annotated[bool, Flag("start the run and return")] = False
+    notify: Annotated[
+        list[str],
+        Flag(
+            "a webhook told when a task waits for approval or fails, the budget is spent and "
+            "the run ends (Slack's incoming webhooks, or plain JSON to any other URL; env:NAME: "
+            "the URL in the worker's variable NAME, kept out of the run's history); repeatable",
+            metavar="URL",
+        ),
+    ] = Field(default_factory=list)
 
     # Publishing
     publish: Annotated[
@@ -334,6 +344,21 @@ class Settings(BaseSettings):
     json_output: Annotated[
         bool, Flag("print one JSON object on stdout", name="--json", common=True)
     ] = False
+    log_format: Annotated[
+        LogFormat,
+        Flag(
+            "log lines as JSON, or for the console; auto: JSON unless stderr is a terminal",
+            common=True,
+        ),
+    ] = LogFormat.AUTO
+    metrics_port: Annotated[
+        int | None,
+        Flag(
+            "serve the embedded worker's Prometheus metrics on this port (as worker.py does)",
+            metavar="N",
+        ),
+        Field(ge=1, le=65535),
+    ] = None
     ui_url: str | None = None  # the Web UI of --address, from the environment only
 
 

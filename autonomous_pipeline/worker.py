@@ -25,6 +25,7 @@ from autonomous_pipeline.activities.agent import AgentActivities
 from autonomous_pipeline.activities.claim import ClaimActivities, workspace_queue
 from autonomous_pipeline.activities.forge import ForgeActivities
 from autonomous_pipeline.activities.merge import MergeActivities
+from autonomous_pipeline.activities.notify import NotifyActivities
 from autonomous_pipeline.activities.review import ReviewActivities
 from autonomous_pipeline.activities.sandbox import SandboxActivities
 from autonomous_pipeline.activities.verify import VerifyActivities
@@ -36,7 +37,10 @@ from autonomous_pipeline.backends.workspace.tasks import Workspaces
 from autonomous_pipeline.cli import invocation
 from autonomous_pipeline.cli.approval import existing_key
 from autonomous_pipeline.cli.connect import TASK_QUEUE, connect_client
+from autonomous_pipeline.cli.logs import LogContext, configure_logging
 from autonomous_pipeline.config import default_workspace
+from autonomous_pipeline.models.ops import LogFormat
+from autonomous_pipeline.telemetry import configure_runtime
 from autonomous_pipeline.workflows.plan import PlanWorkflow
 from autonomous_pipeline.workflows.task import TaskWorkflow
 
@@ -60,6 +64,7 @@ def activities(
         forges.merge_pr,
         forges.close_pr,
         forges.withdraw,
+        NotifyActivities().notify,
     ]
     merges = MergeActivities(sandboxes)
     local: list[Callable[..., Any]] = [
@@ -117,6 +122,7 @@ def make_worker(
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         # A killed worker's cached workflows move to another worker after this, not the 10 s default.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
+        interceptors=[LogContext()],
     )
     local = Worker(
         client,
@@ -124,6 +130,7 @@ def make_worker(
         activities=local_acts,
         max_concurrent_activities=max_activities,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        interceptors=[LogContext()],
     )
 
     @contextlib.asynccontextmanager
@@ -180,6 +187,19 @@ def main() -> int:
     )
     ap.add_argument("--until", metavar="WORKFLOW_ID", help="exit when this run closes")
     ap.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus metrics on this port (the SDK's temporal_* and the pipeline's own)",
+    )
+    ap.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        default=LogFormat.AUTO.value,
+        help="json lines, or console; auto: json unless stderr is a terminal",
+    )
+    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ap.add_argument(
         "--allow-weakened-isolation",
         action="store_true",
         help="run agents as a run asks even when that weakens their isolation (--no-isolation, "
@@ -187,6 +207,8 @@ def main() -> int:
         "granted may",
     )
     args = ap.parse_args()
+    configure_logging(args.log_level, LogFormat(args.log_format))
+    configure_runtime(args.metrics_port)
     workspace = (
         Path(args.workspace).expanduser().resolve() if args.workspace else default_workspace()
     )

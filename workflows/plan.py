@@ -16,6 +16,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.activity_io import AGENT_EXITED, PrepareRunIn, SlotGrant
     from autonomous_pipeline.models.activity_refs import PREPARE_RUN
+    from autonomous_pipeline.models.notify import Notice
     from autonomous_pipeline.models.results import (
         PlanResult,
         ProgressMemo,
@@ -28,6 +29,12 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.sandbox import sandbox_of
     from autonomous_pipeline.models.steer import SteerKind, SteerReply, SteerRequest
     from autonomous_pipeline.workflows import policies
+    from autonomous_pipeline.workflows.notices import (
+        budget_notice,
+        failed_notice,
+        finished_notice,
+        tell,
+    )
     from autonomous_pipeline.workflows.outcome import (
         RUN_FAILED,
         TASK_FAILED,
@@ -39,6 +46,13 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.workflows.schedule import Schedule
     from autonomous_pipeline.workflows.steering import RunState, accepted, find_task, refusal
     from autonomous_pipeline.workflows.task import TaskWorkflow, failure_message
+    from autonomous_pipeline.workflows.visibility import (
+        Shown,
+        changes,
+        run_attributes,
+        task_attributes,
+        typed,
+    )
 
 
 @workflow.defn
@@ -96,6 +110,8 @@ class PlanWorkflow:
         self.changed = False
         self.finished = False
         self.memo: ProgressMemo | None = None  # what the memo says now
+        self.shown: Shown = {}  # the search attributes written so far (searchable runs)
+        self.notices: list[asyncio.Task[None]] = []  # notices on their way (--notify)
 
     # ------------------------------------------------------------------ signals and query
 
@@ -297,12 +313,29 @@ class PlanWorkflow:
             for r in self.results.values():
                 if r.status is TaskStatus.PENDING:
                     r.status, r.error = TaskStatus.SKIPPED, reason
-            return self._end(self._finish(reason))
+            return await self._ended(self._finish(reason))
         except asyncio.CancelledError:
             # The workflow itself was cancelled: behave as `cancel --now`, then report.
             self.cancelling = self.cancel_now = True
             await self._drain()
-        return self._end(self._finish())
+        return await self._ended(self._finish())
+
+    def _notify(self, notice: Notice) -> None:
+        """Tell the run's receivers, without waiting: the run goes on meanwhile."""
+        if self.inp.options.notify is not None:
+            self.notices.append(asyncio.create_task(tell(self.inp.options.notify, notice)))
+
+    async def _ended(self, result: PlanResult) -> PlanResult:
+        """The run's end, told; then every notice delivered (or given up) before it closes."""
+        workflow.logger.info(
+            "run ended %s",
+            outcome_line(result),
+            extra={"status": result.status.value, "cost_usd": result.total_cost_usd},
+        )
+        if self.inp.options.notify is not None:
+            self._notify(finished_notice(self.inp.options.notify, result))
+            await asyncio.gather(*self.notices)
+        return self._end(result)
 
     def _end(self, result: PlanResult) -> PlanResult:
         """A run that did not complete ends its workflow failed, so the Web UI and every list
@@ -496,8 +529,18 @@ class PlanWorkflow:
 
     def _over_budget(self) -> bool:
         budget = self.inp.options.budget_usd
-        if budget is not None and self._spent() >= budget:
+        if budget is not None and self._spent() >= budget and not self.budget_spent:
             self.budget_spent = True
+            if self.inp.options.notify is not None:
+                spent = self._spent()
+                self._notify(
+                    budget_notice(
+                        self.inp.options.notify,
+                        workflow.info().workflow_id,
+                        self._budget_message(),
+                        spent,
+                    )
+                )
         return self.budget_spent
 
     def _budget_message(self) -> str:
@@ -532,6 +575,13 @@ class PlanWorkflow:
         task = task_input.task
         previous = self.results[tid]
         previous_attempts = previous.attempts
+        opts = self.inp.options
+        # Searchable from its first moment: the task's attributes come with its start.
+        attributes = (
+            typed(task_attributes(base, opts.target_branch, TaskWorkflow.starting(task_input)))
+            if opts.searchable
+            else None
+        )
         try:
             res = await workflow.execute_child_workflow(
                 TaskWorkflow.run,
@@ -539,6 +589,7 @@ class PlanWorkflow:
                 id=child_id,
                 static_summary=f"Task {task.id}: {task.title}",
                 static_details=task.instructions[:4000],
+                search_attributes=attributes,
             )
         except asyncio.CancelledError:
             res = TaskResult(
@@ -575,6 +626,8 @@ class PlanWorkflow:
         if res.status is TaskStatus.MERGED and res.commit:
             self.target_commit = res.commit
         self.results[tid] = res
+        if res.status is TaskStatus.FAILED and self.inp.options.notify is not None:
+            self._notify(failed_notice(self.inp.options.notify, base, res))
         del self.running[tid]
         self.parked.discard(tid)
         self.merging.pop(tid, None)
@@ -656,3 +709,11 @@ class PlanWorkflow:
         if memo != self.memo and workflow.patched("status-memo"):
             self.memo = memo
             workflow.upsert_memo({"progress": memo})
+        if self.inp.options.searchable:
+            state = "paused" if self.paused and not self.finished else self.status.value
+            shown = run_attributes(
+                workflow.info().workflow_id, self.inp.options.target_branch, state, self._spent()
+            )
+            if updates := changes(shown, self.shown):
+                workflow.upsert_search_attributes(updates)
+                self.shown = shown

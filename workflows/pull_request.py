@@ -56,7 +56,7 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.results import CheckResult, TaskResult, TaskStatus
     from autonomous_pipeline.models.review import Finding, Verdict
     from autonomous_pipeline.models.run import TaskInput
-    from autonomous_pipeline.workflows import policies
+    from autonomous_pipeline.workflows import metrics, policies
     from autonomous_pipeline.workflows.approval import from_operator
     from autonomous_pipeline.workflows.task_steps import TaskSteps, failure_message, run_of
     from autonomous_pipeline.workflows.work import Work
@@ -221,8 +221,10 @@ class PullRequestSteps(TaskSteps):
             if not approved:
                 waiting_for.insert(0, "a person's approval (/approve or an approving review)")
                 res.approval_commit = work.commit  # the operator's signed approve counts too
+                self.tell_approval(f"pull request #{pr.number} waits for a person", work.commit)
             else:
                 res.approval_commit = None
+            self.show()
             if not waiting_for and self.handed_over.get(pr.head_sha):
                 # Auto-merge or the merge queue has it: the host merges it, this reads it.
                 waiting_for = [f"the code host's {self.handed_over[pr.head_sha]}"]
@@ -462,6 +464,7 @@ class PullRequestSteps(TaskSteps):
                     f"waiting {int(delay)} s for the code host's rate limit",
                 )
                 await workflow.sleep(delay)
+                metrics.limit_waited(delay, "code_host")
                 self.result.phase = phase
 
 

@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.results import TaskResult, TaskStatus
     from autonomous_pipeline.models.run import Decision, TaskInput
     from autonomous_pipeline.models.steer import DecideRequest, SteerReply
-    from autonomous_pipeline.workflows import policies
+    from autonomous_pipeline.workflows import metrics, policies
     from autonomous_pipeline.workflows.approval import from_operator
     from autonomous_pipeline.workflows.outcome import TASK_FAILED
     from autonomous_pipeline.workflows.pull_request import PullRequestSteps
@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         run_of,
         unresolved,
     )
+    from autonomous_pipeline.workflows.visibility import Shown, task_attributes
     from autonomous_pipeline.workflows.work import Work
 
 # How often a task is moved to another worker because its worker vanished.
@@ -62,12 +63,12 @@ class TaskWorkflow(PullRequestSteps):
     @workflow.init
     def __init__(self, inp: TaskInput) -> None:
         self.inp = inp
-        self.result = TaskResult(
-            id=inp.task.id,
-            title=inp.task.title,
-            status=TaskStatus.RUNNING,
-            phase="claim",
-            sandbox=inp.sandbox_config.kind.value,
+        self.result = self.starting(inp)
+        # Its search attributes as its run started it with them (searchable runs).
+        self.shown: Shown = (
+            task_attributes(run_of(), inp.options.target_branch, self.result)
+            if inp.options.searchable
+            else {}
         )
         self.queue: str | None = None
         self.session_id: str | None = None
@@ -91,6 +92,18 @@ class TaskWorkflow(PullRequestSteps):
         self.pr_number: int | None = None
         self.pr_foreign = False
         self.pushed_at = ""
+        self.notices: list[asyncio.Task[None]] = []
+        self.approvals_told: list[str] = []
+
+    @staticmethod
+    def starting(inp: TaskInput) -> TaskResult:
+        return TaskResult(
+            id=inp.task.id,
+            title=inp.task.title,
+            status=TaskStatus.RUNNING,
+            phase="claim",
+            sandbox=inp.sandbox_config.kind.value,
+        )
 
     @workflow.signal
     def go(self) -> None:
@@ -181,6 +194,18 @@ class TaskWorkflow(PullRequestSteps):
             # A signal to the run still on its way: the task ends only once the run has it.
             await self.told
         res.duration_s = round((workflow.now() - started).total_seconds(), 3)
+        self.show()
+        metrics.task_finished(inp, res)
+        say = workflow.logger.warning if res.status is TaskStatus.FAILED else workflow.logger.info
+        say(
+            "task %s ended %s%s",
+            task.id,
+            res.status.value,
+            f": {res.error}" if res.error else "",
+            extra={"phase": res.phase, "status": res.status.value, "cost_usd": res.cost_usd},
+        )
+        if self.notices:  # told before the task ends, or never: an ended workflow's are dropped
+            await asyncio.gather(*self.notices)
         if res.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) and workflow.patched(
             "fail-visibly"
         ):
@@ -331,6 +356,7 @@ class TaskWorkflow(PullRequestSteps):
             res.status, res.error = TaskStatus.FAILED, unresolved(fix, work.rounds)
             return None
         work.rounds += 1
+        metrics.fix_round(fix)
         res.phase = f"fix round {work.rounds}"
         fixed = await self._run_agent(inp, label, work.base, start=work.commit, fix=fix)
         if fixed is None:
@@ -399,6 +425,7 @@ class TaskWorkflow(PullRequestSteps):
     async def _merged(self, inp: TaskInput, label: str, work: Work, merge: MergeOut) -> Work | None:
         """What a merge's outcome makes of the task (see _merge_or_rework)."""
         task, opts, res = inp.task, inp.options, self.result
+        metrics.merged(merge)
         if merge.merged:
             res.status, res.commit, res.error = TaskStatus.MERGED, merge.commit, None
             return None
@@ -435,6 +462,7 @@ class TaskWorkflow(PullRequestSteps):
         )
         work.base = res.base_commit = prep.base_commit
         conflicts = FixRequest(conflicts=prep.conflict_paths or merge.conflict_paths)
+        metrics.fix_round(conflicts)
         fixed = await self._run_agent(inp, label, work.base, start=work.base, fix=conflicts)
         if fixed is None:
             return None

@@ -48,8 +48,10 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.results import Spend, TaskResult, TaskStatus
     from autonomous_pipeline.models.review import Verdict
     from autonomous_pipeline.models.run import AgentConfig, Approval, Decision, TaskInput
-    from autonomous_pipeline.workflows import policies
+    from autonomous_pipeline.workflows import metrics, policies
     from autonomous_pipeline.workflows.approval import from_operator
+    from autonomous_pipeline.workflows.notices import approval_notice, tell
+    from autonomous_pipeline.workflows.visibility import Shown, changes, task_attributes
 
 
 def failure_message(exc: BaseException) -> str:
@@ -103,6 +105,28 @@ class TaskSteps:
     # A signal to the run on its way, not waited for (slot per agent): the next one waits for it,
     # so the run reads them in the order they were sent.
     told: asyncio.Task[None] | None
+    shown: Shown  # the search attributes written so far (searchable runs)
+    notices: list[asyncio.Task[None]]  # notices on their way (--notify): the task ends after
+    approvals_told: list[str]  # the commits whose wait for approval was told
+
+    def tell_approval(self, why: str, commit: str) -> None:
+        """Tell the run's receivers that a person is waiting for: once per commit."""
+        config = self.inp.options.notify
+        if config is None or commit in self.approvals_told:
+            return
+        self.approvals_told.append(commit)
+        notice = approval_notice(
+            config, run_of(), workflow.info().workflow_id, self.result, why, commit
+        )
+        self.notices.append(asyncio.create_task(tell(config, notice)))
+
+    def show(self) -> None:
+        """Write the task's search attributes that changed (its state, its cost)."""
+        if self.inp.options.searchable:
+            shown = task_attributes(run_of(), self.inp.options.target_branch, self.result)
+            if updates := changes(shown, self.shown):
+                workflow.upsert_search_attributes(updates)
+                self.shown = shown
 
     async def _act(self, ref: ActivityRef[A, R], arg: A, **kw: Any) -> R:
         """An activity on the claimed worker's queue; a queue nobody serves any more is noticed."""
@@ -171,6 +195,7 @@ class TaskSteps:
                 res.add(spent)  # the task's budget counts it: the next run gets what is left
                 continue
             self.agent_ran = True
+            metrics.agent_ran(inp, out)
             res.attempts += out.attempt
             # Each attempt of the activity started the agent: one a dead worker cut short ran too.
             res.agent_runs += out.attempt
@@ -215,6 +240,7 @@ class TaskSteps:
                 )
                 # The slot stays this task's: another agent would hit the same account's limit.
                 await workflow.sleep(delay)
+                metrics.limit_waited(delay, "agent")
                 res.phase = phase
                 continue
             res.status, res.error = TaskStatus.FAILED, out.error or "the agent failed"
@@ -462,6 +488,9 @@ class TaskSteps:
             return True
         res.phase = f"awaiting approval: {why}"
         res.approval_commit = commit  # what a person approves; what the decision must sign
+        self.show()
+        self.tell_approval(why, commit)
+        asked = workflow.now()
         run = run_of()
         # Shown on the task's page in the Web UI, where the person deciding will look.
         workflow.set_current_details(approval_details(run, inp.task.id, why, res))
@@ -482,6 +511,8 @@ class TaskSteps:
             )
         workflow.set_current_details("")
         res.approval_commit = None
+        self.show()
+        metrics.approval_waited((workflow.now() - asked).total_seconds(), decision.approved)
         if decision.approved:
             return True
         res.status = TaskStatus.FAILED

@@ -27,7 +27,7 @@ from autonomous_pipeline.cli.locate import Found, find_run, worker_seen
 from autonomous_pipeline.cli.progress import console, print_summary
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.cli.run import live_progress
-from autonomous_pipeline.cli.runs import counts_of, list_runs
+from autonomous_pipeline.cli.runs import counts_of, list_runs, list_tasks
 from autonomous_pipeline.cli.server import stop_server
 from autonomous_pipeline.cli.task_detail import detail_lines, detail_report
 from autonomous_pipeline.cli.terminal import safe
@@ -79,7 +79,11 @@ async def control(command: str, args: argparse.Namespace, settings: Settings) ->
         )
         return EXIT_OK
     if command == "runs":
-        return await list_runs(settings, args.status)
+        if args.tasks:
+            return await list_tasks(settings, args.status, args.target, args.run)
+        if args.run:
+            raise UsageError("--run is for --tasks (a run itself: status RUN)")
+        return await list_runs(settings, args.status, args.target)
     found = await find_run(settings, args.workflow_id)
     task = getattr(args, "task", None)
     task = task.strip() if task else task  # the run compares ids exactly (but for case)

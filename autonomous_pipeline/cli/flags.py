@@ -42,6 +42,10 @@ def add_settings(parser: argparse.ArgumentParser, common_only: bool = False) -> 
             # A flag says the opposite of its default: --dry-run sets True, --no-confine False.
             action = "store_false" if field.default is True else "store_true"
             parser.add_argument(option, dest=name, action=action, default=None, help=help_text)
+        elif typing.get_origin(kind) is list:  # repeatable: each use adds one
+            parser.add_argument(
+                option, dest=name, action="append", metavar=flag.metavar, help=help_text
+            )
         elif isinstance(kind, type) and issubclass(kind, Enum):
             parser.add_argument(option, dest=name, choices=[m.value for m in kind], help=help_text)
         else:

@@ -76,6 +76,7 @@ async def servers(settings: Settings) -> tuple[list[Server], list[str]]:
 
 
 RUN_TYPE = "PlanWorkflow"
+TASK_TYPE = "TaskWorkflow"
 
 
 def _not_a_run(workflow_id: str, desc: WorkflowExecutionDescription) -> str:

@@ -14,9 +14,10 @@ from pydantic import ValidationError
 from autonomous_pipeline.cli import invocation
 from autonomous_pipeline.cli.dry_run import render_tree
 from autonomous_pipeline.cli.flags import add_settings
+from autonomous_pipeline.cli.logs import configure_logging
 from autonomous_pipeline.cli.plan_input import load_plan
 from autonomous_pipeline.cli.progress import console
-from autonomous_pipeline.cli.runs import STATUSES
+from autonomous_pipeline.cli.runs import STATUSES, TASK_STATES
 from autonomous_pipeline.cli.sandbox import assign_sandboxes
 from autonomous_pipeline.config import Settings, load_settings
 from autonomous_pipeline.errors import PipelineError, PlanError, UsageError
@@ -39,7 +40,9 @@ SUBCOMMANDS = {
     "server": "stop this workspace's embedded Temporal server",
 }
 # Arguments that are the subcommand's own, not settings.
-CONTROL_ARGS = ("workflow_id", "task", "now", "action", "status", "reason")
+CONTROL_ARGS = (
+    "workflow_id", "task", "now", "action", "status", "reason", "tasks", "target", "run",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,8 +68,17 @@ def build_control_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("action", choices=["stop"], help="what to do with the server")
     elif command == "runs":
         p.add_argument(
-            "--status", choices=list(STATUSES), help="only the runs that are (or ended) so"
+            "--status",
+            choices=sorted({*STATUSES, *TASK_STATES}),
+            help="only the runs (with --tasks, the tasks) that are, or ended, so",
         )
+        p.add_argument(
+            "--tasks",
+            action="store_true",
+            help="list tasks rather than runs, found by their search attributes",
+        )
+        p.add_argument("--target", metavar="BRANCH", help="only those merging into BRANCH")
+        p.add_argument("--run", metavar="RUN", help="with --tasks: only this run's tasks")
     else:
         p.add_argument("workflow_id", metavar="RUN", help="the run's workflow id (pipeline-...)")
     if command == "status":
@@ -128,9 +140,11 @@ def run(argv: list[str]) -> int:
 
         args = build_control_parser(argv[0]).parse_args(argv[1:])
         settings = settings_from(args, skip=CONTROL_ARGS)
+        configure_logging(fmt=settings.log_format)
         return asyncio.run(control(argv[0], args, settings))
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
+    configure_logging(fmt=settings.log_format)
     refuse_conflicts(settings)
     if settings.plan is None:
         raise UsageError("--plan is required (or PIPELINE_PLAN)")
@@ -156,7 +170,9 @@ def run(argv: list[str]) -> int:
     for w in plan.warnings:
         print(f"{filename}:{w.line}: warning: {w.message}", file=sys.stderr)
     from autonomous_pipeline.cli.run import run_plan
+    from autonomous_pipeline.telemetry import configure_runtime
 
+    configure_runtime(settings.metrics_port)  # before the first client: its metrics, its logs
     return asyncio.run(run_plan(plan, data, settings))
 
 

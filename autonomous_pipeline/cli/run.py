@@ -31,6 +31,7 @@ from autonomous_pipeline.cli.connect import (
     workflow_link,
 )
 from autonomous_pipeline.cli.locate import explicit_address
+from autonomous_pipeline.cli.notify import notify_config
 from autonomous_pipeline.cli.preflight import check_agents, check_repo, slug
 from autonomous_pipeline.cli.progress import (
     ProgressView,
@@ -42,6 +43,7 @@ from autonomous_pipeline.cli.publish import forge_config
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.cli.runs import open_runs_into
 from autonomous_pipeline.cli.sandbox import check_sandboxes, kinds_of, sandbox_config
+from autonomous_pipeline.cli.search import ensure_searchable
 from autonomous_pipeline.cli.server import ensure_server
 from autonomous_pipeline.cli.terminal import safe
 from autonomous_pipeline.config import Settings
@@ -177,6 +179,7 @@ async def build_input(
         verify_timeout_s=settings.verify_timeout,
         heartbeat_timeout_s=settings.heartbeat_timeout,
         worker_lost_timeout_s=settings.worker_lost_timeout,
+        notify=notify_config(settings.notify),
     )
     inp = PlanRunInput(
         run_key=run_key,
@@ -286,6 +289,8 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
     link = ui_link(target, workflow_id)
     if inp.options.forge is not None:
         inp.options.forge.web_ui = link  # in each pull request's body
+    if inp.options.notify is not None:  # each notice links to its workflow's page
+        inp.options.notify.links = workflow_link(target.ui_base, target.client.namespace, "")
     if (
         status is not None
         and status != WorkflowExecutionStatus.RUNNING
@@ -311,6 +316,7 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
                 for t in before.tasks
                 if t.status in (TaskStatus.MERGED, TaskStatus.DONE_BEFORE)
             ]
+        inp.options.searchable = await ensure_searchable(target.client, target.embedded)
         handle = await target.client.start_workflow(
             PlanWorkflow.run,
             inp,
@@ -384,6 +390,9 @@ def _spawn_worker(settings: Settings, address: str, workflow_id: str) -> None:
             str(settings.workspace),
             "--until",
             workflow_id,
+            "--log-format",
+            settings.log_format.value,
+            *(["--metrics-port", str(settings.metrics_port)] if settings.metrics_port else []),
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,

@@ -8,19 +8,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+from temporalio.service import RPCError
 
 from autonomous_pipeline.cli.connect import workflow_link
-from autonomous_pipeline.cli.locate import RUN_TYPE, servers
+from autonomous_pipeline.cli.locate import RUN_TYPE, TASK_TYPE, servers
 from autonomous_pipeline.cli.progress import console
 from autonomous_pipeline.config import Settings
 from autonomous_pipeline.errors import UsageError
-from autonomous_pipeline.models.results import ProgressMemo, RunStatus
+from autonomous_pipeline.models import search
+from autonomous_pipeline.models.results import ProgressMemo, RunStatus, TaskStatus
 from autonomous_pipeline.models.steer import RunInfo
 
 LIMIT = 200
 # The statuses `--status` takes: a run's own (its memo says it: a cancelled run's workflow ends
 # Failed), and Temporal's for runs that ended without saying (terminated, timed out).
 STATUSES = ("running", "completed", "failed", "cancelled", "terminated", "timed_out")
+# With --tasks: a task's PipelineStatus.
+TASK_STATES = (*(s.value for s in TaskStatus), search.AWAITING_APPROVAL)
 
 
 @dataclass
@@ -117,11 +121,17 @@ async def open_runs_into(client: Client, repo: str, target_branch: str) -> list[
     ]
 
 
-async def list_runs(settings: Settings, status: str | None) -> int:
+async def list_runs(settings: Settings, status: str | None, target: str | None = None) -> int:
+    if status is not None and status not in STATUSES:
+        raise UsageError(
+            f"--status {status} is a task's state: add --tasks, or use one of {', '.join(STATUSES)}"
+        )
     found, missing = await servers(settings)
     rows: list[RunRow] = []
     for server in found:
         rows += await runs_on(server.client, server.ui_base, status)
+    if target is not None:
+        rows = [r for r in rows if r.target_branch == target]
     rows.sort(key=lambda r: r.started or "", reverse=True)
     if settings.json_output:
         print(json.dumps({"runs": [r.json() for r in rows], "not_searched": missing}))
@@ -140,6 +150,87 @@ async def list_runs(settings: Settings, status: str | None) -> int:
         out.print(f"{r.workflow_id}  {r.status:<10} {r.started or '':<25}{where}", markup=False)
         if counts:
             out.print(f"    {counts}", markup=False)
+        if r.ui_url:
+            out.print(f"    {r.ui_url}")
+    return 0
+
+
+@dataclass
+class TaskRow:
+    workflow_id: str
+    run: str
+    task: str
+    status: str
+    cost_usd: float | None
+    target_branch: str | None
+    started: str | None
+    ui_url: str | None
+
+    def json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def tasks_query(status: str | None, target: str | None, run: str | None) -> str:
+    """The visibility query of tasks by their search attributes (models.search)."""
+    parts = [f"WorkflowType='{TASK_TYPE}'", f"{search.TASK} IS NOT NULL"]
+    for name, value in ((search.STATUS, status), (search.TARGET, target), (search.RUN, run)):
+        if value is not None:
+            parts.append(f"{name}='{_quoted(value)}'")
+    return " AND ".join(parts)
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+async def tasks_on(client: Client, ui_base: str | None, query: str) -> list[TaskRow]:
+    rows = []
+    try:
+        async for e in client.list_workflows(query, limit=LIMIT):
+            attrs = {p.key.name: p.value for p in e.typed_search_attributes}
+            rows.append(
+                TaskRow(
+                    workflow_id=e.id,
+                    run=str(attrs.get(search.RUN, "")),
+                    task=str(attrs.get(search.TASK, "")),
+                    status=str(attrs.get(search.STATUS, "")),
+                    cost_usd=attrs.get(search.COST),
+                    target_branch=attrs.get(search.TARGET),
+                    started=e.start_time.isoformat(timespec="seconds") if e.start_time else None,
+                    ui_url=workflow_link(ui_base, client.namespace, e.id),
+                )
+            )
+    except RPCError as exc:
+        raise UsageError(
+            f"this server cannot search tasks ({exc.message}); it needs the search attributes "
+            "registered: " + "; ".join(search.create_commands(client.namespace))
+        ) from None
+    return rows
+
+
+async def list_tasks(
+    settings: Settings, status: str | None, target: str | None, run: str | None
+) -> int:
+    """`runs --tasks`: the tasks of every searchable run, by what they are now."""
+    if status is not None and status not in TASK_STATES:
+        raise UsageError(f"--status {status}: a task is one of {', '.join(TASK_STATES)}")
+    found, missing = await servers(settings)
+    if not found and not settings.json_output:
+        raise UsageError(f"no Temporal server to ask: {'; '.join(missing)}")
+    query = tasks_query(status, target, run)
+    rows: list[TaskRow] = []
+    for server in found:
+        rows += await tasks_on(server.client, server.ui_base, query)
+    rows.sort(key=lambda r: (r.started or "", r.workflow_id), reverse=True)
+    if settings.json_output:
+        print(json.dumps({"tasks": [r.json() for r in rows], "not_searched": missing}))
+        return 0
+    out = console()
+    if not rows:
+        out.print("no tasks" + (f" with status {status}" if status else ""))
+    for r in rows:
+        cost = f" ${r.cost_usd:.2f}" if r.cost_usd else ""
+        out.print(f"{r.run}  task {r.task:<8} {r.status:<18}{cost}", markup=False)
         if r.ui_url:
             out.print(f"    {r.ui_url}")
     return 0

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from autonomous_pipeline.errors import UsageError
+from autonomous_pipeline.models.search import server_flags
 
 DEFAULT_PORT = 7233
 DEFAULT_UI_PORT = 8233
@@ -256,6 +257,8 @@ def _spawn(workspace: Path, avoid: set[int]) -> ServerInfo:
         # run twice, and a merge already made is found by its trailer).
         *("--sqlite-pragma", "journal_mode=wal"),
         *("--sqlite-pragma", "synchronous=normal"),
+        # Runs and tasks can be found by what they are (models.search).
+        *server_flags(),
     ]
     with (workspace / "server.log").open("ab") as log:
         proc = subprocess.Popen(

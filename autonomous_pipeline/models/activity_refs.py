@@ -47,6 +47,7 @@ from autonomous_pipeline.models.forge import (
     WithdrawIn,
     WithdrawOut,
 )
+from autonomous_pipeline.models.notify import NotifyIn, NotifyOut
 
 A = TypeVar("A", bound=BaseModel)  # an activity's argument
 R = TypeVar("R", bound=BaseModel)  # and its result
@@ -82,6 +83,9 @@ CLOSE_PR = ActivityRef("close_pull_request", ClosePrIn, ClosePrOut)
 # Before a fix round's push: the host must not merge the new head on its own.
 WITHDRAW_PR = ActivityRef("withdraw_pull_request_merge", WithdrawIn, WithdrawOut)
 
+# Someone is told of an event (--notify).
+NOTIFY = ActivityRef("notify", NotifyIn, NotifyOut)
+
 ALL = (
     PREPARE_RUN,
     CLAIM_WORKER,
@@ -101,4 +105,5 @@ ALL = (
     MERGE_PR,
     CLOSE_PR,
     WITHDRAW_PR,
+    NOTIFY,
 )

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from autonomous_pipeline.models.forge import ForgeConfig, Publish
+from autonomous_pipeline.models.notify import NotifyConfig
 from autonomous_pipeline.models.plan import Plan, Task
 from autonomous_pipeline.models.sandbox import SandboxConfig
 
@@ -93,6 +94,11 @@ class RunOptions(BaseModel):
     # (`forge`; `repo` is then the host's remote, the target branch the PR's base).
     publish: Publish = Publish.PUSH
     forge: ForgeConfig | None = None
+    # The run's workflows write the Pipeline* search attributes (models.search): set by the
+    # starter when the server has them registered, as a workflow that writes one the server does
+    # not know fails.
+    searchable: bool = False
+    notify: NotifyConfig | None = None  # who is told of approvals, failures, the budget, the end
 
     @property
     def ahead(self) -> int:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from autonomous_pipeline.models.search import server_flags
 from examples.make_demo_repo import make_demo_repo
 from tests.gitutil import IDENTITY
 from tests.images import run_args as container_run_args
@@ -407,6 +408,7 @@ class DevServer:
             *("server", "start-dev", "--db-filename", str(self.db)),
             *("--ip", "127.0.0.1", "--port", str(self.port), "--ui-port", str(self.ui_port)),
             *("--headless", "--log-level", "error"),
+            *server_flags(),  # as the embedded server registers them
         ]
         self.proc = self.procs.spawn(argv, self.log, self.env, self.root)
         proc = self.proc

@@ -73,9 +73,7 @@ def test_pause_resume_skip_retry_and_cancel_now(
     # 1.2 fails every time; the others take 2 s each, one at a time, in the plan's order (nothing
     # prepared ahead: a task ahead that is ready first would take the slot). 1.5 takes 60 s, so
     # an agent is surely running when the run is cancelled, however slow the machine's commands.
-    command = agent_command(
-        write_agent(tmp_path), agent_log, 2.0, fail=("1.2",), slow=("1.5", 60)
-    )
+    command = agent_command(write_agent(tmp_path), agent_log, 2.0, fail=("1.2",), slow=("1.5", 60))
     argv = run_args(
         cluster, plan, repo, command, "--detach", "--prepare-ahead", "0", max_concurrent=1
     )

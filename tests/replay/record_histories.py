@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 from autonomous_pipeline.cli.approval import public_key, sign_decision
 from autonomous_pipeline.cli.redaction import data_converter
 from autonomous_pipeline.cli.results import final_result
+from autonomous_pipeline.cli.search import ensure_searchable
 from autonomous_pipeline.models.forge import (
     CheckState,
     EventKind,
@@ -32,19 +33,20 @@ from autonomous_pipeline.models.forge import (
     PrEvent,
     Publish,
 )
+from autonomous_pipeline.models.notify import NotifyConfig
 from autonomous_pipeline.models.results import PlanResult, RunProgress, TaskResult, TaskStatus
 from autonomous_pipeline.models.run import Approval, CancelRequest, ReviewerConfig
 from autonomous_pipeline.models.steer import DecideRequest, SteerKind, SteerReply, SteerRequest
 from autonomous_pipeline.workflows.plan import PlanWorkflow
 from autonomous_pipeline.workflows.task import TaskWorkflow
 from tests.conftest import md
-from tests.temporal_env import test_server_path
+from tests.temporal_env import dev_server_path, test_server_path
 from tests.workflows.conftest import plan_input
 from tests.workflows.fake_host import HostScript
 from tests.workflows.fakes import FakeActivities, Script
 
 # Raise this with every change to a workflow's commands; each version keeps its own histories.
-VERSION = "v12"
+VERSION = "v13"
 OUT = Path(__file__).resolve().parent / "histories" / VERSION
 PLAN = md(
     """
@@ -248,6 +250,38 @@ async def main() -> None:
             c, "pull-requests-ended-by-people", Script(host=host), publish=Publish.PR,
             forge=forge.model_copy(update={"require_checks": False}), approval=Approval.ALWAYS,
         )  # fmt: skip
+
+        # v13: notices (--notify): a wait for approval, a failure, the budget, the end; each
+        # first send fails and is retried.
+        async def approve_unsigned(handle) -> None:
+            await _wait_phase(client=c, handle=handle, tid="1.1")
+            await handle.signal("approve", args=["1.1"])  # no approver recorded: it counts
+
+        told = NotifyConfig(urls=["https://hooks.example/x", "env:HOOK"], links="http://ui/")
+        await scenario(
+            c, "notified", Script(agent_fails={"1.2"}, agent_cost=1.0, notify_fails_once=True),
+            approve_unsigned, approval=Approval.ALWAYS, budget_usd=1.5, max_concurrent=1,
+            notify=told,
+        )  # fmt: skip
+
+    # v13: search attributes, on a dev server (the time-skipping one has none).
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=dev_server_path(), data_converter=data_converter(), ui=False
+    ) as env:
+        c = env.client
+        assert await ensure_searchable(c, embedded=True)
+        await scenario(
+            c, "searchable", Script(agent_fails={"1.2"}), approve_unsigned_on(c),
+            approval=Approval.ALWAYS, searchable=True,
+        )  # fmt: skip
+
+
+def approve_unsigned_on(client: Client):  # type: ignore[no-untyped-def]
+    async def approve(handle) -> None:  # type: ignore[no-untyped-def]
+        await _wait_phase(client=client, handle=handle, tid="1.1")
+        await handle.signal("approve", args=["1.1"])
+
+    return approve
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from autonomous_pipeline.backends.secrets import (
     redactor,
     secret_values,
 )
-from autonomous_pipeline.cli.logs import RedactingFilter
+from autonomous_pipeline.cli.logs import formatter
 from autonomous_pipeline.cli.redaction import (
     RedactingCodec,
     RedactingFailureConverter,
@@ -164,9 +164,9 @@ def test_log_records_are_masked_with_their_arguments_and_tracebacks(planted: str
         record = logging.getLogger("t").makeRecord(
             "t", logging.WARNING, __file__, 1, "agent said %s", (planted,), sys.exc_info()
         )
-    assert RedactingFilter().filter(record)
-    text = logging.Formatter().format(record)
-    assert planted not in text and "agent said ***" in text and "RuntimeError: ***" in text
+    for json_lines in (True, False):
+        text = formatter(json_lines).format(record)
+        assert planted not in text and "agent said ***" in text and "RuntimeError: ***" in text
 
 
 def test_the_redactor_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,6 +38,7 @@ from autonomous_pipeline.models.activity_refs import (
     CLEANUP_WORKSPACE,
     FINISH_TASK,
     MERGE_TASK,
+    NOTIFY,
     PREPARE_CONFLICT_FIX,
     PREPARE_RUN,
     PREPARE_WORKSPACE,
@@ -46,6 +47,7 @@ from autonomous_pipeline.models.activity_refs import (
     VERIFY_TASK,
 )
 from autonomous_pipeline.models.failure import FailureKind
+from autonomous_pipeline.models.notify import Notice, NotifyIn, NotifyOut
 from autonomous_pipeline.models.results import CheckResult, Spend
 from autonomous_pipeline.models.review import Finding, Severity, Verdict
 from tests.workflows.fake_host import FakeHost, HostScript
@@ -88,6 +90,7 @@ class Script:
     # The first run's step fails while its agent runs (as a worker lost would): no slot given back.
     agent_crashes_once: set[str] = field(default_factory=set)
     host: HostScript = field(default_factory=HostScript)  # the code host (--publish pr)
+    notify_fails_once: bool = False  # each notice's first send fails
 
 
 class FakeActivities:
@@ -99,6 +102,8 @@ class FakeActivities:
         self.running = 0
         self.max_running = 0
         self.cleaned: list[str] = []
+        self.notices: list[Notice] = []  # delivered, in order
+        self.notify_failed: list[Notice] = []
         self.merged_order: list[str] = []
         self.cancelled: list[str] = []
         self.agent_inputs: list[RunAgentIn] = []
@@ -287,6 +292,16 @@ class FakeActivities:
         self.calls.append(("prepare_conflict_fix", inp.task_id))
         return ConflictFixOut(base_commit=f"tip-{inp.task_id}", conflict_paths=["shared.py"])
 
+    @activity.defn(name=NOTIFY.name)
+    async def notify(self, inp: NotifyIn) -> NotifyOut:
+        if self.script.notify_fails_once and not any(
+            n.id == inp.notice.id for n in self.notify_failed
+        ):
+            self.notify_failed.append(inp.notice)
+            raise RuntimeError("the receiver is down")
+        self.notices.append(inp.notice)
+        return NotifyOut(sent=len(inp.urls))
+
     @activity.defn(name=CLEANUP_WORKSPACE.name)
     async def cleanup_workspace(self, inp: CleanupIn) -> CleanupOut:
         await asyncio.sleep(self.script.cleanup_seconds.get(inp.task_id, 0.0))
@@ -355,6 +370,7 @@ class FakeActivities:
             self.review_task,
             self.prepare_conflict_fix,
             self.cleanup_workspace,
+            self.notify,
             self.claim_workspace,
             self.finish_task,
             *self.host.all(),
