@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,6 +28,10 @@ TIMEOUT_S = 10.0
 NOT_DELIVERABLE = "NotificationRefused"
 
 
+class MissingVariable(LookupError):
+    """An `env:NAME` receiver on a worker without NAME."""
+
+
 def resolve(url: str) -> str:
     """The URL to post to: `env:NAME` is the worker's variable NAME."""
     if not url.startswith(ENV_PREFIX):
@@ -34,11 +39,7 @@ def resolve(url: str) -> str:
     name = url.removeprefix(ENV_PREFIX)
     value = os.environ.get(name, "").strip()
     if not value:
-        raise ApplicationError(
-            f"--notify {url}: this worker has no {name} in its environment",
-            type=NOT_DELIVERABLE,
-            non_retryable=True,
-        )
+        raise MissingVariable(f"--notify {url}: this worker has no {name} in its environment")
     return value
 
 
@@ -53,8 +54,14 @@ def body_for(url: str, notice: Notice) -> dict[str, object]:
     return {**notice.model_dump(mode="json"), "text": plain_text(notice)}
 
 
+# What chat bridges turn into a ping of everyone: an agent's words (a task's error) must not.
+MENTION = re.compile(r"([@!])(?=(here|channel|all|everyone)\b)", re.IGNORECASE)
+
+
 def plain_text(notice: Notice) -> str:
-    return "\n".join(part for part in (notice.title, notice.text, notice.link) if part)
+    text = "\n".join(part for part in (notice.title, notice.text) if part)
+    text = MENTION.sub("\\1\u200b", text).replace("<!", "<\u200b!")
+    return text + (f"\n{notice.link}" if notice.link else "")
 
 
 def slack_text(notice: Notice) -> str:
@@ -70,9 +77,9 @@ class NotifyActivities:
     async def notify(self, inp: NotifyIn) -> NotifyOut:
         # Receivers dealt with by earlier attempts: told, or refusing for good.
         done: set[str] = set()
-        details = activity.info().heartbeat_details
-        if details:
-            done = set(activity.payload_converter().from_payload(details[0], list))
+        details = activity.info().heartbeat_details  # decoded already: a list of keys
+        if details and isinstance(details[0], list):
+            done = {str(k) for k in details[0]}
         again: list[str] = []  # worth another attempt
         refused: list[str] = []  # not
         sent = 0
@@ -83,13 +90,19 @@ class NotifyActivities:
                     continue
                 try:
                     url = resolve(raw)
+                except MissingVariable as exc:  # this worker lacks it; another may not
+                    again.append(f"receiver {i}: {exc}")
+                    continue
+                try:
                     answer = await client.post(
                         url,
                         json=body_for(url, inp.notice),
                         headers={"Idempotency-Key": inp.notice.id},
                     )
-                except ApplicationError as exc:  # env:NAME that this worker lacks
-                    refused.append(f"receiver {i}: {exc.message}")
+                except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+                    # It will never be a URL (an env: value checked by nobody): said by kind
+                    # only, as its text may hold the URL.
+                    refused.append(f"receiver {i}: not a URL ({type(exc).__name__})")
                     done.add(key)
                     continue
                 except httpx.HTTPError as exc:

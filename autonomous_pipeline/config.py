@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -287,6 +288,7 @@ class Settings(BaseSettings):
     detach: Annotated[bool, Flag("start the run and return")] = False
     notify: Annotated[
         list[str],
+        NoDecode,  # PIPELINE_NOTIFY: whitespace-separated, not JSON (see _receivers)
         Flag(
             "a webhook told when a task waits for approval or fails, the budget is spent and "
             "the run ends (Slack's incoming webhooks, or plain JSON to any other URL; env:NAME: "
@@ -294,6 +296,12 @@ class Settings(BaseSettings):
             metavar="URL",
         ),
     ] = Field(default_factory=list)
+
+    @field_validator("notify", mode="before")
+    @classmethod
+    def _receivers(cls, value: Any) -> Any:
+        """From the environment, one string: its receivers apart by whitespace (a URL has none)."""
+        return value.split() if isinstance(value, str) else value
 
     # Publishing
     publish: Annotated[

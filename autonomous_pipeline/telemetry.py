@@ -18,6 +18,7 @@ from temporalio.runtime import (
     TelemetryFilter,
 )
 
+from autonomous_pipeline.errors import UsageError
 from autonomous_pipeline.workflows import metrics as m
 
 # Buckets fit to what each measures (the SDK's defaults are for milliseconds of latency).
@@ -50,4 +51,8 @@ def configure_runtime(metrics_port: int | None = None, metrics_host: str = "0.0.
         ),
         metrics=metrics,
     )
-    Runtime.set_default(Runtime(telemetry=telemetry), error_if_already_set=False)
+    try:
+        runtime = Runtime(telemetry=telemetry)
+    except ValueError as exc:  # the port is taken, or no address to bind
+        raise UsageError(f"--metrics-port {metrics_port}: {exc}") from None
+    Runtime.set_default(runtime, error_if_already_set=False)

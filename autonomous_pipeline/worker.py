@@ -39,6 +39,7 @@ from autonomous_pipeline.cli.approval import existing_key
 from autonomous_pipeline.cli.connect import TASK_QUEUE, connect_client
 from autonomous_pipeline.cli.logs import LogContext, configure_logging
 from autonomous_pipeline.config import default_workspace
+from autonomous_pipeline.errors import UsageError
 from autonomous_pipeline.models.ops import LogFormat
 from autonomous_pipeline.telemetry import configure_runtime
 from autonomous_pipeline.workflows.plan import PlanWorkflow
@@ -208,7 +209,11 @@ def main() -> int:
     )
     args = ap.parse_args()
     configure_logging(args.log_level, LogFormat(args.log_format))
-    configure_runtime(args.metrics_port)
+    try:
+        configure_runtime(args.metrics_port)
+    except UsageError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
     workspace = (
         Path(args.workspace).expanduser().resolve() if args.workspace else default_workspace()
     )

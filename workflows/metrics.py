@@ -11,7 +11,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.activity_io import FixRequest, MergeOut, RunAgentOut
-    from autonomous_pipeline.models.results import TaskResult
+    from autonomous_pipeline.models.results import Spend, TaskResult
     from autonomous_pipeline.models.run import TaskInput
 
 TASKS_FINISHED = "pipeline_tasks_finished"  # {status, backend}
@@ -43,17 +43,22 @@ def task_finished(inp: TaskInput, res: TaskResult) -> None:
 
 
 def agent_ran(inp: TaskInput, out: RunAgentOut) -> None:
-    meter, labels = workflow.metric_meter(), _agent(inp)
     outcome = "succeeded" if out.succeeded else (out.failure_kind or "failed")
-    meter.create_histogram_float(AGENT_SECONDS, "agent run time", "s").record(
-        out.duration_s, {**labels, "outcome": str(outcome)}
+    workflow.metric_meter().create_histogram_float(AGENT_SECONDS, "agent run time", "s").record(
+        out.duration_s, {**_agent(inp), "outcome": str(outcome)}
     )
+    agent_spent(inp, out)
+
+
+def agent_spent(inp: TaskInput, spent: Spend) -> None:
+    """What an agent run spent (also one whose change was not collected, which runs again)."""
+    meter, labels = workflow.metric_meter(), _agent(inp)
     meter.create_histogram_float(AGENT_COST, "cost of an agent run", "USD").record(
-        out.cost_usd, labels
+        spent.cost_usd, labels
     )
     tokens = meter.create_counter(AGENT_TOKENS, "tokens the agents used")
-    tokens.add(out.tokens_in, {**labels, "direction": "input"})
-    tokens.add(out.tokens_out, {**labels, "direction": "output"})
+    tokens.add(spent.tokens_in, {**labels, "direction": "input"})
+    tokens.add(spent.tokens_out, {**labels, "direction": "output"})
 
 
 def fix_round(fix: FixRequest) -> None:

@@ -2,10 +2,12 @@
 `tell` sends one through the `notify` activity, whose retries make a crash lose none.
 
 Each notice has the id of its event, so that an event is told once: a task's try, its commit
-waiting for approval, the run's end."""
+waiting for approval, the run's end; each with the execution's run id, as `--retry-failed` runs
+the same workflow id again."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -28,6 +30,10 @@ RETRY = RetryPolicy(
 )
 
 
+# How long a cancelled workflow still waits for its notices.
+CANCELLED_GRACE = timedelta(seconds=30)
+
+
 def _link(config: NotifyConfig, workflow_id: str) -> str | None:
     return config.links + workflow_id if config.links else None
 
@@ -36,7 +42,7 @@ def approval_notice(
     config: NotifyConfig, run: str, task_wid: str, res: TaskResult, why: str, commit: str
 ) -> Notice:
     return Notice(
-        id=f"{task_wid}#approval#{commit[:12]}",
+        id=f"{task_wid}#{workflow.info().run_id}#approval#{commit[:12]}",
         kind=NoticeKind.APPROVAL,
         run=run,
         task=res.id,
@@ -52,7 +58,7 @@ def approval_notice(
 def failed_notice(config: NotifyConfig, run: str, res: TaskResult) -> Notice:
     task_wid = res.workflow_id or f"{run}/task-{res.id}"
     return Notice(
-        id=f"{task_wid}#failed",
+        id=f"{task_wid}#{workflow.info().run_id}#failed",
         kind=NoticeKind.TASK_FAILED,
         run=run,
         task=res.id,
@@ -66,7 +72,7 @@ def failed_notice(config: NotifyConfig, run: str, res: TaskResult) -> Notice:
 
 def budget_notice(config: NotifyConfig, run: str, message: str, spent: float) -> Notice:
     return Notice(
-        id=f"{run}#budget",
+        id=f"{run}#{workflow.info().run_id}#budget",
         kind=NoticeKind.BUDGET,
         run=run,
         title="The run's budget is spent",
@@ -81,7 +87,7 @@ def finished_notice(config: NotifyConfig, result: PlanResult) -> Notice:
     for t in result.tasks:
         counts[t.status.value] = counts.get(t.status.value, 0) + 1
     return Notice(
-        id=f"{result.workflow_id}#finished",
+        id=f"{result.workflow_id}#{workflow.info().run_id}#finished",
         kind=NoticeKind.RUN_FINISHED,
         run=result.workflow_id,
         title=f"Run {result.status.value}: {result.workflow_id}",
@@ -91,6 +97,25 @@ def finished_notice(config: NotifyConfig, result: PlanResult) -> Notice:
         cost_usd=result.total_cost_usd,
         counts=counts,
     )
+
+
+async def delivered(notices: list[asyncio.Task[None]]) -> None:
+    """Wait for the notices on their way, before the workflow ends (an ended workflow's
+    activities are dropped). The outcome is decided by then: a cancel that arrives meanwhile
+    (the run's, `skip`, `cancel --now`) ends the wait and changes nothing else."""
+    if not notices:
+        return
+    try:
+        await asyncio.shield(asyncio.gather(*notices))
+    except asyncio.CancelledError:
+        # A moment more for the notices on their way (their activities go on), not for ever:
+        # whoever cancelled wants the workflow to end.
+        try:
+            await workflow.wait_condition(
+                lambda: all(t.done() for t in notices), timeout=CANCELLED_GRACE
+            )
+        except TimeoutError:
+            workflow.logger.info("ended before %d notices were confirmed", len(notices))
 
 
 async def tell(config: NotifyConfig | None, notice: Notice) -> None:

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.workflows import policies
     from autonomous_pipeline.workflows.notices import (
         budget_notice,
+        delivered,
         failed_notice,
         finished_notice,
         tell,
@@ -334,7 +335,7 @@ class PlanWorkflow:
         )
         if self.inp.options.notify is not None:
             self._notify(finished_notice(self.inp.options.notify, result))
-            await asyncio.gather(*self.notices)
+            await delivered(self.notices)
         return self._end(result)
 
     def _end(self, result: PlanResult) -> PlanResult:

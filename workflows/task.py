@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.models.steer import DecideRequest, SteerReply
     from autonomous_pipeline.workflows import metrics, policies
     from autonomous_pipeline.workflows.approval import from_operator
+    from autonomous_pipeline.workflows.notices import delivered
     from autonomous_pipeline.workflows.outcome import TASK_FAILED
     from autonomous_pipeline.workflows.pull_request import PullRequestSteps
     from autonomous_pipeline.workflows.task_steps import (
@@ -204,8 +205,7 @@ class TaskWorkflow(PullRequestSteps):
             f": {res.error}" if res.error else "",
             extra={"phase": res.phase, "status": res.status.value, "cost_usd": res.cost_usd},
         )
-        if self.notices:  # told before the task ends, or never: an ended workflow's are dropped
-            await asyncio.gather(*self.notices)
+        await delivered(self.notices)
         if res.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) and workflow.patched(
             "fail-visibly"
         ):

@@ -85,6 +85,14 @@ class WorkerLost(Exception):
     """No worker serves the claimed queue any more."""
 
 
+def started_before_lost(lost: WorkerLost) -> bool:
+    """Whether the step had started on the machine that was lost: its queue's timeout then
+    carries, as its cause, the failure of the attempt that started there (its heartbeat's)."""
+    exc = lost.__cause__
+    timeout = exc.cause if isinstance(exc, ActivityError) else None
+    return isinstance(timeout, TimeoutError) and timeout.cause is not None
+
+
 class TaskSteps:
     inp: TaskInput
     result: TaskResult
@@ -178,6 +186,13 @@ class TaskSteps:
                 out: RunAgentOut = await self._run_agent_step(
                     inp, label, base, start, agent, fix, prepared
                 )
+            except WorkerLost as lost:
+                # Its agent ran on the machine that is gone, and may have cost: counted, as a
+                # dead worker's attempt is counted when its machine comes back.
+                if started_before_lost(lost):
+                    res.attempts += 1
+                    res.agent_runs += 1
+                raise
             except ActivityError as exc:
                 gone = gave_slot_back(exc)
                 if gone is None:
@@ -193,6 +208,7 @@ class TaskSteps:
                 res.attempts += earlier
                 res.agent_runs += earlier
                 res.add(spent)  # the task's budget counts it: the next run gets what is left
+                metrics.agent_spent(inp, spent)
                 continue
             self.agent_ran = True
             metrics.agent_ran(inp, out)

@@ -53,9 +53,22 @@ _KEYS: dict[str, SearchAttributeKey[Any]] = {k.name: k for k in (RUN, TASK, STAT
 
 def typed(shown: Shown) -> TypedSearchAttributes:
     """As a workflow's start takes them."""
-    return TypedSearchAttributes([SearchAttributePair(_KEYS[n], v) for n, v in shown.items()])
+    return TypedSearchAttributes(
+        [SearchAttributePair(_KEYS[n], _bounded(v)) for n, v in shown.items()]
+    )
+
+
+# The server refuses a keyword value over 2,048 bytes, and a workflow whose upsert is refused
+# fails its every step: a longer one (a target branch of absurd length) is cut.
+MAX_KEYWORD_BYTES = 2000
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str) and len(value.encode()) > MAX_KEYWORD_BYTES:
+        return value.encode()[:MAX_KEYWORD_BYTES].decode(errors="ignore")
+    return value
 
 
 def changes(new: Shown, old: Shown) -> list[SearchAttributeUpdate[Any]]:
     """The upserts that make `old` read `new`: only what differs."""
-    return [_KEYS[n].value_set(v) for n, v in new.items() if old.get(n) != v]
+    return [_KEYS[n].value_set(_bounded(v)) for n, v in new.items() if old.get(n) != v]

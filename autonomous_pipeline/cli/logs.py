@@ -54,11 +54,18 @@ def ids_of(workflow_id: str) -> tuple[str, str | None]:
     return run, (rest.partition(TRY_MARK)[0] or None) if rest else None
 
 
+def try_of(workflow_id: str) -> int:
+    """Which try of its task a task's workflow is (`retry` starts another)."""
+    _, _, n = workflow_id.partition(TRY_MARK)
+    return int(n) if n.isdigit() else 1
+
+
 def context_of(workflow_id: str, activity_type: str | None, attempt: int) -> dict[str, Any]:
     run, task = ids_of(workflow_id)
     found: dict[str, Any] = {"run": run, "attempt": attempt}
     if task:
         found["task"] = task
+        found["try"] = try_of(workflow_id)
     if activity_type:
         found["activity"] = activity_type
         found["phase"] = PHASES.get(activity_type, "pull request")
@@ -115,10 +122,14 @@ def _masked(value: Any, mask: Any) -> Any:
     if isinstance(value, str):
         return mask(value)
     if isinstance(value, dict):
-        return {k: _masked(v, mask) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+        return {_masked(k, mask): _masked(v, mask) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
         return [_masked(v, mask) for v in value]
-    return value
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    # Anything else is rendered as its text (JSONRenderer's default=str): masked as that text.
+    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return mask(text) if mask.found(text.encode()) else value
 
 
 def _drop_sdk_extras(_: WrappedLogger, __: str, event: EventDict) -> EventDict:

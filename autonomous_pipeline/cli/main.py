@@ -169,10 +169,19 @@ def run(argv: list[str]) -> int:
         return EXIT_OK
     for w in plan.warnings:
         print(f"{filename}:{w.line}: warning: {w.message}", file=sys.stderr)
+    from autonomous_pipeline.cli.locate import explicit_address
     from autonomous_pipeline.cli.run import run_plan
     from autonomous_pipeline.telemetry import configure_runtime
 
-    configure_runtime(settings.metrics_port)  # before the first client: its metrics, its logs
+    # Before the first client: its logs, and the metrics of the worker this command runs (a
+    # detached run's worker gets the flag; with --address the workers are elsewhere).
+    here = explicit_address(settings) is None and not settings.detach
+    if settings.metrics_port is not None and explicit_address(settings) is not None:
+        raise UsageError(
+            "--metrics-port serves the embedded worker's metrics; with --address, give it to "
+            "each worker.py"
+        )
+    configure_runtime(settings.metrics_port if here else None)
     return asyncio.run(run_plan(plan, data, settings))
 
 

@@ -11,16 +11,14 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import md
+from tests.fixtures.webhooks.receiver import Receiver
 from tests.integration.helpers import (
     DevServer,
     Procs,
@@ -58,36 +56,13 @@ if task == "1.2":
 """
 
 
-class Receiver:
-    """A webhook receiver: every POST's path, headers and JSON body."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, str], dict[str, Any]]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.posts.append((self.path, dict(self.headers), json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
     try:
         yield r
     finally:
-        r.server.shutdown()
+        r.close()
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -4,12 +4,14 @@ context from workflow ids, notification bodies and receivers, the tasks query.""
 from __future__ import annotations
 
 import json
+import logging
 import re
+from pathlib import Path
 
 import pytest
 
 from autonomous_pipeline.activities.notify import body_for, receiver_key
-from autonomous_pipeline.cli.logs import context_of, ids_of
+from autonomous_pipeline.cli.logs import context_of, formatter, ids_of
 from autonomous_pipeline.cli.notify import notify_config
 from autonomous_pipeline.cli.runs import tasks_query
 from autonomous_pipeline.errors import UsageError
@@ -48,9 +50,10 @@ def test_a_lines_run_and_task_come_from_the_workflow_id(wid: str, run: str, task
 
 
 def test_an_activitys_lines_say_its_phase() -> None:
-    ctx = context_of("pipeline-x/task-1.2", "run_agent", 2)
-    assert ctx == {"run": "pipeline-x", "task": "1.2", "activity": "run_agent", "phase": "agent",
-                   "attempt": 2}  # fmt: skip
+    ctx = context_of("pipeline-x/task-1.2/try-3", "run_agent", 2)
+    assert ctx == {"run": "pipeline-x", "task": "1.2", "try": 3, "activity": "run_agent",
+                   "phase": "agent", "attempt": 2}  # fmt: skip
+    assert context_of("pipeline-x", None, 1) == {"run": "pipeline-x", "attempt": 1}
 
 
 NOTICE = Notice(
@@ -80,6 +83,15 @@ def test_a_receiver_is_recorded_by_digest_never_by_its_url() -> None:
         ("https://user:pw@hooks.example/x", "credentials"),
         ("env:1BAD", "variable name"),
         ("hooks.example/x", "not an http(s) URL"),
+        ("http://[::1", "not a URL"),
+        ("https://h:abc/x", "not a URL"),
+        ("https://h/x\n", "no spaces or control characters"),
+        (
+            "https://hooks.slack.com/services/T0/B0/XYZ",
+            "hooks.slack.com webhook URL is a credential",
+        ),
+        ("https://discord.com/api/webhooks/1/abc", "is a credential"),
+        ("https://ci.example/hook?token=abc", "token in its query"),
     ],
 )
 def test_a_receiver_that_cannot_be_one_is_refused_with_why(url: str, why: str) -> None:
@@ -88,8 +100,8 @@ def test_a_receiver_that_cannot_be_one_is_refused_with_why(url: str, why: str) -
 
 
 def test_receivers_are_kept_once_in_order() -> None:
-    config = notify_config(["https://a/1", "env:HOOK", "https://a/1"])
-    assert config is not None and config.urls == ["https://a/1", "env:HOOK"]
+    config = notify_config(["https://a/1", "env:HOOK", "https://a/1", "https://a/2?team=x"])
+    assert config is not None and config.urls == ["https://a/1", "env:HOOK", "https://a/2?team=x"]
     assert notify_config([]) is None
 
 
@@ -103,3 +115,23 @@ def test_a_cluster_is_told_one_command_per_kind() -> None:
     keyword, double = create_commands("prod")
     assert "--type Keyword" in keyword and "--name PipelineStatus" in keyword
     assert double.endswith("--name PipelineCostUsd --type Double")
+
+
+def test_an_agents_words_ping_no_one_in_a_chat() -> None:
+    loud = NOTICE.model_copy(update={"text": "fatal <!channel> @here @everyone see <!here|x>"})
+    text = str(body_for("https://example.com/hook", loud)["text"])
+    assert "@here" not in text and "@everyone" not in text and "<!" not in text
+    slack = str(body_for("https://hooks.slack.com/services/T/B/C", loud)["text"])
+    assert "<!channel>" not in slack and "&lt;!channel&gt;" in slack
+
+
+def test_secrets_are_masked_in_every_kind_of_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "dpl-3c5e7a9b1d2f4e60"
+    monkeypatch.setenv("DEPLOY_TOKEN", token)
+    record = logging.getLogger("t").makeRecord(
+        "t", logging.WARNING, __file__, 1, "said", (), None,
+        extra={"by_key": {token: 1}, "as_set": {token}, "as_bytes": token.encode(),
+               "as_object": Path(f"/x/{token}")},
+    )  # fmt: skip
+    line = formatter(json_lines=True).format(record)
+    assert token not in line and line.count("***") >= 4, line

@@ -91,6 +91,7 @@ class Script:
     agent_crashes_once: set[str] = field(default_factory=set)
     host: HostScript = field(default_factory=HostScript)  # the code host (--publish pr)
     notify_fails_once: bool = False  # each notice's first send fails
+    notify_held: set[str] = field(default_factory=set)  # notices of these kinds wait for the gate
 
 
 class FakeActivities:
@@ -104,6 +105,8 @@ class FakeActivities:
         self.cleaned: list[str] = []
         self.notices: list[Notice] = []  # delivered, in order
         self.notify_failed: list[Notice] = []
+        self.notify_entered = asyncio.Event()  # a held notice is being sent
+        self.notify_gate = asyncio.Event()  # and may go on
         self.merged_order: list[str] = []
         self.cancelled: list[str] = []
         self.agent_inputs: list[RunAgentIn] = []
@@ -294,6 +297,9 @@ class FakeActivities:
 
     @activity.defn(name=NOTIFY.name)
     async def notify(self, inp: NotifyIn) -> NotifyOut:
+        if inp.notice.kind in self.script.notify_held:
+            self.notify_entered.set()
+            await self.notify_gate.wait()
         if self.script.notify_fails_once and not any(
             n.id == inp.notice.id for n in self.notify_failed
         ):

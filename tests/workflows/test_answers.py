@@ -119,7 +119,9 @@ async def accepted_updates(handle: WorkflowHandle) -> int:
 async def test_steering_is_answered_and_refusals_change_nothing(running: Harness) -> None:
     # Nothing prepared ahead: 1.2 is still pending.
     handle = await running.start(plan_input(THREE, max_concurrent=1, prepare_ahead=0))
-    await wait_status(handle, "1.1", TaskStatus.RUNNING)
+    # Its agent running, not just its task: a pause holds back a task whose agent has not
+    # started (it goes back to pending), and a loaded machine may take a while to claim it.
+    await wait_phase(handle, f"{handle.id}/task-1.1", "agent")
     assert "no new task starts" in await steer(handle, SteerKind.PAUSE)
     assert await refused(handle, "steer", SteerRequest(kind=SteerKind.PAUSE)) == (
         "the run is already paused"

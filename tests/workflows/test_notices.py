@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.notify import NoticeKind, NotifyConfig
 from autonomous_pipeline.models.results import RunStatus, TaskStatus
-from autonomous_pipeline.models.run import Approval
+from autonomous_pipeline.models.run import Approval, CancelRequest
 from tests.conftest import md
 from tests.workflows.conftest import Harness, plan_input
 from tests.workflows.fakes import Script
@@ -70,3 +72,43 @@ async def test_a_spent_budget_is_told_once(running: Harness) -> None:
 async def test_a_run_without_receivers_tells_no_one(running: Harness) -> None:
     result = await running.run(plan_input(PLAN))
     assert result.status is RunStatus.COMPLETED and running.fakes.notices == []
+
+
+@pytest.mark.parametrize("running", [Script(notify_held={NoticeKind.RUN_FINISHED})], indirect=True)
+async def test_a_cancel_while_the_end_is_told_keeps_the_runs_result(running: Harness) -> None:
+    handle = await running.start(plan_input(PLAN, notify=TOLD))
+    await asyncio.wait_for(running.fakes.notify_entered.wait(), 30)
+    await handle.cancel()  # the run has ended its work: its result stands
+    await asyncio.sleep(0.5)
+    running.fakes.notify_gate.set()
+    result = await final_result(handle)
+    assert result.status is RunStatus.COMPLETED
+    assert [t.status for t in result.tasks] == [TaskStatus.MERGED, TaskStatus.MERGED]
+
+
+@pytest.mark.parametrize("running", [Script(notify_held={NoticeKind.APPROVAL})], indirect=True)
+async def test_a_task_cancelled_while_its_notice_is_on_its_way_keeps_its_merge(
+    running: Harness,
+) -> None:
+    one = "## Batch 1: one\n### Task 1.1: a\n"
+    handle = await running.start(plan_input(one, approval=Approval.ALWAYS, notify=TOLD))
+    await asyncio.wait_for(running.fakes.notify_entered.wait(), 30)
+    child = running.client.get_workflow_handle(f"{handle.id}/task-1.1")
+    await child.signal("approve")  # the person answers before the notice is confirmed
+    await wait_merged(running)
+    await handle.signal("cancel", CancelRequest(now=True))
+    await asyncio.sleep(0.5)
+    running.fakes.notify_gate.set()
+    result = await final_result(handle)
+    [task] = result.tasks
+    assert task.status is TaskStatus.MERGED and task.commit == "m-1.1"
+    assert result.target_commit == "m-1.1"
+    assert NoticeKind.TASK_FAILED not in [n.kind for n in running.fakes.notices]
+
+
+async def wait_merged(running: Harness) -> None:
+    for _ in range(400):
+        if running.fakes.merged_order:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("no merge")
