@@ -5,7 +5,6 @@ others."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,15 +19,6 @@ NOTICE = Notice(
     id="pipeline-x#r1#failed", kind=NoticeKind.TASK_FAILED, run="pipeline-x", task="1.2",
     title="Task 1.2 failed: b", text="agent exited 3", link="http://ui/pipeline-x/task-1.2",
 )  # fmt: skip
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 class Attempts:

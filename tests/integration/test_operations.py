@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,15 +53,6 @@ if task == "1.2":
     print(f"fatal: deploy refused {os.environ.get('DEPLOY_TOKEN')}", file=sys.stderr)
     sys.exit(3)
 """
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def scrape(port: int) -> dict[str, float]:
