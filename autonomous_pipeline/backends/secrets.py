@@ -22,6 +22,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 BASE_ENV = (
     "PATH",
@@ -142,6 +143,22 @@ class Redactor:
     def found(self, data: builtins.bytes) -> bool:
         """Whether `data` holds a secret, in any of the forms masked."""
         return any(value in data for value in self._raw)
+
+    def deep(self, value: Any) -> Any:
+        """`value` with every string in it masked, keys too, however deep (a payload's JSON, a
+        log line's fields). Numbers stay numbers: a secret of digits replaced inside one would
+        leave a payload nobody can decode. Anything else is masked as the text it is written
+        as, where that holds a secret."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self.deep(k): self.deep(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.deep(v) for v in value]
+        if isinstance(value, int | float | bool) or value is None:
+            return value
+        text = value.decode(errors="replace") if isinstance(value, builtins.bytes) else str(value)
+        return self(text) if self.found(text.encode()) else value
 
     def __bool__(self) -> bool:
         return bool(self.secrets)

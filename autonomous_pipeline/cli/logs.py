@@ -115,21 +115,7 @@ def mask_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     mask = redactor()
     if not mask:
         return event
-    return {k: _masked(v, mask) for k, v in event.items()}
-
-
-def _masked(value: Any, mask: Any) -> Any:
-    if isinstance(value, str):
-        return mask(value)
-    if isinstance(value, dict):
-        return {_masked(k, mask): _masked(v, mask) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_masked(v, mask) for v in value]
-    if isinstance(value, int | float | bool) or value is None:
-        return value
-    # Anything else is rendered as its text (JSONRenderer's default=str): masked as that text.
-    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-    return mask(text) if mask.found(text.encode()) else value
+    return mask.deep(event)
 
 
 def _drop_sdk_extras(_: WrappedLogger, __: str, event: EventDict) -> EventDict:

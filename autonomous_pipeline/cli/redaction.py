@@ -100,17 +100,7 @@ def masked_json(mask: Redactor, data: bytes) -> bytes:
         value = json.loads(data)
     except ValueError:
         return mask.bytes(data)  # not JSON: text, masked as text
-    return json.dumps(_masked(value, mask), ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _masked(value: Any, mask: Redactor) -> Any:
-    if isinstance(value, str):
-        return mask(value)
-    if isinstance(value, list):
-        return [_masked(v, mask) for v in value]
-    if isinstance(value, dict):
-        return {mask(k): _masked(v, mask) for k, v in value.items()}
-    return value
+    return json.dumps(mask.deep(value), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class RedactingFailureConverter(DefaultFailureConverter):
