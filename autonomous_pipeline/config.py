@@ -285,6 +285,15 @@ class Settings(BaseSettings):
         ),
         Field(ge=1.0),
     ] = _run("worker_lost_timeout_s")
+    history_limit: Annotated[
+        int,
+        Flag(
+            "events in a run's history past which it continues as new, carrying its state, once "
+            "no task runs (past twice this, no new task starts until none runs)",
+            metavar="EVENTS",
+        ),
+        Field(ge=100),
+    ] = _run("history_limit")
     detach: Annotated[bool, Flag("start the run and return")] = False
     notify: Annotated[
         list[str],

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from autonomous_pipeline.activities.agent import AgentActivities
@@ -145,6 +146,26 @@ def make_worker(
     return both()
 
 
+# A detached run's worker starts before the call that starts the run returns (the call waits for
+# a worker to take the run's first revision): it waits this long for the run to exist.
+RUN_APPEARS_S = 120.0
+
+
+async def _closed(client: Client, workflow_id: str) -> None:
+    """When the run `workflow_id` (the newest of its chain) has closed."""
+    handle = client.get_workflow_handle(workflow_id)
+    for _ in range(int(RUN_APPEARS_S / 0.5)):
+        try:
+            await handle.describe()
+            break
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            await asyncio.sleep(0.5)
+    with contextlib.suppress(Exception):  # failed, cancelled, terminated: closed all the same
+        await handle.result()
+
+
 async def serve(
     address: str | None,
     namespace: str | None,
@@ -165,7 +186,7 @@ async def serve(
         )
         if until:
             # A detached run's worker leaves when that run has closed.
-            waiter = asyncio.create_task(client.get_workflow_handle(until).result())
+            waiter = asyncio.create_task(_closed(client, until))
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()

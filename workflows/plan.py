@@ -25,6 +25,13 @@ with workflow.unsafe.imports_passed_through():
         TaskResult,
         TaskStatus,
     )
+    from autonomous_pipeline.models.revision import (
+        REVISE,
+        REVISION_REFUSED,
+        PlanRevision,
+        RevisionReply,
+        RunCarry,
+    )
     from autonomous_pipeline.models.run import CancelRequest, PlanRunInput, TaskInput
     from autonomous_pipeline.models.sandbox import sandbox_of
     from autonomous_pipeline.models.steer import SteerKind, SteerReply, SteerRequest
@@ -44,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         result_of,
     )
     from autonomous_pipeline.workflows.progress import details_markdown
+    from autonomous_pipeline.workflows.revision import apply, refusals, refused_message, reply
     from autonomous_pipeline.workflows.schedule import Schedule
     from autonomous_pipeline.workflows.steering import RunState, accepted, find_task, refusal
     from autonomous_pipeline.workflows.task import TaskWorkflow, failure_message
@@ -113,6 +121,14 @@ class PlanWorkflow:
         self.memo: ProgressMemo | None = None  # what the memo says now
         self.shown: Shown = {}  # the search attributes written so far (searchable runs)
         self.notices: list[asyncio.Task[None]] = []  # notices on their way (--notify)
+        # The plan as revised (`revise`): the schedule of its tasks, and the run's tasks that
+        # revisions took out of it (they keep their results, and are never retried).
+        self.sched = Schedule(inp.plan, inp.options.rerun_done)
+        self.removed: set[str] = set()
+        self.revision = 0
+        # Since "continue-as-new": the history is past twice its limit; no new task starts until
+        # none runs, and the run continues as new.
+        self.draining = False
 
     # ------------------------------------------------------------------ signals and query
 
@@ -162,7 +178,61 @@ class PlanWorkflow:
             budget_spent=self.budget_spent,
             finished=self.finished,
             started=self.started,
+            removed=frozenset(self.removed),
         )
+
+    @workflow.update(name=REVISE)
+    async def revise(self, rev: PlanRevision) -> RevisionReply:
+        """The plan file as it reads now: new tasks are added, tasks not started run with their
+        new text, removed ones not started end skipped; running and ended tasks are kept. The
+        reply says what happened to each task that changed."""
+        # Sent with the run's start (update-with-start), it arrives before the tasks are laid out.
+        await workflow.wait_condition(lambda: self.started)
+        self._check_revision(rev)  # again: the run may have moved on while this waited
+        if rev.digest == self.inp.plan_digest:
+            return reply(self.revision, [], same=True)
+        unstarted = {
+            t
+            for t in self.running
+            if self.slots and (t not in self.had_slot or t in self.held_back)
+        }
+        applied = apply(
+            self.inp.plan, self.results, rev.plan, unstarted, self.inp.options.rerun_done
+        )
+        self.revision += 1
+        self.results = applied.results
+        self.removed = applied.removed
+        self.inp = self.inp.model_copy(update={"plan": rev.plan, "plan_digest": rev.digest})
+        self.sched = Schedule(rev.plan, self.inp.options.rerun_done)
+        for tid, why in applied.hold_back.items():
+            if tid not in self.held_back:
+                self.running[tid].cancel()
+            self.held_back[tid] = why
+        workflow.logger.info(
+            "plan revision %d: %d tasks changed", self.revision, len(applied.changes)
+        )
+        self.changed = True
+        self._publish_details()
+        return reply(self.revision, applied.changes)
+
+    @revise.validator
+    def _check_revision(self, rev: PlanRevision) -> None:
+        if self.finished:
+            raise ValueError(
+                "the run is ending; once it has ended, the same command starts a run of this plan"
+            )
+        if self.cancelling:
+            raise ValueError("the run is being cancelled; no revision can run")
+        if not self.started:  # sent with the start: the handler checks it once laid out
+            return
+        issues = refusals(self.inp.plan, self.results, rev.plan)
+        if issues:
+            raise ApplicationError(
+                refused_message(rev.plan_file, issues),
+                *[i.model_dump() for i in issues],
+                type=REVISION_REFUSED,
+                non_retryable=True,
+            )
 
     @workflow.signal
     def task_merging(self, task_id: str, cost_usd: float = 0.0, frees_slot: bool = False) -> None:
@@ -262,6 +332,7 @@ class PlanWorkflow:
             target_commit=self.target_commit,
             tasks=list(self.results.values()),
             total_cost_usd=self._spent(),
+            revision=self.revision,
         )
 
     def _spent(self) -> float:
@@ -276,8 +347,12 @@ class PlanWorkflow:
 
     @workflow.run
     async def run(self, inp: PlanRunInput) -> PlanResult:
-        sched = Schedule(inp.plan, inp.options.rerun_done)
+        sched = self.sched
+        if inp.carried is not None:
+            self._take_over(inp.carried)
         for tid in sched.order:
+            if tid in self.results:  # carried
+                continue
             task = sched.tasks[tid]
             before = tid in sched.initially_done or tid in inp.merged_before
             self.results[tid] = TaskResult(
@@ -308,7 +383,7 @@ class PlanWorkflow:
             self.not_idle = self.per_agent and workflow.patched("slots-not-idle")
             self.ahead_waits = self.not_idle and workflow.patched("ahead-after-slots")
             self.at_exit = self.per_agent and workflow.patched("slot-at-exit")
-            await self._drive(sched)
+            await self._drive()
         except ActivityError as exc:
             reason = f"run setup failed: {failure_message(exc)}"
             for r in self.results.values():
@@ -345,13 +420,16 @@ class PlanWorkflow:
             return result
         raise ApplicationError(outcome_line(result), result, type=RUN_FAILED, non_retryable=True)
 
-    async def _drive(self, sched: Schedule) -> None:
+    async def _drive(self) -> None:
         while True:
+            sched = self.sched  # a revision replaces it between passes
             self._take_requests(sched)
             states = {t: r.status for t, r in self.results.items()}
             for tid, dep, reason in sched.blocked(states):
                 r = self.results[tid]
                 r.status, r.error, r.blocked_by = TaskStatus.SKIPPED, reason, dep
+            if await self._continue_if_due():
+                continue
             if self.cancelling:
                 for r in self.results.values():
                     if r.status is TaskStatus.PENDING:
@@ -371,7 +449,7 @@ class PlanWorkflow:
                         r.status, r.error = TaskStatus.SKIPPED, self._budget_message()
                 self._hold_back(TaskStatus.SKIPPED, self._budget_message())
                 self._give_slots(fresh=False)
-            elif not self.paused:
+            elif not self.paused and not self.draining:
                 states = {t: r.status for t, r in self.results.items()}
                 limit = self.inp.options.max_concurrent
                 if self.slots:
@@ -382,15 +460,15 @@ class PlanWorkflow:
                     self._start(tid, sched)
                 self._give_slots()
             else:
-                # Paused: a task prepared ahead has not started its agent; it waits as pending,
-                # not as running, holding nothing, and starts afresh on resume.
+                # Paused (or draining): a task prepared ahead has not started its agent; it
+                # waits as pending, not as running, holding nothing, and starts afresh on resume.
                 self._hold_back(TaskStatus.PENDING, "")
                 self._give_slots(fresh=False)
             self._publish_details()
             pending = [t for t, r in self.results.items() if r.status is TaskStatus.PENDING]
             if not self.running and not pending:
                 return
-            if not self.running and not self.paused and not self.cancelling:
+            if not self.running and not self.paused and not self.cancelling and not self.draining:
                 states = {t: r.status for t, r in self.results.items()}
                 if sched.blocked(states):
                     # A dependency ended (failed, skipped) as this pass began: the top of the
@@ -403,6 +481,61 @@ class PlanWorkflow:
                     continue
             self.changed = False
             await workflow.wait_condition(lambda: self.changed)
+
+    def _history_due(self) -> int:
+        """0: the history is small; 1: the run continues as new once no task runs; 2: it is past
+        twice its limit, and no new task starts until none runs."""
+        info = workflow.info()
+        limit = self.inp.options.history_limit
+        events, size = info.get_current_history_length(), info.get_current_history_size()
+        if events >= 2 * limit or size >= 2 * policies.HISTORY_BYTES:
+            return 2
+        if events >= limit or size >= policies.HISTORY_BYTES or info.is_continue_as_new_suggested():
+            return 1
+        return 0
+
+    async def _continue_if_due(self) -> bool:
+        """Continue as new when the history is large and no task runs, carrying the tasks'
+        states, the plan as revised and what the operator asked. True: the state changed while
+        the run made ready (go round again)."""
+        due = self._history_due()
+        if not due or self.cancelling or self.finished:
+            return False
+        pending = any(r.status is TaskStatus.PENDING for r in self.results.values())
+        if not pending or not workflow.patched("continue-as-new"):
+            return False
+        self.draining = due == 2
+        if self.running:
+            return False
+        # Nothing in flight is lost: updates and signals being handled finish, notices go out.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await delivered(self.notices)
+        if self.running or self.cancelling or self.requests:
+            return True
+        carry = RunCarry(
+            results=list(self.results.values()),
+            tries=self.tries,
+            removed=sorted(self.removed),
+            revision=self.revision,
+            paused=self.paused,
+            budget_spent=self.budget_spent,
+            target_commit=self.target_commit,
+            continued=(self.inp.carried.continued + 1) if self.inp.carried else 1,
+        )
+        workflow.logger.info(
+            "run continues as new after %d events", workflow.info().get_current_history_length()
+        )
+        workflow.continue_as_new(self.inp.model_copy(update={"carried": carry}))
+
+    def _take_over(self, carry: RunCarry) -> None:
+        """The state of the run this one continues."""
+        self.results = {r.id: r for r in carry.results}
+        self.tries = dict(carry.tries)
+        self.removed = set(carry.removed)
+        self.revision = carry.revision
+        self.paused = carry.paused
+        self.budget_spent = carry.budget_spent
+        self.target_commit = carry.target_commit
 
     def _room(self, limit: int) -> bool:
         """Whether one more task may start: fewer than `limit` tasks (--max-concurrent plus
@@ -549,8 +682,9 @@ class PlanWorkflow:
 
     def _start(self, tid: str, sched: Schedule) -> None:
         n = self.tries[tid] = self.tries.get(tid, 0) + 1
-        self.results[tid].status = TaskStatus.RUNNING
         task = sched.tasks[tid]
+        self.results[tid].status = TaskStatus.RUNNING
+        self.results[tid].title = task.title  # a revision may have renamed it
         task_input = TaskInput(
             run_key=self.inp.run_key,
             plan_title=self.inp.plan.title,
@@ -692,6 +826,8 @@ class PlanWorkflow:
             tasks=list(self.results.values()),
             message=message or (self._budget_message() if self.budget_spent else ""),
             total_cost_usd=self._spent(),
+            plan_digest=self.inp.plan_digest,
+            revision=self.revision,
         )
 
     def _publish_details(self) -> None:

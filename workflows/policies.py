@@ -46,3 +46,8 @@ AGENT_TIMEOUT_SLACK = timedelta(minutes=2)
 def verify_timeout(per_command_s: float, commands: int) -> timedelta:
     # Each failing command may run twice (on the task and on its base).
     return timedelta(seconds=per_command_s * max(1, commands) * 2 + 60)
+
+
+# History bytes past which a run continues as new once no task runs (twice this: it stops starting
+# tasks until none runs). Temporal refuses a history past 50 MB; each revision records its plan.
+HISTORY_BYTES = 8 * 1024 * 1024

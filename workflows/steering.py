@@ -23,6 +23,7 @@ class RunState:
     budget_spent: bool
     finished: bool
     started: bool = True  # the run has read its input
+    removed: frozenset[str] = frozenset()  # tasks a revision took out of the plan
 
 
 def find_task(tasks: dict[str, TaskResult], raw: str) -> str | None:
@@ -69,6 +70,11 @@ def refusal(state: RunState, req: SteerRequest) -> str | None:
             return f"task {tid} is merging; it can no longer be skipped"
         return None
     # retry
+    if tid in state.removed:
+        return (
+            f"task {tid} was removed from the plan; put it back in the plan file and run the "
+            "same command again"
+        )
     if r.status is TaskStatus.PENDING:
         return f"task {tid} has not started yet; it will run when its dependencies allow"
     if r.status is TaskStatus.RUNNING:

@@ -182,7 +182,12 @@ def run(argv: list[str]) -> int:
             "each worker.py"
         )
     configure_runtime(settings.metrics_port if here else None)
-    return asyncio.run(run_plan(plan, data, settings))
+    try:
+        return asyncio.run(run_plan(plan, data, settings))
+    except PlanError as exc:  # the open run refused the plan as revised: where, line by line
+        for line in exc.format(filename):
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:

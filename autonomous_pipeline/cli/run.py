@@ -15,7 +15,6 @@ from typing import Any
 
 from rich.console import Console
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from autonomous_pipeline.backends.agents.command import PLACEHOLDERS, unknown_placeholders
@@ -25,12 +24,11 @@ from autonomous_pipeline.cli import invocation
 from autonomous_pipeline.cli.approval import approver_key, public_key
 from autonomous_pipeline.cli.connect import (
     RUN_PREFIX,
-    TASK_QUEUE,
     connect_client,
     ui_base_of,
     workflow_link,
 )
-from autonomous_pipeline.cli.locate import explicit_address
+from autonomous_pipeline.cli.locate import explicit_address, worker_seen
 from autonomous_pipeline.cli.notify import notify_config
 from autonomous_pipeline.cli.preflight import check_agents, check_repo, slug
 from autonomous_pipeline.cli.progress import (
@@ -41,6 +39,13 @@ from autonomous_pipeline.cli.progress import (
 )
 from autonomous_pipeline.cli.publish import forge_config
 from autonomous_pipeline.cli.results import final_result
+from autonomous_pipeline.cli.revise import (
+    ANSWER_WAIT_S,
+    NoAnswer,
+    RevisionRefused,
+    print_reply,
+    start_or_revise,
+)
 from autonomous_pipeline.cli.runs import open_runs_into
 from autonomous_pipeline.cli.sandbox import check_sandboxes, kinds_of, sandbox_config
 from autonomous_pipeline.cli.search import ensure_searchable
@@ -79,20 +84,27 @@ class Target:
     address: str
 
 
-def run_identity(repo: str, plan_bytes: bytes, settings: Settings, target: str) -> tuple[str, str]:
-    """(run key, workflow id): the same command on the same plan content names the same run."""
-    assert settings.plan is not None
+def run_identity(repo: str, plan_path: Path, target: str) -> tuple[str, str]:
+    """(run key, workflow id): one open run per repository, plan file and target branch. The
+    same file, edited, is a revision of its run (cli.revise), not a second run beside it."""
+    h = hashlib.sha256()
+    for part in (repo, str(plan_path.expanduser().resolve()), target):
+        h.update(part.encode() + b"\0")
+    key = f"{slug(plan_path.stem)[:40]}-{h.hexdigest()[:12]}"
+    return key, RUN_PREFIX + key
+
+
+def plan_digest(plan_bytes: bytes, settings: Settings) -> str:
+    """What the run is asked to do: the file's content and the batches selected from it. Equal
+    digests are the same revision; a finished run of another digest is started again."""
     h = hashlib.sha256()
     for part in (
-        repo,
         hashlib.sha256(plan_bytes).hexdigest(),
         settings.start_batch or "",
         settings.end_batch or "",
-        target,
     ):
         h.update(part.encode() + b"\0")
-    key = f"{slug(settings.plan.stem)[:40]}-{h.hexdigest()[:12]}"
-    return key, RUN_PREFIX + key
+    return h.hexdigest()
 
 
 # Temporal refuses a payload over 2 MiB (its default blob size limit); the run's input carries the
@@ -152,7 +164,7 @@ async def build_input(
     # The agents' programs are the worker's own only where a batch runs in a worktree.
     on_host = SandboxKind.WORKTREE in kinds_of(plan)
     await check_agents(agent, reviewer, isolated=sandbox.isolated, on_host=on_host)
-    run_key, workflow_id = run_identity(facts.repo, plan_bytes, settings, target)
+    run_key, workflow_id = run_identity(facts.repo, settings.plan, target)
     source, forge = facts.repo, None
     if settings.publish is Publish.PR:
         source, forge = await forge_config(settings, Path(facts.repo))
@@ -180,6 +192,7 @@ async def build_input(
         heartbeat_timeout_s=settings.heartbeat_timeout,
         worker_lost_timeout_s=settings.worker_lost_timeout,
         notify=notify_config(settings.notify),
+        history_limit=settings.history_limit,
     )
     inp = PlanRunInput(
         run_key=run_key,
@@ -188,6 +201,7 @@ async def build_input(
         options=options,
         # Approvals count only when the operator's key signed them: its public half.
         approver=public_key(approver_key()),
+        plan_digest=plan_digest(plan_bytes, settings),
     )
     check_input_size(inp, settings.plan)
     return inp, workflow_id
@@ -291,75 +305,102 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
         inp.options.forge.web_ui = link  # in each pull request's body
     if inp.options.notify is not None:  # each notice links to its workflow's page
         inp.options.notify.links = workflow_link(target.ui_base, target.client.namespace, "")
-    if (
-        status is not None
-        and status != WorkflowExecutionStatus.RUNNING
-        and not settings.retry_failed
-    ):
-        if before is None:
+    open_ = status == WorkflowExecutionStatus.RUNNING
+    if status is not None and not open_:
+        if before is None and not settings.retry_failed:
             raise UsageError(f"run {workflow_id} ended without a result ({status.name.lower()})")
-        err.print(
-            f"run {workflow_id} already finished ({safe(outcome_line(before))}); reporting it",
-            markup=False,
-        )
-        if before.status is not RunStatus.COMPLETED:
-            err.print("re-run with --retry-failed to run its failed tasks again")
-        return report(before, settings, out, link)
-    if status == WorkflowExecutionStatus.RUNNING:
-        err.print(f"attaching to run {workflow_id}, already in progress")
-    else:
-        if not settings.share_target:
-            await refuse_shared_target(target, inp, workflow_id)
-        if before is not None:  # --retry-failed: what merged before is recorded, not redone
+        same = before is not None and before.plan_digest in (None, inp.plan_digest)
+        if same and not settings.retry_failed:
+            assert before is not None
+            err.print(
+                f"run {workflow_id} already finished ({safe(outcome_line(before))}); reporting it",
+                markup=False,
+            )
+            if before.status is not RunStatus.COMPLETED:
+                err.print("re-run with --retry-failed to run its failed tasks again")
+            return report(before, settings, out, link)
+        if before is not None:  # what merged before is recorded, not redone
             inp.merged_before = [
                 t.id
                 for t in before.tasks
                 if t.status in (TaskStatus.MERGED, TaskStatus.DONE_BEFORE)
             ]
-        inp.options.searchable = await ensure_searchable(target.client, target.embedded)
-        handle = await target.client.start_workflow(
-            PlanWorkflow.run,
-            inp,
-            id=workflow_id,
-            task_queue=TASK_QUEUE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            static_summary=f"Plan {inp.plan.title or inp.plan_name} → {inp.options.target_branch}",
-            static_details=_details(inp),
-            # Where the run came from, readable by `runs` and `status` without a worker.
-            memo={
-                "run": RunInfo(
-                    plan=str(settings.plan),
-                    repo=inp.options.repo,
-                    target_branch=inp.options.target_branch,
-                    workspace=str(settings.workspace) if target.embedded else None,
+            if not same:
+                err.print(
+                    f"run {workflow_id} has ended and the plan has changed since: a new run of "
+                    f"it starts; the {len(inp.merged_before)} tasks it merged are not redone"
                 )
-            },
-            # A replay of a large run (thousands of events) may take longer than the default
-            # 10 s; it must not time out and start over, forever, after a worker restart.
-            task_timeout=timedelta(seconds=60),
+    if not open_:
+        if not settings.share_target:
+            await refuse_shared_target(target, inp, workflow_id)
+        inp.options.searchable = await ensure_searchable(target.client, target.embedded)
+    elif not target.embedded and not await worker_seen(target.client):
+        raise UsageError(
+            f"run {workflow_id} is open, but no worker is running it: its revision would wait "
+            f"for one; start one ({invocation.worker()} --address {target.address}) and run this "
+            "command again"
         )
-        err.print(
-            f"started run {workflow_id}: {len(plan.tasks)} tasks into {inp.options.target_branch}"
-        )
-    if link:
-        print(f"Web UI: {link}", file=sys.stderr, flush=True)  # one line, never wrapped
-    if settings.detach:
-        if target.embedded:
+    start = {
+        "static_summary": f"Plan {inp.plan.title or inp.plan_name} → {inp.options.target_branch}",
+        "static_details": _details(inp),
+        # Where the run came from, readable by `runs` and `status` without a worker.
+        "memo": {
+            "run": RunInfo(
+                plan=str(settings.plan),
+                repo=inp.options.repo,
+                target_branch=inp.options.target_branch,
+                workspace=str(settings.workspace) if target.embedded else None,
+            )
+        },
+        # A replay of a large run (thousands of events) may take longer than the default
+        # 10 s; it must not time out and start over, forever, after a worker restart.
+        "task_timeout": timedelta(seconds=60),
+    }
+    plan_file = str(settings.plan)
+    async with contextlib.AsyncExitStack() as stack:
+        # The call waits for a worker to take the revision: this command's own, if it runs one.
+        if target.embedded and settings.detach:
             _spawn_worker(settings, target.address, workflow_id)
-        started = Started(
-            workflow_id=workflow_id, target_branch=inp.options.target_branch, ui_url=link
-        )
-        print(started.model_dump_json() if settings.json_output else workflow_id)
-        return 0
-    if target.embedded:
-        from autonomous_pipeline.worker import make_worker
+        elif target.embedded:
+            from autonomous_pipeline.worker import make_worker
 
-        # It honours what the operator's key granted (this command, if it weakened the sandbox).
-        policy = WorkerPolicy(operator_key=approver_key())
-        async with make_worker(target.client, settings.workspace, policy=policy):
-            result = await follow(target.client, handle, err if settings.json_output else out)
-    else:
+            # It honours what the operator's key granted (this command, if it weakened the sandbox).
+            policy = WorkerPolicy(operator_key=approver_key())
+            await stack.enter_async_context(
+                make_worker(target.client, settings.workspace, policy=policy)
+            )
+        try:
+            reply = await start_or_revise(target.client, inp, workflow_id, plan_file, start)
+        except RevisionRefused:
+            err.print(f"run {workflow_id} refused the revision; it goes on unchanged")
+            raise
+        except NoAnswer:
+            if open_:
+                raise UsageError(
+                    f"no worker answered run {workflow_id} within {ANSWER_WAIT_S:.0f} s: the "
+                    "revision is not confirmed (it takes effect if a worker takes the run soon); "
+                    "run this command again to see"
+                ) from None
+            err.print(f"no worker has taken run {workflow_id} yet; it starts when one does")
+            reply = None
+        if not open_:
+            err.print(
+                f"started run {workflow_id}: {len(plan.tasks)} tasks into "
+                f"{inp.options.target_branch}"
+            )
+        elif reply is not None:
+            print_reply(reply, workflow_id, err)
+        if link:
+            print(f"Web UI: {link}", file=sys.stderr, flush=True)  # one line, never wrapped
+        if settings.detach:
+            started = Started(
+                workflow_id=workflow_id,
+                target_branch=inp.options.target_branch,
+                ui_url=link,
+                revision=reply if open_ else None,
+            )
+            print(started.model_dump_json() if settings.json_output else workflow_id)
+            return 0
         result = await follow(target.client, handle, err if settings.json_output else out)
     return report(result, settings, out, link)
 

@@ -20,6 +20,7 @@ from autonomous_pipeline.models.results import (
     TaskResult,
     TaskStatus,
 )
+from autonomous_pipeline.models.revision import RevisionReply
 
 
 class RunReport(BaseModel):
@@ -46,6 +47,7 @@ class RunReport(BaseModel):
     message: str = ""
     note: str = ""  # what to do, when something must be done (start a worker)
     ui_url: str | None = None
+    revision: int = 0  # revisions of the plan the run has taken (0: as it started)
 
     @classmethod
     def finished_run(cls, result: PlanResult, ui_url: str | None = None) -> RunReport:
@@ -74,6 +76,7 @@ class RunReport(BaseModel):
             counts=_counts(run.tasks),
             tasks=run.tasks,
             ui_url=ui_url,
+            revision=run.revision,
             **state,
         )
 
@@ -136,6 +139,7 @@ class Started(BaseModel):
     workflow_id: str
     target_branch: str
     ui_url: str | None = None
+    revision: RevisionReply | None = None  # what the plan's revision changed, for an open run
 
 
 class SteerAnswer(BaseModel):

@@ -112,6 +112,8 @@ class PlanResult(BaseModel):
     tasks: list[TaskResult] = Field(default_factory=list)
     total_cost_usd: float = 0.0
     message: str = ""
+    plan_digest: str | None = None  # the plan revision it ended with (None: runs from before)
+    revision: int = 0  # revisions the run took while it ran
 
 
 class RunProgress(BaseModel):
@@ -125,6 +127,7 @@ class RunProgress(BaseModel):
     target_commit: str | None = None
     tasks: list[TaskResult] = Field(default_factory=list)
     total_cost_usd: float = 0.0
+    revision: int = 0  # revisions the run has taken (0: the plan it started with)
 
 
 class TaskCount(BaseModel):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 from autonomous_pipeline.models.forge import ForgeConfig, Publish
 from autonomous_pipeline.models.notify import NotifyConfig
 from autonomous_pipeline.models.plan import Plan, Task
+from autonomous_pipeline.models.revision import RunCarry
 from autonomous_pipeline.models.sandbox import SandboxConfig
 
 
@@ -99,6 +100,10 @@ class RunOptions(BaseModel):
     # not know fails.
     searchable: bool = False
     notify: NotifyConfig | None = None  # who is told of approvals, failures, the budget, the end
+    # Events in the run's history past which it continues as new once no task runs (and past
+    # twice this, no new task starts until none runs): a week-long run stays small and fast to
+    # replay. The server's own suggestion, and 8 MB of history, count as this too.
+    history_limit: int = 10_000
 
     @property
     def ahead(self) -> int:
@@ -134,6 +139,11 @@ class PlanRunInput(BaseModel):
     # Runs started when approvals carried a token: each task's token's SHA-256. Kept so that
     # they still refuse an approval without it.
     approval_digests: dict[str, str] = Field(default_factory=dict)
+    # The plan file's digest, with the batch selection (cli.run.plan_digest): a re-run of the
+    # same file with this digest is the same revision. None: runs from before revisions.
+    plan_digest: str | None = None
+    # The state of the run this one continues (continue-as-new); None: a run's first.
+    carried: RunCarry | None = None
 
 
 class Decision(BaseModel):

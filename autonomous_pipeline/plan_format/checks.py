@@ -248,3 +248,9 @@ def _reaches(graph: dict[str, list[str]], start: str, goal: str, memo: dict[str,
                     todo.append(nxt)
         memo[start] = seen
     return goal in memo[start]
+
+
+def cycles(batches: list[Batch]) -> list[PlanIssue]:
+    """The first dependency cycle through batches and tasks, at its first member's line: the
+    check a running plan's revision gets (a parsed plan no longer knows its dependency lines)."""
+    return _cycles(batches, {})

@@ -18,6 +18,8 @@ ALLOWED_ROOTS = {
     "temporalio",
     "autonomous_pipeline.models",
     "autonomous_pipeline.workflows",
+    # The parser's own whole-plan checks (pure), run again on a revision of a running plan.
+    "autonomous_pipeline.plan_format",
     # Deterministic computation: a decision's signature, checked against the run's public key
     # (and, for runs from before signatures, a token against its recorded digest).
     "cryptography",

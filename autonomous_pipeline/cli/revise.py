@@ -1,0 +1,87 @@
+"""Start a run or revise the one open for the same plan file: one atomic call (update-with-start,
+USE_EXISTING), and what it changed in the operator's words."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rich.console import Console
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+
+from autonomous_pipeline.cli.connect import TASK_QUEUE
+from autonomous_pipeline.cli.terminal import safe
+from autonomous_pipeline.errors import PlanError, UsageError
+from autonomous_pipeline.models.plan import PlanIssue
+from autonomous_pipeline.models.revision import (
+    REVISE,
+    REVISION_REFUSED,
+    PlanRevision,
+    RevisionReply,
+)
+from autonomous_pipeline.models.run import PlanRunInput
+from autonomous_pipeline.workflows.plan import PlanWorkflow
+
+# How long the starter waits for a worker to take the call. A new run is started by then in any
+# case (the server starts it at once); a revision is applied only when a worker takes it.
+ANSWER_WAIT_S = 60.0
+
+
+class RevisionRefused(PlanError):
+    """The run refused the revision: its problems, each with its line in the plan file."""
+
+    def __init__(self, errors: list[PlanIssue], workflow_id: str) -> None:
+        super().__init__(errors)
+        self.workflow_id = workflow_id
+
+
+class NoAnswer(Exception):
+    """No worker took the call within ANSWER_WAIT_S."""
+
+
+async def start_or_revise(
+    client: Client, inp: PlanRunInput, workflow_id: str, plan_file: str, start: dict[str, Any]
+) -> RevisionReply:
+    """Start the run with `inp`, or, when it is open, send it `inp`'s plan as a revision.
+    `start`: the rest of the start's options (summary, memo, timeouts)."""
+    assert inp.plan_digest is not None
+    operation = WithStartWorkflowOperation(
+        PlanWorkflow.run,
+        inp,
+        id=workflow_id,
+        task_queue=TASK_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        **start,
+    )
+    revision = PlanRevision(plan=inp.plan, digest=inp.plan_digest, plan_file=plan_file)
+
+    async def call() -> RevisionReply:
+        reply: RevisionReply = await client.execute_update_with_start_workflow(
+            REVISE, revision, start_workflow_operation=operation, result_type=RevisionReply
+        )
+        return reply
+
+    try:
+        return await asyncio.wait_for(call(), ANSWER_WAIT_S)
+    except TimeoutError:
+        raise NoAnswer() from None
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == REVISION_REFUSED:
+            issues = [PlanIssue.model_validate(d) for d in cause.details]
+            raise RevisionRefused(issues, workflow_id) from None
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        raise UsageError(f"run {workflow_id} refused the revision: {message}") from None
+
+
+def print_reply(reply: RevisionReply, workflow_id: str, err: Console) -> None:
+    """What a revision changed, a line per task."""
+    if reply.unchanged:
+        err.print(f"attaching to run {workflow_id}, already in progress (the plan is unchanged)")
+        return
+    err.print(f"revised run {workflow_id}: {reply.message}", markup=False)
+    for change in reply.changes:
+        err.print(f"  {change.kind.value:<11} {safe(change.message)}", markup=False)

@@ -1,0 +1,209 @@
+"""A plan revision, checked and applied: pure functions of the run's plan, its tasks' states and
+the revised plan, so the run's update validator, its handler and their tests share one answer.
+
+The rules: new tasks are added with their dependencies; tasks not started yet whose text changed
+run with the new text; tasks removed from the plan and not started end skipped ("removed from the
+plan"); running and ended tasks are kept as they are, and the reply says so, task by task. Merged
+work is never redone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from autonomous_pipeline.models.plan import Plan, PlanIssue, Task
+from autonomous_pipeline.models.results import TaskResult, TaskStatus
+from autonomous_pipeline.models.revision import ChangeKind, RevisionReply, TaskChange
+from autonomous_pipeline.plan_format import checks
+from autonomous_pipeline.workflows.schedule import Schedule
+from autonomous_pipeline.workflows.steering import ended
+
+REMOVED = "removed from the plan"
+# What a task's text is: everything the plan says of it but where it stands in the file.
+_NOT_TEXT: Any = {
+    "line": True,
+    "done": True,
+    "files": {"__all__": {"line"}},
+    "verification": {"__all__": {"line"}},
+}
+
+
+def refusals(current: Plan, tasks: dict[str, TaskResult], revised: Plan) -> list[PlanIssue]:
+    """Why `revised` cannot replace `current` in a run whose tasks stand as `tasks`: the parser's
+    own checks (ids, cycles) and what only the run knows (a dependency on a task the revision
+    removes, an id the run spells otherwise). Empty when it can."""
+    issues = checks.check_ids(revised.batches, revised.done_elsewhere)
+    known = {t.lower(): t for t in tasks}
+    new_ids = {t.id.lower() for t in revised.tasks}
+    for t in revised.tasks:
+        spelled = known.get(t.id.lower())
+        if spelled is not None and spelled != t.id:
+            issues.append(
+                PlanIssue(
+                    line=t.line,
+                    message=f"task {t.id} is task {spelled} in this run; keep its spelling",
+                )
+            )
+        for dep in t.depends_on:
+            gone = known.get(dep.lower()) if dep.lower() not in new_ids else None
+            # A dependency that has merged is met, in the plan or not; one that has not never
+            # would be, and its dependants would run without it.
+            if gone is not None and not tasks[gone].status.satisfies_dependants:
+                issues.append(
+                    PlanIssue(
+                        line=t.line,
+                        message=(
+                            f"task {t.id} depends on task {known[dep.lower()]}, which this "
+                            "revision removes from the plan"
+                        ),
+                    )
+                )
+    old_batches = {b.id.lower(): b for b in current.batches}
+    new_batches = {b.id.lower() for b in revised.batches}
+    for b in revised.batches:
+        for dep in b.depends_on:
+            batch = old_batches.get(dep.lower()) if dep.lower() not in new_batches else None
+            met = batch is not None and all(
+                tasks[t.id].status.satisfies_dependants for t in batch.tasks if t.id in tasks
+            )
+            if batch is not None and not met:
+                issues.append(
+                    PlanIssue(
+                        line=b.line,
+                        message=(
+                            f"batch {b.id} depends on batch {batch.id}, which "
+                            "this revision removes from the plan"
+                        ),
+                    )
+                )
+    if not issues:
+        issues = checks.cycles(revised.batches)
+    return sorted(issues, key=lambda i: i.line)
+
+
+def refused_message(plan_file: str, issues: list[PlanIssue]) -> str:
+    """`PLAN.md:LINE: message`, a line per problem, as the parser's errors read."""
+    lines = [f"{plan_file}:{i.line}: {i.message}" for i in issues]
+    return "\n".join(lines) + "\nthe revision was refused; the run goes on unchanged"
+
+
+@dataclass
+class Applied:
+    """A revision's effect on the run."""
+
+    results: dict[str, TaskResult]  # every task, in the revised plan's order, removed ones last
+    changes: list[TaskChange]
+    # Running tasks whose agent has not started: they end now, to read as given (a changed one
+    # goes back to pending and starts again with its new text).
+    hold_back: dict[str, tuple[TaskStatus, str]] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)  # tasks now outside the plan
+
+
+def _text(task: Task, plan: Plan) -> tuple[Any, ...]:
+    batch = next((b for b in plan.batches if b.id == task.batch_id), None)
+    return (task.model_dump(exclude=_NOT_TEXT), batch.sandbox if batch else None)
+
+
+def apply(
+    current: Plan,
+    tasks: dict[str, TaskResult],
+    revised: Plan,
+    unstarted: set[str],
+    rerun_done: bool = False,
+) -> Applied:
+    """The run's tasks after `revised` replaces `current`. `unstarted`: running tasks whose agent
+    has not started (prepared ahead, waiting for a slot); they count as not started."""
+    old, new = Schedule(current, rerun_done), Schedule(revised, rerun_done)
+    out = Applied(results={}, changes=[])
+    tasks = {t: r.model_copy() for t, r in tasks.items()}  # the run's own change only as applied
+
+    def change(tid: str, kind: ChangeKind, message: str) -> None:
+        out.changes.append(TaskChange(task=tid, kind=kind, message=message))
+
+    for tid in new.order:
+        task = new.tasks[tid]
+        r = tasks.get(tid)
+        waits = f"; it waits for {', '.join(new.deps[tid])}" if new.deps[tid] else ""
+        if r is None:
+            done = tid in new.initially_done
+            status = TaskStatus.DONE_BEFORE if done else TaskStatus.PENDING
+            out.results[tid] = TaskResult(id=tid, title=task.title, status=status)
+            said = ", marked done: it will not run" if done else waits
+            change(tid, ChangeKind.ADDED, f"task {tid} is added{said}")
+            continue
+        out.results[tid] = r
+        before = old.tasks.get(tid)
+        if before is None:  # removed by an earlier revision, and back
+            if r.status is TaskStatus.SKIPPED and r.error == REMOVED:
+                out.results[tid] = TaskResult(id=tid, title=task.title, status=TaskStatus.PENDING)
+                change(tid, ChangeKind.ADDED, f"task {tid} is back in the plan{waits}")
+            else:
+                change(tid, ChangeKind.KEPT, f"task {tid} is back in the plan; it {_kept(r)}")
+            continue
+        text_changed = _text(before, current) != _text(task, revised)
+        deps_changed = old.deps.get(tid) != new.deps[tid]
+        marked = tid in new.initially_done and tid not in old.initially_done
+        if not (text_changed or deps_changed or marked):
+            continue
+        if r.status is TaskStatus.PENDING or tid in unstarted:
+            if tid in unstarted:
+                out.hold_back[tid] = (
+                    (TaskStatus.DONE_BEFORE, "marked done in the plan")
+                    if marked
+                    else (TaskStatus.PENDING, "")
+                )
+            if marked:
+                if tid not in unstarted:
+                    r.status, r.error = TaskStatus.DONE_BEFORE, None
+                change(tid, ChangeKind.MARKED_DONE, f"task {tid} is marked done; it will not run")
+                continue
+            r.title = task.title
+            what = "its new text" if text_changed else "its new dependencies"
+            again = " (its agent had not started; it starts again)" if tid in unstarted else ""
+            change(tid, ChangeKind.CHANGED, f"task {tid} runs with {what}{again}{waits}")
+        elif r.status is TaskStatus.SKIPPED and r.blocked_by is not None and deps_changed:
+            # It never started: held back by a dependency that failed, which may no longer hold it.
+            r.status, r.error, r.blocked_by, r.title = TaskStatus.PENDING, None, None, task.title
+            change(tid, ChangeKind.CHANGED, f"task {tid} runs with its new dependencies{waits}")
+        else:
+            change(tid, ChangeKind.KEPT, f"task {tid} changed, but it {_kept(r)}")
+    for tid, r in tasks.items():
+        if tid in out.results:
+            continue
+        out.results[tid] = r
+        out.removed.add(tid)
+        if tid not in old.tasks:  # removed by an earlier revision: nothing new to say
+            continue
+        if r.status is TaskStatus.PENDING or tid in unstarted:
+            if tid in unstarted:  # it reads so once its preparation has stopped
+                out.hold_back[tid] = (TaskStatus.SKIPPED, REMOVED)
+            else:
+                r.status, r.error = TaskStatus.SKIPPED, REMOVED
+            change(tid, ChangeKind.REMOVED, f"task {tid} is {REMOVED}; it will not run")
+        else:
+            change(tid, ChangeKind.KEPT, f"task {tid} is {REMOVED}, but it {_kept(r)}")
+    return out
+
+
+def _kept(r: TaskResult) -> str:
+    if r.status is TaskStatus.RUNNING:
+        return "is running: it goes on as it started (skip it to stop it)"
+    if r.status.satisfies_dependants:
+        return f"has ended {ended(r)}: merged work is never redone"
+    return f"has ended {ended(r)}: kept as it is (a retry runs the plan's text)"
+
+
+def reply(revision: int, changes: list[TaskChange], same: bool = False) -> RevisionReply:
+    """`same`: the plan file reads as the run's plan already does."""
+    if same:
+        return RevisionReply(revision=revision, message="the plan is unchanged")
+    if not changes:
+        return RevisionReply(
+            revision=revision, message=f"revision {revision}: no task changed (it is recorded)"
+        )
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.kind.value] = counts.get(c.kind.value, 0) + 1
+    said = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items())
+    return RevisionReply(revision=revision, changes=changes, message=f"revision {revision}: {said}")
