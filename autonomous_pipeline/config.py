@@ -289,7 +289,8 @@ class Settings(BaseSettings):
         int,
         Flag(
             "events in a run's history past which it continues as new, carrying its state, once "
-            "no task runs (past twice this, no new task starts until none runs)",
+            "no task runs (as it does past 8 MB, or when the server suggests it); past twice "
+            "this, no new task starts until none runs",
             metavar="EVENTS",
         ),
         Field(ge=100),

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
@@ -152,16 +152,17 @@ RUN_APPEARS_S = 120.0
 
 
 async def _closed(client: Client, workflow_id: str) -> None:
-    """When the run `workflow_id` (the newest of its chain) has closed."""
+    """When the run `workflow_id` (the newest of its chain) has closed. It waits for the run to
+    be open first: a run started again under its id finds the last one closed."""
     handle = client.get_workflow_handle(workflow_id)
     for _ in range(int(RUN_APPEARS_S / 0.5)):
         try:
-            await handle.describe()
-            break
+            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                break
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
-            await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)
     with contextlib.suppress(Exception):  # failed, cancelled, terminated: closed all the same
         await handle.result()
 

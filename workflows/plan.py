@@ -51,7 +51,13 @@ with workflow.unsafe.imports_passed_through():
         result_of,
     )
     from autonomous_pipeline.workflows.progress import details_markdown
-    from autonomous_pipeline.workflows.revision import apply, refusals, refused_message, reply
+    from autonomous_pipeline.workflows.revision import (
+        apply,
+        carried,
+        refusals,
+        refused_message,
+        reply,
+    )
     from autonomous_pipeline.workflows.schedule import Schedule
     from autonomous_pipeline.workflows.steering import RunState, accepted, find_task, refusal
     from autonomous_pipeline.workflows.task import TaskWorkflow, failure_message
@@ -188,9 +194,14 @@ class PlanWorkflow:
         reply says what happened to each task that changed."""
         # Sent with the run's start (update-with-start), it arrives before the tasks are laid out.
         await workflow.wait_condition(lambda: self.started)
-        self._check_revision(rev)  # again: the run may have moved on while this waited
         if rev.digest == self.inp.plan_digest:
             return reply(self.revision, [], same=True)
+        # Again: the run may have moved on while this waited. A refusal fails the update, not
+        # the run's workflow task.
+        try:
+            self._check_revision(rev)
+        except ValueError as exc:
+            raise ApplicationError(str(exc), type=REVISION_REFUSED, non_retryable=True) from None
         unstarted = {
             t
             for t in self.running
@@ -217,6 +228,8 @@ class PlanWorkflow:
 
     @revise.validator
     def _check_revision(self, rev: PlanRevision) -> None:
+        if rev.digest == self.inp.plan_digest:  # the same plan: attaching, never refused
+            return
         if self.finished:
             raise ValueError(
                 "the run is ending; once it has ended, the same command starts a run of this plan"
@@ -333,6 +346,7 @@ class PlanWorkflow:
             tasks=list(self.results.values()),
             total_cost_usd=self._spent(),
             revision=self.revision,
+            draining=self.draining and not self.finished,
         )
 
     def _spent(self) -> float:
@@ -363,21 +377,8 @@ class PlanWorkflow:
         self.started = True
         self._publish_details()
         try:
-            prep = await workflow.execute_activity(
-                PREPARE_RUN.name,
-                PrepareRunIn(
-                    run_key=inp.run_key,
-                    repo=inp.options.repo,
-                    base_commit=inp.options.base_commit,
-                    target_branch=inp.options.target_branch,
-                ),
-                result_type=PREPARE_RUN.result,
-                start_to_close_timeout=policies.GIT_TIMEOUT,
-                heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
-                retry_policy=policies.GIT_RETRY,
-                summary=f"prepare {inp.options.target_branch} from {inp.options.base_commit[:10]}",
-            )
-            self.target_commit = prep.target_commit
+            if inp.carried is None:  # a continued run's target is prepared, its commit carried
+                await self._prepare(inp)
             self.slots = workflow.patched("agent-slots")
             self.per_agent = self.slots and workflow.patched("slot-per-agent")
             self.not_idle = self.per_agent and workflow.patched("slots-not-idle")
@@ -395,6 +396,24 @@ class PlanWorkflow:
             self.cancelling = self.cancel_now = True
             await self._drain()
         return await self._ended(self._finish())
+
+    async def _prepare(self, inp: PlanRunInput) -> None:
+        """The run's clone and target branch, ready (idempotent)."""
+        prep = await workflow.execute_activity(
+            PREPARE_RUN.name,
+            PrepareRunIn(
+                run_key=inp.run_key,
+                repo=inp.options.repo,
+                base_commit=inp.options.base_commit,
+                target_branch=inp.options.target_branch,
+            ),
+            result_type=PREPARE_RUN.result,
+            start_to_close_timeout=policies.GIT_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=inp.options.heartbeat_timeout_s),
+            retry_policy=policies.GIT_RETRY,
+            summary=f"prepare {inp.options.target_branch} from {inp.options.base_commit[:10]}",
+        )
+        self.target_commit = prep.target_commit
 
     def _notify(self, notice: Notice) -> None:
         """Tell the run's receivers, without waiting: the run goes on meanwhile."""
@@ -507,13 +526,14 @@ class PlanWorkflow:
         self.draining = due == 2
         if self.running:
             return False
-        # Nothing in flight is lost: updates and signals being handled finish, notices go out.
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        # Nothing in flight is lost: notices go out, then updates and signals being handled
+        # finish; nothing awaits between that and the continue-as-new.
         await delivered(self.notices)
-        if self.running or self.cancelling or self.requests:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if self.running or self.cancelling or self.requests or self.finished:
             return True
         carry = RunCarry(
-            results=list(self.results.values()),
+            results=[carried(r) for r in self.results.values()],
             tries=self.tries,
             removed=sorted(self.removed),
             revision=self.revision,
@@ -775,6 +795,9 @@ class PlanWorkflow:
             tid = find_task(self.results, raw)
             if tid is None:
                 workflow.logger.warning("%s: no task %r in this run", kind, raw)
+                continue
+            if kind == "retry" and tid in self.removed:  # the signal skips the update's check
+                workflow.logger.warning("retry: task %s was removed from the plan", tid)
                 continue
             r = self.results[tid]
             if kind == "skip":

@@ -117,6 +117,7 @@ def apply(
     old, new = Schedule(current, rerun_done), Schedule(revised, rerun_done)
     out = Applied(results={}, changes=[])
     tasks = {t: r.model_copy() for t, r in tasks.items()}  # the run's own change only as applied
+    revived: list[str] = []
 
     def change(tid: str, kind: ChangeKind, message: str) -> None:
         out.changes.append(TaskChange(task=tid, kind=kind, message=message))
@@ -135,8 +136,17 @@ def apply(
         out.results[tid] = r
         before = old.tasks.get(tid)
         if before is None:  # removed by an earlier revision, and back
-            if r.status is TaskStatus.SKIPPED and r.error == REMOVED:
-                out.results[tid] = TaskResult(id=tid, title=task.title, status=TaskStatus.PENDING)
+            done = tid in new.initially_done
+            if tid in unstarted:  # its removal has not landed yet: it is held back as pending
+                out.hold_back[tid] = (
+                    (TaskStatus.DONE_BEFORE, "marked done in the plan")
+                    if done
+                    else (TaskStatus.PENDING, "")
+                )
+                change(tid, ChangeKind.ADDED, f"task {tid} is back in the plan{waits}")
+            elif r.status is TaskStatus.SKIPPED and r.error == REMOVED:
+                status = TaskStatus.DONE_BEFORE if done else TaskStatus.PENDING
+                out.results[tid] = TaskResult(id=tid, title=task.title, status=status)
                 change(tid, ChangeKind.ADDED, f"task {tid} is back in the plan{waits}")
             else:
                 change(tid, ChangeKind.KEPT, f"task {tid} is back in the plan; it {_kept(r)}")
@@ -166,8 +176,20 @@ def apply(
             # It never started: held back by a dependency that failed, which may no longer hold it.
             r.status, r.error, r.blocked_by, r.title = TaskStatus.PENDING, None, None, task.title
             change(tid, ChangeKind.CHANGED, f"task {tid} runs with its new dependencies{waits}")
+            revived.append(tid)
         else:
             change(tid, ChangeKind.KEPT, f"task {tid} changed, but it {_kept(r)}")
+    # The tasks skipped behind a revived one get their chance with it (those still held back by
+    # another failure are skipped again at once), as after a retry.
+    named = {c.task for c in out.changes}
+    for tid in revived:
+        for dep in new.dependants(tid):
+            d = out.results[dep]
+            if d.status is TaskStatus.SKIPPED and d.blocked_by is not None:
+                d.status, d.error, d.blocked_by = TaskStatus.PENDING, None, None
+                if dep not in named:
+                    named.add(dep)
+                    change(dep, ChangeKind.CHANGED, f"task {dep} runs again after {tid}")
     for tid, r in tasks.items():
         if tid in out.results:
             continue
@@ -207,3 +229,24 @@ def reply(revision: int, changes: list[TaskChange], same: bool = False) -> Revis
         counts[c.kind.value] = counts.get(c.kind.value, 0) + 1
     said = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items())
     return RevisionReply(revision=revision, changes=changes, message=f"revision {revision}: {said}")
+
+
+# What a continued run carries of an ended task's output: enough to report it (the failing check's
+# last lines stay); the rest is in the task's own workflow. The run's input stays under 2 MiB.
+CARRIED_TAIL = 2000
+
+
+def carried(r: TaskResult) -> TaskResult:
+    if not r.status.terminal:
+        return r
+    checks = [c.model_copy(update={"output_tail": c.output_tail[-CARRIED_TAIL:]}) for c in r.checks]
+    if r.status.satisfies_dependants:  # succeeded: its checks passed, its diff is on the target
+        checks = [c.model_copy(update={"output_tail": ""}) for c in checks]
+    return r.model_copy(
+        update={
+            "checks": checks,
+            "diffstat": r.diffstat[:CARRIED_TAIL],
+            "summary": r.summary[:CARRIED_TAIL],
+            "permission_denials": r.permission_denials[:20],
+        }
+    )

@@ -376,6 +376,8 @@ def progress_text(p: RunProgress) -> str:
         f"{p.workflow_id}: {p.status.value}"
         + (" (paused)" if p.paused else "")
         + (" (cancelling)" if p.cancelling else "")
+        + (" (its history is large: no new task starts until none runs)" if p.draining else "")
+        + (f" (plan revision {p.revision})" if p.revision else "")
     )
     rows = [head, f"target {p.target_branch} at {(p.target_commit or '-')[:12]}"]
     for t in p.tasks:

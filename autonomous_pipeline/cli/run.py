@@ -44,6 +44,7 @@ from autonomous_pipeline.cli.revise import (
     NoAnswer,
     RevisionRefused,
     print_reply,
+    start_only,
     start_or_revise,
 )
 from autonomous_pipeline.cli.runs import open_runs_into
@@ -94,6 +95,25 @@ def run_identity(repo: str, plan_path: Path, target: str) -> tuple[str, str]:
     return key, RUN_PREFIX + key
 
 
+def legacy_identity(
+    repo: str, plan_bytes: bytes, settings: Settings, target: str
+) -> tuple[str, str]:
+    """(run key, workflow id) as starters named runs before revisions: by the plan's content.
+    A run started so is found, attached to or reported, by the same command on the same file."""
+    assert settings.plan is not None
+    h = hashlib.sha256()
+    for part in (
+        repo,
+        hashlib.sha256(plan_bytes).hexdigest(),
+        settings.start_batch or "",
+        settings.end_batch or "",
+        target,
+    ):
+        h.update(part.encode() + b"\0")
+    key = f"{slug(settings.plan.stem)[:40]}-{h.hexdigest()[:12]}"
+    return key, RUN_PREFIX + key
+
+
 def plan_digest(plan_bytes: bytes, settings: Settings) -> str:
     """What the run is asked to do: the file's content and the batches selected from it. Equal
     digests are the same revision; a finished run of another digest is started again."""
@@ -123,9 +143,16 @@ def check_input_size(inp: PlanRunInput, plan_path: Path) -> None:
         )
 
 
+@dataclass
+class Identity:
+    workflow_id: str
+    legacy_key: str  # the run's name before revisions (legacy_identity)
+    legacy_id: str
+
+
 async def build_input(
     plan: Plan, plan_bytes: bytes, settings: Settings
-) -> tuple[PlanRunInput, str]:
+) -> tuple[PlanRunInput, Identity]:
     assert settings.plan is not None
     checkouts = settings.max_checkouts
     if checkouts is not None and checkouts < settings.max_concurrent:
@@ -165,6 +192,7 @@ async def build_input(
     on_host = SandboxKind.WORKTREE in kinds_of(plan)
     await check_agents(agent, reviewer, isolated=sandbox.isolated, on_host=on_host)
     run_key, workflow_id = run_identity(facts.repo, settings.plan, target)
+    legacy_key, legacy_id = legacy_identity(facts.repo, plan_bytes, settings, target)
     source, forge = facts.repo, None
     if settings.publish is Publish.PR:
         source, forge = await forge_config(settings, Path(facts.repo))
@@ -204,7 +232,7 @@ async def build_input(
         plan_digest=plan_digest(plan_bytes, settings),
     )
     check_input_size(inp, settings.plan)
-    return inp, workflow_id
+    return inp, Identity(workflow_id, legacy_key, legacy_id)
 
 
 def refuse_unknown_placeholders(flag: str, command: list[str]) -> None:
@@ -294,12 +322,19 @@ async def refuse_shared_target(target: Target, inp: PlanRunInput, workflow_id: s
 
 
 async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
-    inp, workflow_id = await build_input(plan, plan_bytes, settings)
+    inp, identity = await build_input(plan, plan_bytes, settings)
     err = console(stderr=True)
     out = console()
     target = await open_target(settings)
-    handle = target.client.get_workflow_handle(workflow_id, result_type=PlanResult)
-    status, before = await previous_result(handle)
+    workflow_id = identity.workflow_id
+    legacy = target.client.get_workflow_handle(identity.legacy_id, result_type=PlanResult)
+    status, before = await previous_result(legacy)
+    if status is not None:  # started, by the same file's content, before revisions
+        workflow_id, inp.run_key = identity.legacy_id, identity.legacy_key
+        handle = legacy
+    else:
+        handle = target.client.get_workflow_handle(workflow_id, result_type=PlanResult)
+        status, before = await previous_result(handle)
     link = ui_link(target, workflow_id)
     if inp.options.forge is not None:
         inp.options.forge.web_ui = link  # in each pull request's body
@@ -370,7 +405,12 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
                 make_worker(target.client, settings.workspace, policy=policy)
             )
         try:
-            reply = await start_or_revise(target.client, inp, workflow_id, plan_file, start)
+            if not open_ and not target.embedded and not await worker_seen(target.client):
+                # No worker to take the start's revision (the same plan): started plainly, the
+                # run waits for one.
+                await start_only(target.client, inp, workflow_id, start)
+                raise NoAnswer()
+            reply = await start_or_revise(target.client, inp, workflow_id, plan_file, start, open_)
         except RevisionRefused:
             err.print(f"run {workflow_id} refused the revision; it goes on unchanged")
             raise

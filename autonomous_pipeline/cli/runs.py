@@ -64,7 +64,8 @@ def counts_of(memo: ProgressMemo) -> str:
 
 
 def _query(status: str | None) -> str:
-    query = f"WorkflowType='{RUN_TYPE}'"
+    # A run that continued as new is listed once, as its newest execution.
+    query = f"WorkflowType='{RUN_TYPE}' AND ExecutionStatus!='ContinuedAsNew'"
     if status == "running":
         query += " AND ExecutionStatus='Running'"
     elif status:

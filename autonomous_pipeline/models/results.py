@@ -128,6 +128,9 @@ class RunProgress(BaseModel):
     tasks: list[TaskResult] = Field(default_factory=list)
     total_cost_usd: float = 0.0
     revision: int = 0  # revisions the run has taken (0: the plan it started with)
+    # Its history is past twice its limit: no new task starts until none runs, and it continues
+    # as new (models.run.RunOptions.history_limit).
+    draining: bool = False
 
 
 class TaskCount(BaseModel):

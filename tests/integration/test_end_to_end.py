@@ -291,7 +291,8 @@ def test_detach_returns_at_once_and_status_follows_the_run(
     took = time.monotonic() - t0
     assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n{cluster.logs()}"
     started = json.loads(res.stdout)
-    assert set(started) == {"workflow_id", "target_branch", "ui_url"}, started
+    assert set(started) == {"workflow_id", "target_branch", "ui_url", "revision"}, started
+    assert started["revision"] is None  # started, not revised
     assert started["target_branch"] == target
     assert started["workflow_id"].startswith("pipeline-")
     assert started["ui_url"] is None or started["workflow_id"] in started["ui_url"]

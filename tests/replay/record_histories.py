@@ -35,8 +35,10 @@ from autonomous_pipeline.models.forge import (
 )
 from autonomous_pipeline.models.notify import NotifyConfig
 from autonomous_pipeline.models.results import PlanResult, RunProgress, TaskResult, TaskStatus
+from autonomous_pipeline.models.revision import REVISE, PlanRevision, RevisionReply
 from autonomous_pipeline.models.run import Approval, CancelRequest, ReviewerConfig
 from autonomous_pipeline.models.steer import DecideRequest, SteerKind, SteerReply, SteerRequest
+from autonomous_pipeline.plan_parser import parse_plan
 from autonomous_pipeline.workflows.plan import PlanWorkflow
 from autonomous_pipeline.workflows.task import TaskWorkflow
 from tests.conftest import md
@@ -46,7 +48,7 @@ from tests.workflows.fake_host import HostScript
 from tests.workflows.fakes import FakeActivities, Script
 
 # Raise this with every change to a workflow's commands; each version keeps its own histories.
-VERSION = "v13"
+VERSION = "v14"
 OUT = Path(__file__).resolve().parent / "histories" / VERSION
 PLAN = md(
     """
@@ -106,16 +108,26 @@ async def scenario(
         if steer:
             await steer(handle)
         result: PlanResult = await final_result(handle)
-    parent = await client.get_workflow_handle(wf_id).fetch_history()
-    ids = [wf_id] + [
-        e.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
-        for e in parent.events
-        if e.HasField("child_workflow_execution_started_event_attributes")
-    ]
+    # Every run of the plan's chain (one per continue-as-new): `NAME@N.json` for the N-th after
+    # the first, which replays as the same workflow id.
+    run_id: str | None = handle.result_run_id
+    ids: list[str] = []
+    for n in range(100):
+        parent = await client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
+        (OUT / (wf_id + (f"@{n}" if n else "") + ".json")).write_text(parent.to_json())
+        ids += [
+            e.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+            for e in parent.events
+            if e.HasField("child_workflow_execution_started_event_attributes")
+        ]
+        last = parent.events[-1]
+        if not last.HasField("workflow_execution_continued_as_new_event_attributes"):
+            break
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
     for wid in ids:
         history = await client.get_workflow_handle(wid).fetch_history()
         (OUT / f"{wid.replace('/', '__')}.json").write_text(history.to_json())
-    print(f"{name}: {result.status.value}, {len(ids)} histories")
+    print(f"{name}: {result.status.value}, {n + 1} runs, {len(ids)} task histories")
 
 
 async def main() -> None:
@@ -263,6 +275,24 @@ async def main() -> None:
             approve_unsigned, approval=Approval.ALWAYS, budget_usd=1.5, max_concurrent=1,
             notify=told,
         )  # fmt: skip
+
+        # v14: a living plan: a revision while the run runs (a task changed, one removed, one
+        # added; a broken one refused), and a run that continues as new between its tasks.
+        async def revise(handle) -> None:
+            await _wait_for(handle, "1.1", TaskStatus.RUNNING)
+            broken = PlanRevision(plan=parse_plan(PLAN), digest="broken", plan_file="PLAN.md")
+            broken.plan.batches[0].tasks[0].depends_on = ["1.2"]
+            broken.plan.batches[0].tasks[1].depends_on = ["1.1"]
+            with contextlib.suppress(WorkflowUpdateFailedError):
+                await handle.execute_update(REVISE, broken, result_type=RevisionReply)
+            edited = PLAN.replace("### Task 1.2: b", "### Task 1.2: b, better").replace(
+                "### Task 2.1: c", "### Task 2.2: d"
+            )
+            rev = PlanRevision(plan=parse_plan(edited), digest="edited", plan_file="PLAN.md")
+            await handle.execute_update(REVISE, rev, result_type=RevisionReply)
+
+        await scenario(c, "revised", Script(slow={"1.1": 1.0}), revise, max_concurrent=1)
+        await scenario(c, "continued", Script(), history_limit=30, max_concurrent=1)
 
     # v13: search attributes, on a dev server (the time-skipping one has none).
     async with await WorkflowEnvironment.start_local(

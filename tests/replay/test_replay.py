@@ -25,7 +25,7 @@ VERSIONS = sorted(p.name for p in ROOT.iterdir() if p.is_dir())
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_shape_is_recorded(version: str) -> None:
     recorded = [p for p in HISTORIES if p.parent.name == version]
-    names = {p.name.split("__")[0] for p in recorded}
+    names = {p.name.split("__")[0].split("@")[0].removesuffix(".json") for p in recorded}
     for shape in (
         "all-merged",
         "failure-skips-dependants",
@@ -48,9 +48,13 @@ def test_every_shape_is_recorded(version: str) -> None:
         ),
         # Since v13: notices, and a searchable run (on a dev server).
         *(("notified", "searchable") if int(version[1:]) >= 13 else ()),
+        # Since v14: a living plan (revisions), and a run continued as new.
+        *(("revised", "continued") if int(version[1:]) >= 14 else ()),
     ):
-        assert f"replay-{shape}.json" in {p.name for p in recorded} or f"replay-{shape}" in names
+        assert f"replay-{shape}" in names
     assert any("__task-" in p.name for p in recorded), "TaskWorkflow histories are recorded too"
+    if int(version[1:]) >= 14:
+        assert any("@" in p.name for p in recorded), "a run continued as new is recorded"
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -58,7 +62,11 @@ async def test_every_history_of_a_version_replays(version: str) -> None:
     """One replayer for a version's histories (a replayer per history cost twice the time);
     every one that fails is named."""
     paths = [p for p in HISTORIES if p.parent.name == version]
-    loaded = [WorkflowHistory.from_json(p.stem.replace("__", "/"), p.read_text()) for p in paths]
+    # NAME__task-X: a task's workflow NAME/task-X; NAME@N: the N-th run continuing NAME.
+    loaded = [
+        WorkflowHistory.from_json(p.stem.split("@")[0].replace("__", "/"), p.read_text())
+        for p in paths
+    ]
     names = {h.run_id: p.name for h, p in zip(loaded, paths, strict=True)}
 
     async def histories() -> AsyncIterator[WorkflowHistory]:

@@ -20,7 +20,7 @@ from autonomous_pipeline.models.run import AgentConfig, PlanRunInput, RunOptions
 from autonomous_pipeline.plan_parser import parse_plan
 from autonomous_pipeline.workflows.plan import PlanWorkflow
 from autonomous_pipeline.workflows.task import TaskWorkflow
-from tests.temporal_env import test_server_path
+from tests.temporal_env import dev_server_path, test_server_path
 from tests.workflows.fakes import FakeActivities, Script
 
 
@@ -30,6 +30,18 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         # The converter workers and starters use: reports masked, what is acted on as written.
         test_server_existing_path=test_server_path(),
         data_converter=data_converter(),
+    ) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server (the CLI's), for what the time-skipping one lacks: search attributes, and
+    updates to a run that continued as new. One per module: a module may register attributes."""
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=dev_server_path(),
+        data_converter=data_converter(),
+        ui=False,
     ) as e:
         yield e
 

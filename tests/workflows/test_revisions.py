@@ -4,7 +4,9 @@ nothing, update-with-start as "start or revise", and a run that continues as new
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from datetime import timedelta
 
 import pytest
 from temporalio.client import (
@@ -15,6 +17,8 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
 
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.models.results import RunProgress, TaskResult, TaskStatus
@@ -28,7 +32,7 @@ from autonomous_pipeline.models.revision import (
 from autonomous_pipeline.plan_parser import parse_plan
 from autonomous_pipeline.workflows.plan import PlanWorkflow
 from tests.conftest import md
-from tests.workflows.conftest import Harness, plan_input
+from tests.workflows.conftest import Harness, plan_input, serving
 from tests.workflows.fakes import Script
 
 BEFORE = md(
@@ -85,8 +89,13 @@ async def progress(handle: WorkflowHandle) -> dict[str, TaskResult]:
 
 async def wait_for(handle: WorkflowHandle, tid: str, *statuses: TaskStatus) -> None:
     for _ in range(600):
-        if (await progress(handle))[tid].status in statuses:
-            return
+        # A query that meets the run as it continues as new is lost: asked again.
+        with contextlib.suppress(RPCError):
+            p: RunProgress = await handle.query(
+                PlanWorkflow.status_query, rpc_timeout=timedelta(seconds=2)
+            )
+            if any(t.id == tid and t.status in statuses for t in p.tasks):
+                return
         await asyncio.sleep(0.02)
     raise AssertionError(f"task {tid} never reached {statuses}")
 
@@ -231,23 +240,50 @@ CHAIN = md(
 )
 
 
-async def test_a_long_run_continues_as_new_with_its_state_and_revisions(running: Harness) -> None:
+async def test_a_long_run_continues_as_new_with_its_state_and_revisions(
+    dev_env: WorkflowEnvironment,
+) -> None:
     """A history limit a task's events pass: the run continues as new between tasks, carrying
-    what ended, what it cost, and the plan as revised; it ends as one run would."""
-    handle = await running.start(plan_input(CHAIN, history_limit=30, max_concurrent=1))
-    first_run = (await handle.describe()).run_id
-    await wait_for(handle, "1.2", TaskStatus.MERGED, TaskStatus.RUNNING)
-    added = CHAIN + "### Task 1.5: e\n**Depends on:** Task 1.4\n"
-    reply = await revise(handle, revision(added))
-    assert [c.task for c in reply.changes] == ["1.5"]
+    what ended, what it cost, and the plan as revised; it ends as one run would. On a dev server:
+    the time-skipping one drops every update sent to a run that continued as new."""
+    async with serving(dev_env, Script(slow={"1.3": 1.0})) as running:
+        started = await running.start(plan_input(CHAIN, history_limit=30, max_concurrent=1))
+        first_run = started.result_run_id
+        # The run's id, not its first execution's: queries and updates go to the newest run.
+        handle = running.client.get_workflow_handle(started.id)
+        await wait_for(handle, "1.3", TaskStatus.RUNNING)
+        # It has continued as new by now (a task's events pass the limit), and takes a revision.
+        assert (await handle.describe()).run_id != first_run
+        added = CHAIN + "### Task 1.5: e\n**Depends on:** Task 1.4\n"
+        reply = await revise(handle, revision(added))
+        assert [c.task for c in reply.changes] == ["1.5"]
 
+        result = await final_result(handle)
+        assert [t.status for t in result.tasks] == [TaskStatus.MERGED] * 5
+        assert result.revision == 1
+        # What each task cost is counted once, across the runs of the chain.
+        assert result.total_cost_usd == pytest.approx(5 * 0.25)
+        assert running.fakes.agent_runs == {f"1.{i}": 1 for i in range(1, 6)}
+        # The target was prepared once: a continued run carries its commit.
+        assert [c for c in running.fakes.calls if c[0] == "prepare_run"] == [("prepare_run", "")]
+        old = running.client.get_workflow_handle(handle.id, run_id=first_run)
+        assert (await old.describe()).status is WorkflowExecutionStatus.CONTINUED_AS_NEW
+
+
+@pytest.mark.parametrize("running", [Script(slow={"1.1": 1.5})], indirect=True)
+async def test_a_run_being_cancelled_takes_the_same_plan_but_refuses_a_new_one(
+    running: Harness,
+) -> None:
+    inp = plan_input(BEFORE, max_concurrent=1)
+    inp.plan_digest = "same"
+    handle = await running.start(inp)
+    await wait_for(handle, "1.1", TaskStatus.RUNNING)
+    await handle.signal(PlanWorkflow.cancel)
+    # The same command again attaches: the same plan is never refused.
+    same = await revise(handle, revision(BEFORE, "same"))
+    assert same.unchanged
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await revise(handle, revision(AFTER))
+    assert "the run is being cancelled; no revision can run" in str(err.value.cause)
     result = await final_result(handle)
-    assert [t.status for t in result.tasks] == [TaskStatus.MERGED] * 5
-    assert result.revision == 1
-    # What each task cost is counted once, across the runs of the chain.
-    assert result.total_cost_usd == pytest.approx(5 * 0.25)
-    assert running.fakes.agent_runs == {f"1.{i}": 1 for i in range(1, 6)}
-    old = running.client.get_workflow_handle(handle.id, run_id=first_run)
-    assert (await old.describe()).status is WorkflowExecutionStatus.CONTINUED_AS_NEW
-    latest = await running.client.get_workflow_handle(handle.id).describe()
-    assert latest.run_id != first_run
+    assert result.revision == 0 and "1.5" not in {t.id for t in result.tasks}

@@ -6,19 +6,16 @@ registers them on its own server."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from autonomous_pipeline.cli.redaction import data_converter
 from autonomous_pipeline.cli.results import final_result
 from autonomous_pipeline.cli.search import ensure_searchable
 from autonomous_pipeline.models.results import RunStatus, TaskStatus
 from autonomous_pipeline.models.run import Approval
 from tests.conftest import md
-from tests.temporal_env import dev_server_path
 from tests.workflows.conftest import plan_input, serving
 from tests.workflows.fakes import Script
 
@@ -30,16 +27,6 @@ PLAN = md(
     ### Task 1.2: b
     """
 )
-
-
-@pytest.fixture(scope="module")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=dev_server_path(),
-        data_converter=data_converter(),
-        ui=False,
-    ) as e:
-        yield e
 
 
 async def attributes(handle: WorkflowHandle) -> dict[str, object]:
