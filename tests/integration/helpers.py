@@ -455,6 +455,27 @@ def start_worker(
     return proc
 
 
+@dataclass
+class Stage:
+    """What most integration tests start from: a dev server, a worker serving it from
+    `workspace`, and a user's repository with uncommitted work in it."""
+
+    env: dict[str, str]
+    server: DevServer
+    workspace: Path
+    worker: subprocess.Popen
+    repo: Path
+
+
+def stage(procs: Procs, tmp: Path, env: dict[str, str] | None = None) -> Stage:
+    env = env or process_env(tmp)
+    server = DevServer(procs, tmp, env)
+    server.start()
+    workspace = tmp / "ws"
+    worker = start_worker(procs, server.address, workspace, tmp / "worker.log", env)
+    return Stage(env, server, workspace, worker, make_dirty_user_repo(tmp / "repo"))
+
+
 def starter(
     args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

@@ -11,13 +11,10 @@ import pytest
 
 from tests.conftest import md
 from tests.integration.helpers import (
-    DevServer,
     Procs,
     agent_command,
     git,
-    make_dirty_user_repo,
-    process_env,
-    start_worker,
+    stage,
     starter,
     wait_finished,
     wait_for,
@@ -58,12 +55,8 @@ BROKEN = FIRST.replace("### Task 1.1: slow\n", "### Task 1.1: slow\n**Depends on
 def test_the_same_command_on_an_edited_plan_revises_its_open_run(
     tmp_path: Path, procs: Procs, agent_log: Path
 ) -> None:
-    env = process_env(tmp_path)
-    server = DevServer(procs, tmp_path, env)
-    server.start()
-    workspace = tmp_path / "ws"
-    start_worker(procs, server.address, workspace, tmp_path / "worker.log", env)
-    repo = make_dirty_user_repo(tmp_path / "repo")
+    at = stage(procs, tmp_path)
+    env, server, workspace, repo = at.env, at.server, at.workspace, at.repo
     plan = tmp_path / "PLAN.md"
     plan.write_text(FIRST)
     command = agent_command(write_agent(tmp_path), agent_log, 0.2, slow=("1.1", 10.0))

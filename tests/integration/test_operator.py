@@ -14,14 +14,13 @@ import pytest
 
 from tests.conftest import md
 from tests.integration.helpers import (
-    DevServer,
     Procs,
     agent_command,
     git,
     kill_group,
     make_dirty_user_repo,
     process_env,
-    start_worker,
+    stage,
     starter,
     wait_for,
     write_agent,
@@ -149,12 +148,8 @@ def test_a_failed_task_explains_itself_and_status_finds_it_unasked(
 def test_status_without_a_worker_and_one_target_for_one_plan(
     tmp_path: Path, procs: Procs, agent_log: Path
 ) -> None:
-    env = process_env(tmp_path)
-    server = DevServer(procs, tmp_path, env)
-    server.start()
-    workspace = tmp_path / "ws"
-    worker = start_worker(procs, server.address, workspace, tmp_path / "worker.log", env)
-    repo = make_dirty_user_repo(tmp_path / "repo")
+    at = stage(procs, tmp_path)
+    env, server, workspace, worker, repo = at.env, at.server, at.workspace, at.worker, at.repo
     plan = tmp_path / "slow.md"
     plan.write_text(SLOW)
     base = [
