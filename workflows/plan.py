@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from autonomous_pipeline.workflows.revision import (
         apply,
         carried,
+        pin_sandboxes,
         refusals,
         refused_message,
         reply,
@@ -132,9 +133,12 @@ class PlanWorkflow:
         self.sched = Schedule(inp.plan, inp.options.rerun_done)
         self.removed: set[str] = set()
         self.revision = 0
+        # Tasks a revision is holding back (their preparation stops): never given a slot.
+        self.revision_held: set[str] = set()
         # Since "continue-as-new": the history is past twice its limit; no new task starts until
         # none runs, and the run continues as new.
         self.draining = False
+        self.no_carry = False  # found too large to carry: the run stays in this history
 
     # ------------------------------------------------------------------ signals and query
 
@@ -207,18 +211,25 @@ class PlanWorkflow:
             for t in self.running
             if self.slots and (t not in self.had_slot or t in self.held_back)
         }
+        plan = pin_sandboxes(self.inp.plan, rev.plan, self.inp.options.sandbox.kind)
         applied = apply(
-            self.inp.plan, self.results, rev.plan, unstarted, self.inp.options.rerun_done
+            self.inp.plan,
+            self.results,
+            plan,
+            unstarted,
+            self.inp.options.rerun_done,
+            frozenset(self.inp.merged_before),
         )
         self.revision += 1
         self.results = applied.results
         self.removed = applied.removed
-        self.inp = self.inp.model_copy(update={"plan": rev.plan, "plan_digest": rev.digest})
-        self.sched = Schedule(rev.plan, self.inp.options.rerun_done)
+        self.inp = self.inp.model_copy(update={"plan": plan, "plan_digest": rev.digest})
+        self.sched = Schedule(plan, self.inp.options.rerun_done)
         for tid, why in applied.hold_back.items():
             if tid not in self.held_back:
                 self.running[tid].cancel()
             self.held_back[tid] = why
+            self.revision_held.add(tid)
         workflow.logger.info(
             "plan revision %d: %d tasks changed", self.revision, len(applied.changes)
         )
@@ -518,7 +529,7 @@ class PlanWorkflow:
         states, the plan as revised and what the operator asked. True: the state changed while
         the run made ready (go round again)."""
         due = self._history_due()
-        if not due or self.cancelling or self.finished:
+        if not due or self.cancelling or self.finished or self.no_carry:
             return False
         pending = any(r.status is TaskStatus.PENDING for r in self.results.values())
         if not pending or not workflow.patched("continue-as-new"):
@@ -532,8 +543,26 @@ class PlanWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self.running or self.cancelling or self.requests or self.finished:
             return True
-        carry = RunCarry(
-            results=[carried(r) for r in self.results.values()],
+        carry = self._carry(lean=False)
+        size = len(self.inp.model_copy(update={"carried": carry}).model_dump_json())
+        if size > policies.MAX_CARRY_BYTES:
+            carry = self._carry(lean=True)
+            size = len(self.inp.model_copy(update={"carried": carry}).model_dump_json())
+        if size > policies.MAX_CARRY_BYTES:
+            # Too large to carry even lean (a plan near the input's limit, thousands of tasks):
+            # the run goes on in this history, which has room to the server's hard limit.
+            workflow.logger.warning("run too large to continue as new (%d bytes); goes on", size)
+            self.no_carry = True
+            self.draining = False
+            return True
+        workflow.logger.info(
+            "run continues as new after %d events", workflow.info().get_current_history_length()
+        )
+        workflow.continue_as_new(self.inp.model_copy(update={"carried": carry}))
+
+    def _carry(self, lean: bool) -> RunCarry:
+        return RunCarry(
+            results=[carried(r, lean) for r in self.results.values()],
             tries=self.tries,
             removed=sorted(self.removed),
             revision=self.revision,
@@ -542,10 +571,6 @@ class PlanWorkflow:
             target_commit=self.target_commit,
             continued=(self.inp.carried.continued + 1) if self.inp.carried else 1,
         )
-        workflow.logger.info(
-            "run continues as new after %d events", workflow.info().get_current_history_length()
-        )
-        workflow.continue_as_new(self.inp.model_copy(update={"carried": carry}))
 
     def _take_over(self, carry: RunCarry) -> None:
         """The state of the run this one continues."""
@@ -625,6 +650,7 @@ class PlanWorkflow:
                 t
                 for t in self.ready
                 if (fresh or t in self.had_slot)
+                and t not in self.revision_held
                 and (
                     t in self.had_slot
                     or not self.per_agent
@@ -772,6 +798,7 @@ class PlanWorkflow:
                 res.attempts, res.agent_runs = previous_attempts, previous.agent_runs
                 res.add(previous)
         self.held_back.pop(tid, None)
+        self.revision_held.discard(tid)
         self.cancel_sent.discard(tid)
         self.working.discard(tid)
         self.had_slot.discard(tid)

@@ -51,3 +51,5 @@ def verify_timeout(per_command_s: float, commands: int) -> timedelta:
 # History bytes past which a run continues as new once no task runs (twice this: it stops starting
 # tasks until none runs). Temporal refuses a history past 50 MB; each revision records its plan.
 HISTORY_BYTES = 8 * 1024 * 1024
+# What a run carries into the run that continues it, at most: Temporal refuses an input past 2 MiB.
+MAX_CARRY_BYTES = 1_900_000

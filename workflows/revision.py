@@ -15,11 +15,13 @@ from typing import Any
 from autonomous_pipeline.models.plan import Plan, PlanIssue, Task
 from autonomous_pipeline.models.results import TaskResult, TaskStatus
 from autonomous_pipeline.models.revision import ChangeKind, RevisionReply, TaskChange
+from autonomous_pipeline.models.sandbox import SandboxKind
 from autonomous_pipeline.plan_format import checks
 from autonomous_pipeline.workflows.schedule import Schedule
 from autonomous_pipeline.workflows.steering import ended
 
 REMOVED = "removed from the plan"
+_FAILING = frozenset(s for s in TaskStatus if s.terminal and not s.satisfies_dependants)
 # What a task's text is: everything the plan says of it but where it stands in the file.
 _NOT_TEXT: Any = {
     "line": True,
@@ -105,19 +107,41 @@ def _text(task: Task, plan: Plan) -> tuple[Any, ...]:
     return (task.model_dump(exclude=_NOT_TEXT), batch.sandbox if batch else None)
 
 
+def pin_sandboxes(current: Plan, revised: Plan, default: SandboxKind) -> Plan:
+    """`revised` with each batch where the run put it: a batch the run has keeps its sandbox (the
+    starter of a revision fills batches in from its own flags, not the run's); a new batch runs
+    where the plan says, or in the run's own sandbox."""
+    kept = {b.id.lower(): b.sandbox for b in current.batches}
+    batches = [
+        b.model_copy(
+            update={"sandbox": kept.get(b.id.lower(), b.sandbox if b.execution_mode else default)}
+        )
+        for b in revised.batches
+    ]
+    return revised.model_copy(update={"batches": batches})
+
+
 def apply(
     current: Plan,
     tasks: dict[str, TaskResult],
     revised: Plan,
     unstarted: set[str],
     rerun_done: bool = False,
+    merged_before: frozenset[str] = frozenset(),
 ) -> Applied:
     """The run's tasks after `revised` replaces `current`. `unstarted`: running tasks whose agent
-    has not started (prepared ahead, waiting for a slot); they count as not started."""
+    has not started (prepared ahead, waiting for a slot); they count as not started.
+    `merged_before`: tasks an earlier run of the plan merged (done before, for real)."""
     old, new = Schedule(current, rerun_done), Schedule(revised, rerun_done)
     out = Applied(results={}, changes=[])
     tasks = {t: r.model_copy() for t, r in tasks.items()}  # the run's own change only as applied
     revived: list[str] = []
+
+    def held(tid: str) -> bool:
+        """Whether a dependency of `tid` in the revised plan has ended without success."""
+        return any(
+            (d := tasks.get(dep)) is not None and d.status in _FAILING for dep in new.deps[tid]
+        )
 
     def change(tid: str, kind: ChangeKind, message: str) -> None:
         out.changes.append(TaskChange(task=tid, kind=kind, message=message))
@@ -152,9 +176,26 @@ def apply(
                 change(tid, ChangeKind.KEPT, f"task {tid} is back in the plan; it {_kept(r)}")
             continue
         text_changed = _text(before, current) != _text(task, revised)
-        deps_changed = old.deps.get(tid) != new.deps[tid]
+        deps_changed = set(old.deps.get(tid, [])) != set(new.deps[tid])
         marked = tid in new.initially_done and tid not in old.initially_done
-        if not (text_changed or deps_changed or marked):
+        unmarked = (
+            tid in old.initially_done
+            and tid not in new.initially_done
+            and r.status is TaskStatus.DONE_BEFORE
+            and tid not in merged_before
+        )
+        if not (text_changed or deps_changed or marked or unmarked):
+            continue
+        if unmarked:  # done by the plan's word alone, never run here: it runs now
+            r.status, r.title = TaskStatus.PENDING, task.title
+            change(tid, ChangeKind.CHANGED, f"task {tid} is no longer marked done; it runs{waits}")
+            continue
+        if marked and r.status in _FAILING:
+            # Ended without success, and now done by the operator's word (fixed by hand): its
+            # dependants held back by it get their chance.
+            r.status, r.error, r.blocked_by = TaskStatus.DONE_BEFORE, None, None
+            change(tid, ChangeKind.MARKED_DONE, f"task {tid} is marked done; its dependants run")
+            revived.append(tid)
             continue
         if r.status is TaskStatus.PENDING or tid in unstarted:
             if tid in unstarted:
@@ -172,7 +213,12 @@ def apply(
             what = "its new text" if text_changed else "its new dependencies"
             again = " (its agent had not started; it starts again)" if tid in unstarted else ""
             change(tid, ChangeKind.CHANGED, f"task {tid} runs with {what}{again}{waits}")
-        elif r.status is TaskStatus.SKIPPED and r.blocked_by is not None and deps_changed:
+        elif (
+            r.status is TaskStatus.SKIPPED
+            and r.blocked_by is not None
+            and deps_changed
+            and not held(tid)
+        ):
             # It never started: held back by a dependency that failed, which may no longer hold it.
             r.status, r.error, r.blocked_by, r.title = TaskStatus.PENDING, None, None, task.title
             change(tid, ChangeKind.CHANGED, f"task {tid} runs with its new dependencies{waits}")
@@ -185,7 +231,7 @@ def apply(
     for tid in revived:
         for dep in new.dependants(tid):
             d = out.results[dep]
-            if d.status is TaskStatus.SKIPPED and d.blocked_by is not None:
+            if d.status is TaskStatus.SKIPPED and d.blocked_by is not None and not held(dep):
                 d.status, d.error, d.blocked_by = TaskStatus.PENDING, None, None
                 if dep not in named:
                     named.add(dep)
@@ -204,16 +250,18 @@ def apply(
                 r.status, r.error = TaskStatus.SKIPPED, REMOVED
             change(tid, ChangeKind.REMOVED, f"task {tid} is {REMOVED}; it will not run")
         else:
-            change(tid, ChangeKind.KEPT, f"task {tid} is {REMOVED}, but it {_kept(r)}")
+            change(tid, ChangeKind.KEPT, f"task {tid} is {REMOVED}, but it {_kept(r, True)}")
     return out
 
 
-def _kept(r: TaskResult) -> str:
+def _kept(r: TaskResult, removed: bool = False) -> str:
     if r.status is TaskStatus.RUNNING:
         return "is running: it goes on as it started (skip it to stop it)"
     if r.status.satisfies_dependants:
         return f"has ended {ended(r)}: merged work is never redone"
-    return f"has ended {ended(r)}: kept as it is (a retry runs the plan's text)"
+    if removed:
+        return f"has ended {ended(r)}: kept as it ended"
+    return f"has ended {ended(r)}: kept as it is (`retry` runs the new text; `[x]` marks it done)"
 
 
 def reply(revision: int, changes: list[TaskChange], same: bool = False) -> RevisionReply:
@@ -236,9 +284,32 @@ def reply(revision: int, changes: list[TaskChange], same: bool = False) -> Revis
 CARRIED_TAIL = 2000
 
 
-def carried(r: TaskResult) -> TaskResult:
+def carried(r: TaskResult, lean: bool = False) -> TaskResult:
+    """`lean`: only what scheduling and the final report's lines need (a run of many tasks)."""
     if not r.status.terminal:
         return r
+    if lean:
+        return TaskResult(
+            id=r.id,
+            title=r.title,
+            status=r.status,
+            commit=r.commit,
+            attempts=r.attempts,
+            duration_s=r.duration_s,
+            error=(r.error or "")[:CARRIED_TAIL] or None,
+            phase=r.phase,
+            agent_runs=r.agent_runs,
+            review_rounds=r.review_rounds,
+            workflow_id=r.workflow_id,
+            branch=r.branch,
+            clone=r.clone,
+            blocked_by=r.blocked_by,
+            pull_request=r.pull_request,
+            sandbox=r.sandbox,
+            cost_usd=r.cost_usd,
+            tokens_in=r.tokens_in,
+            tokens_out=r.tokens_out,
+        )
     checks = [c.model_copy(update={"output_tail": c.output_tail[-CARRIED_TAIL:]}) for c in r.checks]
     if r.status.satisfies_dependants:  # succeeded: its checks passed, its diff is on the target
         checks = [c.model_copy(update={"output_tail": ""}) for c in checks]

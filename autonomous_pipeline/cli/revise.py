@@ -106,6 +106,10 @@ async def start_or_revise(
             issues = [PlanIssue.model_validate(d) for d in cause.details]
             raise RevisionRefused(issues, workflow_id) from None
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        if not seen_open and "handler" in message.lower():
+            # Started by this call, on workers from before revisions: the run has no `revise`,
+            # and its start needs none.
+            raise NoAnswer() from None
         raise UsageError(f"run {workflow_id} refused the revision: {message}") from None
 
 

@@ -327,23 +327,33 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
     out = console()
     target = await open_target(settings)
     workflow_id = identity.workflow_id
-    legacy = target.client.get_workflow_handle(identity.legacy_id, result_type=PlanResult)
-    status, before = await previous_result(legacy)
-    if status is not None:  # started, by the same file's content, before revisions
-        workflow_id, inp.run_key = identity.legacy_id, identity.legacy_key
-        handle = legacy
-    else:
-        handle = target.client.get_workflow_handle(workflow_id, result_type=PlanResult)
-        status, before = await previous_result(handle)
+    handle = target.client.get_workflow_handle(workflow_id, result_type=PlanResult)
+    status, before = await previous_result(handle)
+    if status is None:  # none by this file's name: one started before revisions, by its content?
+        legacy = target.client.get_workflow_handle(identity.legacy_id, result_type=PlanResult)
+        status, before = await previous_result(legacy)
+        if status is not None:
+            workflow_id, inp.run_key, handle = identity.legacy_id, identity.legacy_key, legacy
+            sandbox = inp.options.sandbox
+            if sandbox.grant is not None:  # the grant names the run: signed again for this one
+                sandbox.grant = sandbox_grant(approver_key(), inp.run_key, sandbox)
     link = ui_link(target, workflow_id)
     if inp.options.forge is not None:
         inp.options.forge.web_ui = link  # in each pull request's body
     if inp.options.notify is not None:  # each notice links to its workflow's page
         inp.options.notify.links = workflow_link(target.ui_base, target.client.namespace, "")
     open_ = status == WorkflowExecutionStatus.RUNNING
+    if open_ and settings.retry_failed:
+        err.print(
+            f"run {workflow_id} is still open: --retry-failed is for a run that has ended (to "
+            f"run one of its tasks again now: {invocation.starter()} retry {workflow_id} TASK)"
+        )
     if status is not None and not open_:
-        if before is None and not settings.retry_failed:
-            raise UsageError(f"run {workflow_id} ended without a result ({status.name.lower()})")
+        if before is None:
+            err.print(
+                f"run {workflow_id} ended without a result ({status.name.lower()}); a new run of "
+                "the plan starts (what it merged is found on the target: those tasks end on_target)"
+            )
         same = before is not None and before.plan_digest in (None, inp.plan_digest)
         if same and not settings.retry_failed:
             assert before is not None

@@ -110,7 +110,7 @@ def test_what_ran_is_kept_and_said_so() -> None:
     assert set(kinds(out).values()) == {ChangeKind.KEPT}
     assert "merged work is never redone" in said["1.1"]
     assert "is running: it goes on as it started" in said["1.2"]
-    assert "a retry runs the plan's text" in said["2.1"]
+    assert "`retry` runs the new text" in said["2.1"]
     assert [r.status for r in out.results.values()] == [
         TaskStatus.MERGED,
         TaskStatus.RUNNING,
@@ -218,3 +218,63 @@ def test_a_continued_run_carries_what_reports_need_and_little_else() -> None:
     assert slim_merged.checks[0].output_tail == "" and slim_merged.commit == "c1"
     assert len(slim_merged.summary) == CARRIED_TAIL
     assert failed.checks[0].output_tail == long  # the run's own copy is untouched
+
+
+def test_a_revision_runs_its_batches_where_the_run_put_them() -> None:
+    """The starter of a revision fills batches in from its own flags; the run keeps its own."""
+    from autonomous_pipeline.models.sandbox import SandboxKind
+    from autonomous_pipeline.workflows.revision import pin_sandboxes
+
+    current = parse_plan(PLAN)
+    for b in current.batches:
+        b.sandbox = SandboxKind.CONTAINER  # the run was started with --sandbox container
+    revised = parse_plan(PLAN + "## Batch 3: new\n**Dependencies:** None\n### Task 3.1: e\n")
+    for b in revised.batches:
+        b.sandbox = SandboxKind.WORKTREE  # re-run without the flag
+    pinned = pin_sandboxes(current, revised, SandboxKind.CONTAINER)
+    assert [b.sandbox for b in pinned.batches] == [SandboxKind.CONTAINER] * 3
+    out = apply(current, states(), pinned, set())
+    assert kinds(out) == {"3.1": ChangeKind.ADDED}  # nothing else "changed"
+
+
+def test_a_failed_task_marked_done_lets_its_dependants_run_and_unmarking_runs_a_task() -> None:
+    current = parse_plan(PLAN)
+    tasks = states(
+        **{"1_1": TaskStatus.FAILED, "1_2": TaskStatus.SKIPPED, "2_1": TaskStatus.SKIPPED}
+    )
+    tasks["1.2"].blocked_by, tasks["2.1"].blocked_by = "1.1", "1.1"
+    fixed = parse_plan(PLAN.replace("### Task 1.1: a", "### [x] Task 1.1: a"))
+    out = apply(current, tasks, fixed, set())
+    assert kinds(out) == {
+        "1.1": ChangeKind.MARKED_DONE,
+        "1.2": ChangeKind.CHANGED,
+        "2.1": ChangeKind.CHANGED,
+    }
+    assert [out.results[t].status for t in ("1.1", "1.2", "2.1")] == [
+        TaskStatus.DONE_BEFORE,
+        TaskStatus.PENDING,
+        TaskStatus.PENDING,
+    ]
+    # Unticked: done by its mark alone, it runs; merged by an earlier run, it stays done.
+    back = apply(fixed, out.results, current, set())
+    assert (
+        kinds(back) == {"1.1": ChangeKind.CHANGED}
+        and back.results["1.1"].status is TaskStatus.PENDING
+    )
+    kept = apply(fixed, out.results, current, set(), merged_before=frozenset({"1.1"}))
+    assert kept.changes == [] and kept.results["1.1"].status is TaskStatus.DONE_BEFORE
+
+
+def test_a_task_still_held_back_by_a_failure_is_not_revived() -> None:
+    current = parse_plan(PLAN)
+    tasks = states(**{"1_1": TaskStatus.FAILED, "1_2": TaskStatus.SKIPPED})
+    tasks["1.2"].blocked_by = "1.1"
+    # 1.2 gains a dependency (a new task 1.3); 1.1, which failed, still holds it back.
+    revised = parse_plan(
+        PLAN.replace("**Depends on:** Task 1.1\n", "**Depends on:** Task 1.1, Task 1.3\n").replace(
+            "## Batch 2", "### Task 1.3: new\n## Batch 2"
+        )
+    )
+    out = apply(current, tasks, revised, set())
+    assert "1.2" not in {c.task for c in out.changes if c.kind is ChangeKind.CHANGED}
+    assert out.results["1.2"].status is TaskStatus.SKIPPED
