@@ -249,7 +249,7 @@ class PlanWorkflow:
             raise ValueError("the run is being cancelled; no revision can run")
         if not self.started:  # sent with the start: the handler checks it once laid out
             return
-        issues = refusals(self.inp.plan, self.results, rev.plan)
+        issues = refusals(self.inp.plan, self.results, rev.plan, frozenset(rev.outside))
         if issues:
             raise ApplicationError(
                 refused_message(rev.plan_file, issues),

@@ -31,13 +31,20 @@ _NOT_TEXT: Any = {
 }
 
 
-def refusals(current: Plan, tasks: dict[str, TaskResult], revised: Plan) -> list[PlanIssue]:
+def refusals(
+    current: Plan,
+    tasks: dict[str, TaskResult],
+    revised: Plan,
+    outside: frozenset[str] = frozenset(),
+) -> list[PlanIssue]:
     """Why `revised` cannot replace `current` in a run whose tasks stand as `tasks`: the parser's
-    own checks (ids, cycles) and what only the run knows (a dependency on a task the revision
-    removes, an id the run spells otherwise). Empty when it can."""
+    own checks (ids, unknown dependencies, cycles) and what only the run knows (a dependency on a
+    task the revision removes, an id the run spells otherwise). `outside`: the file's tasks the
+    batch selection leaves out (a dependency on one is met). Empty when it can."""
     issues = checks.check_ids(revised.batches, revised.done_elsewhere)
     known = {t.lower(): t for t in tasks}
     new_ids = {t.id.lower() for t in revised.tasks}
+    elsewhere = {t.lower() for t in outside} | {t.id.lower() for t in revised.done_elsewhere}
     for t in revised.tasks:
         spelled = known.get(t.id.lower())
         if spelled is not None and spelled != t.id:
@@ -48,6 +55,10 @@ def refusals(current: Plan, tasks: dict[str, TaskResult], revised: Plan) -> list
                 )
             )
         for dep in t.depends_on:
+            if dep.lower() not in new_ids | elsewhere and dep.lower() not in known:
+                issues.append(
+                    PlanIssue(line=t.line, message=f"task {t.id} depends on unknown task {dep!r}")
+                )
             gone = known.get(dep.lower()) if dep.lower() not in new_ids else None
             # A dependency that has merged is met, in the plan or not; one that has not never
             # would be, and its dependants would run without it.
@@ -65,6 +76,10 @@ def refusals(current: Plan, tasks: dict[str, TaskResult], revised: Plan) -> list
     new_batches = {b.id.lower() for b in revised.batches}
     for b in revised.batches:
         for dep in b.depends_on:
+            if dep.lower() not in new_batches and dep.lower() not in old_batches:
+                issues.append(
+                    PlanIssue(line=b.line, message=f"batch {b.id} depends on unknown batch {dep!r}")
+                )
             batch = old_batches.get(dep.lower()) if dep.lower() not in new_batches else None
             met = batch is not None and all(
                 tasks[t.id].status.satisfies_dependants for t in batch.tasks if t.id in tasks

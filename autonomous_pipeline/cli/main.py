@@ -150,7 +150,7 @@ def run(argv: list[str]) -> int:
         raise UsageError("--plan is required (or PIPELINE_PLAN)")
     filename = args.plan or str(settings.plan)
     try:
-        plan, data = load_plan(settings.plan, settings.start_batch, settings.end_batch)
+        plan, data, outside = load_plan(settings.plan, settings.start_batch, settings.end_batch)
     except PlanError as exc:
         for line in exc.format(filename):
             print(line, file=sys.stderr)
@@ -183,7 +183,7 @@ def run(argv: list[str]) -> int:
         )
     configure_runtime(settings.metrics_port if here else None)
     try:
-        return asyncio.run(run_plan(plan, data, settings))
+        return asyncio.run(run_plan(plan, data, settings, outside))
     except PlanError as exc:  # the open run refused the plan as revised: where, line by line
         for line in exc.format(filename):
             print(line, file=sys.stderr)

@@ -19,6 +19,9 @@ MAX_PLAN_BYTES = 4 * 1024 * 1024
 class PlanFile(NamedTuple):
     plan: Plan  # parsed, batches selected
     data: bytes  # the file as read: the run's identity is its digest, so it is read only once
+    # The file's tasks outside the selection (and done outside any batch): a dependency on one
+    # is met, so a running plan's revision tells the run their ids.
+    outside: frozenset[str] = frozenset()
 
 
 def load_plan(path: Path, start: str | None = None, end: str | None = None) -> PlanFile:
@@ -37,7 +40,11 @@ def load_plan(path: Path, start: str | None = None, end: str | None = None) -> P
             "files of a few batches each"
         )
         raise PlanError([PlanIssue(line=1, message=message)])
-    return PlanFile(select_batches(_parse_quickly(data), start, end), data)
+    full = _parse_quickly(data)
+    plan = select_batches(full, start, end)
+    selected = {t.id for t in plan.tasks}
+    outside = {t.id for t in full.tasks if t.id not in selected}
+    return PlanFile(plan, data, frozenset(outside | {t.id for t in full.done_elsewhere}))
 
 
 def _parse_quickly(data: bytes) -> Plan:

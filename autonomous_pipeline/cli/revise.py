@@ -54,6 +54,7 @@ async def start_or_revise(
     plan_file: str,
     start: dict[str, Any],
     seen_open: bool = False,
+    outside: frozenset[str] = frozenset(),
 ) -> RevisionReply:
     """Start the run with `inp`, or, when it is open, send it `inp`'s plan as a revision.
     `start`: the rest of the start's options (summary, memo, timeouts). `seen_open`: the run was
@@ -74,7 +75,9 @@ async def start_or_revise(
         id_reuse_policy=reuse,
         **start,
     )
-    revision = PlanRevision(plan=inp.plan, digest=inp.plan_digest, plan_file=plan_file)
+    revision = PlanRevision(
+        plan=inp.plan, digest=inp.plan_digest, plan_file=plan_file, outside=sorted(outside)
+    )
 
     async def call() -> RevisionReply:
         reply: RevisionReply = await client.execute_update_with_start_workflow(

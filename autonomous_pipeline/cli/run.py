@@ -321,7 +321,10 @@ async def refuse_shared_target(target: Target, inp: PlanRunInput, workflow_id: s
         )
 
 
-async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
+async def run_plan(
+    plan: Plan, plan_bytes: bytes, settings: Settings, outside: frozenset[str] = frozenset()
+) -> int:
+    """`outside`: the file's tasks the batch selection leaves out (cli.plan_input.PlanFile)."""
     inp, identity = await build_input(plan, plan_bytes, settings)
     err = console(stderr=True)
     out = console()
@@ -420,7 +423,9 @@ async def run_plan(plan: Plan, plan_bytes: bytes, settings: Settings) -> int:
                 # run waits for one.
                 await start_only(target.client, inp, workflow_id, start)
                 raise NoAnswer()
-            reply = await start_or_revise(target.client, inp, workflow_id, plan_file, start, open_)
+            reply = await start_or_revise(
+                target.client, inp, workflow_id, plan_file, start, open_, outside
+            )
         except RevisionRefused:
             err.print(f"run {workflow_id} refused the revision; it goes on unchanged")
             raise

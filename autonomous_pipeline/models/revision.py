@@ -24,6 +24,8 @@ class PlanRevision(BaseModel):
     digest: str
     # The file as the operator named it: a refusal reads `PLAN.md:LINE: message`.
     plan_file: str
+    # The file's tasks outside the batch selection: a dependency on one is met, not unknown.
+    outside: list[str] = Field(default_factory=list)
 
 
 class ChangeKind(StrEnum):

@@ -278,3 +278,31 @@ def test_a_task_still_held_back_by_a_failure_is_not_revived() -> None:
     out = apply(current, tasks, revised, set())
     assert "1.2" not in {c.task for c in out.changes if c.kind is ChangeKind.CHANGED}
     assert out.results["1.2"].status is TaskStatus.SKIPPED
+
+
+def test_an_unknown_dependency_is_refused_unless_the_selection_left_it_out() -> None:
+    current = parse_plan(PLAN)
+    raw = parse_plan(PLAN).model_copy(deep=True)
+    raw.batches[1].tasks[0].depends_on = ["0.9"]  # sent as is, past the starter's parser
+    assert [i.message for i in refusals(current, states(), raw)] == [
+        "task 2.1 depends on unknown task '0.9'"
+    ]
+    # A task of a batch --start-batch left out (done) is met, as the parser said when it read it.
+    assert refusals(current, states(), raw, outside=frozenset({"0.9"})) == []
+    raw.batches[1].depends_on = ["7"]
+    assert [i.message for i in refusals(current, states(), raw, frozenset({"0.9"}))] == [
+        "batch 2 depends on unknown batch '7'"
+    ]
+
+
+def test_the_plan_file_names_the_tasks_its_selection_leaves_out(tmp_path: Path) -> None:
+    from autonomous_pipeline.cli.plan_input import load_plan
+
+    path = tmp_path / "PLAN.md"
+    path.write_text(
+        PLAN.replace("### Task 1.1: a", "### [x] Task 1.1: a").replace(
+            "### Task 1.2: b", "### [x] Task 1.2: b"
+        )
+    )
+    loaded = load_plan(path, "2", None)
+    assert [t.id for t in loaded.plan.tasks] == ["2.1"] and loaded.outside == {"1.1", "1.2"}

@@ -164,6 +164,12 @@ async def test_a_broken_revision_is_refused_with_its_line_and_changes_nothing(
     assert "PLAN.md:11: task 1.4 depends on task 1.2" in cause.message
     assert [d["line"] for d in cause.details] == [8, 11]
 
+    unknown = revision(BEFORE)
+    unknown.plan.batches[0].tasks[3].depends_on = ["7.7"]
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await revise(handle, unknown)
+    assert "PLAN.md:11: task 1.4 depends on unknown task '7.7'" in str(err.value.cause)
+
     cycle = revision(BEFORE)
     cycle.plan.batches[0].tasks[1].depends_on = ["1.3"]
     with pytest.raises(WorkflowUpdateFailedError) as err:
