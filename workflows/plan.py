@@ -204,8 +204,8 @@ class PlanWorkflow:
         # the run's workflow task.
         try:
             self._check_revision(rev)
-        except ValueError as exc:
-            raise ApplicationError(str(exc), type=REVISION_REFUSED, non_retryable=True) from None
+        except ValueError as exc:  # ending, or being cancelled: no lines to point at
+            raise ApplicationError(str(exc), type="RevisionNotTaken", non_retryable=True) from None
         unstarted = {
             t
             for t in self.running

@@ -105,7 +105,7 @@ async def start_or_revise(
         ) from None
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
-        if isinstance(cause, ApplicationError) and cause.type == REVISION_REFUSED:
+        if isinstance(cause, ApplicationError) and cause.type == REVISION_REFUSED and cause.details:
             issues = [PlanIssue.model_validate(d) for d in cause.details]
             raise RevisionRefused(issues, workflow_id) from None
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
