@@ -335,7 +335,16 @@ def test_two_hosts_share_a_run_and_a_dead_hosts_task_moves_to_the_other(
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{pid}/stat").read_text()
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            return f"pid {pid}: {stat[:120]}\n{cmd}\n{scene.logs()}"
+            ppid = int(stat.split(") ")[1].split()[1])
+            chain = []
+            while ppid > 1:
+                pst = Path(f"/proc/{ppid}/stat").read_text()
+                pcmd = Path(f"/proc/{ppid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                chain.append(f"{ppid}: {pst[:60]} :: {pcmd[:300]}")
+                ppid = int(pst.split(") ")[1].split()[1])
+            return (
+                "CHAIN\n" + "\n".join(chain) + f"\npid {pid}: {stat[:120]}\n{cmd}\n{scene.logs()}"
+            )
         return scene.logs()
 
     # It dies with its sandbox (which dies with the worker); a loaded machine may take a while.
