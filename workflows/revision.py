@@ -299,32 +299,21 @@ def reply(revision: int, changes: list[TaskChange], same: bool = False) -> Revis
 CARRIED_TAIL = 2000
 
 
+# A lean carry: what scheduling and the final report's lines need of an ended task.
+_LEAN = {
+    "id", "title", "status", "commit", "attempts", "duration_s", "error", "phase", "agent_runs",
+    "review_rounds", "workflow_id", "branch", "clone", "blocked_by", "pull_request", "sandbox",
+    "cost_usd", "tokens_in", "tokens_out",
+}  # fmt: skip
+
+
 def carried(r: TaskResult, lean: bool = False) -> TaskResult:
     """`lean`: only what scheduling and the final report's lines need (a run of many tasks)."""
     if not r.status.terminal:
         return r
     if lean:
-        return TaskResult(
-            id=r.id,
-            title=r.title,
-            status=r.status,
-            commit=r.commit,
-            attempts=r.attempts,
-            duration_s=r.duration_s,
-            error=(r.error or "")[:CARRIED_TAIL] or None,
-            phase=r.phase,
-            agent_runs=r.agent_runs,
-            review_rounds=r.review_rounds,
-            workflow_id=r.workflow_id,
-            branch=r.branch,
-            clone=r.clone,
-            blocked_by=r.blocked_by,
-            pull_request=r.pull_request,
-            sandbox=r.sandbox,
-            cost_usd=r.cost_usd,
-            tokens_in=r.tokens_in,
-            tokens_out=r.tokens_out,
-        )
+        kept = r.model_dump(include=_LEAN)
+        return TaskResult.model_validate(kept | {"error": (r.error or "")[:CARRIED_TAIL] or None})
     checks = [c.model_copy(update={"output_tail": c.output_tail[-CARRIED_TAIL:]}) for c in r.checks]
     if r.status.satisfies_dependants:  # succeeded: its checks passed, its diff is on the target
         checks = [c.model_copy(update={"output_tail": ""}) for c in checks]
